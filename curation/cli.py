@@ -1,0 +1,175 @@
+"""The `curate` command line. Everything after `--` is a Beam pipeline option, passed untouched.
+
+  curate ingest --config configs/laion.yaml --input 'meta/*.parquet' --output out/laion -- --runner DirectRunner
+  curate demo --output demo-out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curation.config import ConfigError, IngestConfig, build, load_config, load_yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split at the first `--`: ours before, Beam's after."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def find_config(name: str) -> Path:
+    """A config path as given, else under the project's configs/ folder."""
+    path = Path(name)
+    if path.exists() or path.is_absolute():
+        return path
+    candidate = CONFIG_DIR / name
+    return candidate if candidate.exists() else path
+
+
+def print_ingest_report(index: dict[str, Any], output: str, stream=sys.stdout) -> None:
+    """Kept/rejected per reason, the accounting check, and this run's Beam counters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream, width=100)
+    totals = index["totals"]
+    ok = totals["inputs"] == totals["kept"] + sum(index["reasons"].values())
+    table = Table(title=f"{output}: {index['num_shards']} shards, {totals['inputs']} input rows")
+    table.add_column("status / reason")
+    table.add_column("rows", justify="right")
+    table.add_row("kept", str(totals["kept"]))
+    for reason, count in sorted(index["reasons"].items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(f"rejected: {reason}", str(count))
+    console.print(table)
+    console.print(f"accounting: inputs {totals['inputs']} == kept {totals['kept']} + rejected "
+                  f"{sum(index['reasons'].values())}: {'OK' if ok else 'MISMATCH'}")
+    metrics = index.get("_metrics")
+    if metrics:
+        console.print("beam counters (this run): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+
+
+def cmd_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
+    overrides = {"progress": False} if args.no_progress else None
+    cfg = load_config(find_config(args.config), IngestConfig, overrides)  # fail before importing Beam
+    from pipelines.ingest import run_ingest
+
+    index = run_ingest(cfg, args.input, args.output, beam_args)
+    print_ingest_report(index, args.output)
+    totals = index["totals"]
+    return 0 if totals["inputs"] == totals["kept"] + sum(index["reasons"].values()) else 1
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    port: int = 8765
+    slow_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class DemoIngest:
+    recipes: dict[str, str]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """configs/demo.yaml: which recipes the demo runs and the overrides that make them local."""
+
+    ingest: DemoIngest
+    seed: int = 0
+    images: int = 48
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+
+def _free_port(preferred: int) -> int:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+
+def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from curation.config import deep_merge
+    from curation.image_server import serve
+    from curation.sample_data import check_outcomes, image_map, write_sample
+    from pipelines.ingest import run_ingest
+
+    demo_path = find_config(args.config)
+    demo = build(DemoConfig, load_yaml(demo_path), "")
+    out = Path(args.output)
+    port = _free_port(demo.server.port)
+    failures = 0
+    with serve(image_map(demo.seed, demo.images), port=port, slow_s=demo.server.slow_s) as base_url:
+        print(f"serving the embedded sample at {base_url}")
+        paths = write_sample(out / "input", base_url, demo.seed, demo.images)
+        for source, recipe in demo.ingest.recipes.items():
+            recipe_path = find_config(recipe)
+            overrides = deep_merge(demo.ingest.overrides, {"progress": not args.no_progress})
+            cfg = load_config(recipe_path, IngestConfig, overrides)
+            target = str(out / "ingest" / source)
+            print(f"\n== ingest {source} ({recipe_path.name}) -> {target}")
+            index = run_ingest(cfg, [str(paths[source])], target, beam_args)
+            print_ingest_report(index, target)
+            problems = check_outcomes(target, paths["expected"])
+            for line in problems:
+                print(f"  UNEXPECTED: {line}")
+            failures += len(problems)
+    print(f"\ndemo finished: outputs under {out}/ ({'all outcomes as expected' if not failures else f'{failures} unexpected outcomes'})")
+    return 0 if failures == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ours, beam_args = split_beam_args(list(sys.argv[1:] if argv is None else argv))
+    parser = argparse.ArgumentParser(prog="curate", description="Multimodal training-data curation on Apache Beam.")
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="metadata -> filtered, downloaded, img2dataset-compatible pair shards")
+    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/laion.yaml")
+    p.add_argument("--input", required=True, action="append", help="metadata glob (repeatable)")
+    p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("demo", help="the offline end-to-end run on the embedded sample")
+    p.add_argument("--output", default="demo-out")
+    p.add_argument("--config", default="demo.yaml")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(ours)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # Beam warns at import about optional GCP client libraries we do not use locally.
+    logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
+    try:
+        return args.func(args, beam_args)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        if type(err).__name__ != "OutputConflict":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

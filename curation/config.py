@@ -1,0 +1,268 @@
+"""YAML recipes validated into typed dataclasses, failing early with one clear line.
+
+`load_config(path, IngestConfig)` reads YAML and builds the dataclass tree; an unknown key, a
+missing required key or a wrong type raises `ConfigError("file: a.b.c: what was expected")`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from curation.records import MAPPABLE_FIELDS
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config problem, as one line: `file: key.path: message`."""
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (list, tuple):
+        args = get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one value against a type hint; raise ConfigError(where: ...) on mismatch."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(f"{where}: expected one of {_type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        (item_tp,) = get_args(tp)[:1] or (Any,)
+        items = [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        key_tp, val_tp = get_args(tp) or (Any, Any)
+        return {_convert(k, key_tp, where): _convert(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def build(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(map(str, data)) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}.{unknown[0]}: unknown key (expected one of: {', '.join(sorted(fields))})".lstrip(".")
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key_where = f"{where}.{name}" if where else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], key_where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key_where}: required key missing (expected {_type_name(hints[name])})")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; syntax errors become one ConfigError line with the position."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: config is not UTF-8 ({err.reason} at byte {err.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        pos = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML: {pos}{problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None = None) -> T:
+    """Load YAML at `path` into `cls`; every error names the file."""
+    data = load_yaml(path)
+    if overrides:
+        data = deep_merge(data, overrides)
+    try:
+        return build(cls, data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge mapping `over` into a copy of `base`."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingest recipe
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How to read one metadata source and map its columns onto canonical fields."""
+
+    name: str
+    columns: dict[str, str]
+    format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
+    keep_extra_columns: bool = True
+    image_root: str | None = None  # for jsonl with local image paths
+    caption_from_conversation: bool = False  # InternVL/LLaVA jsonl: first gpt turn is the caption
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.columns) - set(MAPPABLE_FIELDS))
+        if bad:
+            raise ConfigError(f"columns.{bad[0]}: unknown canonical field (expected one of: {', '.join(MAPPABLE_FIELDS)})")
+        if "url" not in self.columns and "image_path" not in self.columns:
+            raise ConfigError("columns: map `url` or `image_path` to a column")
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """HTTP fetching: limits, retries, politeness and the SSRF guard."""
+
+    timeout_s: float = 10.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    max_bytes: int = 20_000_000
+    max_redirects: int = 5
+    threads: int = 64
+    user_agent_token: str = "curate"
+    disallowed_robots: list[str] = field(default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"])
+    allow_private_addresses: bool = False
+    check_content_type: bool = True
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ConfigError("timeout_s: must be > 0")
+        if self.retries < 0 or self.max_redirects < 0 or self.threads < 1 or self.max_bytes < 1:
+            raise ConfigError("retries/max_redirects must be >= 0; threads, max_bytes >= 1")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """Decode, resize and re-encode settings (img2dataset's resize modes)."""
+
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "keep_ratio"
+    image_size: int = 512
+    resize_only_if_bigger: bool = True
+    encode_format: Literal["jpg", "webp"] = "jpg"
+    encode_quality: int = 95
+    max_pixels: int = 89_478_485  # Pillow's default decompression-bomb limit
+
+    def __post_init__(self) -> None:
+        if self.image_size < 1 or not 1 <= self.encode_quality <= 100 or self.max_pixels < 1:
+            raise ConfigError("image_size >= 1, encode_quality in 1..100, max_pixels >= 1")
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """Output shard naming and size."""
+
+    prefix: str = "pairs"
+    samples_per_shard: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.samples_per_shard < 1 or not self.prefix or "/" in self.prefix or "." in self.prefix:
+            raise ConfigError("shards: samples_per_shard >= 1 and a prefix without '/' or '.'")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """The whole ingest recipe."""
+
+    source: SourceConfig
+    metadata_filters: list[dict[str, Any]] = field(default_factory=list)
+    pixel_filters: list[dict[str, Any]] = field(default_factory=list)
+    dedup_urls: bool = True
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        # Build the filters once so a bad filter spec fails at load time, with its path.
+        from filters.registry import build_filters
+
+        build_filters(self.metadata_filters, "metadata_filters")
+        build_filters(self.pixel_filters, "pixel_filters")
+
+
+def config_fingerprint(cfg: Any) -> str:
+    """A stable hash of a config, recorded in outputs so a rerun can tell its own job."""
+    import hashlib
+    import json
+
+    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

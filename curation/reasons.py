@@ -1,0 +1,79 @@
+"""The closed set of rejection reason codes, one place, documented.
+
+Every rejected row carries one of these codes; `inputs == kept + sum(rejected by reason)` is
+checked against this set. HTTP status codes map onto a fixed list (see `http_reason`).
+"""
+
+from __future__ import annotations
+
+REASONS: dict[str, str] = {
+    # read / parse
+    "malformed_row": "the metadata row could not be parsed (bad JSON line, wrong types)",
+    "unreadable_file": "the metadata file stops being readable here (corrupt footer, bad compression)",
+    "missing_url": "the row has no URL or local image path",
+    "dup_uid": "another input row already has this uid (kept the first in source order)",
+    # metadata filters
+    "empty_caption": "caption is empty or whitespace",
+    "placeholder_caption": "caption is a placeholder or a file name, not a description",
+    "caption_too_short": "caption below min_chars or min_words",
+    "caption_too_long": "caption above max_chars or max_words",
+    "declared_too_small": "declared width/height below min_side",
+    "declared_too_large": "declared area above max_area",
+    "declared_bad_aspect": "declared aspect ratio above max_aspect",
+    "nsfw": "NSFW tag or score above threshold",
+    "watermark": "watermark score above threshold",
+    "low_clip_similarity": "CLIP image-text similarity below threshold",
+    "dup_url": "exact duplicate of another row's normalised URL (detail: kept uid)",
+    # download
+    "invalid_url": "URL cannot be parsed or has no host",
+    "unsupported_scheme": "scheme other than http/https (file://, ftp://, data:)",
+    "private_address": "host resolves to a private, loopback, link-local or metadata address",
+    "dns_error": "host name does not resolve",
+    "connection_error": "connection refused or reset",
+    "timeout": "no complete response within timeout_s",
+    "too_many_redirects": "more than max_redirects redirects",
+    "redirect_loop": "a redirect points back to an URL already visited",
+    "http_400": "HTTP 400",
+    "http_401": "HTTP 401",
+    "http_403": "HTTP 403",
+    "http_404": "HTTP 404",
+    "http_410": "HTTP 410",
+    "http_429": "HTTP 429 after retries",
+    "http_4xx": "another HTTP 4xx status",
+    "http_500": "HTTP 500 after retries",
+    "http_502": "HTTP 502 after retries",
+    "http_503": "HTTP 503 after retries",
+    "http_504": "HTTP 504 after retries",
+    "http_5xx": "another HTTP 5xx status (or an unexpected 1xx/3xx)",
+    "robots_noai": "X-Robots-Tag opts out (noai, noimageai, noindex, noimageindex)",
+    "body_too_large": "response body above max_bytes",
+    "empty_body": "zero-byte response",
+    "not_an_image": "content type is not an image (HTML, JSON, text)",
+    "local_file_error": "a local image path is missing, unreadable or outside image_root",
+    # image
+    "decode_error": "Pillow cannot identify or decode the bytes",
+    "truncated_image": "image data ends early",
+    "decompression_bomb": "pixel count above the decompression-bomb limit",
+    "too_small": "decoded min side below the pixel filter",
+    "too_large": "decoded area above the pixel filter",
+    "bad_aspect_ratio": "decoded aspect ratio above the pixel filter",
+    "encode_error": "re-encoding the image failed",
+}
+
+HTTP_CODES_NAMED = frozenset({400, 401, 403, 404, 410, 429, 500, 502, 503, 504})
+
+
+def http_reason(status: int) -> str:
+    """Map an HTTP status to its reason code."""
+    if status in HTTP_CODES_NAMED:
+        return f"http_{status}"
+    if 400 <= status < 500:
+        return "http_4xx"
+    return "http_5xx"
+
+
+def check_reason(code: str) -> str:
+    """Return `code` if it is in the closed set, else raise: a typo must not invent a reason."""
+    if code not in REASONS:
+        raise ValueError(f"unknown rejection reason {code!r}; add it to curation/reasons.py")
+    return code

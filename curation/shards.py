@@ -1,0 +1,208 @@
+"""Pair shards: deterministic webdataset tars, parquet manifests, shard reports and the index.
+
+Pure builders over file objects; `pipelines/` opens the files (any Beam filesystem), writes to a
+temp name and renames. Contents depend only on the records, never on arrival order: members are
+sorted by uid, tar headers carry fixed times and owners, the manifest has a fixed schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.records import Rejection, Sample
+
+TAR_MTIME = 1_577_836_800  # 2020-01-01: fixed, so tars are byte-identical across runs
+INDEX_NAME = "_index.json"
+PROGRESS_DIR = "_progress"
+
+MANIFEST_SCHEMA = pa.schema([
+    ("uid", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("source", pa.string()),
+    ("source_file", pa.string()), ("source_row", pa.int64()),
+    ("status", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()), ("original_height", pa.int32()),
+    ("sha256", pa.string()), ("phash", pa.string()),
+    ("declared_width", pa.int64()), ("declared_height", pa.int64()),
+    ("clip_similarity", pa.float64()), ("nsfw_score", pa.float64()), ("watermark_score", pa.float64()),
+    ("aesthetic_score", pa.float64()),
+])
+
+
+def stable_hash(key: str) -> int:
+    """64-bit hash that is the same in every process and Python version (unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+def shard_of(uid: str, num_shards: int) -> int:
+    return stable_hash(uid) % num_shards
+
+
+def num_shards_for(rows: int, samples_per_shard: int) -> int:
+    return max(1, -(-rows // samples_per_shard))
+
+
+def shard_name(prefix: str, shard: int, num_shards: int) -> str:
+    return f"{prefix}-{shard:05d}-of-{num_shards:05d}"
+
+
+class HashingWriter(io.RawIOBase):
+    """Write-through wrapper that counts bytes and computes sha256 on the way."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[override]
+        data = bytes(b)
+        self.sha.update(data)
+        self.size += len(data)
+        self.raw.write(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+
+def write_tar(f: IO[bytes], members: Iterable[tuple[str, bytes]]) -> None:
+    """A tar with fixed headers (mtime, owner, mode) in the given member order; streams."""
+    with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = TAR_MTIME
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+
+
+def sample_members(sample: Sample) -> list[tuple[str, bytes]]:
+    """`{uid}.jpg|webp`, `{uid}.json`, `{uid}.txt`: webdataset groups them by the key before the dot."""
+    uid = sample.pair.uid
+    meta = json.dumps(sample.metadata(), ensure_ascii=False, sort_keys=True, allow_nan=False).encode()
+    return [
+        (f"{uid}.{sample.image.ext}", sample.image.data),
+        (f"{uid}.json", meta),
+        (f"{uid}.txt", sample.pair.caption.encode("utf-8", "replace")),
+    ]
+
+
+def resolve_uid_collisions(records: Iterable[Sample | Rejection]) -> list[Sample | Rejection]:
+    """Keep the first kept sample per uid in source order; later kept ones become `dup_uid`."""
+    ordered = sorted(records, key=lambda r: r.pair.order_key)
+    winners: dict[str, Sample] = {}
+    out: list[Sample | Rejection] = []
+    for rec in ordered:
+        if isinstance(rec, Sample):
+            first = winners.get(rec.pair.uid)
+            if first is not None:
+                where = f"{first.pair.source_file}:{first.pair.source_row}"
+                out.append(Rejection(rec.pair, "write", "dup_uid", f"uid already kept from {where}"))
+                continue
+            winners[rec.pair.uid] = rec
+        out.append(rec)
+    return out
+
+
+def manifest_row(rec: Sample | Rejection) -> dict[str, Any]:
+    p = rec.pair
+    row = {
+        "uid": p.uid, "url": p.url, "caption": p.caption, "source": p.source, "source_file": p.source_file,
+        "source_row": p.source_row, "declared_width": p.declared_width, "declared_height": p.declared_height,
+        "clip_similarity": p.clip_similarity, "nsfw_score": p.nsfw_score, "watermark_score": p.watermark_score,
+        "aesthetic_score": p.aesthetic_score,
+    }
+    if isinstance(rec, Sample):
+        im = rec.image
+        row.update(status="kept", width=im.width, height=im.height, original_width=im.original_width,
+                   original_height=im.original_height, sha256=im.sha256, phash=im.phash)
+    else:
+        row.update(status="rejected", stage=rec.stage, reason=rec.reason, detail=rec.detail)
+    return row
+
+
+def write_manifest(f: IO[bytes], records: list[Sample | Rejection]) -> None:
+    rows = [manifest_row(r) for r in records]
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA) if rows else MANIFEST_SCHEMA.empty_table()
+    pq.write_table(table, f, compression="zstd")
+
+
+@dataclass
+class ShardReport:
+    """What one written shard holds; the index is built from these."""
+
+    shard: int
+    name: str
+    kept: int
+    rows: int
+    tar_sha256: str
+    manifest_sha256: str
+    tar_bytes: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "ShardReport":
+        return ShardReport(**json.loads(text))
+
+
+def write_pair_shard(shard: int, name: str, records: Iterable[Sample | Rejection],
+                     tar_file: IO[bytes], manifest_file: IO[bytes]) -> ShardReport:
+    """Write one shard's tar and manifest from all its records (kept and rejected)."""
+    resolved = resolve_uid_collisions(records)
+    kept = [r for r in resolved if isinstance(r, Sample)]
+    kept.sort(key=lambda s: s.pair.uid)
+    tar_out = HashingWriter(tar_file)
+    write_tar(tar_out, (m for s in kept for m in sample_members(s)))
+    man_out = HashingWriter(manifest_file)
+    write_manifest(man_out, resolved)
+    rejected = [r for r in resolved if isinstance(r, Rejection)]
+    return ShardReport(
+        shard=shard, name=name, kept=len(kept), rows=len(resolved),
+        tar_sha256=tar_out.hexdigest(), manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
+        reasons=dict(sorted(Counter(r.reason for r in rejected).items())),
+        stages=dict(sorted(Counter(r.stage for r in rejected).items())),
+    )
+
+
+def build_index(reports: Iterable[ShardReport], *, kind: str, prefix: str, num_shards: int,
+                fingerprint: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `_index.json` document: every shard with its counts and hashes, totals per reason."""
+    reports = sorted(reports, key=lambda r: r.shard)
+    reasons: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    for r in reports:
+        reasons.update(r.reasons)
+        stages.update(r.stages)
+    kept = sum(r.kept for r in reports)
+    inputs = sum(r.rows for r in reports)
+    index = {
+        "kind": kind, "format_version": 1, "prefix": prefix, "num_shards": num_shards,
+        "config_fingerprint": fingerprint,
+        "totals": {"inputs": inputs, "kept": kept, "rejected": inputs - kept},
+        "reasons": dict(sorted(reasons.items())), "stages": dict(sorted(stages.items())),
+        "shards": [
+            {"name": r.name, "tar": f"{r.name}.tar", "manifest": f"{r.name}.parquet", "count": r.kept,
+             "rows": r.rows, "tar_sha256": r.tar_sha256, "manifest_sha256": r.manifest_sha256,
+             "tar_bytes": r.tar_bytes}
+            for r in reports
+        ],
+    }
+    if extra:
+        index.update(extra)
+    return index

@@ -1,0 +1,1 @@
+"""Filters and deduplication: pure functions and objects, no Beam, no I/O."""

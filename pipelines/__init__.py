@@ -1,0 +1,1 @@
+"""Apache Beam pipelines: thin wiring of curation/, filters/ and packing/ objects."""

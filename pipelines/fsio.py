@@ -1,0 +1,77 @@
+"""File helpers over Beam's FileSystems (local, gs://, s3://, hdfs://): atomic writes and listing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import IO, Callable, TypeVar
+
+from apache_beam.io.filesystems import FileSystems
+
+T = TypeVar("T")
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def mkdirs(path: str) -> None:
+    if not FileSystems.exists(path):
+        try:
+            FileSystems.mkdirs(path)
+        except OSError:
+            if not FileSystems.exists(path):  # lost a race with another worker: fine
+                raise
+
+
+def write_atomic(path: str, fill: Callable[[IO[bytes]], T]) -> T:
+    """Write through `fill(f)` to a unique temp name, then rename onto `path` (readers never see
+    a partial file; a retried bundle never clobbers another attempt's temp file)."""
+    directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
+    tmp = join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
+    f = FileSystems.create(tmp, mime_type="application/octet-stream")
+    try:
+        result = fill(f)
+    finally:
+        f.close()
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+    return result
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read()
+
+
+def write_json(path: str, doc: object) -> None:
+    data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+    write_atomic(path, lambda f: f.write(data))
+
+
+def read_json(path: str) -> object:
+    return json.loads(read_bytes(path))
+
+
+def match(patterns: list[str]) -> list[tuple[str, int]]:
+    """(path, size) for every file matching the globs, sorted; error if a glob matches nothing."""
+    files: dict[str, int] = {}
+    for pattern, result in zip(patterns, FileSystems.match(patterns)):
+        if not result.metadata_list:
+            raise FileNotFoundError(f"no input files match {pattern!r}")
+        for meta in result.metadata_list:
+            files[meta.path] = meta.size_in_bytes
+    return sorted(files.items())
+
+
+def listdir(directory: str, suffix: str = "") -> list[str]:
+    """Paths directly under `directory` ending with `suffix` (empty list if it does not exist)."""
+    if not FileSystems.exists(directory):
+        return []
+    result = FileSystems.match([join(directory, f"*{suffix}")])[0]
+    return sorted(m.path for m in result.metadata_list)

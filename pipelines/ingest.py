@@ -1,0 +1,238 @@
+"""Ingest: metadata files -> filters -> URL dedup -> download -> pixel filters -> pair shards.
+
+Only wiring: the readers, filters, downloader and shard writer live in curation/ and filters/.
+Every input row ends in exactly one manifest row, kept or rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+
+from curation.config import IngestConfig, config_fingerprint
+from curation.records import Pair, Rejection
+from curation.shards import num_shards_for, write_pair_shard
+from pipelines import fsio
+from pipelines.sharded_output import AssignShard, JobState, WriteShards, not_done
+
+NS = "curate.ingest"
+log = logging.getLogger(__name__)
+
+
+class ReadFile(beam.DoFn):
+    """path -> every row as Pair or Rejection (malformed rows included)."""
+
+    def __init__(self, cfg: IngestConfig) -> None:
+        self.cfg = cfg
+
+    def process(self, path: str):
+        from apache_beam.io.filesystems import FileSystems
+
+        from curation.sources import read_pairs
+
+        inputs = Metrics.counter(NS, "inputs")
+        with FileSystems.open(path) as f:
+            for rec in read_pairs(f, self.cfg.source, path):
+                inputs.inc()
+                yield rec
+
+
+class MetadataFilters(beam.DoFn):
+    """(shard, Pair) -> main output if every metadata filter keeps it, else a tagged Rejection."""
+
+    REJECTED = "rejected"
+
+    def __init__(self, cfg: IngestConfig) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        from filters.registry import build_filters
+
+        self.filters = build_filters(self.cfg.metadata_filters, "metadata_filters")
+
+    def process(self, element):
+        shard, rec = element
+        if isinstance(rec, Rejection):
+            yield beam.pvalue.TaggedOutput(self.REJECTED, element)
+            return
+        for f in self.filters:
+            verdict = f(rec)
+            if not verdict.ok:
+                yield beam.pvalue.TaggedOutput(self.REJECTED, (shard, Rejection(rec, f.stage, verdict.reason, verdict.detail)))
+                return
+        yield element
+
+
+def split_url_group(item):
+    """(normalised url, [(shard, Pair)]) -> first in source order kept, the rest `dup_url`."""
+    from filters.exact import pick_representative
+
+    _, group = item
+    keep, dups = pick_representative(group, key=lambda e: (e[1].source_file, e[1].source_row, e[1].uid))
+    yield keep
+    for shard, pair in dups:
+        yield beam.pvalue.TaggedOutput("rejected", (shard, Rejection(pair, "dedup", "dup_url", f"same URL as {keep[1].uid}")))
+
+
+class Download(beam.DoFn):
+    """(shard, Pair) -> (shard, Sample | Rejection), many requests in flight per worker.
+
+    Results are yielded as they complete; whatever is still in flight at the end of a bundle is
+    drained in finish_bundle. Order does not matter: the writer sorts."""
+
+    def __init__(self, cfg: IngestConfig) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        from curation.download import Downloader, InFlight
+        from filters.registry import build_filters
+
+        pixel = build_filters(self.cfg.pixel_filters, "pixel_filters")
+        self.downloader = Downloader(self.cfg.download, self.cfg.image, self.cfg.source, pixel)
+        self.inflight = InFlight(self._one, self.cfg.download.threads)
+        self.kept = Metrics.counter(NS, "downloaded")
+        self.failed = Metrics.counter(NS, "download_failed")
+        self.bytes = Metrics.counter(NS, "image_bytes_written")
+        self.bar = None
+        if self.cfg.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=f"download[{os.getpid()}]", unit="img", mininterval=1.0, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+
+    def _one(self, element):
+        shard, pair = element
+        return shard, self.downloader(pair)
+
+    def _count(self, results):
+        for shard, rec in results:
+            if isinstance(rec, Rejection):
+                self.failed.inc()
+            else:
+                self.kept.inc()
+                self.bytes.inc(len(rec.image.data))
+            if self.bar is not None:
+                self.bar.update(1)
+            yield shard, rec
+
+    def process(self, element):
+        yield from self._count(self.inflight.submit(element))
+
+    def finish_bundle(self):
+        for result in self._count(self.inflight.drain()):
+            yield GlobalWindows.windowed_value(result)
+
+    def teardown(self) -> None:
+        self.inflight.close()
+        self.downloader.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def uid_of(rec: Pair | Rejection) -> str:
+    return rec.uid if isinstance(rec, Pair) else rec.pair.uid
+
+
+def job_fingerprint(cfg: IngestConfig, files: list[tuple[str, int]]) -> str:
+    """Config (minus knobs that do not change output) + input files and sizes."""
+    semantic = dataclasses.replace(cfg, progress=True, download=dataclasses.replace(cfg.download, threads=1))
+    blob = json.dumps({"config": config_fingerprint(semantic), "inputs": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: str, fingerprint: str,
+                 previous: dict[str, Any]) -> beam.PCollection:
+    """Wire the ingest graph on `p`; returns the PCollection holding the written index."""
+    prefix = cfg.shards.prefix
+    done = frozenset(previous)
+    rows = (
+        p
+        | "InputFiles" >> beam.Create(files)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadRows" >> beam.ParDo(ReadFile(cfg))
+    )
+    num_shards = (
+        rows
+        | "CountRows" >> beam.combiners.Count.Globally()
+        | "NumShards" >> beam.Map(num_shards_for, cfg.shards.samples_per_shard)
+    )
+    n = beam.pvalue.AsSingleton(num_shards)
+    keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
+    filtered = keyed | "MetadataFilters" >> beam.ParDo(MetadataFilters(cfg)).with_outputs(MetadataFilters.REJECTED, main="kept")
+    kept, rejected = filtered.kept, [filtered.rejected]
+    if cfg.dedup_urls:
+        from filters.exact import normalize_url
+
+        deduped = (
+            kept
+            | "KeyByUrl" >> beam.Map(lambda e: (normalize_url(e[1].url), e))
+            | "GroupByUrl" >> beam.GroupByKey()
+            | "DedupUrls" >> beam.FlatMap(split_url_group).with_outputs("rejected", main="kept")
+        )
+        kept = deduped.kept
+        rejected.append(deduped.rejected)
+    todo = not_done(prefix, done)
+    downloaded = (
+        kept
+        | "SkipDoneShards" >> beam.Filter(todo, num_shards=n)
+        | "SpreadDownloads" >> beam.Reshuffle()
+        | "Download" >> beam.ParDo(Download(cfg))
+    )
+    rejected_todo = (
+        rejected
+        | "AllRejected" >> beam.Flatten()
+        | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n)
+    )
+    return (
+        (downloaded, rejected_todo)
+        | "Records" >> beam.Flatten()
+        | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_pair_shard, num_shards, previous, NS,
+                                 extra={"source": cfg.source.name})
+    )
+
+
+def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) an ingest job; returns the index document."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    matched = fsio.match(inputs)
+    fingerprint = job_fingerprint(cfg, [(os.path.basename(path), size) for path, size in matched])
+    state = JobState(output, fingerprint)
+    finished = state.finished()
+    if finished is not None:
+        log.info("%s already holds this finished job; nothing to do", output)
+        return finished
+    state.claim()
+    previous = state.done_reports()
+    options = PipelineOptions(beam_args or [])
+    if not any(a.startswith("--runner") for a in beam_args or []):
+        options.view_as(beam.options.pipeline_options.StandardOptions).runner = "DirectRunner"
+    with beam.Pipeline(options=options) as p:
+        build_ingest(p, cfg, [path for path, _ in matched], output, fingerprint, previous)
+    result = p.result
+    index = fsio.read_json(state.index_path())
+    index["_metrics"] = _metrics(result)
+    return index
+
+
+def _metrics(result) -> dict[str, int]:
+    """Counters of this run (namespace curate.ingest), for the end-of-run report."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(NS))["counters"]
+    except Exception:  # noqa: BLE001 - some runners report no metrics
+        return {}
+    out: dict[str, int] = {}
+    for c in counters:
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    return dict(sorted(out.items()))

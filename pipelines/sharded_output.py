@@ -1,0 +1,182 @@
+"""Deterministic sharded output with resumption, shared by every stage that writes pair shards.
+
+key -> shard (stable hash of uid, shard count from the input row count) -> GroupByKey -> sort ->
+write tar + manifest to temp names -> rename -> a per-shard progress marker -> `_index.json` last.
+A rerun skips shards whose marker exists; a rerun of a finished job does nothing at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from curation.shards import INDEX_NAME, PROGRESS_DIR, ShardReport, build_index, shard_name
+from pipelines import fsio
+
+log = logging.getLogger(__name__)
+JOB_NAME = "_job.json"
+
+
+class OutputConflict(RuntimeError):
+    """The output folder holds another job's results."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What an output folder already holds for this job (same config and inputs)."""
+
+    output: str
+    fingerprint: str
+
+    def index_path(self) -> str:
+        return fsio.join(self.output, INDEX_NAME)
+
+    def finished(self) -> dict[str, Any] | None:
+        """The index of a finished run of this same job, or None; a foreign job is an error."""
+        self._check_owner()
+        if fsio.exists(self.index_path()):
+            index = fsio.read_json(self.index_path())
+            if index.get("config_fingerprint") == self.fingerprint:
+                return index
+        return None
+
+    def _check_owner(self) -> None:
+        job_path = fsio.join(self.output, JOB_NAME)
+        if fsio.exists(job_path):
+            owner = fsio.read_json(job_path).get("fingerprint")
+            if owner != self.fingerprint:
+                raise OutputConflict(
+                    f"{self.output} holds the output of another job (fingerprint {owner}, this job "
+                    f"{self.fingerprint}: config or inputs differ); write to a new folder or remove it")
+
+    def claim(self) -> None:
+        """Record which job owns the folder (first run), so resumes can check it."""
+        fsio.mkdirs(self.output)
+        fsio.mkdirs(fsio.join(self.output, PROGRESS_DIR))
+        job_path = fsio.join(self.output, JOB_NAME)
+        if not fsio.exists(job_path):
+            fsio.write_json(job_path, {"fingerprint": self.fingerprint})
+
+    def done_reports(self) -> dict[str, ShardReport]:
+        """Shard name -> report for shards a previous run of this job finished."""
+        done = {}
+        for path in fsio.listdir(fsio.join(self.output, PROGRESS_DIR), ".json"):
+            try:
+                report = ShardReport.from_json(fsio.read_bytes(path).decode())
+            except (ValueError, TypeError, KeyError):
+                continue  # a torn marker: redo that shard
+            done[report.name] = report
+        return done
+
+
+class AssignShard(beam.DoFn):
+    """record -> (shard, record), with the shard count from a side input."""
+
+    def process(self, record, num_shards: int, uid_of: Callable[[Any], str]):
+        from curation.shards import shard_of
+
+        yield shard_of(uid_of(record), num_shards), record
+
+
+def not_done(prefix: str, done: frozenset[str]) -> Callable[[tuple[int, Any], int], bool]:
+    """Predicate for Filter: keep elements whose shard no previous run finished."""
+
+    def keep(element: tuple[int, Any], num_shards: int) -> bool:
+        return shard_name(prefix, element[0], num_shards) not in done
+
+    return keep
+
+
+class WriteShard(beam.DoFn):
+    """(shard, records) -> ShardReport, writing tar + manifest atomically, then the marker."""
+
+    def __init__(self, output: str, prefix: str, write: Callable, namespace: str) -> None:
+        self.output = output
+        self.prefix = prefix
+        self.write = write
+        self.namespace = namespace
+
+    def process(self, element, num_shards: int):
+        shard, records = element
+        yield write_one_shard(self.output, self.prefix, shard, num_shards, records, self.write, self.namespace)
+
+
+def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, records: Iterable,
+                    write: Callable, namespace: str) -> ShardReport:
+    name = shard_name(prefix, shard, num_shards)
+    tar_path = fsio.join(output, f"{name}.tar")
+    man_path = fsio.join(output, f"{name}.parquet")
+    records = list(records)
+    holder: dict[str, ShardReport] = {}
+
+    def fill_tar(tar_f):
+        def fill_manifest(man_f):
+            holder["report"] = write(shard, name, records, tar_f, man_f)
+
+        fsio.write_atomic(man_path, fill_manifest)
+
+    fsio.write_atomic(tar_path, fill_tar)
+    report = holder["report"]
+    fsio.write_json(fsio.join(output, PROGRESS_DIR, f"{name}.json"), json.loads(report.to_json()))
+    Metrics.counter(namespace, "shards_written").inc()
+    Metrics.counter(namespace, "kept").inc(report.kept)
+    for reason, count in report.reasons.items():
+        Metrics.counter(namespace, f"rejected_{reason}").inc(count)
+    return report
+
+
+class WriteIndex(beam.DoFn):
+    """All reports -> fill in shards that got no records -> `_index.json`, written last."""
+
+    def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable,
+                 previous: dict[str, ShardReport], namespace: str, extra: dict[str, Any] | None = None) -> None:
+        self.output = output
+        self.prefix = prefix
+        self.kind = kind
+        self.fingerprint = fingerprint
+        self.write = write
+        self.previous = previous
+        self.namespace = namespace
+        self.extra = extra
+
+    def process(self, reports: list[ShardReport], num_shards: int):
+        by_name = {r.name: r for r in self.previous.values() if r.name.endswith(f"-of-{num_shards:05d}")}
+        by_name.update({r.name: r for r in reports})
+        for shard in range(num_shards):
+            name = shard_name(self.prefix, shard, num_shards)
+            if name not in by_name:  # no input row hashed here: an empty shard keeps names contiguous
+                by_name[name] = write_one_shard(self.output, self.prefix, shard, num_shards, [], self.write, self.namespace)
+        index = build_index(by_name.values(), kind=self.kind, prefix=self.prefix, num_shards=num_shards,
+                            fingerprint=self.fingerprint, extra=self.extra)
+        fsio.write_json(fsio.join(self.output, INDEX_NAME), index)
+        yield index
+
+
+class WriteShards(beam.PTransform):
+    """(shard, record) elements -> shards + `_index.json`; returns a PCollection of the index."""
+
+    def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable,
+                 num_shards, previous: dict[str, ShardReport], namespace: str, extra=None) -> None:
+        super().__init__()
+        self.args = (output, prefix, kind, fingerprint, write, previous, namespace, extra)
+        self.num_shards = num_shards
+
+    def expand(self, keyed):
+        output, prefix, kind, fingerprint, write, previous, namespace, extra = self.args
+        n = beam.pvalue.AsSingleton(self.num_shards)
+        reports = (
+            keyed
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.ParDo(WriteShard(output, prefix, write, namespace), num_shards=n)
+        )
+        return (
+            reports
+            | "AllReports" >> beam.combiners.ToList()
+            | "WriteIndex" >> beam.ParDo(WriteIndex(output, prefix, kind, fingerprint, write, previous, namespace, extra),
+                                         num_shards=n)
+        )

@@ -1,0 +1,48 @@
+"""Shared fixtures: a real local HTTP image server and the embedded sample metadata."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from curation.config import IngestConfig, load_config  # noqa: E402
+from curation.image_server import serve  # noqa: E402
+from curation.sample_data import image_map, write_sample  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+# Local-server settings: 127.0.0.1 must be allowed, slow routes must exceed the timeout.
+LOCAL_DOWNLOAD = {"allow_private_addresses": True, "timeout_s": 2.0, "retries": 1, "backoff_s": 0.1,
+                  "max_bytes": 1_000_000, "threads": 16}
+SLOW_S = 3.0
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, bytes]:
+    return image_map(0, 48)
+
+
+@pytest.fixture(scope="session")
+def image_server(images):
+    with serve(images, slow_s=SLOW_S) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def sample(image_server, tmp_path_factory) -> dict[str, Path]:
+    return write_sample(tmp_path_factory.mktemp("sample"), image_server)
+
+
+def local_config(recipe: str = "laion.yaml", **overrides) -> IngestConfig:
+    """A production recipe with the settings a local-server run needs, plus `overrides`."""
+    from curation.config import deep_merge
+
+    base = {"download": LOCAL_DOWNLOAD, "image": {"image_size": 256}, "shards": {"samples_per_shard": 24},
+            "progress": False}
+    return load_config(CONFIGS / recipe, IngestConfig, deep_merge(base, overrides))

@@ -1,0 +1,68 @@
+"""The `curate` console script as a user runs it: Beam options after `--`, clear config errors,
+and the README's demo command end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curation.cli import split_beam_args
+from tests.conftest import CONFIGS, LOCAL_DOWNLOAD
+
+CURATE = [sys.executable, "-m", "curation.cli"]
+
+
+def test_split_beam_args():
+    assert split_beam_args(["ingest", "--config", "x", "--", "--runner", "DirectRunner"]) == (
+        ["ingest", "--config", "x"], ["--runner", "DirectRunner"])
+    assert split_beam_args(["demo"]) == (["demo"], [])
+
+
+def test_config_error_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source: {name: x, columns: {url: URL}}\ndownload: {threads: many}\n")
+    res = subprocess.run(CURATE + ["ingest", "--config", str(bad), "--input", "x", "--output", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0
+    assert "bad.yaml: download.threads: expected int, got str 'many'" in res.stderr
+
+
+def test_no_matching_input_is_a_clear_error(tmp_path):
+    res = subprocess.run(CURATE + ["ingest", "--config", "laion.yaml", "--input", str(tmp_path / "none*.parquet"),
+                                   "--output", str(tmp_path / "o")], capture_output=True, text=True)
+    assert res.returncode == 2 and "no input files match" in res.stderr
+
+
+@pytest.mark.slow
+def test_ingest_command_passes_beam_options_through(sample, tmp_path):
+    recipe = yaml.safe_load((CONFIGS / "coyo.yaml").read_text())
+    recipe["download"] = {**recipe["download"], **LOCAL_DOWNLOAD}
+    recipe["shards"]["samples_per_shard"] = 40
+    cfg = tmp_path / "coyo-local.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    res = subprocess.run(CURATE + ["ingest", "--config", str(cfg), "--input", str(sample["coyo"]), "--output", str(out),
+                                   "--no-progress", "--", "--runner", "DirectRunner",
+                                   "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "accounting: inputs" in res.stdout and "OK" in res.stdout
+    index = json.loads((out / "_index.json").read_text())
+    assert index["num_shards"] == 2 and index["totals"]["kept"] > 40
+
+
+@pytest.mark.slow
+def test_demo_command(tmp_path):
+    res = subprocess.run(CURATE + ["demo", "--output", str(tmp_path / "demo"), "--no-progress"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "all outcomes as expected" in res.stdout
+    for source in ("laion", "coyo"):
+        index = json.loads((tmp_path / "demo" / "ingest" / source / "_index.json").read_text())
+        assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
+        assert index["totals"]["kept"] >= 40
+    assert Path(tmp_path / "demo" / "input" / "expected.json").exists()
