@@ -217,6 +217,9 @@ class ImageConfig:
     resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "keep_ratio"
     image_size: int = 512
     resize_only_if_bigger: bool = True
+    # img2dataset's defaults: area averaging when shrinking (Pillow BOX == cv2 INTER_AREA), lanczos when growing
+    downscale_interpolation: Literal["area", "bilinear", "bicubic", "lanczos"] = "area"
+    upscale_interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "lanczos"
     encode_format: Literal["jpg", "webp"] = "jpg"
     encode_quality: int = 95
     max_pixels: int = 89_478_485  # Pillow's default decompression-bomb limit

@@ -76,14 +76,17 @@ def _scale_for(mode: str, size: int, w: int, h: int, only_if_bigger: bool) -> fl
     return size / side
 
 
-def _resize(img: Image.Image, scale: float) -> Image.Image:
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "area": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR,
+             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+
+
+def _resize(img: Image.Image, scale: float, cfg: ImageConfig) -> Image.Image:
     if scale == 1.0:
         return img
     w, h = img.size
     new = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if scale < 1.0:
-        return img.resize(new, Image.Resampling.LANCZOS, reducing_gap=2.0)
-    return img.resize(new, Image.Resampling.BICUBIC)
+    method = cfg.downscale_interpolation if scale < 1.0 else cfg.upscale_interpolation
+    return img.resize(new, _RESAMPLE[method])
 
 
 def _finish(img: Image.Image, cfg: ImageConfig) -> Image.Image:
@@ -125,7 +128,8 @@ def process_image(data: bytes, cfg: ImageConfig, pixel_filters: Sequence = ()) -
             img.draft("RGB", (math.ceil(raw_w * scale), math.ceil(raw_h * scale)))
         img.seek(0)  # first frame of an animation
         img.load()
-        img = ImageOps.exif_transpose(img) or img
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
         img = _to_rgb(img)
     except Image.DecompressionBombError as err:
         return Verdict.reject("decompression_bomb", str(err)[:120])
@@ -139,7 +143,7 @@ def process_image(data: bytes, cfg: ImageConfig, pixel_filters: Sequence = ()) -
             return verdict
     try:
         # draft may already have shrunk the decode; scale what is left relative to the target
-        out = _resize(img, _scale_for(cfg.resize_mode, cfg.image_size, img.width, img.height, cfg.resize_only_if_bigger))
+        out = _resize(img, _scale_for(cfg.resize_mode, cfg.image_size, img.width, img.height, cfg.resize_only_if_bigger), cfg)
         hashed = phash(out)
         out = _finish(out, cfg)
         buf = io.BytesIO()
