@@ -179,7 +179,8 @@ class Fetcher:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        host_header = host if port in (80, 443) else f"{host}:{port}"
+        bracketed = f"[{host}]" if ":" in host else host  # IPv6 literal
+        host_header = bracketed if port in (80, 443) else f"{bracketed}:{port}"
         pool = self._pool(scheme, host, addr, port)
         resp = pool.urlopen("GET", path, headers={**self.headers, "Host": host_header}, redirect=False,
                             retries=False, preload_content=False, timeout=self.timeout, assert_same_host=False)
