@@ -52,7 +52,7 @@ def measure(items, l_max: int, t_max: int, buffer: int | None, repeats: int = 3)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--buffer", type=int, default=512)
+    ap.add_argument("--buffer", type=int, default=256)
     ap.add_argument("--offline", action="store_true", help="pack the whole stream at once (best-fit decreasing)")
     args = ap.parse_args()
     items = stream()

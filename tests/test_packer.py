@@ -52,3 +52,35 @@ def test_tile_limit_binds_when_tokens_do_not():
     data = [Item(i, 300, 10) for i in range(8)]
     packs = list(pack_stream(data, 100_000, 20, buffer=None))
     assert [len(p.items) for p in packs] == [2, 2, 2, 2]
+
+
+def bench_stream(n=20000):
+    """The issue's seeded synthetic stream (same as bench/packing.py)."""
+    import math
+
+    import numpy as np
+
+    rng = np.random.default_rng(1234)
+    text = np.maximum(np.rint(rng.lognormal(math.log(600), 0.5, n)), 8).astype(int)
+    tiles = rng.integers(1, 14, n)
+    return [Item(i, int(t) + 256 * int(k) + 2, int(k)) for i, (t, k) in enumerate(zip(text, tiles))]
+
+
+def test_two_limit_stream_within_one_percent_of_the_bound():
+    data = bench_stream()
+    for l_max, t_max, floor in ((8192, 40, 0.02), (16384, 48, 0.01)):
+        packs = list(pack_stream(data, l_max, t_max))
+        assert len(packs) <= lower_bound(data, l_max, t_max) * (1 + floor)
+
+
+def test_tile_reserve_and_pair_completion_each_help_where_tiles_bind():
+    data = bench_stream(8000)
+
+    def count(**kw):
+        packer = GreedyPacker(16384, 48, buffer=256, **kw)
+        n = sum(1 for it in data for _ in packer.add(it))
+        return n + sum(1 for _ in packer.flush())
+
+    plain = count(tile_reserve=0.0, complete=False)
+    assert count(tile_reserve=0.88, complete=False) < plain
+    assert count(tile_reserve=0.88, complete=True) < count(tile_reserve=0.88, complete=False)
