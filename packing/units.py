@@ -1,0 +1,170 @@
+"""What the packer places: a conversation or a whole preference pair, tiled and tokenized.
+
+A `PackUnit` holds its images (path, size, InternVL tiling) and one token segment per sequence:
+one for a conversation, two (chosen, rejected) for a preference pair, which share the images and
+always land in the same pack. Over-long conversations are cut in text only; preference pairs and
+samples over the tile limit are rejected, with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from curation.conversations import Conversation, PreferencePair, Turn
+from packing.tiling import Tiling, tile_budget, tile_image
+from packing.tokens import ChatEncoder, EncodeError, Encoded, truncate
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    path: str
+    width: int
+    height: int
+    ext: str  # jpg | png | webp | ...: the stored bytes' own format
+    tiling: Tiling
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One sequence of a unit: `role` is sft, pretrain, chosen or rejected."""
+
+    role: str
+    input_ids: np.ndarray
+    labels: np.ndarray
+    image_spans: tuple[tuple[int, int, int], ...]  # (start, end, image index within the unit)
+    truncated: bool = False
+
+    @property
+    def supervised(self) -> int:
+        return int(np.count_nonzero(self.labels != -100))
+
+
+@dataclass(frozen=True, slots=True)
+class PackUnit:
+    uid: str
+    source_file: str
+    source_row: int
+    kind: str  # conversation | preference
+    images: tuple[ImageRef, ...]
+    segments: tuple[Segment, ...]
+    method: str = ""
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s.input_ids) for s in self.segments)
+
+    @property
+    def tiles(self) -> int:
+        """Tiles the vision encoder runs: each stored image once, even when two segments use it."""
+        return sum(im.tiling.tiles for im in self.images)
+
+    @property
+    def truncated(self) -> bool:
+        return any(s.truncated for s in self.segments)
+
+    @property
+    def order_key(self) -> tuple[str, int]:
+        return self.source_file, self.source_row
+
+
+@dataclass(frozen=True)
+class UnitLimits:
+    l_max: int
+    t_max: int
+    max_num: int = 12
+    min_num: int = 1
+    use_thumbnail: bool = True
+    truncate: bool = True
+
+
+def tile_images(sizes: Sequence[tuple[int, int]], limits: UnitLimits) -> list[Tiling]:
+    """InternVL tiling of every image with the shared per-image budget of multi-image samples."""
+    budget = tile_budget(len(sizes), limits.max_num)
+    return [tile_image(w, h, budget, min(limits.min_num, budget), limits.use_thumbnail) for w, h in sizes]
+
+
+class UnitBuilder:
+    """Conversation / PreferencePair + image (width, height, ext) -> PackUnit, or EncodeError."""
+
+    def __init__(self, encoder: ChatEncoder, limits: UnitLimits) -> None:
+        self.encoder = encoder
+        self.limits = limits
+
+    def build(self, rec: Conversation | PreferencePair, headers: Sequence[tuple[int, int, str]]) -> PackUnit:
+        lim = self.limits
+        tilings = tile_images([(w, h) for w, h, _ in headers], lim)
+        images = [ImageRef(p, w, h, ext, t) for p, (w, h, ext), t in zip(rec.images, headers, tilings)]
+        tiles = sum(t.tiles for t in tilings)
+        if tiles > lim.t_max:
+            raise EncodeError("too_many_tiles", f"{tiles} tiles > t_max {lim.t_max}")
+        counts = [t.tiles for t in tilings]
+        if isinstance(rec, PreferencePair):
+            return self._pair(rec, images, counts)
+        enc = self.encoder.encode(rec.turns, counts)
+        if enc.supervised == 0:
+            raise EncodeError("no_supervised_tokens", "no assistant or pretrain text")
+        role = "pretrain" if all(t.role == "pretrain" for t in rec.turns) else "sft"
+        truncated = False
+        if len(enc) > lim.l_max:
+            if not lim.truncate:
+                raise EncodeError("too_long", f"{len(enc)} tokens > l_max {lim.l_max}")
+            enc, images = _cut(enc, images, lim.l_max)
+            truncated = True
+            if enc.supervised == 0:
+                raise EncodeError("too_long", f"nothing supervised left within l_max {lim.l_max} (images are never cut)")
+        seg = Segment(role, enc.input_ids, enc.labels, enc.image_spans, truncated)
+        return PackUnit(rec.uid, rec.source_file, rec.source_row, "conversation", tuple(images), (seg,))
+
+    def _pair(self, rec: PreferencePair, images: list[ImageRef], counts: list[int]) -> PackUnit:
+        segments = []
+        for role, answer in (("chosen", rec.chosen), ("rejected", rec.rejected)):
+            enc = self.encoder.encode([Turn("user", rec.question), Turn("assistant", answer)], counts)
+            segments.append(Segment(role, enc.input_ids, enc.labels, enc.image_spans))
+        tokens = sum(len(s.input_ids) for s in segments)
+        if tokens > self.limits.l_max:
+            raise EncodeError("too_long", f"chosen + rejected = {tokens} tokens > l_max {self.limits.l_max} "
+                                          "(a preference pair is never truncated)")
+        return PackUnit(rec.uid, rec.source_file, rec.source_row, "preference", tuple(images), tuple(segments), rec.method)
+
+
+def _cut(enc: Encoded, images: list[ImageRef], limit: int) -> tuple[Encoded, list[ImageRef]]:
+    """Text-only truncation; images whose span no longer fits are dropped and the rest renumbered."""
+    cut = truncate(enc, limit)
+    kept = sorted({i for _, _, i in cut.image_spans})
+    renumber = {old: new for new, old in enumerate(kept)}
+    spans = tuple((s, e, renumber[i]) for s, e, i in cut.image_spans)
+    return Encoded(cut.input_ids, cut.labels, spans), [images[i] for i in kept]
+
+
+_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpg"}
+
+
+def read_header(f, max_pixels: int) -> tuple[int, int, str]:
+    """(width, height, ext) from an image file's header alone; EncodeError for what cannot be used."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:  # lazy: reads the header, decodes nothing
+            width, height, fmt = im.width, im.height, im.format or ""
+    except Image.DecompressionBombError as err:
+        raise EncodeError("decompression_bomb", str(err)[:200]) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise EncodeError("decode_error", f"{type(err).__name__}: {str(err)[:200]}") from None
+    if width * height > max_pixels:
+        raise EncodeError("decompression_bomb", f"{width}x{height} > {max_pixels} pixels")
+    if width < 1 or height < 1:
+        raise EncodeError("decode_error", f"image size {width}x{height}")
+    return width, height, _EXT.get(fmt, fmt.lower() or "bin")
+
+
+def resolve_image(root: str, path: str) -> str:
+    """`root/path` for a relative path that stays inside root; EncodeError otherwise."""
+    import posixpath
+
+    norm = posixpath.normpath(path.replace("\\", "/"))
+    if posixpath.isabs(norm) or norm == ".." or norm.startswith("../") or "://" in path:
+        raise EncodeError("local_file_error", f"{path!r} is outside the image root")
+    return posixpath.join(root.rstrip("/"), norm)

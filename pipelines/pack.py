@@ -1,0 +1,189 @@
+"""Pack: conversation / preference jsonl -> tile + tokenize -> shard by uid -> sort -> pack -> write.
+
+Only wiring: parsing lives in curation/conversations.py, tiling and tokens in packing/, the packer
+and the packed-shard format in packing/. Every input row ends in one manifest row, kept (with its
+pack) or rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import sys
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from curation.config import PackConfig, config_fingerprint
+from curation.conversations import ConvRejection
+from curation.shards import num_shards_for
+from pipelines import fsio
+from pipelines.sharded_output import AssignShard, JobState, WriteShards, not_done
+
+NS = "curate.pack"
+log = logging.getLogger(__name__)
+
+
+class ReadConversations(beam.DoFn):
+    """path -> every row as Conversation, PreferencePair or ConvRejection, image paths resolved."""
+
+    def __init__(self, cfg: PackConfig) -> None:
+        self.cfg = cfg
+
+    def process(self, path: str):
+        from apache_beam.io.filesystems import FileSystems
+
+        from curation.conversations import read_conversations
+        from packing.tokens import EncodeError
+        from packing.units import resolve_image
+
+        root = self.cfg.image_root or posixpath.dirname(path)
+        inputs = Metrics.counter(NS, "inputs")
+        with FileSystems.open(path) as f:
+            for rec in read_conversations(f, path):
+                inputs.inc()
+                if not isinstance(rec, ConvRejection):
+                    try:
+                        rec.images = [resolve_image(root, p) for p in rec.images]
+                    except EncodeError as err:
+                        rec = ConvRejection(rec.uid, rec.source_file, rec.source_row, "read", err.reason, err.detail)
+                yield rec
+
+
+class Encode(beam.DoFn):
+    """(shard, record) -> (shard, PackUnit | ConvRejection): image headers, tiling, tokens, limits.
+
+    The tokenizer loads once per worker; a failure is a rejection for that row only."""
+
+    def __init__(self, cfg: PackConfig) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        from packing.tokens import INTERNVL_SYSTEM, ChatEncoder, load_tokenizer
+        from packing.units import UnitBuilder, UnitLimits
+
+        cfg = self.cfg
+        system = cfg.system_prompt
+        if system == "default":
+            system = INTERNVL_SYSTEM if cfg.template == "internvl2_5" else None
+        encoder = ChatEncoder(load_tokenizer(cfg.tokenizer), cfg.template, system or None)
+        limits = UnitLimits(cfg.l_max, cfg.t_max, cfg.tiling.max_num, cfg.tiling.min_num, cfg.tiling.use_thumbnail, cfg.truncate)
+        self.builder = UnitBuilder(encoder, limits)
+        self.units = Metrics.counter(NS, "units")
+        self.rejected = Metrics.counter(NS, "encode_rejected")
+        self.tokens = Metrics.distribution(NS, "unit_tokens")
+        self.bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=f"encode[{os.getpid()}]", unit="sample", mininterval=1.0, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+
+    def _header(self, path: str):
+        from apache_beam.io.filesystems import FileSystems
+
+        from packing.tokens import EncodeError
+        from packing.units import read_header
+
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as f:
+                return read_header(f, self.cfg.max_pixels)
+        except EncodeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - missing or unreadable file: that row's problem
+            raise EncodeError("local_file_error", f"{posixpath.basename(path)}: {type(err).__name__}") from None
+
+    def process(self, element):
+        from packing.tokens import EncodeError
+
+        shard, rec = element
+        if self.bar is not None:
+            self.bar.update(1)
+        if isinstance(rec, ConvRejection):
+            yield element
+            return
+        try:
+            unit = self.builder.build(rec, [self._header(p) for p in rec.images])
+        except EncodeError as err:
+            self.rejected.inc()
+            yield shard, ConvRejection(rec.uid, rec.source_file, rec.source_row, "encode", err.reason, err.detail)
+            return
+        self.units.inc()
+        self.tokens.update(unit.tokens)
+        yield shard, unit
+
+    def teardown(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def uid_of(rec) -> str:
+    return rec.uid
+
+
+def job_fingerprint(cfg: PackConfig, files: list[tuple[str, int]]) -> str:
+    semantic = dataclasses.replace(cfg, progress=True)
+    blob = json.dumps({"config": config_fingerprint(semantic), "inputs": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str, fingerprint: str,
+               previous: dict[str, Any]) -> beam.PCollection:
+    """Wire the pack graph on `p`; returns the PCollection holding the written index."""
+    from packing.format import PackPlan, write_pack_shard
+
+    prefix = cfg.shards.prefix
+    rows = (
+        p
+        | "InputFiles" >> beam.Create(files)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadRows" >> beam.ParDo(ReadConversations(cfg))
+    )
+    num_shards = (
+        rows
+        | "CountRows" >> beam.combiners.Count.Globally()
+        | "NumShards" >> beam.Map(num_shards_for, cfg.shards.samples_per_shard)
+    )
+    n = beam.pvalue.AsSingleton(num_shards)
+    write = functools.partial(write_pack_shard, plan=PackPlan(cfg.l_max, cfg.t_max, cfg.buffer), read_image=fsio.read_bytes)
+    return (
+        rows
+        | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
+        | "SkipDoneShards" >> beam.Filter(not_done(prefix, frozenset(previous)), num_shards=n)
+        | "SpreadEncode" >> beam.Reshuffle()
+        | "Encode" >> beam.ParDo(Encode(cfg))
+        | "Write" >> WriteShards(output, prefix, "packs", fingerprint, write, num_shards, previous, NS,
+                                 extra={"l_max": cfg.l_max, "t_max": cfg.t_max, "tokenizer": cfg.tokenizer,
+                                        "template": cfg.template})
+    )
+
+
+def run_pack(cfg: PackConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) a pack job; returns the index document."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from pipelines.ingest import _metrics
+
+    matched = fsio.match(inputs)
+    fingerprint = job_fingerprint(cfg, [(os.path.basename(path), size) for path, size in matched])
+    state = JobState(output, fingerprint)
+    finished = state.finished()
+    if finished is not None:
+        log.info("%s already holds this finished job; nothing to do", output)
+        return finished
+    state.claim()
+    previous = state.done_reports()
+    options = PipelineOptions(beam_args or [])
+    if not any(a.startswith("--runner") for a in beam_args or []):
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    with beam.Pipeline(options=options) as p:
+        build_pack(p, cfg, [path for path, _ in matched], output, fingerprint, previous)
+    index = fsio.read_json(state.index_path())
+    index["_metrics"] = _metrics(p.result, NS)
+    return index

@@ -1,0 +1,83 @@
+"""Conversation -> ids + labels with the real SmolLM2 tokenizer and the InternVL 2.5 template."""
+
+import re
+
+import numpy as np
+import pytest
+
+from curation.conversations import Turn
+from packing.tiling import TOKENS_PER_TILE
+from packing.tokens import IGNORE_INDEX, IMG_CONTEXT, ChatEncoder, EncodeError, truncate
+
+
+def spans_text(tok, ids, labels):
+    """The decoded supervised runs, in order."""
+    runs, cur = [], []
+    for i, lab in zip(ids, labels):
+        if lab != IGNORE_INDEX:
+            cur.append(int(i))
+        elif cur:
+            runs.append(tok.decode(cur))
+            cur = []
+    if cur:
+        runs.append(tok.decode(cur))
+    return runs
+
+
+def test_image_tokens_are_256_per_tile_and_never_supervised(tokenizer):
+    enc = ChatEncoder(tokenizer).encode([Turn("user", "<image>\nA <image> B"), Turn("assistant", "ok")], [7, 3])
+    ctx = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+    assert [int(np.sum(enc.input_ids[s:e] == ctx)) for s, e, _ in enc.image_spans] == [7 * TOKENS_PER_TILE, 3 * TOKENS_PER_TILE]
+    assert int(np.sum(enc.input_ids == ctx)) == 10 * TOKENS_PER_TILE
+    for s, e, _ in enc.image_spans:
+        assert (enc.labels[s:e] == IGNORE_INDEX).all()
+        assert tokenizer.decode(enc.input_ids[s:s + 1]) == "<img>" and tokenizer.decode(enc.input_ids[e - 1:e]) == "</img>"
+
+
+def test_multi_turn_multi_image_round_trip_shows_the_template(tokenizer):
+    turns = [Turn("user", "Image-1: <image>\nImage-2: <image>\nCompare them."), Turn("assistant", "The first is red."),
+             Turn("user", "And the second?"), Turn("assistant", "Blue.")]
+    enc = ChatEncoder(tokenizer).encode(turns, [5, 1])
+    text = re.sub(r"(<IMG_CONTEXT>)+", lambda m: f"<IMG_CONTEXT*{len(m.group(0)) // len(IMG_CONTEXT)}>",
+                  tokenizer.decode(enc.input_ids))
+    assert text.startswith("<|im_start|>system\n你是书生·万象")
+    assert ("<|im_start|>user\nImage-1: <img><IMG_CONTEXT*1280></img>\nImage-2: <img><IMG_CONTEXT*256></img>\n"
+            "Compare them.<|im_end|>\n<|im_start|>assistant\nThe first is red.<|im_end|>\n"
+            "<|im_start|>user\nAnd the second?<|im_end|>\n<|im_start|>assistant\nBlue.<|im_end|>\n") in text
+    assert spans_text(tokenizer, enc.input_ids, enc.labels) == ["The first is red.<|im_end|>", "Blue.<|im_end|>"]
+
+
+def test_missing_placeholder_is_inserted_for_one_image_and_mismatch_is_rejected(tokenizer):
+    enc = ChatEncoder(tokenizer).encode([Turn("user", "What is it?"), Turn("assistant", "A cat.")], [2])
+    assert len(enc.image_spans) == 1
+    assert "user\n<img>" in tokenizer.decode(enc.input_ids[: enc.image_spans[0][0] + 1])
+    with pytest.raises(EncodeError) as err:
+        ChatEncoder(tokenizer).encode([Turn("user", "<image> <image>"), Turn("assistant", "x")], [1])
+    assert err.value.reason == "placeholder_mismatch"
+    with pytest.raises(EncodeError):
+        ChatEncoder(tokenizer).encode([Turn("user", "two pictures"), Turn("assistant", "x")], [1, 1])
+
+
+def test_pretrain_turn_is_supervised_on_all_text_without_template(tokenizer):
+    enc = ChatEncoder(tokenizer).encode([Turn("pretrain", "<image>\na red circle on white")], [1])
+    text = tokenizer.decode(enc.input_ids)
+    assert "<|im_start|>" not in text and text.startswith("<img>")
+    sup = spans_text(tokenizer, enc.input_ids, enc.labels)
+    assert sup == ["\na red circle on white" + tokenizer.eos_token]
+
+
+def test_tokenizer_template_mode_uses_the_tokenizers_own_chat_template(tokenizer):
+    turns = [Turn("user", "hi"), Turn("assistant", "hello there"), Turn("user", "bye"), Turn("assistant", "ciao")]
+    enc = ChatEncoder(tokenizer, template="tokenizer").encode(turns, [])
+    rendered = tokenizer.apply_chat_template([{"role": "user" if t.role == "user" else "assistant", "content": t.value}
+                                              for t in turns], tokenize=False)
+    assert tokenizer.decode(enc.input_ids) == rendered
+    assert spans_text(tokenizer, enc.input_ids, enc.labels) == ["hello there<|im_end|>", "ciao<|im_end|>"]
+
+
+def test_truncation_never_cuts_inside_an_image(tokenizer):
+    enc = ChatEncoder(tokenizer).encode([Turn("user", "look"), Turn("assistant", "a <image> b " * 3)], [1, 1, 1])
+    start, end, _ = enc.image_spans[1]
+    cut = truncate(enc, start + 10)  # the limit falls inside the second image
+    assert len(cut) == start and len(cut.image_spans) == 1
+    assert truncate(enc, end).image_spans == enc.image_spans[:2]
