@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:
-        if type(err).__name__ != "OutputConflict":
+        if type(err).__name__ not in ("OutputConflict", "TokenizerUnavailable"):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2

