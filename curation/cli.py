@@ -205,19 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="WARNING")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ingest", help="metadata -> filtered, downloaded, img2dataset-compatible pair shards")
-    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/laion.yaml")
-    p.add_argument("--input", required=True, action="append", help="metadata glob (repeatable)")
-    p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_ingest)
-
-    p = sub.add_parser("pack", help="conversation / preference jsonl -> InternVL 2.5 packed shards")
-    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/pack.yaml")
-    p.add_argument("--input", required=True, action="append", help="jsonl glob (repeatable)")
-    p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_pack)
+    for name, func, help_text, recipe, inputs in (
+        ("ingest", cmd_ingest, "metadata -> filtered, downloaded, img2dataset-compatible pair shards", "laion.yaml",
+         "metadata"),
+        ("pack", cmd_pack, "conversation / preference jsonl -> InternVL 2.5 packed shards", "pack.yaml", "jsonl"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", required=True, help=f"YAML recipe, e.g. configs/{recipe}")
+        p.add_argument("--input", required=True, action="append", help=f"{inputs} glob (repeatable)")
+        p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("demo", help="the offline end-to-end run on the embedded sample")
     p.add_argument("--output", default="demo-out")

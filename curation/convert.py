@@ -8,28 +8,12 @@ InternVL 3.5 `pretrain` turn (loss on the whole caption).
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
+
+from curation.shards import iter_tar_groups
 
 CAPTION_PROMPT = "<image>\nDescribe this image in one sentence."
-
-
-def iter_pair_shard(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(uid, {ext: bytes}) for every sample of an img2dataset-style tar, in file order."""
-    with tarfile.open(tar_path, "r") as tar:
-        key, group = None, {}
-        for info in tar:
-            if not info.isfile():
-                continue
-            k, _, ext = info.name.partition(".")
-            if key is not None and k != key:
-                yield key, group
-                group = {}
-            key = k
-            group[ext] = tar.extractfile(info).read()
-        if key is not None:
-            yield key, group
 
 
 def pairs_to_conversations(pair_dir: str | Path, out_dir: str | Path,
@@ -42,7 +26,7 @@ def pairs_to_conversations(pair_dir: str | Path, out_dir: str | Path,
     n = 0
     with target.open("w", encoding="utf-8") as f:
         for shard in index["shards"]:
-            for uid, group in iter_pair_shard(pair_dir / shard["tar"]):
+            for uid, group in iter_tar_groups(str(pair_dir / shard["tar"])):
                 ext = next((e for e in ("jpg", "webp", "png") if e in group), None)
                 if ext is None or "txt" not in group:
                     continue

@@ -13,7 +13,7 @@ import json
 import tarfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -86,6 +86,28 @@ def write_tar(f: IO[bytes], members: Iterable[tuple[str, bytes]]) -> None:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
+
+
+def iter_tar_groups(tar_path_or_file: str | IO[bytes]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {suffix: bytes}) per webdataset sample, in file order: members sharing the name before
+    the first dot are one sample (they are written contiguously). Nothing is extracted to disk."""
+    if isinstance(tar_path_or_file, str):
+        opened = tarfile.open(tar_path_or_file, "r")
+    else:
+        opened = tarfile.open(fileobj=tar_path_or_file, mode="r")
+    with opened as tar:
+        key, group = None, {}
+        for info in tar:
+            if not info.isfile():
+                continue
+            k, _, suffix = info.name.partition(".")
+            if key is not None and k != key:
+                yield key, group
+                group = {}
+            key = k
+            group[suffix] = tar.extractfile(info).read()
+        if key is not None:
+            yield key, group
 
 
 def sample_members(sample: Sample) -> list[tuple[str, bytes]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable, Iterator
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.conversations import ConvRejection
-from curation.shards import HashingWriter, ShardReport, write_tar
+from curation.shards import HashingWriter, ShardReport, iter_tar_groups, write_tar
 from packing.packer import GreedyPacker, Item, Oversized
 from packing.units import PackUnit
 
@@ -190,23 +189,8 @@ class PackedSample:
 
 def iter_packs(tar_path_or_file: str | IO[bytes]) -> Iterator[PackedSample]:
     """Read a packed shard in order (members of one pack are contiguous, as written)."""
-    def load(group: dict[str, bytes], key: str) -> PackedSample:
+    for key, group in iter_tar_groups(tar_path_or_file):
         meta = json.loads(group.pop("json"))
         ids = np.load(io.BytesIO(group.pop("input_ids.npy")), allow_pickle=False)
         labels = np.load(io.BytesIO(group.pop("labels.npy")), allow_pickle=False)
-        return PackedSample(key, meta, ids, labels, group)
-
-    opened = tarfile.open(tar_path_or_file, "r") if isinstance(tar_path_or_file, str) else tarfile.open(fileobj=tar_path_or_file, mode="r")
-    with opened as tar:
-        key, group = None, {}
-        for info in tar:
-            if not info.isfile():
-                continue
-            k, _, suffix = info.name.partition(".")
-            if key is not None and k != key:
-                yield load(group, key)
-                group = {}
-            key = k
-            group[suffix] = tar.extractfile(info).read()
-        if key is not None:
-            yield load(group, key)
+        yield PackedSample(key, meta, ids, labels, group)

@@ -7,9 +7,6 @@ Every input row ends in exactly one manifest row, kept or rejected with a reason
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import logging
 import os
 import sys
 from typing import Any
@@ -18,14 +15,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from curation.config import IngestConfig, config_fingerprint
+from curation.config import IngestConfig
 from curation.records import Pair, Rejection
 from curation.shards import num_shards_for, write_pair_shard
-from pipelines import fsio
-from pipelines.sharded_output import AssignShard, JobState, WriteShards, not_done
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
 
 NS = "curate.ingest"
-log = logging.getLogger(__name__)
 
 
 class ReadFile(beam.DoFn):
@@ -142,13 +137,6 @@ def uid_of(rec: Pair | Rejection) -> str:
     return rec.uid if isinstance(rec, Pair) else rec.pair.uid
 
 
-def job_fingerprint(cfg: IngestConfig, files: list[tuple[str, int]]) -> str:
-    """Config (minus knobs that do not change output) + input files and sizes."""
-    semantic = dataclasses.replace(cfg, progress=True, download=dataclasses.replace(cfg.download, threads=1))
-    blob = json.dumps({"config": config_fingerprint(semantic), "inputs": files}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: str, fingerprint: str,
                  previous: dict[str, Any]) -> beam.PCollection:
     """Wire the ingest graph on `p`; returns the PCollection holding the written index."""
@@ -202,37 +190,7 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
 
 def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) an ingest job; returns the index document."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    matched = fsio.match(inputs)
-    fingerprint = job_fingerprint(cfg, [(os.path.basename(path), size) for path, size in matched])
-    state = JobState(output, fingerprint)
-    finished = state.finished()
-    if finished is not None:
-        log.info("%s already holds this finished job; nothing to do", output)
-        return finished
-    state.claim()
-    previous = state.done_reports()
-    options = PipelineOptions(beam_args or [])
-    if not any(a.startswith("--runner") for a in beam_args or []):
-        options.view_as(beam.options.pipeline_options.StandardOptions).runner = "DirectRunner"
-    with beam.Pipeline(options=options) as p:
-        build_ingest(p, cfg, [path for path, _ in matched], output, fingerprint, previous)
-    result = p.result
-    index = fsio.read_json(state.index_path())
-    index["_metrics"] = _metrics(result)
-    return index
-
-
-def _metrics(result, namespace: str = NS) -> dict[str, int]:
-    """Counters of this run in one namespace, for the end-of-run report."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    try:
-        counters = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
-    except Exception:  # noqa: BLE001 - some runners report no metrics
-        return {}
-    out: dict[str, int] = {}
-    for c in counters:
-        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
-    return dict(sorted(out.items()))
+    # Progress bars and the thread count do not change the output: leave them out of the fingerprint.
+    semantic = dataclasses.replace(cfg, progress=True, download=dataclasses.replace(cfg.download, threads=1))
+    return run_sharded_job(inputs, output, semantic,
+                           lambda p, files, out, fp, prev: build_ingest(p, cfg, files, out, fp, prev), NS, beam_args)

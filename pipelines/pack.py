@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
-import logging
 import os
 import posixpath
 import sys
@@ -20,14 +17,13 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from curation.config import PackConfig, config_fingerprint
+from curation.config import PackConfig
 from curation.conversations import ConvRejection
 from curation.shards import num_shards_for
 from pipelines import fsio
-from pipelines.sharded_output import AssignShard, JobState, WriteShards, not_done
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
 
 NS = "curate.pack"
-log = logging.getLogger(__name__)
 
 
 class ReadConversations(beam.DoFn):
@@ -127,12 +123,6 @@ def uid_of(rec) -> str:
     return rec.uid
 
 
-def job_fingerprint(cfg: PackConfig, files: list[tuple[str, int]]) -> str:
-    semantic = dataclasses.replace(cfg, progress=True)
-    blob = json.dumps({"config": config_fingerprint(semantic), "inputs": files}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str, fingerprint: str,
                previous: dict[str, Any]) -> beam.PCollection:
     """Wire the pack graph on `p`; returns the PCollection holding the written index."""
@@ -166,27 +156,10 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
 
 def run_pack(cfg: PackConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a pack job; returns the index document."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    from pipelines.ingest import _metrics
-
-    matched = fsio.match(inputs)
-    fingerprint = job_fingerprint(cfg, [(os.path.basename(path), size) for path, size in matched])
-    state = JobState(output, fingerprint)
-    finished = state.finished()
-    if finished is not None:
-        log.info("%s already holds this finished job; nothing to do", output)
-        return finished
     from packing.tokens import load_tokenizer
 
-    load_tokenizer(cfg.tokenizer)  # fail before the pipeline starts; also builds the builtin one once
-    state.claim()
-    previous = state.done_reports()
-    options = PipelineOptions(beam_args or [])
-    if not any(a.startswith("--runner") for a in beam_args or []):
-        options.view_as(StandardOptions).runner = "DirectRunner"
-    with beam.Pipeline(options=options) as p:
-        build_pack(p, cfg, [path for path, _ in matched], output, fingerprint, previous)
-    index = fsio.read_json(state.index_path())
-    index["_metrics"] = _metrics(p.result, NS)
-    return index
+    return run_sharded_job(
+        inputs, output, dataclasses.replace(cfg, progress=True),
+        lambda p, files, out, fp, prev: build_pack(p, cfg, files, out, fp, prev), NS, beam_args,
+        # fail before the pipeline starts; this also builds the builtin tokenizer once, not per worker
+        preflight=lambda: load_tokenizer(cfg.tokenizer))

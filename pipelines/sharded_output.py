@@ -190,3 +190,58 @@ class WriteShards(beam.PTransform):
             | "WriteIndex" >> beam.ParDo(WriteIndex(output, prefix, kind, fingerprint, write, previous, namespace, extra),
                                          num_shards=n)
         )
+
+
+def job_fingerprint(semantic_cfg: Any, files: list[tuple[str, int]]) -> str:
+    """Config (already stripped of knobs that do not change output) + input file names and sizes."""
+    import hashlib
+
+    from curation.config import config_fingerprint
+
+    blob = json.dumps({"config": config_fingerprint(semantic_cfg), "inputs": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Callable, namespace: str,
+                    beam_args: list[str] | None = None, preflight: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) a sharded-output job; returns the index document.
+
+    `build(p, files, output, fingerprint, previous)` wires the graph; `preflight` runs only when
+    there is work to do, before the output folder is claimed."""
+    import os
+
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    matched = fsio.match(inputs)
+    fingerprint = job_fingerprint(semantic_cfg, [(os.path.basename(path), size) for path, size in matched])
+    state = JobState(output, fingerprint)
+    finished = state.finished()
+    if finished is not None:
+        log.info("%s already holds this finished job; nothing to do", output)
+        return finished
+    if preflight is not None:
+        preflight()
+    state.claim()
+    previous = state.done_reports()
+    options = PipelineOptions(beam_args or [])
+    if not any(a.startswith("--runner") for a in beam_args or []):
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    with beam.Pipeline(options=options) as p:
+        build(p, [path for path, _ in matched], output, fingerprint, previous)
+    index = fsio.read_json(state.index_path())
+    index["_metrics"] = job_metrics(p.result, namespace)
+    return index
+
+
+def job_metrics(result, namespace: str) -> dict[str, int]:
+    """Counters of this run in one namespace, for the end-of-run report."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
+    except Exception:  # noqa: BLE001 - some runners report no metrics
+        return {}
+    out: dict[str, int] = {}
+    for c in counters:
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    return dict(sorted(out.items()))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from curation.conversations import Conversation, ConvRejection, PreferencePair, Turn, parse_row, read_conversations
+from curation.conversations import Conversation, ConvRejection, PreferencePair, Turn, read_conversations
 from packing.format import PackPlan, iter_packs, plan_packs, write_pack_shard
 from packing.tokens import IMG_CONTEXT, ChatEncoder, EncodeError
 from packing.units import UnitBuilder, UnitLimits, read_header, resolve_image
