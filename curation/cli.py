@@ -1,6 +1,7 @@
 """The `curate` command line. Everything after `--` is a Beam pipeline option, passed untouched.
 
   curate ingest --config configs/laion.yaml --input 'meta/*.parquet' --output out/laion -- --runner DirectRunner
+  curate dedup --config configs/dedup.yaml --input out/laion --input out/coyo --output out/dedup -- --runner DirectRunner
   curate pack --config configs/pack.yaml --input 'convs/*.jsonl' --output out/packed -- --runner DirectRunner
   curate demo --output demo-out
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.config import ConfigError, IngestConfig, PackConfig, build, load_config, load_yaml
+from curation.config import ConfigError, DedupConfig, IngestConfig, PackConfig, build, load_config, load_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -37,12 +38,12 @@ def find_config(name: str) -> Path:
     return candidate if candidate.exists() else path
 
 
-def print_ingest_report(index: dict[str, Any], output: str, stream=sys.stdout) -> None:
+def print_ingest_report(index: dict[str, Any], output: str, stream=None) -> None:
     """Kept/rejected per reason, the accounting check, and this run's Beam counters."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=stream, width=100)
+    console = Console(file=stream or sys.stdout, width=100)
     totals = index["totals"]
     ok = totals["inputs"] == totals["kept"] + sum(index["reasons"].values())
     table = Table(title=f"{output}: {index['num_shards']} shards, {totals['inputs']} input rows")
@@ -59,7 +60,7 @@ def print_ingest_report(index: dict[str, Any], output: str, stream=sys.stdout) -
         console.print("beam counters (this run): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
 
 
-def print_pack_report(index: dict[str, Any], output: str, stream=sys.stdout) -> None:
+def print_pack_report(index: dict[str, Any], output: str, stream=None) -> None:
     """The accounting table plus packing quality: packs, fill, samples per pack, truncations."""
     from rich.console import Console
 
@@ -67,7 +68,7 @@ def print_pack_report(index: dict[str, Any], output: str, stream=sys.stdout) -> 
     stats = index.get("stats") or {}
     packs = stats.get("packs", 0)
     if packs:
-        console = Console(file=stream, width=100)
+        console = Console(file=stream or sys.stdout, width=100)
         console.print(
             f"packs: {packs} (l_max {index['l_max']}, t_max {index['t_max']}): token fill "
             f"{stats['tokens'] / (packs * index['l_max']):.1%}, tile fill {stats['tiles'] / (packs * index['t_max']):.1%}, "
@@ -79,24 +80,39 @@ def _accounted(index: dict[str, Any]) -> bool:
     return totals["inputs"] == totals["kept"] + sum(index["reasons"].values())
 
 
-def cmd_pack(args: argparse.Namespace, beam_args: list[str]) -> int:
-    overrides = {"progress": False} if args.no_progress else None
-    cfg = load_config(find_config(args.config), PackConfig, overrides)
-    from pipelines.pack import run_pack
+def _run_stage(args: argparse.Namespace, beam_args: list[str], cfg_cls: type, runner: str, report) -> int:
+    """Load and validate the recipe (before importing Beam), run `pipelines.<module>.<function>`,
+    print its report; exit 1 if the accounting does not add up."""
+    import importlib
 
-    index = run_pack(cfg, args.input, args.output, beam_args)
-    print_pack_report(index, args.output)
+    overrides = {"progress": False} if args.no_progress else None
+    cfg = load_config(find_config(args.config), cfg_cls, overrides)
+    module, function = runner.rsplit(".", 1)
+    index = getattr(importlib.import_module(module), function)(cfg, args.input, args.output, beam_args)
+    report(index, args.output)
     return 0 if _accounted(index) else 1
+
+
+def cmd_pack(args: argparse.Namespace, beam_args: list[str]) -> int:
+    return _run_stage(args, beam_args, PackConfig, "pipelines.pack.run_pack", print_pack_report)
 
 
 def cmd_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
-    overrides = {"progress": False} if args.no_progress else None
-    cfg = load_config(find_config(args.config), IngestConfig, overrides)  # fail before importing Beam
-    from pipelines.ingest import run_ingest
+    return _run_stage(args, beam_args, IngestConfig, "pipelines.ingest.run_ingest", print_ingest_report)
 
-    index = run_ingest(cfg, args.input, args.output, beam_args)
-    print_ingest_report(index, args.output)
-    return 0 if _accounted(index) else 1
+
+def cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
+    return _run_stage(args, beam_args, DedupConfig, "pipelines.dedup.run_dedup", print_dedup_report)
+
+
+def print_dedup_report(index: dict[str, Any], output: str, stream=None) -> None:
+    """The accounting table plus what dedup itself found (counts per duplicate kind, hot buckets)."""
+    from rich.console import Console
+
+    print_ingest_report(index, output, stream)
+    dups = {r: n for r, n in index["reasons"].items() if "dup_" in r and r != "dup_uid"}
+    Console(file=stream or sys.stdout, width=100).print(
+        "duplicates removed: " + (", ".join(f"{r}={n}" for r, n in sorted(dups.items())) or "none"))
 
 
 @dataclass(frozen=True)
@@ -112,9 +128,16 @@ class DemoIngest:
 
 
 @dataclass(frozen=True)
+class DemoDedup:
+    recipe: str = "dedup.yaml"
+    sources: list[str] = field(default_factory=lambda: ["laion", "coyo"])  # ingest outputs deduplicated together
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DemoPack:
     recipe: str = "pack.yaml"
-    caption_source: str = "laion"  # which ingest output becomes captioning conversations
+    caption_source: str = "dedup"  # "dedup", or an ingest output: its kept pairs become captioning conversations
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -123,6 +146,7 @@ class DemoConfig:
     """configs/demo.yaml: which recipes the demo runs and the overrides that make them local."""
 
     ingest: DemoIngest
+    dedup: DemoDedup = field(default_factory=DemoDedup)
     pack: DemoPack = field(default_factory=DemoPack)
     seed: int = 0
     images: int = 48
@@ -167,9 +191,30 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
             for line in problems:
                 print(f"  UNEXPECTED: {line}")
             failures += len(problems)
+    failures += _demo_dedup(demo, out, args, beam_args)
     failures += _demo_pack(demo, out, args, beam_args)
     print(f"\ndemo finished: outputs under {out}/ ({'all outcomes as expected' if not failures else f'{failures} unexpected outcomes'})")
     return 0 if failures == 0 else 1
+
+
+def _demo_dedup(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
+    """The ingest outputs deduplicated together (the sample serves LAION and COYO the same URLs);
+    returns the number of broken dedup invariants."""
+    from curation.config import deep_merge
+    from curation.sample_dups import check_dedup
+    from pipelines.dedup import run_dedup
+
+    recipe_path = find_config(demo.dedup.recipe)
+    cfg = load_config(recipe_path, DedupConfig, deep_merge(demo.dedup.overrides, {"progress": not args.no_progress}))
+    inputs = [str(out / "ingest" / s) for s in demo.dedup.sources]
+    target = out / "dedup"
+    print(f"\n== dedup {' + '.join(demo.dedup.sources)} ({recipe_path.name}) -> {target}")
+    index = run_dedup(cfg, inputs, str(target), beam_args)
+    print_dedup_report(index, str(target))
+    problems = check_dedup(target, inputs)
+    for line in problems:
+        print(f"  UNEXPECTED: {line}")
+    return len(problems) + (0 if _accounted(index) else 1)
 
 
 def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -181,7 +226,8 @@ def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args:
     from pipelines.pack import run_pack
 
     sample = write_conversations(out / "input" / "conversations", demo.seed)
-    captions, n = pairs_to_conversations(out / "ingest" / demo.pack.caption_source, out / "input" / "captions")
+    source = out / "dedup" if demo.pack.caption_source == "dedup" else out / "ingest" / demo.pack.caption_source
+    captions, n = pairs_to_conversations(source, out / "input" / "captions")
     recipe_path = find_config(demo.pack.recipe)
     cfg = load_config(recipe_path, PackConfig, deep_merge(demo.pack.overrides, {"progress": not args.no_progress}))
     target = out / "pack"
@@ -207,12 +253,14 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, func, help_text, recipe, inputs in (
         ("ingest", cmd_ingest, "metadata -> filtered, downloaded, img2dataset-compatible pair shards", "laion.yaml",
-         "metadata"),
-        ("pack", cmd_pack, "conversation / preference jsonl -> InternVL 2.5 packed shards", "pack.yaml", "jsonl"),
+         "metadata glob"),
+        ("dedup", cmd_dedup, "pair shards -> exact and near-duplicate removal (URL, caption, image)", "dedup.yaml",
+         "a pair-shard folder (an ingest or dedup output)"),
+        ("pack", cmd_pack, "conversation / preference jsonl -> InternVL 2.5 packed shards", "pack.yaml", "jsonl glob"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", required=True, help=f"YAML recipe, e.g. configs/{recipe}")
-        p.add_argument("--input", required=True, action="append", help=f"{inputs} glob (repeatable)")
+        p.add_argument("--input", required=True, action="append", help=f"{inputs} (repeatable)")
         p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=func)

@@ -23,7 +23,12 @@ REASONS: dict[str, str] = {
     "nsfw": "NSFW tag or score above threshold",
     "watermark": "watermark score above threshold",
     "low_clip_similarity": "CLIP image-text similarity below threshold",
-    "dup_url": "exact duplicate of another row's normalised URL (detail: kept uid)",
+    # dedup (detail ends with the kept representative's uid: highest quality score, then smallest uid)
+    "dup_url": "exact duplicate of another row's normalised URL",
+    "dup_caption": "same caption as another row after normalisation (case, punctuation, spacing)",
+    "dup_image": "same image bytes (sha256) as another row",
+    "near_dup_caption": "caption near-duplicate (MinHash LSH, Jaccard >= threshold) of another row",
+    "near_dup_image": "image near-duplicate (pHash within the Hamming radius) of another row",
     # download
     "invalid_url": "URL cannot be parsed or has no host",
     "unsupported_scheme": "scheme other than http/https (file://, ftp://, data:)",

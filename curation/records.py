@@ -95,6 +95,9 @@ class Sample:
 
     pair: Pair
     image: ImageInfo
+    # The webdataset members as read back from a shard (suffix -> bytes, in file order): a later
+    # stage that keeps the sample rewrites exactly these bytes, fields it does not know included.
+    stored: dict[str, bytes] | None = None
 
     def metadata(self) -> dict[str, Any]:
         """The `{uid}.json` content: all metadata except the image bytes."""
@@ -148,3 +151,10 @@ def pair_metadata(pair: Pair) -> dict[str, Any]:
             continue
         out[name] = value
     return out
+
+
+def record_uid(rec: "Pair | Sample | Rejection") -> str:
+    """The uid of any record a pair-shard stage handles (shards are assigned by it)."""
+    if isinstance(rec, Pair):
+        return rec.uid
+    return rec.pair.uid

@@ -209,8 +209,8 @@ def sample_rows(base_url: str, images: list[SampleImage]) -> list[SampleRow]:
         row(f"/img/{o[9].name}", o[9], "watermark", watermark=0.97),
         row(f"/img/{o[10].name}", o[10], "low_clip_similarity", similarity=0.05),
         row(f"/img/{o[11].name}?v=small", o[11], "declared_too_small", size=(20, 20)),
-        # the same URL twice: the first row in source order is kept, the second is a duplicate
-        row(f"/img/{ordinary[0].name}", ordinary[0], "dup_url", caption=ordinary[0].caption + " again"),
+        # the same URL twice: the row with the higher CLIP score is the representative, the other a duplicate
+        row(f"/img/{ordinary[0].name}", ordinary[0], "dup_url", caption=ordinary[0].caption + " again", similarity=0.29),
     ]
     return rows
 

@@ -18,7 +18,7 @@ from typing import IO, Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.records import Rejection, Sample
+from curation.records import ImageInfo, Pair, Rejection, Sample
 
 TAR_MTIME = 1_577_836_800  # 2020-01-01: fixed, so tars are byte-identical across runs
 INDEX_NAME = "_index.json"
@@ -113,6 +113,8 @@ def iter_tar_groups(tar_path_or_file: str | IO[bytes]) -> Iterator[tuple[str, di
 def sample_members(sample: Sample) -> list[tuple[str, bytes]]:
     """`{uid}.jpg|webp`, `{uid}.json`, `{uid}.txt`: webdataset groups them by the key before the dot."""
     uid = sample.pair.uid
+    if sample.stored is not None:
+        return [(f"{uid}.{suffix}", data) for suffix, data in sample.stored.items()]
     meta = json.dumps(sample.metadata(), ensure_ascii=False, sort_keys=True, allow_nan=False).encode()
     return [
         (f"{uid}.{sample.image.ext}", sample.image.data),
@@ -153,6 +155,49 @@ def manifest_row(rec: Sample | Rejection) -> dict[str, Any]:
     else:
         row.update(status="rejected", stage=rec.stage, reason=rec.reason, detail=rec.detail)
     return row
+
+
+_PAIR_FIELDS = frozenset(Pair.__slots__)  # type: ignore[attr-defined]
+_IMAGE_FIELDS = frozenset(ImageInfo.__slots__) - {"data"}  # type: ignore[attr-defined]
+
+
+class ShardFormatError(ValueError):
+    """A pair shard does not match its manifest or its index entry."""
+
+
+def sample_from_members(group: dict[str, bytes]) -> Sample:
+    """A kept sample back from its webdataset members (`jpg|webp`, `json`, `txt`)."""
+    meta = json.loads(group["json"])
+    ext = meta.get("ext") or next(s for s in group if s in ("jpg", "webp"))
+    pair = Pair(**{k: v for k, v in meta.items() if k in _PAIR_FIELDS})
+    image = ImageInfo(data=group[ext], **{k: v for k, v in meta.items() if k in _IMAGE_FIELDS})
+    return Sample(pair, image, stored=dict(group))
+
+
+def _pair_from_row(row: dict[str, Any]) -> Pair:
+    fields = {k: row.get(k) for k in ("declared_width", "declared_height", "clip_similarity", "nsfw_score",
+                                      "watermark_score", "aesthetic_score")}
+    return Pair(uid=row["uid"], url=row["url"] or "", caption=row["caption"] or "", source=row["source"] or "",
+                source_file=row["source_file"] or "", source_row=row["source_row"] or 0, **fields)
+
+
+def read_pair_shard(tar_file: IO[bytes], manifest_file: IO[bytes]) -> Iterator[Sample | Rejection]:
+    """Every manifest row of one shard back as a record: kept rows with their stored members,
+    rejected rows as Rejections (stage, reason and detail as written)."""
+    groups = dict(iter_tar_groups(tar_file))
+    table = pq.read_table(manifest_file)
+    kept = 0
+    for row in table.to_pylist():
+        if row["status"] == "kept":
+            group = groups.get(row["uid"])
+            if group is None or "json" not in group:
+                raise ShardFormatError(f"manifest keeps {row['uid']} but the tar has no such sample")
+            kept += 1
+            yield sample_from_members(group)
+        else:
+            yield Rejection(_pair_from_row(row), row["stage"] or "", row["reason"], row["detail"] or "")
+    if kept != len(groups):
+        raise ShardFormatError(f"the tar holds {len(groups)} samples, the manifest keeps {kept}")
 
 
 def write_manifest(f: IO[bytes], records: list[Sample | Rejection]) -> None:

@@ -1,4 +1,4 @@
-"""Ingest: metadata files -> filters -> URL dedup -> download -> pixel filters -> pair shards.
+"""Ingest: metadata files -> filters -> metadata dedup (URL, captions) -> download -> pixel filters -> pair shards.
 
 Only wiring: the readers, filters, downloader and shard writer live in curation/ and filters/.
 Every input row ends in exactly one manifest row, kept or rejected with a reason.
@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from curation.config import IngestConfig
-from curation.records import Pair, Rejection
+from curation.records import Rejection, record_uid
 from curation.shards import num_shards_for, write_pair_shard
 from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
 
@@ -67,15 +67,22 @@ class MetadataFilters(beam.DoFn):
         yield element
 
 
-def split_url_group(item):
-    """(normalised url, [(shard, Pair)]) -> first in source order kept, the rest `dup_url`."""
-    from filters.exact import pick_representative
+def _keyed_by_dup_key(element, score_field: str | None):
+    from filters.dedup import dup_key
 
-    _, group = item
-    keep, dups = pick_representative(group, key=lambda e: (e[1].source_file, e[1].source_row, e[1].uid))
-    yield keep
-    for shard, pair in dups:
-        yield beam.pvalue.TaggedOutput("rejected", (shard, Rejection(pair, "dedup", "dup_url", f"same URL as {keep[1].uid}")))
+    return dup_key(element[1], score_field), element
+
+
+def _apply_decision(item):
+    """CoGroup by node of (shard, Pair) and its Decision, if any -> kept, or a tagged Rejection."""
+    _, groups = item
+    decisions = list(groups["decisions"])
+    for shard, pair in groups["pairs"]:
+        if decisions:
+            d = decisions[0]
+            yield beam.pvalue.TaggedOutput("rejected", (shard, Rejection(pair, "dedup", d.reason, d.detail)))
+        else:
+            yield shard, pair
 
 
 class Download(beam.DoFn):
@@ -133,10 +140,6 @@ class Download(beam.DoFn):
             self.bar.close()
 
 
-def uid_of(rec: Pair | Rejection) -> str:
-    return rec.uid if isinstance(rec, Pair) else rec.pair.uid
-
-
 def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: str, fingerprint: str,
                  previous: dict[str, Any]) -> beam.PCollection:
     """Wire the ingest graph on `p`; returns the PCollection holding the written index."""
@@ -154,17 +157,24 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
         | "NumShards" >> beam.Map(num_shards_for, cfg.shards.samples_per_shard)
     )
     n = beam.pvalue.AsSingleton(num_shards)
-    keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
+    keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     filtered = keyed | "MetadataFilters" >> beam.ParDo(MetadataFilters(cfg)).with_outputs(MetadataFilters.REJECTED, main="kept")
     kept, rejected = filtered.kept, [filtered.rejected]
-    if cfg.dedup_urls:
-        from filters.exact import normalize_url
+    dedup = cfg.metadata_dedup()
+    if dedup is not None:
+        from pipelines.dedup import DedupDecisions
 
+        by_key = kept | "DupKeys" >> beam.Map(_keyed_by_dup_key, dedup.score_field)
+        decisions = (
+            by_key
+            | "Keys" >> beam.Map(lambda kv: kv[0])
+            | "Dedup" >> DedupDecisions(dedup, NS, images=False)
+        )
         deduped = (
-            kept
-            | "KeyByUrl" >> beam.Map(lambda e: (normalize_url(e[1].url), e))
-            | "GroupByUrl" >> beam.GroupByKey()
-            | "DedupUrls" >> beam.FlatMap(split_url_group).with_outputs("rejected", main="kept")
+            {"pairs": by_key | "PairsByNode" >> beam.Map(lambda kv: (kv[0].node, kv[1])),
+             "decisions": decisions | "DecisionsByNode" >> beam.Map(lambda d: (d.node, d))}
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "ApplyDecisions" >> beam.FlatMap(_apply_decision).with_outputs("rejected", main="kept")
         )
         kept = deduped.kept
         rejected.append(deduped.rejected)

@@ -203,17 +203,20 @@ def job_fingerprint(semantic_cfg: Any, files: list[tuple[str, int]]) -> str:
 
 
 def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Callable, namespace: str,
-                    beam_args: list[str] | None = None, preflight: Callable[[], None] | None = None) -> dict[str, Any]:
+                    beam_args: list[str] | None = None, preflight: Callable[[], None] | None = None,
+                    input_identity: Any = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a sharded-output job; returns the index document.
 
     `build(p, files, output, fingerprint, previous)` wires the graph; `preflight` runs only when
-    there is work to do, before the output folder is claimed."""
+    there is work to do, before the output folder is claimed. The job's identity is its config plus
+    the input file names and sizes, or `input_identity` when the caller knows better (shard hashes)."""
     import os
 
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     matched = fsio.match(inputs)
-    fingerprint = job_fingerprint(semantic_cfg, [(os.path.basename(path), size) for path, size in matched])
+    identity = input_identity if input_identity is not None else [(os.path.basename(path), size) for path, size in matched]
+    fingerprint = job_fingerprint(semantic_cfg, identity)
     state = JobState(output, fingerprint)
     finished = state.finished()
     if finished is not None:

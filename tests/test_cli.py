@@ -66,10 +66,15 @@ def test_demo_command(tmp_path):
         assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
         assert index["totals"]["kept"] >= 40
     assert Path(tmp_path / "demo" / "input" / "expected.json").exists()
+    dedup = json.loads((tmp_path / "demo" / "dedup" / "_index.json").read_text())
+    assert dedup["totals"]["inputs"] == 2 * index["totals"]["inputs"]  # both sources, every row once
+    assert dedup["reasons"]["dup_url"] >= index["totals"]["kept"]  # COYO's rows repeat LAION's URLs
+    assert dedup["reasons"].get("near_dup_image", 0) >= 3  # one picture stored as CMYK, palette, 16-bit, WebP
+    assert "duplicates removed" in res.stdout
     pack = json.loads((tmp_path / "demo" / "pack" / "_index.json").read_text())
     assert pack["kind"] == "packs" and pack["stats"]["packs"] > 0 and pack["stats"]["truncated"] == 1
     assert pack["totals"]["inputs"] == pack["totals"]["kept"] + sum(pack["reasons"].values())
-    assert pack["totals"]["kept"] >= index["totals"]["kept"]  # every kept LAION pair became a conversation
+    assert pack["totals"]["kept"] >= dedup["totals"]["kept"]  # every deduplicated pair became a conversation
     assert "sequences per pack" in res.stdout
 
 

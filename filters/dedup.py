@@ -1,0 +1,298 @@
+"""Dedup logic without Beam: ranked node ids, exact keys, bucket -> star edges, connected components.
+
+Every record becomes a `DupKey` whose `node` string sorts best-representative first (highest quality
+score, then smallest uid), so "the representative of a group" is always the minimum node and every
+step below is a min - independent of arrival order. Buckets (LSH bands for captions, multi-index
+hash bands for image pHashes) turn into star edges `(node, bucket component minimum)`, never all
+pairs; connected components over the edges run as one union-find when they fit a worker, else as
+large-star / small-star rounds (Kiveris et al., "Connected Components in MapReduce and Beyond").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from itertools import combinations
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from filters.exact import normalize_url
+from filters.minhash import jaccard, normalize_caption, shingles
+
+SEP = "\x00"  # sorts below every uid character, so "a" < "a-b" survives the suffix
+_NO_SCORE = "1" + "0" * 16
+
+# reason -> the words before the representative's uid in `detail`
+DETAIL = {
+    "dup_url": "same URL as",
+    "dup_caption": "same normalised caption as",
+    "dup_image": "same image bytes as",
+    "near_dup_caption": "caption near-duplicate of",
+    "near_dup_image": "image near-duplicate of",
+}
+
+
+def node_id(uid: str, score: float | None, tiebreak: str = "") -> str:
+    """A string whose order is the representative order: score descending, then uid, then tiebreak."""
+    if score is None or not math.isfinite(score):
+        head = _NO_SCORE
+    else:
+        bits = struct.unpack(">Q", struct.pack(">d", -float(score)))[0]
+        bits = bits ^ 0xFFFFFFFFFFFFFFFF if bits >> 63 else bits | (1 << 63)  # IEEE order -> unsigned order
+        head = f"0{bits:016x}"
+    return f"{head}{uid}{SEP}{tiebreak}"
+
+
+def node_uid(node: str) -> str:
+    return node[17:].split(SEP, 1)[0]
+
+
+def representative_of(detail: str) -> str:
+    """The representative's uid from a dedup rejection's detail (its last word)."""
+    return detail.rsplit(" ", 1)[-1]
+
+
+class DupKey(NamedTuple):
+    """What dedup needs of one record: light, so only these travel through the shuffles."""
+
+    node: str
+    url: str | None  # normalised
+    caption: str
+    sha256: str | None
+    phash: str | None  # 16 hex digits
+
+
+class Decision(NamedTuple):
+    """One record is a duplicate of `rep` (a uid) for `reason`."""
+
+    node: str
+    reason: str
+    rep: str
+
+    @property
+    def uid(self) -> str:
+        return node_uid(self.node)
+
+    @property
+    def detail(self) -> str:
+        return f"{DETAIL[self.reason]} {self.rep}"
+
+
+def score_of(pair, field: str | None) -> float | None:
+    """The quality score used to rank representatives: a Pair attribute or an `extra` column."""
+    if not field:
+        return None
+    value = getattr(pair, field, None)
+    if value is None:
+        value = (pair.extra or {}).get(field)
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def dup_key(pair, score_field: str | None, sha256: str | None = None, phash: str | None = None) -> DupKey:
+    """The DupKey of a pair; the tiebreak tells rows apart that share a uid (before write-time dedup)."""
+    tiebreak = hashlib.blake2b(f"{pair.source_file}\x00{pair.source_row}".encode("utf-8", "surrogatepass"),
+                               digest_size=8).hexdigest()
+    url = normalize_url(pair.url) if pair.url else None
+    return DupKey(node_id(pair.uid, score_of(pair, score_field), tiebreak), url, pair.caption or "", sha256, phash)
+
+
+def caption_hash(caption: str) -> str:
+    """Exact-caption key: case, punctuation and spacing do not count."""
+    return hashlib.blake2b(normalize_caption(caption).encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+EXACT_KEYS = {
+    "url": ("dup_url", lambda k: k.url),
+    "caption": ("dup_caption", lambda k: caption_hash(k.caption) if normalize_caption(k.caption) else None),
+    "image": ("dup_image", lambda k: k.sha256),
+}
+
+
+def star(group: Iterable[str]) -> tuple[str, list[str]]:
+    """(minimum, the others) of a re-iterable group, without sorting: two passes, O(1) extra memory
+    beyond the output, so a hot key with millions of members is fine."""
+    center = min(group)
+    return center, [n for n in group if n != center]
+
+
+# ---------------------------------------------------------------------------------------------
+# Connected components
+
+
+def union_find(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """node -> component minimum, for every node on an edge (one worker, near-linear time)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in edges:
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            lo, hi = (ra, rb) if ra < rb else (rb, ra)
+            parent[hi] = lo
+    return {x: find(x) for x in parent}
+
+
+def large_star(u: str, neighbours: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Connect every neighbour larger than u to the minimum of u's closed neighbourhood."""
+    ns = set(neighbours)
+    m = min(ns | {u})
+    for v in ns:
+        if v > u and v != m:
+            yield v, m
+
+
+def small_star(u: str, smaller: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Connect u and its smaller neighbours to the minimum of them."""
+    ns = set(smaller) | {u}
+    m = min(ns)
+    for v in ns:
+        if v != m:
+            yield v, m
+
+
+def normalize_edge(a: str, b: str) -> tuple[str, str]:
+    """Edges are stored (larger, smaller)."""
+    return (a, b) if a > b else (b, a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Near-duplicate captions: MinHash LSH buckets
+
+
+class CaptionMember(NamedTuple):
+    node: str
+    exact: str  # caption_hash, the key a hot bucket falls back to
+    caption: str
+
+
+def caption_bucket_edges(members: Sequence[CaptionMember], threshold: float | None, kind: str,
+                         n: int) -> list[tuple[str, str]]:
+    """Star edges inside one LSH bucket. With `threshold`, only pairs whose true Jaccard reaches it
+    link (verification stops a chain of lucky band collisions); the bucket's verified components
+    become stars on their minimum."""
+    members = sorted({m.node: m for m in members}.values())
+    if len(members) < 2:
+        return []
+    if threshold is None:
+        center = members[0].node
+        return [(m.node, center) for m in members[1:]]
+    sets = [shingles(m.caption, kind, n) for m in members]  # type: ignore[arg-type]
+    pairs = ((members[i].node, members[j].node) for i, j in combinations(range(len(members)), 2)
+             if jaccard(sets[i], sets[j]) >= threshold)
+    return _stars(union_find(pairs))
+
+
+def _stars(labels: dict[str, str]) -> list[tuple[str, str]]:
+    return sorted((node, root) for node, root in labels.items() if node != root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Near-duplicate images: multi-index hashing on the 64-bit pHash
+
+
+def band_slices(bands: int) -> list[tuple[int, int]]:
+    """Split 64 bits into `bands` contiguous (shift, width) pieces, widths differing by at most 1."""
+    if not 1 <= bands <= 64:
+        raise ValueError("bands must be in 1..64")
+    widths = [64 // bands + (1 if i < 64 % bands else 0) for i in range(bands)]
+    out, shift = [], 64
+    for w in widths:
+        shift -= w
+        out.append((shift, w))
+    return out
+
+
+def _flips(width: int, radius: int) -> list[int]:
+    """Every XOR mask over `width` bits with 1..radius bits set."""
+    masks = []
+    for r in range(1, radius + 1):
+        for bits in combinations(range(width), r):
+            masks.append(sum(1 << b for b in bits))
+    return masks
+
+
+def image_band_keys(phash: int, hamming: int, bands: int) -> tuple[list[str], list[str]]:
+    """(member keys, probe keys) for one pHash. If two hashes differ in <= hamming bits, some band
+    differs in <= hamming // bands bits (pigeonhole), so a hash that probes every value within that
+    radius of each of its bands meets every neighbour as a member of at least one bucket."""
+    radius = hamming // bands
+    members, probes = [], []
+    for i, (shift, width) in enumerate(band_slices(bands)):
+        value = (phash >> shift) & ((1 << width) - 1)
+        members.append(f"{i}:{value:x}")
+        probes.extend(f"{i}:{value ^ mask:x}" for mask in _flips(width, radius))
+    return members, probes
+
+
+class ImageMember(NamedTuple):
+    node: str
+    phash: int
+    probe: bool  # here only to look for members, not itself a member of the bucket
+
+
+def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise Hamming distances between two uint64 arrays."""
+    return np.bitwise_count(a[:, None] ^ b[None, :])
+
+
+def image_bucket_edges(members: Sequence[ImageMember], hamming: int) -> list[tuple[str, str]]:
+    """Star edges inside one image bucket: member-member and probe-member pairs within `hamming`
+    bits, grouped by union-find into stars on each component's minimum."""
+    uniq = sorted({(m.node, m.probe): m for m in members}.values())
+    mem = [m for m in uniq if not m.probe]
+    if not mem or len(uniq) < 2:
+        return []
+    prb = [m for m in uniq if m.probe]
+    mh = np.array([m.phash for m in mem], dtype=np.uint64)
+    pairs: list[tuple[str, str]] = []
+    if len(mem) > 1:
+        d = hamming_matrix(mh, mh)
+        ii, jj = np.nonzero(np.triu(d <= hamming, 1))
+        pairs += [(mem[i].node, mem[j].node) for i, j in zip(ii.tolist(), jj.tolist())]
+    if prb:
+        d = hamming_matrix(np.array([m.phash for m in prb], dtype=np.uint64), mh)
+        ii, jj = np.nonzero(d <= hamming)
+        pairs += [(prb[i].node, mem[j].node) for i, j in zip(ii.tolist(), jj.tolist()) if prb[i].node != mem[j].node]
+    return _stars(union_find(pairs))
+
+
+def apply_decisions(elements: Iterable) -> list:
+    """One shard's records mixed with the Decisions for them -> the records, each kept sample
+    that a Decision names turned into a `dedup` Rejection (detail ends with the representative)."""
+    from curation.records import Rejection, Sample
+
+    decided: dict[str, Decision] = {}
+    records = []
+    for element in elements:
+        if isinstance(element, Decision):
+            decided[element.uid] = element
+        else:
+            records.append(element)
+    out = []
+    for rec in records:
+        d = decided.get(rec.pair.uid) if isinstance(rec, Sample) else None
+        out.append(Rejection(rec.pair, "dedup", d.reason, d.detail) if d is not None else rec)
+    return out
+
+
+def parse_phash(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None

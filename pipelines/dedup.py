@@ -1,0 +1,514 @@
+"""Dedup: pair shards -> exact (URL, caption, image bytes) and near-duplicate (MinHash LSH on captions,
+multi-index pHash on images) decisions -> the same records re-sharded, duplicates rejected.
+
+Only wiring: keys, bucket logic and components live in filters/dedup.py. No step holds all keys
+or signatures in one process: exact groups and buckets are GroupByKeys, components are one
+union-find only while the edge list fits a worker (`components.max_local_edges`), else rounds of
+large-star / small-star. `DedupDecisions` is reused by ingest to dedup metadata before download.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from curation.config import ComponentsConfig, DedupConfig
+from curation.records import record_uid
+from filters.dedup import Decision, DupKey
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
+
+NS = "curate.dedup"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact keys
+
+
+def _key_or_pass(key: DupKey, kind: str):
+    from filters.dedup import EXACT_KEYS
+
+    value = EXACT_KEYS[kind][1](key)
+    if value is None:
+        yield beam.pvalue.TaggedOutput("unkeyed", key)
+    else:
+        yield value, key
+
+
+def _split_exact(item, reason: str, namespace: str):
+    """(exact key, DupKeys) -> the minimum node survives, every other one is a `reason` duplicate."""
+    from filters.dedup import node_uid
+
+    _, group = item
+    rep = min(group)
+    yield rep
+    rep_uid = node_uid(rep.node)
+    groups_with_dups = 0
+    for key in group:
+        if key.node != rep.node:
+            groups_with_dups = 1
+            yield beam.pvalue.TaggedOutput("dup", Decision(key.node, reason, rep_uid))
+    Metrics.counter(namespace, f"{reason}_groups").inc(groups_with_dups)
+
+
+class ExactDedup(beam.PTransform):
+    """DupKeys -> (survivors, decisions) on one exact key ("url", "caption" or "image")."""
+
+    def __init__(self, kind: str, namespace: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.namespace = namespace
+
+    def expand(self, keys):
+        from filters.dedup import EXACT_KEYS
+
+        reason = EXACT_KEYS[self.kind][0]
+        keyed = keys | "Key" >> beam.FlatMap(_key_or_pass, self.kind).with_outputs("unkeyed", main="keyed")
+        split = (
+            keyed.keyed
+            | "Group" >> beam.GroupByKey()
+            | "Split" >> beam.FlatMap(_split_exact, reason, self.namespace).with_outputs("dup", main="kept")
+        )
+        survivors = (split.kept, keyed.unkeyed) | "Survivors" >> beam.Flatten()
+        return survivors, split.dup
+
+
+# ---------------------------------------------------------------------------------------------
+# Connected components
+
+
+def _both_directions(edge):
+    a, b = edge
+    yield a, b
+    yield b, a
+
+
+def _large_star(item):
+    from filters.dedup import large_star
+
+    yield from large_star(*item)
+
+
+def _small_star(item):
+    from filters.dedup import small_star
+
+    yield from small_star(*item)
+
+
+def _local_labels(item, namespace: str):
+    """All edges on one worker -> (node, component minimum) for every non-minimum node."""
+    from filters.dedup import union_find
+
+    labels = union_find(item[1])
+    roots = set(labels.values())
+    Metrics.counter(namespace, "components").inc(len(roots))
+    for node, root in sorted(labels.items()):
+        if node != root:
+            yield node, root
+
+
+def _settled(item):
+    """CoGroup per node of its parents and its children: a star leaf has one parent and no child."""
+    node, groups = item
+    parents, children = list(groups["parents"]), list(groups["children"])
+    if parents and (len(parents) > 1 or children):
+        yield beam.pvalue.TaggedOutput("unsettled", node)
+    elif parents:
+        yield node, parents[0]
+
+
+def _over(_, count: int, limit: int) -> bool:
+    return count > limit
+
+
+def _within(_, count: int, limit: int) -> bool:
+    return count <= limit
+
+
+def _route_all(_, unsettled: int) -> bool:
+    return unsettled > 0
+
+
+def _route_none(_, unsettled: int) -> bool:
+    return unsettled == 0
+
+
+class ConnectedComponents(beam.PTransform):
+    """Edges (any direction, duplicates allowed) -> (node, component minimum) for non-minimum nodes.
+
+    Small edge lists: one union-find. Large ones: `rounds` rounds of large-star then small-star,
+    after which every component should be a star on its minimum; if one is not, the remaining
+    (contracted) edges finish in one union-find and `components_unconverged` counts it."""
+
+    def __init__(self, cfg: ComponentsConfig, namespace: str) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.namespace = namespace
+
+    def _local(self, edges, label: str):
+        return (
+            edges
+            | f"{label}KeyAll" >> beam.Map(lambda e: (None, e))
+            | f"{label}GatherAll" >> beam.GroupByKey()
+            | f"{label}UnionFind" >> beam.FlatMap(_local_labels, self.namespace)
+        )
+
+    def expand(self, edges):
+        from filters.dedup import normalize_edge
+
+        limit = self.cfg.max_local_edges
+        edges = (
+            edges
+            | "Normalize" >> beam.Map(lambda e: normalize_edge(*e))
+            | "DistinctEdges" >> beam.Distinct()
+        )
+        count = beam.pvalue.AsSingleton(edges | "CountEdges" >> beam.combiners.Count.Globally())
+        local = self._local(edges | "FitsAWorker" >> beam.Filter(_within, count=count, limit=limit), "Local")
+        big = edges | "TooBigForAWorker" >> beam.Filter(_over, count=count, limit=limit)
+        for i in range(self.cfg.rounds):
+            big = (
+                big
+                | f"LargeStarBoth{i}" >> beam.FlatMap(_both_directions)
+                | f"LargeStarGroup{i}" >> beam.GroupByKey()
+                | f"LargeStar{i}" >> beam.FlatMap(_large_star)
+                | f"SmallStarGroup{i}" >> beam.GroupByKey()
+                | f"SmallStar{i}" >> beam.FlatMap(_small_star)
+            )
+        big = big | "DistinctFinal" >> beam.Distinct()
+        settled = (
+            {"parents": big, "children": big | "ByParent" >> beam.Map(lambda e: (e[1], e[0]))}
+            | "PerNode" >> beam.CoGroupByKey()
+            | "Settled" >> beam.FlatMap(_settled).with_outputs("unsettled", main="labels")
+        )
+        unsettled = beam.pvalue.AsSingleton(settled.unsettled | "CountUnsettled" >> beam.combiners.Count.Globally())
+        converged = settled.labels | "Converged" >> beam.Filter(_route_none, unsettled=unsettled)
+        leftover = big | "Unconverged" >> beam.Filter(_route_all, unsettled=unsettled)
+        _ = (
+            unsettled.pvalue
+            | "CountUnconverged" >> beam.Map(lambda n, ns: Metrics.counter(ns, "components_unconverged").inc(int(n > 0)),
+                                             self.namespace)
+        )
+        finished = self._local(leftover, "Finish")
+        return (local, converged, finished) | "Labels" >> beam.Flatten()
+
+
+# ---------------------------------------------------------------------------------------------
+# Near-duplicate captions
+
+
+class CaptionBands(beam.DoFn):
+    """Batches of DupKeys -> (LSH band key, CaptionMember), signatures computed per batch."""
+
+    def __init__(self, cfg: DedupConfig, namespace: str) -> None:
+        self.cfg = cfg.near_caption
+        self.namespace = namespace
+
+    def setup(self) -> None:
+        from filters.minhash import MinHasher
+
+        self.hasher = MinHasher(self.cfg.num_perm, self.cfg.seed)
+        self.bands, self.rows = self.cfg.lsh()
+        self.signed = Metrics.counter(self.namespace, "caption_signatures")
+
+    def process(self, batch):
+        from filters.dedup import CaptionMember, caption_hash
+        from filters.minhash import band_keys, shingles
+
+        docs = [shingles(k.caption, self.cfg.shingle, self.cfg.ngram) for k in batch]
+        sigs = self.hasher.signatures(docs)
+        self.signed.inc(len(batch))
+        for key, doc, sig in zip(batch, docs, sigs):
+            if not doc:
+                continue  # nothing to compare: an empty caption is left to the exact path
+            member = CaptionMember(key.node, caption_hash(key.caption), key.caption)
+            for band in band_keys(sig, self.bands, self.rows):
+                yield band, member
+
+
+class Bucket(beam.DoFn):
+    """(bucket key, members) -> star edges; a hot bucket (> max_bucket) sends its members to the
+    exact path instead (keyed by caption hash or the whole pHash) and is counted."""
+
+    HOT = "hot"
+
+    def __init__(self, kind: str, cfg: DedupConfig, namespace: str) -> None:
+        self.kind = kind
+        self.cfg = cfg
+        self.namespace = namespace
+
+    def setup(self) -> None:
+        self.hot = Metrics.counter(self.namespace, f"{self.kind}_hot_buckets")
+        self.hot_members = Metrics.counter(self.namespace, f"{self.kind}_hot_bucket_members")
+        self.candidates = Metrics.counter(self.namespace, f"{self.kind}_bucket_edges")
+
+    def process(self, item):
+        from filters.dedup import caption_bucket_edges, image_bucket_edges
+
+        _, members = item
+        size = 0
+        for _ in members:
+            size += 1
+            if size > self.cfg.max_bucket:
+                break
+        if size > self.cfg.max_bucket:
+            self.hot.inc()
+            for m in members:
+                self.hot_members.inc()
+                if self.kind == "caption":
+                    yield beam.pvalue.TaggedOutput(self.HOT, (m.exact, m.node))
+                elif not m.probe:
+                    yield beam.pvalue.TaggedOutput(self.HOT, (f"{m.phash:016x}", m.node))
+            return
+        if size < 2:
+            return
+        if self.kind == "caption":
+            c = self.cfg.near_caption
+            edges = caption_bucket_edges(list(members), c.threshold if c.verify else None, c.shingle, c.ngram)
+        else:
+            edges = image_bucket_edges(list(members), self.cfg.near_image.hamming)
+        self.candidates.inc(len(edges))
+        yield from edges
+
+
+def _exact_stars(item):
+    """Hot-bucket members grouped by their exact key -> star edges on the minimum."""
+    from filters.dedup import star
+
+    _, nodes = item
+    center, others = star(nodes)
+    for node in others:
+        yield node, center
+
+
+def _image_members(key: DupKey, cfg):
+    from filters.dedup import ImageMember, image_band_keys, parse_phash
+
+    value = parse_phash(key.phash)
+    if value is None:
+        return
+    members, probes = image_band_keys(value, cfg.hamming, cfg.num_bands())
+    for band in members:
+        yield band, ImageMember(key.node, value, False)
+    for band in probes:
+        yield band, ImageMember(key.node, value, True)
+
+
+class NearDuplicates(beam.PTransform):
+    """DupKeys -> Decisions for one near-duplicate kind ("caption" or "image")."""
+
+    def __init__(self, kind: str, cfg: DedupConfig, namespace: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.cfg = cfg
+        self.namespace = namespace
+
+    def expand(self, keys):
+        if self.kind == "caption":
+            banded = (
+                keys
+                | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+                | "Signatures" >> beam.ParDo(CaptionBands(self.cfg, self.namespace))
+            )
+            reason = "near_dup_caption"
+        else:
+            banded = keys | "Bands" >> beam.FlatMap(_image_members, self.cfg.near_image)
+            reason = "near_dup_image"
+        buckets = (
+            banded
+            | "GroupBuckets" >> beam.GroupByKey()
+            | "Buckets" >> beam.ParDo(Bucket(self.kind, self.cfg, self.namespace)).with_outputs(Bucket.HOT, main="edges")
+        )
+        hot_edges = (
+            buckets.hot
+            | "GroupHotByExactKey" >> beam.GroupByKey()
+            | "HotStars" >> beam.FlatMap(_exact_stars)
+        )
+        labels = (
+            (buckets.edges, hot_edges)
+            | "AllEdges" >> beam.Flatten()
+            | "Components" >> ConnectedComponents(self.cfg.components, self.namespace)
+        )
+        return labels | "Decide" >> beam.Map(_decide, reason)
+
+
+def _decide(label: tuple[str, str], reason: str) -> Decision:
+    from filters.dedup import node_uid
+
+    node, root = label
+    return Decision(node, reason, node_uid(root))
+
+
+def _without(item):
+    """CoGroup by node of survivors and decisions -> the survivor if no decision removed it."""
+    _, groups = item
+    if not groups["decisions"]:
+        yield from groups["keys"]
+
+
+class DedupDecisions(beam.PTransform):
+    """DupKeys -> Decisions for every duplicate, in the cascade URL -> caption -> image bytes ->
+    near caption -> near image; each step sees only the previous steps' survivors."""
+
+    def __init__(self, cfg: DedupConfig, namespace: str, images: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.namespace = namespace
+        self.images = images
+
+    def expand(self, keys):
+        cfg = self.cfg
+        decisions = []
+        exact = [k for k in ("url", "caption", "image") if getattr(cfg.exact, k) and (k != "image" or self.images)]
+        for kind in exact:
+            keys, dups = keys | f"Exact{kind.title()}" >> ExactDedup(kind, self.namespace)
+            decisions.append(dups)
+        near = [k for k, on in (("caption", cfg.near_caption.enabled), ("image", cfg.near_image.enabled and self.images)) if on]
+        for i, kind in enumerate(near):
+            found = keys | f"Near{kind.title()}" >> NearDuplicates(kind, cfg, self.namespace)
+            decisions.append(found)
+            if i + 1 < len(near):
+                keys = (
+                    {"keys": keys | f"KeyByNode{kind.title()}" >> beam.Map(lambda k: (k.node, k)),
+                     "decisions": found | f"DecisionsByNode{kind.title()}" >> beam.Map(lambda d: (d.node, d))}
+                    | f"Drop{kind.title()}Dups" >> beam.CoGroupByKey()
+                    | f"Survivors{kind.title()}" >> beam.FlatMap(_without)
+                )
+        if not decisions:
+            return keys.pipeline | "NoDecisions" >> beam.Create([])
+        return decisions | "AllDecisions" >> beam.Flatten()
+
+
+# ---------------------------------------------------------------------------------------------
+# The dedup stage over pair shards
+
+
+class ReadShard(beam.DoFn):
+    """(folder, index entry) -> every manifest row of the shard as Sample or Rejection, after
+    checking the tar and manifest against the sha256 the index lists."""
+
+    def __init__(self, progress: bool) -> None:
+        self.progress = progress
+
+    def setup(self) -> None:
+        self.bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=f"dedup read[{os.getpid()}]", unit="row", mininterval=1.0, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+
+    def process(self, element):
+        import hashlib
+        import io
+
+        from curation.shards import ShardFormatError, read_pair_shard
+        from pipelines import fsio
+
+        folder, entry = element
+        blobs = {}
+        for part in ("tar", "manifest"):
+            data = fsio.read_bytes(fsio.join(folder, entry[part]))
+            if hashlib.sha256(data).hexdigest() != entry[f"{part}_sha256"]:
+                raise ShardFormatError(f"{folder}/{entry[part]}: sha256 differs from the index (changed or corrupt)")
+            blobs[part] = data
+        inputs = Metrics.counter(NS, "inputs")
+        for rec in read_pair_shard(io.BytesIO(blobs["tar"]), io.BytesIO(blobs["manifest"])):
+            inputs.inc()
+            if self.bar is not None:
+                self.bar.update(1)
+            yield rec
+
+    def teardown(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _to_key(rec, score_field: str | None):
+    from curation.records import Sample
+    from filters.dedup import dup_key
+
+    if isinstance(rec, Sample):
+        yield dup_key(rec.pair, score_field, rec.image.sha256, rec.image.phash)
+
+
+def write_dedup_shard(shard: int, name: str, elements, tar_file, manifest_file):
+    """Records and the Decisions that hash to this shard -> a pair shard with duplicates rejected."""
+    from curation.shards import write_pair_shard
+    from filters.dedup import apply_decisions
+
+    return write_pair_shard(shard, name, apply_decisions(elements), tar_file, manifest_file)
+
+
+def _decision_shard(d: Decision, num_shards: int):
+    from curation.shards import shard_of
+
+    return shard_of(d.uid, num_shards), d
+
+
+def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[tuple[str, dict]], num_shards: int, output: str,
+                fingerprint: str, previous: dict[str, Any], sources: list[str]) -> beam.PCollection:
+    """Wire the dedup graph on `p`; returns the PCollection holding the written index."""
+    prefix = cfg.shards.prefix
+    records = (
+        p
+        | "InputShards" >> beam.Create(shards)
+        | "SpreadShards" >> beam.Reshuffle()
+        | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress))
+    )
+    decisions = (
+        records
+        | "DupKeys" >> beam.FlatMap(_to_key, cfg.score_field)
+        | "Dedup" >> DedupDecisions(cfg, NS)
+    )
+    count = p | "NumShards" >> beam.Create([num_shards])
+    n = beam.pvalue.AsSingleton(count)
+    todo = not_done(prefix, frozenset(previous))
+    keyed = (
+        (records | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid),
+         decisions | "DecisionShard" >> beam.Map(_decision_shard, num_shards=n))
+        | "RecordsAndDecisions" >> beam.Flatten()
+        | "SkipDoneShards" >> beam.Filter(todo, num_shards=n)
+    )
+    return keyed | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_dedup_shard, count, previous, NS,
+                                          extra={"source": "+".join(sources), "dedup_of": sources})
+
+
+def input_shards(inputs: list[str]) -> tuple[list[tuple[str, dict]], int, list[str]]:
+    """Pair-shard folders -> ([(folder, shard entry)], total input rows, source names), from each
+    folder's `_index.json` (readers trust only the index)."""
+    from curation.shards import INDEX_NAME
+    from pipelines import fsio
+
+    shards, rows, sources = [], 0, []
+    for folder in inputs:
+        folder = folder.rstrip("/")
+        path = fsio.join(folder, INDEX_NAME)
+        if not fsio.exists(path):
+            raise FileNotFoundError(f"{folder}: no {INDEX_NAME}; not a finished pair-shard output (run ingest first)")
+        index = fsio.read_json(path)
+        if index.get("kind") != "pairs":
+            raise ValueError(f"{path}: kind {index.get('kind')!r}, dedup reads pair shards")
+        shards += [(folder, entry) for entry in index["shards"]]
+        rows += index["totals"]["inputs"]
+        sources.append(str(index.get("source", os.path.basename(folder))))
+    return shards, rows, sources
+
+
+def run_dedup(cfg: DedupConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) a dedup job over pair-shard folders; returns the index."""
+    from curation.shards import INDEX_NAME, num_shards_for
+
+    shards, rows, sources = input_shards(inputs)
+    num_shards = num_shards_for(rows, cfg.shards.samples_per_shard)
+    semantic = dataclasses.replace(cfg, progress=True)
+    index_paths = [f"{folder.rstrip('/')}/{INDEX_NAME}" for folder in inputs]
+    # The job is its config plus the exact input shards (their hashes), not file names and sizes.
+    identity = sorted((entry["tar_sha256"], entry["manifest_sha256"]) for _, entry in shards)
+    return run_sharded_job(
+        index_paths, output, semantic,
+        lambda p, files, out, fp, prev: build_dedup(p, cfg, shards, num_shards, out, fp, prev, sources),
+        NS, beam_args, input_identity=identity)
