@@ -1,0 +1,1 @@
+"""Shard inspection: summary, show, validate and an HTML report for pair and packed shards."""

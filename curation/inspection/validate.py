@@ -1,0 +1,271 @@
+"""`inspect validate`: integrity of a shard folder, streamed one shard and one sample at a time.
+
+Index: every shard's tar and manifest exist and match the listed sha256 and counts; totals add up.
+Tars: readable to the end, member names well-formed (no path, no escape, webdataset key before the
+first dot), the members each sample needs. Manifests: one row per input row, kept rows == tar
+samples. Packs: segments contiguous and within l_max, tiles within t_max, `<img>` spans holding
+exactly 256 x tiles context tokens, labels only on supervised tokens (and never on images),
+preference pairs (chosen + rejected) in one pack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+import re
+import tarfile
+from typing import Any, Iterator
+
+import numpy as np
+
+from curation.inspection.dataset import ShardSet, open_binary
+
+IMAGE_TOKENS_PER_TILE = 256
+IGNORE = -100
+_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class _HashingReader(io.RawIOBase):
+    """Read-through wrapper that hashes what tarfile reads (tarfile reads the stream in order)."""
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.raw.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.sha.update(data)
+        self.size += n
+        return n
+
+
+def safe_member_name(name: str) -> str | None:
+    """Why a tar member name is not acceptable, or None: no folders, no absolute paths, no `..`,
+    and a webdataset key (before the first dot) of safe characters only."""
+    if name.startswith("/") or "\\" in name or posixpath.normpath(name) != name or "/" in name or name in (".", ".."):
+        return f"member name {name!r} is a path (folders, '..' or absolute); refused"
+    key, dot, suffix = name.partition(".")
+    if not dot or not suffix or not _KEY.match(key):
+        return f"member name {name!r} is not `key.suffix` with a safe key"
+    return None
+
+
+def _tar_groups(stream) -> Iterator[tuple[str, dict[str, bytes]]]:
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        key, group = None, {}
+        for info in tar:
+            if not info.isfile():
+                raise ValueError(f"member {info.name!r} is not a regular file (type {info.type!r})")
+            problem = safe_member_name(info.name)
+            if problem:
+                raise ValueError(problem)
+            k, _, suffix = info.name.partition(".")
+            if key is not None and k != key:
+                yield key, group
+                group = {}
+            if suffix in group:
+                raise ValueError(f"member {info.name!r} appears twice")
+            key = k
+            group[suffix] = tar.extractfile(info).read()
+        if key is not None:
+            yield key, group
+
+
+def validate(ss: ShardSet, limit: int = 100) -> list[str]:
+    """Problems, each naming the shard and member; an empty list means the folder is sound."""
+    problems: list[str] = []
+    index = ss.index
+    totals = index.get("totals", {})
+    rows = kept = 0
+    reasons: dict[str, int] = {}
+    for entry in ss.shards:
+        name = entry.get("name", "?")
+        try:
+            rows_e, kept_e, reasons_e = _check_shard(ss, entry, problems)
+        except Exception as err:  # noqa: BLE001 - one broken shard must not hide the others
+            problems.append(f"{name}: cannot be checked: {type(err).__name__}: {err}")
+            continue
+        rows += rows_e
+        kept += kept_e
+        for r, n in reasons_e.items():
+            reasons[r] = reasons.get(r, 0) + n
+        if len(problems) >= limit:
+            problems.append(f"stopped after {limit} problems")
+            return problems
+    if len(ss.shards) != index.get("num_shards"):
+        problems.append(f"_index.json: lists {len(ss.shards)} shards, num_shards says {index.get('num_shards')}")
+    if totals.get("inputs") != rows or totals.get("kept") != kept:
+        problems.append(f"_index.json: totals say {totals.get('inputs')} inputs / {totals.get('kept')} kept, "
+                        f"the manifests hold {rows} / {kept}")
+    if totals.get("inputs") != totals.get("kept", 0) + sum(index.get("reasons", {}).values()):
+        problems.append("_index.json: inputs != kept + rejected per reason")
+    if index.get("reasons", {}) != dict(sorted(reasons.items())):
+        problems.append("_index.json: reason counts differ from the manifests")
+    return problems
+
+
+def _check_shard(ss: ShardSet, entry: dict[str, Any], problems: list[str]) -> tuple[int, int, dict[str, int]]:
+    name = entry["name"]
+    manifest_bytes = open_binary(ss.path(entry["manifest"])).read()
+    if hashlib.sha256(manifest_bytes).hexdigest() != entry.get("manifest_sha256"):
+        problems.append(f"{entry['manifest']}: sha256 differs from _index.json")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(manifest_bytes))
+    man = table.select([c for c in ("uid", "status", "reason", "pack", "kind") if c in table.column_names]).to_pylist()
+    kept_rows = [r for r in man if r["status"] == "kept"]
+    reasons: dict[str, int] = {}
+    for r in man:
+        if r["status"] == "rejected":
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        elif r["status"] != "kept":
+            problems.append(f"{entry['manifest']}: row {r['uid']} has status {r['status']!r}")
+    if len(man) != entry.get("rows"):
+        problems.append(f"_index.json: {name} lists {entry.get('rows')} rows, its manifest has {len(man)}")
+    if len(kept_rows) != entry.get("count"):
+        problems.append(f"_index.json: {name} lists count {entry.get('count')}, its manifest keeps {len(kept_rows)}")
+    with ss.open_tar(entry) as raw:
+        reader = _HashingReader(raw)
+        stream = io.BufferedReader(reader, 1 << 20)
+        try:
+            if ss.kind == "pair":
+                samples = _check_pairs(name, _tar_groups(stream), problems)
+                expected = {r["uid"] for r in kept_rows}
+                if samples != expected:
+                    missing, extra = sorted(expected - samples)[:3], sorted(samples - expected)[:3]
+                    problems.append(f"{entry['tar']}: tar samples differ from the manifest's kept rows "
+                                    f"(missing {missing}, not in manifest {extra})")
+            else:
+                packs = _check_packs(name, _tar_groups(stream), problems)
+                listed = {r["pack"] for r in kept_rows}
+                if packs != listed:
+                    problems.append(f"{entry['tar']}: packs in the tar differ from the manifest "
+                                    f"({len(packs)} in tar, {len(listed)} named by kept rows)")
+                if entry.get("stats", {}).get("packs", len(packs)) != len(packs):
+                    problems.append(f"_index.json: {name} lists {entry['stats']['packs']} packs, the tar has {len(packs)}")
+            stream.read()  # hash to the end
+        except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+            problems.append(f"{entry['tar']}: unreadable tar ({type(err).__name__}: {err}); truncated or corrupt")
+            return len(man), len(kept_rows), reasons
+    if reader.sha.hexdigest() != entry.get("tar_sha256"):
+        problems.append(f"{entry['tar']}: sha256 differs from _index.json (changed or truncated)")
+    if reader.size != entry.get("tar_bytes", reader.size):
+        problems.append(f"{entry['tar']}: {reader.size} bytes, _index.json says {entry.get('tar_bytes')}")
+    return len(man), len(kept_rows), reasons
+
+
+def _check_pairs(name: str, groups, problems: list[str]) -> set[str]:
+    seen: set[str] = set()
+    for key, group in groups:
+        if key in seen:
+            problems.append(f"{name}: sample {key} appears in two places")
+        seen.add(key)
+        image = [s for s in group if s in ("jpg", "webp", "png")]
+        if len(image) != 1 or "json" not in group or "txt" not in group:
+            problems.append(f"{name}: sample {key} has members {sorted(group)}, wants one image, json and txt")
+            continue
+        try:
+            meta = json.loads(group["json"])
+            group["txt"].decode("utf-8")
+        except (ValueError, UnicodeDecodeError) as err:
+            problems.append(f"{name}: sample {key}: unreadable json or txt ({err})")
+            continue
+        if meta.get("uid") != key:
+            problems.append(f"{name}: sample {key}: json uid is {meta.get('uid')!r}")
+    return seen
+
+
+def _check_packs(name: str, groups, problems: list[str]) -> set[str]:
+    seen: set[str] = set()
+    for key, group in groups:
+        seen.add(key)
+        where = f"{name}: pack {key}"
+        missing = [m for m in ("json", "input_ids.npy", "labels.npy") if m not in group]
+        if missing:
+            problems.append(f"{where}: missing {missing}")
+            continue
+        try:
+            meta = json.loads(group["json"])
+            ids = np.load(io.BytesIO(group["input_ids.npy"]), allow_pickle=False)
+            labels = np.load(io.BytesIO(group["labels.npy"]), allow_pickle=False)
+        except (ValueError, OSError) as err:
+            problems.append(f"{where}: unreadable member ({err})")
+            continue
+        for line in check_pack(meta, ids, labels, set(group)):
+            problems.append(f"{where}: {line}")
+    return seen
+
+
+def check_pack(meta: dict[str, Any], ids: np.ndarray, labels: np.ndarray, members: set[str]) -> list[str]:
+    """What is wrong with one pack (empty: nothing)."""
+    out: list[str] = []
+    l_max, t_max = meta["l_max"], meta["t_max"]
+    if ids.shape != labels.shape or ids.ndim != 1:
+        return [f"input_ids {ids.shape} and labels {labels.shape} differ"]
+    if len(ids) != meta["tokens"]:
+        out.append(f"{len(ids)} tokens stored, json says {meta['tokens']}")
+    if len(ids) > l_max:
+        out.append(f"{len(ids)} tokens overrun l_max {l_max}")
+    images = meta["images"]
+    tiles = sum(im["tiles"] for im in images)
+    if tiles > t_max:
+        out.append(f"{tiles} tiles over t_max {t_max}")
+    if tiles != meta["tiles"]:
+        out.append(f"images hold {tiles} tiles, json says {meta['tiles']}")
+    for i, im in enumerate(images):
+        if im["name"] not in members:
+            out.append(f"image {im['name']} listed but not stored")
+        cols, rows = im["grid"]
+        if im["tiles"] != cols * rows + (1 if im["thumbnail"] and cols * rows > 1 else 0):
+            out.append(f"image {i}: {im['tiles']} tiles for a {cols}x{rows} grid")
+    offset = 0
+    in_image = np.zeros(len(ids), dtype=bool)
+    context_ids: set[int] = set()
+    pairs: dict[str, set[str]] = {}
+    for seg in meta["segments"]:
+        s, n = seg["offset"], seg["length"]
+        if s != offset:
+            out.append(f"segment {seg['id']} starts at {s}, the previous one ends at {offset}")
+        offset = s + n
+        if offset > l_max:
+            out.append(f"segment {seg['id']} ends at {offset}, over l_max {l_max}")
+        lab = labels[s:s + n]
+        sup = int(np.count_nonzero(lab != IGNORE))
+        if sup != seg["supervised"]:
+            out.append(f"segment {seg['id']}: {sup} supervised labels, json says {seg['supervised']}")
+        if np.any((lab != IGNORE) & (lab != ids[s:s + n])):
+            out.append(f"segment {seg['id']}: a label differs from its input token")
+        for a, b, img in seg["image_spans"]:
+            if not (s <= a < b <= s + n) or img >= len(images):
+                out.append(f"segment {seg['id']}: image span {a}..{b} outside the segment or no image {img}")
+                continue
+            inner = ids[a + 1:b - 1]
+            want = IMAGE_TOKENS_PER_TILE * images[img]["tiles"]
+            if len(inner) != want or (len(inner) and np.any(inner != inner[0])):
+                out.append(f"image {img}: {len(inner)} context tokens in its <img> span, wants "
+                           f"{IMAGE_TOKENS_PER_TILE} x {images[img]['tiles']} tiles = {want}")
+            if len(inner):
+                context_ids.add(int(inner[0]))
+            in_image[a:b] = True
+        if seg["role"] in ("chosen", "rejected"):
+            pairs.setdefault(seg["id"], set()).add(seg["role"])
+    if offset != len(ids):
+        out.append(f"segments cover {offset} tokens of {len(ids)}")
+    if np.any(labels[in_image] != IGNORE):
+        out.append("labels on image tokens")
+    for cid in context_ids:
+        stray = int(np.count_nonzero((ids == cid) & ~in_image))
+        if stray:
+            out.append(f"{stray} image context tokens outside any <img> span")
+    for uid, roles in sorted(pairs.items()):
+        if roles != {"chosen", "rejected"}:
+            out.append(f"preference pair {uid} split: only {sorted(roles)} in this pack")
+    return out
