@@ -214,7 +214,6 @@ def _free_port(preferred: int) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from curation.config import deep_merge
     from curation.image_server import serve
     from curation.sample_data import check_outcomes, image_map, write_sample
     from pipelines.ingest import run_ingest
@@ -228,17 +227,12 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"serving the embedded sample at {base_url}")
         paths = write_sample(out / "input", base_url, demo.seed, demo.images)
         for source, recipe in demo.ingest.recipes.items():
-            recipe_path = find_config(recipe)
-            overrides = deep_merge(demo.ingest.overrides, {"progress": not args.no_progress})
-            cfg = load_config(recipe_path, IngestConfig, overrides)
+            recipe_path, cfg = _demo_recipe(recipe, IngestConfig, demo.ingest.overrides, args)
             target = str(out / "ingest" / source)
             print(f"\n== ingest {source} ({recipe_path.name}) -> {target}")
             index = run_ingest(cfg, [str(paths[source])], target, beam_args)
             print_ingest_report(index, target)
-            problems = check_outcomes(target, paths["expected"])
-            for line in problems:
-                print(f"  UNEXPECTED: {line}")
-            failures += len(problems)
+            failures += _unexpected(check_outcomes(target, paths["expected"]))
     failures += _demo_dedup(demo, out, args, beam_args)
     failures += _demo_pack(demo, out, args, beam_args)
     print(f"\ndemo finished: outputs under {out}/ ({'all outcomes as expected' if not failures else f'{failures} unexpected outcomes'})")
@@ -248,27 +242,21 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _demo_dedup(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
     """The ingest outputs deduplicated together (the sample serves LAION and COYO the same URLs);
     returns the number of broken dedup invariants."""
-    from curation.config import deep_merge
     from curation.sample_dups import check_dedup
     from pipelines.dedup import run_dedup
 
-    recipe_path = find_config(demo.dedup.recipe)
-    cfg = load_config(recipe_path, DedupConfig, deep_merge(demo.dedup.overrides, {"progress": not args.no_progress}))
+    recipe_path, cfg = _demo_recipe(demo.dedup.recipe, DedupConfig, demo.dedup.overrides, args)
     inputs = [str(out / "ingest" / s) for s in demo.dedup.sources]
     target = out / "dedup"
     print(f"\n== dedup {' + '.join(demo.dedup.sources)} ({recipe_path.name}) -> {target}")
     index = run_dedup(cfg, inputs, str(target), beam_args)
     print_dedup_report(index, str(target))
-    problems = check_dedup(target, inputs)
-    for line in problems:
-        print(f"  UNEXPECTED: {line}")
-    return len(problems) + (0 if _accounted(index) else 1)
+    return _unexpected(check_dedup(target, inputs)) + (0 if _accounted(index) else 1)
 
 
 def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
     """Ingested pairs -> captioning conversations, plus the embedded conversation / preference
     sample -> packed shards; returns the number of unexpected outcomes."""
-    from curation.config import deep_merge
     from curation.convert import pairs_to_conversations
     from curation.sample_conversations import check_pack_outcomes, write_conversations
     from pipelines.pack import run_pack
@@ -276,8 +264,7 @@ def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args:
     sample = write_conversations(out / "input" / "conversations", demo.seed)
     source = out / "dedup" if demo.pack.caption_source == "dedup" else out / "ingest" / demo.pack.caption_source
     captions, n = pairs_to_conversations(source, out / "input" / "captions")
-    recipe_path = find_config(demo.pack.recipe)
-    cfg = load_config(recipe_path, PackConfig, deep_merge(demo.pack.overrides, {"progress": not args.no_progress}))
+    recipe_path, cfg = _demo_recipe(demo.pack.recipe, PackConfig, demo.pack.overrides, args)
     target = out / "pack"
     print(f"\n== pack {n} captioning conversations + the conversation / preference sample ({recipe_path.name}) -> {target}")
     inputs = [str(captions), str(sample["conversations"]), str(sample["preferences"])]
@@ -287,10 +274,22 @@ def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args:
     expected.update({f"{captions.name}:{i}": "kept" for i in range(n)})
     expected_path = target.parent / "pack-expected.json"
     expected_path.write_text(json.dumps(expected, indent=1, sort_keys=True))
-    problems = check_pack_outcomes(target, expected_path)
+    return _unexpected(check_pack_outcomes(target, expected_path)) + (0 if _accounted(index) else 1)
+
+
+def _demo_recipe(recipe: str, cls: type, overrides: dict[str, Any], args: argparse.Namespace):
+    """(path, config) of a production recipe with the demo's overrides applied."""
+    from curation.config import deep_merge
+
+    path = find_config(recipe)
+    return path, load_config(path, cls, deep_merge(overrides, {"progress": not args.no_progress}))
+
+
+def _unexpected(problems: list[str]) -> int:
+    """Print each problem a demo check found; returns how many."""
     for line in problems:
         print(f"  UNEXPECTED: {line}")
-    return len(problems) + (0 if _accounted(index) else 1)
+    return len(problems)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ real pair shards (tar + manifest + `_index.json`) through the same writer ingest
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from dataclasses import dataclass
@@ -175,14 +176,13 @@ def group_truth(records: list[Planted]) -> set[tuple[str, str]]:
     return {tuple(sorted(p)) for uids in by_group.values() for p in combinations(uids, 2)}  # type: ignore[misc]
 
 
-_BLANK: bytes | None = None
+@functools.lru_cache(maxsize=1)
+def _blank_jpeg() -> bytes:
+    return _jpeg(Image.new("RGB", (64, 64), (128, 128, 128)))
 
 
 def _blank_image() -> ImageInfo:
-    global _BLANK
-    if _BLANK is None:
-        _BLANK = _jpeg(Image.new("RGB", (64, 64), (128, 128, 128)))
-    return ImageInfo(_BLANK, "jpg", 64, 64, 64, 64, "JPEG", "0" * 64, "0" * 16)
+    return ImageInfo(_blank_jpeg(), "jpg", 64, 64, 64, 64, "JPEG", "0" * 64, "0" * 16)
 
 
 def write_pair_folder(out_dir: str | Path, records: list[Planted], samples_per_shard: int = 500,
@@ -249,15 +249,12 @@ def score(found: set[tuple[str, str]], truth: set[tuple[str, str]], truth_compon
 def representatives(folder: str | Path) -> dict[str, str]:
     """uid -> the kept uid it was deduplicated onto (itself if kept), read from a dedup output's
     manifests; chains (an exact duplicate of a later near-duplicate) are followed to the end."""
-    import pyarrow.parquet as pq
-
+    from curation.inspection.dataset import ShardSet
     from filters.dedup import DETAIL, representative_of
 
-    folder = Path(folder)
-    index = json.loads((folder / "_index.json").read_text())
     rep: dict[str, str] = {}
-    for entry in index["shards"]:
-        for row in pq.read_table(folder / entry["manifest"], columns=["uid", "status", "reason", "detail"]).to_pylist():
+    for _, table in ShardSet.open(str(folder)).manifests(["uid", "status", "reason", "detail"]):
+        for row in table.to_pylist():
             if row["status"] == "kept":
                 rep[row["uid"]] = row["uid"]
             elif row["reason"] in DETAIL:
@@ -277,15 +274,12 @@ def check_dedup(output: str | Path, inputs: list[str | Path]) -> list[str]:
     """A dedup output's invariants against its inputs; one line per problem (empty when all hold):
     every input row exactly once, upstream rejections carried unchanged, every duplicate's
     representative kept, and no URL, caption or image bytes kept twice."""
-    import pyarrow.parquet as pq
-
+    from curation.inspection.dataset import ShardSet
     from filters.dedup import DETAIL, caption_hash, representative_of
     from filters.exact import normalize_url
 
     def rows(folder) -> list[dict]:
-        folder = Path(folder)
-        index = json.loads((folder / "_index.json").read_text())
-        return [r for e in index["shards"] for r in pq.read_table(folder / e["manifest"]).to_pylist()]
+        return [r for _, table in ShardSet.open(str(folder)).manifests() for r in table.to_pylist()]
 
     before = {(r["source_file"], r["source_row"], r["uid"]): r for f in inputs for r in rows(f)}
     after = rows(output)

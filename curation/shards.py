@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import posixpath
+import re
 import tarfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,7 @@ from curation.records import ImageInfo, Pair, Rejection, Sample
 TAR_MTIME = 1_577_836_800  # 2020-01-01: fixed, so tars are byte-identical across runs
 INDEX_NAME = "_index.json"
 PROGRESS_DIR = "_progress"
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 MANIFEST_SCHEMA = pa.schema([
     ("uid", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("source", pa.string()),
@@ -88,22 +91,42 @@ def write_tar(f: IO[bytes], members: Iterable[tuple[str, bytes]]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def iter_tar_groups(tar_path_or_file: str | IO[bytes]) -> Iterator[tuple[str, dict[str, bytes]]]:
+def safe_member_name(name: str) -> str | None:
+    """Why a tar member name is not acceptable, or None: no folders, no absolute paths, no `..`,
+    and a webdataset key (before the first dot) of safe characters only."""
+    if name.startswith("/") or "\\" in name or posixpath.normpath(name) != name or "/" in name or name in (".", ".."):
+        return f"member name {name!r} is a path (folders, '..' or absolute); refused"
+    key, dot, suffix = name.partition(".")
+    if not dot or not suffix or not _SAFE_KEY.match(key):
+        return f"member name {name!r} is not `key.suffix` with a safe key"
+    return None
+
+
+def iter_tar_groups(tar_path_or_file: str | IO[bytes], strict: bool = False) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {suffix: bytes}) per webdataset sample, in file order: members sharing the name before
-    the first dot are one sample (they are written contiguously). Nothing is extracted to disk."""
+    the first dot are one sample (they are written contiguously). Reads the tar as a stream (any
+    readable file object) and extracts nothing to disk. `strict` raises ValueError on a member that
+    is not a regular file, has an unsafe name (`safe_member_name`) or repeats within its sample;
+    otherwise non-file members are skipped."""
     if isinstance(tar_path_or_file, str):
-        opened = tarfile.open(tar_path_or_file, "r")
+        opened = tarfile.open(tar_path_or_file, "r|")
     else:
-        opened = tarfile.open(fileobj=tar_path_or_file, mode="r")
+        opened = tarfile.open(fileobj=tar_path_or_file, mode="r|")
     with opened as tar:
         key, group = None, {}
         for info in tar:
             if not info.isfile():
+                if strict:
+                    raise ValueError(f"member {info.name!r} is not a regular file (type {info.type!r})")
                 continue
+            if strict and (problem := safe_member_name(info.name)):
+                raise ValueError(problem)
             k, _, suffix = info.name.partition(".")
             if key is not None and k != key:
                 yield key, group
                 group = {}
+            if strict and suffix in group:
+                raise ValueError(f"member {info.name!r} appears twice")
             key = k
             group[suffix] = tar.extractfile(info).read()
         if key is not None:

@@ -103,12 +103,22 @@ def dup_key(pair, score_field: str | None, sha256: str | None = None, phash: str
 
 def caption_hash(caption: str) -> str:
     """Exact-caption key: case, punctuation and spacing do not count."""
-    return hashlib.blake2b(normalize_caption(caption).encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+    return _hash_normalized(normalize_caption(caption))
+
+
+def _hash_normalized(norm: str) -> str:
+    return hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def _caption_key(key: DupKey) -> str | None:
+    """caption_hash, or None for a caption with nothing left after normalisation."""
+    norm = normalize_caption(key.caption)
+    return _hash_normalized(norm) if norm else None
 
 
 EXACT_KEYS = {
     "url": ("dup_url", lambda k: k.url),
-    "caption": ("dup_caption", lambda k: caption_hash(k.caption) if normalize_caption(k.caption) else None),
+    "caption": ("dup_caption", _caption_key),
     "image": ("dup_image", lambda k: k.sha256),
 }
 

@@ -17,8 +17,8 @@ from apache_beam.transforms.window import GlobalWindows
 
 from curation.config import IngestConfig
 from curation.records import Rejection, record_uid
-from curation.shards import num_shards_for, write_pair_shard
-from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
+from curation.shards import write_pair_shard
+from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job
 
 NS = "curate.ingest"
 
@@ -145,17 +145,7 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
     """Wire the ingest graph on `p`; returns the PCollection holding the written index."""
     prefix = cfg.shards.prefix
     done = frozenset(previous)
-    rows = (
-        p
-        | "InputFiles" >> beam.Create(files)
-        | "SpreadFiles" >> beam.Reshuffle()
-        | "ReadRows" >> beam.ParDo(ReadFile(cfg))
-    )
-    num_shards = (
-        rows
-        | "CountRows" >> beam.combiners.Count.Globally()
-        | "NumShards" >> beam.Map(num_shards_for, cfg.shards.samples_per_shard)
-    )
+    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadFile(cfg), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
     keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     filtered = keyed | "MetadataFilters" >> beam.ParDo(MetadataFilters(cfg)).with_outputs(MetadataFilters.REJECTED, main="kept")

@@ -19,9 +19,8 @@ from apache_beam.metrics import Metrics
 
 from curation.config import PackConfig
 from curation.conversations import ConvRejection
-from curation.shards import num_shards_for
 from pipelines import fsio
-from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
+from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job
 
 NS = "curate.pack"
 
@@ -129,17 +128,7 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
     from packing.format import PackPlan, write_pack_shard
 
     prefix = cfg.shards.prefix
-    rows = (
-        p
-        | "InputFiles" >> beam.Create(files)
-        | "SpreadFiles" >> beam.Reshuffle()
-        | "ReadRows" >> beam.ParDo(ReadConversations(cfg))
-    )
-    num_shards = (
-        rows
-        | "CountRows" >> beam.combiners.Count.Globally()
-        | "NumShards" >> beam.Map(num_shards_for, cfg.shards.samples_per_shard)
-    )
+    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadConversations(cfg), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
     write = functools.partial(write_pack_shard, plan=PackPlan(cfg.l_max, cfg.t_max, cfg.buffer), read_image=fsio.read_bytes)
     return (

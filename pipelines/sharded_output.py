@@ -74,6 +74,33 @@ class JobState:
         return done
 
 
+class ReadAndCount(beam.PTransform):
+    """Input file paths -> (records read by `read`, a singleton PCollection of the shard count from
+    the number of records), the shared front of every stage that reads files."""
+
+    def __init__(self, files: list[str], read: beam.DoFn, samples_per_shard: int) -> None:
+        super().__init__()
+        self.files = files
+        self.read = read
+        self.samples_per_shard = samples_per_shard
+
+    def expand(self, p):
+        from curation.shards import num_shards_for
+
+        rows = (
+            p
+            | "InputFiles" >> beam.Create(self.files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadRows" >> beam.ParDo(self.read)
+        )
+        num_shards = (
+            rows
+            | "CountRows" >> beam.combiners.Count.Globally()
+            | "NumShards" >> beam.Map(num_shards_for, self.samples_per_shard)
+        )
+        return rows, num_shards
+
+
 class AssignShard(beam.DoFn):
     """record -> (shard, record), with the shard count from a side input."""
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from curation.inspection.dataset import InspectError, ShardSet
-from curation.inspection.validate import IGNORE, safe_member_name
-from curation.shards import iter_tar_groups, shard_name, shard_of
+from curation.inspection.validate import IGNORE
+from curation.shards import iter_tar_groups, safe_member_name, shard_name, shard_of
 
 SUPERVISED_OPEN, SUPERVISED_CLOSE = "⟦", "⟧"  # marks the tokens that carry labels
 

@@ -46,7 +46,7 @@ def summarize(ss: ShardSet) -> dict[str, Any]:
     def add(name: str, array) -> None:
         columns.setdefault(name, []).append(np.asarray(array, dtype=np.float64))
 
-    wanted = ["status", "stage", "reason", "caption", "width", "height", *PAIR_SCORES, "truncated", "tokens", "tiles"]
+    wanted = ["status", "stage", "reason", "caption", "width", "height", *PAIR_SCORES, "truncated"]
     for _, table in ss.manifests(wanted):
         rows += table.num_rows
         st = table.column("status").to_numpy(zero_copy_only=False)

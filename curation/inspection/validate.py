@@ -13,18 +13,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import posixpath
-import re
 import tarfile
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from curation.inspection.dataset import ShardSet, open_binary
+from curation.shards import iter_tar_groups
 
 IMAGE_TOKENS_PER_TILE = 256
 IGNORE = -100
-_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class _HashingReader(io.RawIOBase):
@@ -45,38 +43,6 @@ class _HashingReader(io.RawIOBase):
         self.sha.update(data)
         self.size += n
         return n
-
-
-def safe_member_name(name: str) -> str | None:
-    """Why a tar member name is not acceptable, or None: no folders, no absolute paths, no `..`,
-    and a webdataset key (before the first dot) of safe characters only."""
-    if name.startswith("/") or "\\" in name or posixpath.normpath(name) != name or "/" in name or name in (".", ".."):
-        return f"member name {name!r} is a path (folders, '..' or absolute); refused"
-    key, dot, suffix = name.partition(".")
-    if not dot or not suffix or not _KEY.match(key):
-        return f"member name {name!r} is not `key.suffix` with a safe key"
-    return None
-
-
-def _tar_groups(stream) -> Iterator[tuple[str, dict[str, bytes]]]:
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        key, group = None, {}
-        for info in tar:
-            if not info.isfile():
-                raise ValueError(f"member {info.name!r} is not a regular file (type {info.type!r})")
-            problem = safe_member_name(info.name)
-            if problem:
-                raise ValueError(problem)
-            k, _, suffix = info.name.partition(".")
-            if key is not None and k != key:
-                yield key, group
-                group = {}
-            if suffix in group:
-                raise ValueError(f"member {info.name!r} appears twice")
-            key = k
-            group[suffix] = tar.extractfile(info).read()
-        if key is not None:
-            yield key, group
 
 
 def validate(ss: ShardSet, limit: int = 100) -> list[str]:
@@ -137,14 +103,14 @@ def _check_shard(ss: ShardSet, entry: dict[str, Any], problems: list[str]) -> tu
         stream = io.BufferedReader(reader, 1 << 20)
         try:
             if ss.kind == "pair":
-                samples = _check_pairs(name, _tar_groups(stream), problems)
+                samples = _check_pairs(name, iter_tar_groups(stream, strict=True), problems)
                 expected = {r["uid"] for r in kept_rows}
                 if samples != expected:
                     missing, extra = sorted(expected - samples)[:3], sorted(samples - expected)[:3]
                     problems.append(f"{entry['tar']}: tar samples differ from the manifest's kept rows "
                                     f"(missing {missing}, not in manifest {extra})")
             else:
-                packs = _check_packs(name, _tar_groups(stream), problems)
+                packs = _check_packs(name, iter_tar_groups(stream, strict=True), problems)
                 listed = {r["pack"] for r in kept_rows}
                 if packs != listed:
                     problems.append(f"{entry['tar']}: packs in the tar differ from the manifest "
