@@ -4,6 +4,7 @@
   curate dedup --config configs/dedup.yaml --input out/laion --input out/coyo --output out/dedup -- --runner DirectRunner
   curate pack --config configs/pack.yaml --input 'convs/*.jsonl' --output out/packed -- --runner DirectRunner
   curate inspect summary|show|validate|report FOLDER ...
+  curate check out/packed ; curate train --data out/packed ; curate generate --prompt ... (curation/model_cli.py)
   curate demo --output demo-out
 """
 
@@ -12,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.config import ConfigError, DedupConfig, IngestConfig, PackConfig, build, load_config, load_yaml
+from curation.config import ConfigError, DedupConfig, IngestConfig, PackConfig, build, deep_merge, load_config, load_yaml
+from curation.model_cli import add_model_commands
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -190,12 +193,21 @@ class DemoPack:
 
 
 @dataclass(frozen=True)
+class DemoModel:
+    recipe: str = "train.yaml"
+    verify_every: int = 5  # `curate check`: packed == unpacked losses on every N-th pack
+    train_steps: int = 8  # a short `curate train` on the packed output: the loss must stay finite and move
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """configs/demo.yaml: which recipes the demo runs and the overrides that make them local."""
 
     ingest: DemoIngest
     dedup: DemoDedup = field(default_factory=DemoDedup)
     pack: DemoPack = field(default_factory=DemoPack)
+    model: DemoModel = field(default_factory=DemoModel)
     seed: int = 0
     images: int = 48
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -235,6 +247,7 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
             failures += _unexpected(check_outcomes(target, paths["expected"]))
     failures += _demo_dedup(demo, out, args, beam_args)
     failures += _demo_pack(demo, out, args, beam_args)
+    failures += _demo_model(demo, out, args)
     print(f"\ndemo finished: outputs under {out}/ ({'all outcomes as expected' if not failures else f'{failures} unexpected outcomes'})")
     return 0 if failures == 0 else 1
 
@@ -277,10 +290,35 @@ def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args:
     return _unexpected(check_pack_outcomes(target, expected_path)) + (0 if _accounted(index) else 1)
 
 
+def _demo_model(demo: DemoConfig, out: Path, args: argparse.Namespace) -> int:
+    """`curate check` on the packed output, then a few `curate train` steps; returns the problems found."""
+    from curation.model_cli import print_check_report
+    from model.build import load_model
+    from model.check import check_packs
+    from model.config import TrainConfig
+    from model.train import train
+
+    over = {"output": str(out / "train"), "steps": demo.model.train_steps}
+    recipe_path, cfg = _demo_recipe(demo.model.recipe, TrainConfig, deep_merge(demo.model.overrides, over), args)
+    packed = str(out / "pack")
+    print(f"\n== check {packed} through the model core ({recipe_path.name}: {cfg.model.preset or cfg.model.checkpoint})")
+    report = check_packs(packed, load_model(cfg.model), cfg.data, verify_every=demo.model.verify_every, progress=cfg.progress)
+    print_check_report(report)
+    print(f"\n== train {cfg.loss} for {cfg.steps} steps on {packed} -> {cfg.output}")
+    result = train(cfg, packed)
+    losses = [h["loss"] for h in result.history]
+    print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} over steps {result.history[0]['step']}..{result.steps}; "
+          f"checkpoint {result.checkpoint}")
+    problems = [f.get("check", "") + ": " + f["pack"] + ": " + f["detail"] for f in report.failures]
+    if not report.ok and not problems:
+        problems.append("check saw no packs")
+    if not all(math.isfinite(x) for x in losses) or len(set(losses)) < 2:
+        problems.append(f"train losses not finite or not moving: {losses}")
+    return _unexpected(problems)
+
+
 def _demo_recipe(recipe: str, cls: type, overrides: dict[str, Any], args: argparse.Namespace):
     """(path, config) of a production recipe with the demo's overrides applied."""
-    from curation.config import deep_merge
-
     path = find_config(recipe)
     return path, load_config(path, cls, deep_merge(overrides, {"progress": not args.no_progress}))
 
@@ -322,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", help="report: the HTML file to write (default report.html)")
     p.set_defaults(func=cmd_inspect)
 
+    add_model_commands(sub)
+
     p = sub.add_parser("demo", help="the offline end-to-end run on the embedded sample")
     p.add_argument("--output", default="demo-out")
     p.add_argument("--config", default="demo.yaml")
@@ -340,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
-        if type(err).__name__ not in ("OutputConflict", "TokenizerUnavailable"):
+    except (RuntimeError, ValueError) as err:
+        if type(err).__name__ not in ("OutputConflict", "TokenizerUnavailable", "TrainError", "PackError", "InspectError"):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -46,7 +46,7 @@ def hamming(a: str, b: str) -> int:
     return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is composited on white."""
     if img.mode == "RGB":
         return img
@@ -130,7 +130,7 @@ def process_image(data: bytes, cfg: ImageConfig, pixel_filters: Sequence = ()) -
         img.load()
         if orientation != 1:
             img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
+        img = to_rgb(img)
     except Image.DecompressionBombError as err:
         return Verdict.reject("decompression_bomb", str(err)[:120])
     except (ValueError, OSError, SyntaxError, EOFError, struct.error, zlib.error) as err:

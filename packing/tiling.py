@@ -76,3 +76,17 @@ def tile_sample(sizes: list[tuple[int, int]], max_num: int = 12, video: bool = F
         return [Tiling(1, 1, False) for _ in sizes]
     budget = tile_budget(len(sizes), max_num)
     return [tile_image(w, h, budget) for w, h in sizes]
+
+
+def cut_tiles(image, tiling: Tiling, size: int = TILE_SIZE) -> list:
+    """Pixels of InternVL's dynamic_preprocess for a stored grid: the image resized to
+    (columns x size, rows x size), cut row-major into tiles, then the thumbnail (whole image at
+    size x size) when the tiling has one. `image` is an RGB PIL image."""
+    from PIL import Image
+
+    cols, rows = tiling.columns, tiling.rows
+    resized = image.resize((cols * size, rows * size), Image.Resampling.BICUBIC)
+    tiles = [resized.crop((c * size, r * size, (c + 1) * size, (r + 1) * size)) for r in range(rows) for c in range(cols)]
+    if tiling.thumbnail:
+        tiles.append(image.resize((size, size), Image.Resampling.BICUBIC))
+    return tiles

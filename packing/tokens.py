@@ -40,6 +40,13 @@ INTERNVL_SYSTEM = ("你是书生·万象，英文名是InternVL，是由上海�
                    "多模态大语言模型。")
 
 
+def resolve_system_prompt(template: str, system_prompt: str) -> str | None:
+    """A recipe's `system_prompt` ("default": the template's own; "": none; else that text) as the encoder takes it."""
+    if system_prompt == "default":
+        return INTERNVL_SYSTEM if template == "internvl2_5" else None
+    return system_prompt or None
+
+
 class EncodeError(ValueError):
     """A sample that cannot be encoded; `reason` is a code from curation/reasons.py."""
 
@@ -178,8 +185,16 @@ class ChatEncoder:
                 pieces.append((piece, False))
         return pieces
 
-    def encode(self, turns: Sequence[Turn], tiles: Sequence[int]) -> Encoded:
-        """Token ids and labels of one conversation whose k-th `<image>` is image k with tiles[k] tiles."""
+    def generation_header(self, turns: Sequence[Turn]) -> str:
+        """What opens the assistant's next turn after `turns` (the prompt's tail for generation)."""
+        if self.template == "internvl2_5":
+            return "<|im_start|>assistant\n"
+        messages = [{"role": t.role, "content": t.value} for t in turns if t.role != "pretrain"]
+        return self._render(messages, generation=True)[len(self._render(messages)):]
+
+    def encode(self, turns: Sequence[Turn], tiles: Sequence[int], generation: bool = False) -> Encoded:
+        """Token ids and labels of one conversation whose k-th `<image>` is image k with tiles[k] tiles;
+        `generation` appends the assistant header, making it a prompt for the model to continue."""
         turns = list(turns)
         n_placeholders = sum(t.value.count(IMAGE_PLACEHOLDER) for t in turns)
         if len(tiles) == 1 and n_placeholders == 0:  # InternVL: a single image goes first in the first human turn
@@ -191,6 +206,8 @@ class ChatEncoder:
         pieces = self._pieces_internvl(turns) if self.template == "internvl2_5" else self._pieces_tokenizer(turns)
         if any(t.role == "pretrain" for t in turns) and self.eos is not None:
             pieces.append((self.tok.eos_token, True))
+        if generation:
+            pieces.append((self.generation_header(turns), False))
         texts: list[str] = []
         layout: list[tuple[str, bool]] = []  # ("text", supervised) or ("image", False)
         for text, supervised in pieces:

@@ -60,14 +60,11 @@ class Encode(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        from packing.tokens import INTERNVL_SYSTEM, ChatEncoder, load_tokenizer
+        from packing.tokens import ChatEncoder, load_tokenizer, resolve_system_prompt
         from packing.units import UnitBuilder, UnitLimits
 
         cfg = self.cfg
-        system = cfg.system_prompt
-        if system == "default":
-            system = INTERNVL_SYSTEM if cfg.template == "internvl2_5" else None
-        encoder = ChatEncoder(load_tokenizer(cfg.tokenizer), cfg.template, system or None)
+        encoder = ChatEncoder(load_tokenizer(cfg.tokenizer), cfg.template, resolve_system_prompt(cfg.template, cfg.system_prompt))
         limits = UnitLimits(cfg.l_max, cfg.t_max, cfg.tiling.max_num, cfg.tiling.min_num, cfg.tiling.use_thumbnail, cfg.truncate)
         self.builder = UnitBuilder(encoder, limits)
         self.units = Metrics.counter(NS, "units")

@@ -76,6 +76,9 @@ def test_demo_command(tmp_path):
     assert pack["totals"]["inputs"] == pack["totals"]["kept"] + sum(pack["reasons"].values())
     assert pack["totals"]["kept"] >= dedup["totals"]["kept"]  # every deduplicated pair became a conversation
     assert "sequences per pack" in res.stdout
+    assert "check: OK" in res.stdout  # the packed output streamed through the model core
+    metrics = [json.loads(line) for line in (tmp_path / "demo" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 8 and metrics[-1]["loss"] != metrics[0]["loss"]
 
 
 @pytest.mark.slow

@@ -79,3 +79,17 @@ def test_not_utf8(tmp_path):
     path.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(path, IngestConfig)
+
+
+def test_train_recipe_loads_and_its_errors_name_the_key(tmp_path):
+    from model.config import TrainConfig
+
+    cfg = load_config(CONFIGS / "train.yaml", TrainConfig)
+    assert cfg.model.preset == "tiny" and cfg.ntp.reduction == "square" and cfg.mpo.w_pref == 0.8
+    path = tmp_path / "train.yaml"
+    path.write_text("ntp: {reduction: mean}\n")
+    with pytest.raises(ConfigError, match=r"train.yaml: ntp.reduction: expected one of 'token' \| 'sample' \| 'square'"):
+        load_config(path, TrainConfig)
+    path.write_text("optim: {lr: fast}\n")
+    with pytest.raises(ConfigError, match="optim.lr: expected float"):
+        load_config(path, TrainConfig)

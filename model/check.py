@@ -1,0 +1,200 @@
+"""`curate check`: stream packed shards through the model and fail on any inconsistency.
+
+Per pack: segments contiguous and within l_max / t_max; every image span is `<img>` + 256 x tiles
+`<IMG_CONTEXT>` + `</img>` and no image token strays outside one; labels only on supervised text
+(equal to the ids there, never on image tokens, counts as the json says); ids inside the vocabulary
+and decodable; stored images decode and re-tile; a finite loss. On every `verify_every`-th pack the
+per-segment losses of the packed row must equal those of each segment run alone (isolation).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from curation.inspection.dataset import ShardSet
+from model.batches import PackError, build_batch, packs_in, unpack
+from model.build import Loaded
+from model.config import DataConfig
+from model.forward import forward_logps
+from packing.format import PackedSample, iter_packs
+from packing.tiling import TOKENS_PER_TILE
+from packing.tokens import IGNORE_INDEX, IMG_CONTEXT, IMG_END, IMG_START
+
+CHECKS = ("segments", "image_tokens", "labels", "ids", "images", "loss", "isolation")
+
+
+@dataclass
+class CheckReport:
+    folder: str
+    packs: int = 0
+    segments: int = 0
+    images: int = 0
+    tiles: int = 0
+    tokens: int = 0
+    supervised: int = 0
+    verified: int = 0  # packs compared packed vs unpacked
+    max_isolation_error: float = 0.0
+    mean_loss: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.packs > 0
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(f["check"] for f in self.failures)
+        return {k: c.get(k, 0) for k in CHECKS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"folder": self.folder, "ok": self.ok, "packs": self.packs, "segments": self.segments,
+                "images": self.images, "tiles": self.tiles, "tokens": self.tokens, "supervised": self.supervised,
+                "verified": self.verified, "max_isolation_error": self.max_isolation_error, "mean_loss": self.mean_loss,
+                "failures_by_check": self.counts(), "failures": self.failures[:100]}
+
+
+def structure_problems(sample: PackedSample, vocab: dict[str, int], vocab_size: int) -> list[tuple[str, str]]:
+    """(check, detail) for everything wrong with one pack's tokens, labels and segments; [] if sound."""
+    meta, ids, labels = sample.meta, sample.input_ids.astype(np.int64), sample.labels.astype(np.int64)
+    out: list[tuple[str, str]] = []
+    n, l_max, t_max = len(ids), meta.get("l_max", 0), meta.get("t_max", 0)
+    if len(labels) != n:
+        return [("labels", f"{n} ids but {len(labels)} labels")]
+    if n > l_max:
+        out.append(("segments", f"{n} tokens > l_max {l_max}"))
+    images = meta["images"]
+    tiles = sum(im["tiles"] for im in images)
+    if tiles > t_max:
+        out.append(("segments", f"{tiles} tiles > t_max {t_max}"))
+    offset = 0
+    in_image = np.zeros(n, dtype=bool)
+    img_start, img_end, img_ctx = vocab[IMG_START], vocab[IMG_END], vocab[IMG_CONTEXT]
+    for s in meta["segments"]:
+        if s["offset"] != offset:
+            out.append(("segments", f"segment {s['id']} ({s['role']}) starts at {s['offset']}, previous ended at {offset}"))
+        start, end = s["offset"], s["offset"] + s["length"]
+        offset = end
+        for a, b, i in s["image_spans"]:
+            if not (start <= a < b <= end):
+                out.append(("segments", f"image span [{a}, {b}) crosses segment {s['id']} [{start}, {end})"))
+                continue
+            want = TOKENS_PER_TILE * images[i]["tiles"] if 0 <= i < len(images) else -1
+            body = ids[a + 1:b - 1]
+            if ids[a] != img_start or ids[b - 1] != img_end or len(body) != want or np.any(body != img_ctx):
+                out.append(("image_tokens", f"{s['id']}: span [{a}, {b}) has {int(np.sum(body == img_ctx))} "
+                                            f"{IMG_CONTEXT} for {want // TOKENS_PER_TILE} tiles (want {want})"))
+            in_image[a:b] = True
+        sup = labels[start:end] != IGNORE_INDEX
+        if int(sup.sum()) != s["supervised"]:
+            out.append(("labels", f"{s['id']}: {int(sup.sum())} supervised labels, json says {s['supervised']}"))
+        if not sup.any():
+            out.append(("labels", f"{s['id']} ({s['role']}): nothing supervised"))
+    if offset != n:
+        out.append(("segments", f"segments cover {offset} of {n} tokens"))
+    stray = np.flatnonzero((ids == img_ctx) & ~in_image)
+    if len(stray):
+        out.append(("image_tokens", f"{len(stray)} {IMG_CONTEXT} outside image spans (first at {stray[0]})"))
+    supervised = labels != IGNORE_INDEX
+    if np.any(supervised & in_image):
+        out.append(("labels", f"{int(np.sum(supervised & in_image))} labels inside image spans"))
+    if np.any(supervised & (labels != ids)):
+        out.append(("labels", f"{int(np.sum(supervised & (labels != ids)))} labels differ from their input ids"))
+    bad = np.flatnonzero((ids < 0) | (ids >= vocab_size))
+    if len(bad):
+        out.append(("ids", f"{len(bad)} ids outside the vocabulary of {vocab_size} (first {int(ids[bad[0]])})"))
+    return out
+
+
+def _decodes(tokenizer: Any, ids: np.ndarray, img_ctx: int) -> str | None:
+    try:
+        tokenizer.decode(ids[ids != img_ctx].tolist())
+    except Exception as err:  # noqa: BLE001 - any tokenizer failure is a failed check, not a crash
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+@torch.no_grad()
+def check_packs(folder: str, loaded: Loaded, data: DataConfig = DataConfig(), *, verify_every: int = 10,
+                tolerance: float = 1e-4, limit: int | None = None, progress: bool = True) -> CheckReport:
+    """Stream every pack of `folder` (or the first `limit`) through the checks and the model."""
+    ss = ShardSet.open(folder)
+    if ss.kind != "packed":
+        raise PackError(f"{folder} holds {ss.kind} shards; curate check reads packed shards (curate pack)")
+    report = CheckReport(str(folder))
+    vocab = loaded.tokenizer.get_vocab()
+    vocab_size = loaded.model.get_input_embeddings().num_embeddings
+    img_ctx = loaded.image_token_id
+    loaded.model.eval()
+    losses: list[float] = []
+    total = sum(packs_in(e) for e in ss.shards) if limit is None else limit
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="check", unit="pack")
+    seen = 0
+    for entry in ss.shards:
+        with ss.open_tar(entry) as f:
+            for j, sample in enumerate(iter_packs(f)):
+                if limit is not None and seen >= limit:
+                    break
+                seen += 1
+                _check_one(report, sample, loaded, data, vocab, vocab_size, img_ctx, losses,
+                           verify=verify_every > 0 and (seen - 1) % verify_every == 0, tolerance=tolerance)
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    report.mean_loss = float(np.mean(losses)) if losses else float("nan")
+    return report
+
+
+def _check_one(report: CheckReport, sample: PackedSample, loaded: Loaded, data: DataConfig, vocab: dict[str, int],
+               vocab_size: int, img_ctx: int, losses: list[float], *, verify: bool, tolerance: float) -> None:
+    key = sample.key
+    meta = sample.meta
+    report.packs += 1
+    report.segments += len(meta["segments"])
+    report.images += len(meta["images"])
+    report.tiles += sum(im["tiles"] for im in meta["images"])
+    report.tokens += len(sample.input_ids)
+    report.supervised += int(np.sum(sample.labels != IGNORE_INDEX))
+
+    def fail(check: str, detail: str) -> None:
+        report.failures.append({"pack": key, "check": check, "detail": detail})
+
+    problems = structure_problems(sample, vocab, vocab_size)
+    for check, detail in problems:
+        fail(check, detail)
+    if any(c in ("segments", "image_tokens", "ids") for c, _ in problems):
+        return  # the model cannot run this row meaningfully
+    bad = _decodes(loaded.tokenizer, sample.input_ids, img_ctx)
+    if bad:
+        fail("ids", f"tokenizer cannot decode: {bad}")
+    try:
+        batch = build_batch(sample, img_ctx, data).to(loaded.device)
+    except PackError as err:
+        fail("images", str(err))
+        return
+    tl = forward_logps(loaded, batch)
+    sums, counts = tl.per_segment()
+    per_segment = sums / counts.clamp(min=1)
+    if not torch.isfinite(per_segment).all():
+        fail("loss", f"non-finite loss in segments {torch.nonzero(~torch.isfinite(per_segment)).flatten().tolist()}")
+        return
+    losses.append(float(-sums.sum() / counts.sum().clamp(min=1)))
+    if not verify:
+        return
+    report.verified += 1
+    for k, sub in enumerate(unpack(sample)):
+        s_sum, s_count = forward_logps(loaded, build_batch(sub, img_ctx, data).to(loaded.device)).per_segment()
+        err = abs(float(s_sum[0] / s_count[0].clamp(min=1)) - float(per_segment[k]))
+        report.max_isolation_error = max(report.max_isolation_error, err)
+        if err > tolerance or int(s_count[0]) != int(counts[k]):
+            seg = meta["segments"][k]
+            fail("isolation", f"segment {seg['id']} ({seg['role']}): packed loss {-float(per_segment[k]):.6f} vs alone "
+                              f"{-float(s_sum[0] / s_count[0].clamp(min=1)):.6f} (|diff| {err:.2e} > {tolerance:g})")
