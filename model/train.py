@@ -86,7 +86,7 @@ def row_loss(cfg: TrainConfig, policy: Loaded, reference: Loaded | None, batch: 
     with torch.no_grad():
         ref = forward_logps(reference, batch)
     terms = mpo_loss(tl, ref, batch.segments, cfg.mpo, state.mpo, cfg.ntp.reduction)
-    return terms.loss, {"loss": float(terms.loss), "dpo": terms.dpo, "bco": terms.bco, "sft": terms.sft,
+    return terms.loss, {"loss": float(terms.loss.detach()), "dpo": terms.dpo, "bco": terms.bco, "sft": terms.sft,
                         "reward_margin": terms.reward_margin, "reward_accuracy": terms.accuracy, "pairs": terms.pairs}
 
 
