@@ -64,7 +64,7 @@ def padded_step_inputs(samples, loaded, size: int):
     """The unpacked samples in arrival order, in batches of `size`, right-padded."""
     batches = []
     for i in range(0, len(samples), size):
-        group = [build_batch(s, loaded.image_token_id) for s in samples[i:i + size]]
+        group = [build_batch(s, loaded.token_ids) for s in samples[i:i + size]]
         width = max(b.tokens for b in group)
         ids = torch.full((len(group), width), loaded.tokenizer.pad_token_id or 0, dtype=torch.long)
         targets = torch.full((len(group), width), IGNORE_INDEX, dtype=torch.long)
@@ -126,7 +126,7 @@ def main() -> None:
                           text_kv_heads=max(1, args.text_hidden // 64), text_intermediate=4 * args.text_hidden)
         loaded = load_model(ModelConfig(dtype=args.dtype, tiny=tiny))
         dev = loaded.device
-        rows = [build_batch(p, loaded.image_token_id).to(dev) for p in packs]
+        rows = [build_batch(p, loaded.token_ids).to(dev) for p in packs]
         singles = [u for p in packs for u in unpack(p)]
         singles.sort(key=lambda s: (s.meta["segments"][0]["source"], s.meta["segments"][0]["row"]))  # arrival order
         padded = [tuple(x.to(dev) if isinstance(x, torch.Tensor) else x for x in b) for b in padded_step_inputs(singles, loaded, args.batch)]

@@ -23,7 +23,7 @@ from curation.inspection.dataset import ShardSet
 from model.config import DataConfig
 from packing.format import PackedSample, iter_packs
 from packing.tiling import TOKENS_PER_TILE, Tiling, cut_tiles
-from packing.tokens import IGNORE_INDEX
+from packing.tokens import IGNORE_INDEX, IMG_CONTEXT, IMG_END, IMG_START
 
 
 class PackError(ValueError):
@@ -77,23 +77,97 @@ def tiles_tensor(img: Image.Image, tiling: Tiling, mean: Sequence[float], std: S
     return torch.from_numpy(arr.transpose(0, 3, 1, 2).copy())
 
 
-def build_batch(sample: PackedSample, image_token_id: int, data: DataConfig = DataConfig(), shard: str = "",
+LAYOUT_CHECKS = ("segments", "image_tokens", "ids")  # problems under which a row cannot be assembled at all
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """The ids a packed row is read against: InternVL's three image tokens and the model's vocabulary size."""
+
+    img_start: int
+    img_end: int
+    img_context: int
+    vocab_size: int
+
+    @classmethod
+    def of(cls, tokenizer: Any, vocab_size: int) -> "TokenIds":
+        vocab = tokenizer.get_vocab()
+        return cls(vocab[IMG_START], vocab[IMG_END], vocab[IMG_CONTEXT], vocab_size)
+
+
+def structure_problems(sample: PackedSample, tokens: TokenIds) -> list[tuple[str, str]]:
+    """(check, detail) for everything wrong with one pack's tokens, labels and segments; [] if sound.
+    The one validator of the packed layout: `build_batch` refuses LAYOUT_CHECKS problems, `curate
+    check` reports them all."""
+    meta, ids, labels = sample.meta, sample.input_ids.astype(np.int64), sample.labels.astype(np.int64)
+    out: list[tuple[str, str]] = []
+    n, l_max, t_max = len(ids), meta.get("l_max", 0), meta.get("t_max", 0)
+    if len(labels) != n:
+        return [("segments", f"{n} ids but {len(labels)} labels")]
+    if n > l_max:
+        out.append(("segments", f"{n} tokens > l_max {l_max}"))
+    images = meta["images"]
+    tiles = sum(im["tiles"] for im in images)
+    if tiles > t_max:
+        out.append(("segments", f"{tiles} tiles > t_max {t_max}"))
+    offset = 0
+    in_image = np.zeros(n, dtype=bool)
+    for s in meta["segments"]:
+        if s["offset"] != offset or s["length"] < 1:
+            out.append(("segments", f"segment {s['id']} ({s['role']}) at offset {s['offset']} length {s['length']}, "
+                                    f"previous ended at {offset}"))
+        start, end = s["offset"], s["offset"] + s["length"]
+        offset = end
+        for a, b, i in s["image_spans"]:
+            if not (start <= a < b <= end):
+                out.append(("segments", f"image span [{a}, {b}) crosses segment {s['id']} [{start}, {end})"))
+                continue
+            want = TOKENS_PER_TILE * images[i]["tiles"] if 0 <= i < len(images) else -1
+            body = ids[a + 1:b - 1]
+            if ids[a] != tokens.img_start or ids[b - 1] != tokens.img_end or len(body) != want or np.any(body != tokens.img_context):
+                out.append(("image_tokens", f"{s['id']}: span [{a}, {b}) has {int(np.sum(body == tokens.img_context))} "
+                                            f"{IMG_CONTEXT} for {want // TOKENS_PER_TILE} tiles (want {want})"))
+            in_image[a:b] = True
+        sup = labels[start:end] != IGNORE_INDEX
+        if int(sup.sum()) != s["supervised"]:
+            out.append(("labels", f"{s['id']}: {int(sup.sum())} supervised labels, json says {s['supervised']}"))
+        if not sup.any():
+            out.append(("labels", f"{s['id']} ({s['role']}): nothing supervised"))
+    if offset != n:
+        out.append(("segments", f"segments cover {offset} of {n} tokens"))
+    stray = np.flatnonzero((ids == tokens.img_context) & ~in_image)
+    if len(stray):
+        out.append(("image_tokens", f"{len(stray)} {IMG_CONTEXT} outside image spans (first at {stray[0]})"))
+    supervised = labels != IGNORE_INDEX
+    if np.any(supervised & in_image):
+        out.append(("labels", f"{int(np.sum(supervised & in_image))} labels inside image spans"))
+    if np.any(supervised & (labels != ids)):
+        out.append(("labels", f"{int(np.sum(supervised & (labels != ids)))} labels differ from their input ids"))
+    bad = np.flatnonzero((ids < 0) | (ids >= tokens.vocab_size))
+    if len(bad):
+        out.append(("ids", f"{len(bad)} ids outside the vocabulary of {tokens.vocab_size} (first {int(ids[bad[0]])})"))
+    return out
+
+
+def build_batch(sample: PackedSample, tokens: TokenIds, data: DataConfig = DataConfig(), shard: str = "",
                 index: int = 0) -> PackedBatch:
-    """One pack read back -> PackedBatch; PackError for anything inconsistent with its own json."""
+    """One pack read back -> PackedBatch; PackError when its layout is inconsistent with its own json."""
+    fatal = [detail for check, detail in structure_problems(sample, tokens) if check in LAYOUT_CHECKS]
+    if fatal:
+        raise PackError(f"{sample.key}: {'; '.join(fatal)}")
+    return assemble(sample, tokens, data, shard, index)
+
+
+def assemble(sample: PackedSample, tokens: TokenIds, data: DataConfig = DataConfig(), shard: str = "",
+             index: int = 0) -> PackedBatch:
+    """The tensors of a pack whose layout `structure_problems` passed; PackError for an image that
+    is missing, does not decode or does not re-tile as its json says."""
     meta, key = sample.meta, sample.key
     ids = sample.input_ids.astype(np.int64)
     labels = sample.labels.astype(np.int64)
     n = len(ids)
     segs = meta["segments"]
-    if len(labels) != n:
-        raise PackError(f"{key}: {n} input ids but {len(labels)} labels")
-    bounds = [0]
-    for s in segs:
-        if s["offset"] != bounds[-1] or s["length"] < 1:
-            raise PackError(f"{key}: segment {s['id']} at offset {s['offset']} length {s['length']}, expected offset {bounds[-1]}")
-        bounds.append(s["offset"] + s["length"])
-    if bounds[-1] != n:
-        raise PackError(f"{key}: segments cover {bounds[-1]} tokens, the row has {n}")
+    bounds = [0] + [s["offset"] + s["length"] for s in segs]
     lengths = np.diff(bounds)
     seg_of = np.repeat(np.arange(len(segs)), lengths)
     positions = np.arange(n) - np.repeat(np.asarray(bounds[:-1]), lengths)
@@ -119,23 +193,9 @@ def build_batch(sample: PackedSample, image_token_id: int, data: DataConfig = Da
             raise PackError(f"{key}: {im['name']} grid {im['grid']} gives {tiling.tiles} tiles, json says {im['tiles']}")
         pixels.append(tiles_tensor(img, tiling, data.mean, data.std))
 
-    positions_img: list[np.ndarray] = []
-    rows: list[np.ndarray] = []
-    for s in segs:
-        for start, end, i in s["image_spans"]:
-            if not 0 <= i < len(images):
-                raise PackError(f"{key}: segment {s['id']} names image {i} of {len(images)}")
-            want = TOKENS_PER_TILE * images[i]["tiles"]
-            span = np.arange(start + 1, end - 1)
-            if len(span) != want or not np.all(ids[span] == image_token_id):
-                raise PackError(f"{key}: image span [{start}, {end}) of {images[i]['name']} holds "
-                                f"{int(np.sum(ids[start:end] == image_token_id))} image tokens, expected {want}")
-            positions_img.append(span)
-            rows.append(tile_start[i] * TOKENS_PER_TILE + np.arange(want))
-    image_positions = np.concatenate(positions_img) if positions_img else np.zeros(0, np.int64)
-    if int(np.sum(ids == image_token_id)) != len(image_positions):
-        raise PackError(f"{key}: {int(np.sum(ids == image_token_id))} image tokens in the row, "
-                        f"{len(image_positions)} inside image spans")
+    spans = [(start, end, i) for s in segs for start, end, i in s["image_spans"]]
+    image_positions = np.concatenate([np.arange(a + 1, b - 1) for a, b, _ in spans]) if spans else np.zeros(0, np.int64)
+    rows = [tile_start[i] * TOKENS_PER_TILE + np.arange(TOKENS_PER_TILE * images[i]["tiles"]) for _, _, i in spans]
     pixel_values = torch.cat(pixels) if pixels else torch.zeros(0, 3, 448, 448)
     return PackedBatch(
         key=key, input_ids=torch.from_numpy(ids), labels=torch.from_numpy(labels), targets=torch.from_numpy(targets),
@@ -216,12 +276,8 @@ def plan_epoch(shards: list[dict[str, Any]], workers: int, position: Position, s
         streams[k % w] += [(entry["name"], j) for j in range(packs_in(entry))]
     full = round_robin(streams)
     rest = [(s, name, j) for s, name, j in full if j >= position.consumed.get(name, 0)]
-    first_seen: list[int] = []
-    for s, _, _ in rest:
-        if s not in first_seen:
-            first_seen.append(s)
+    slot = {s: i for i, s in enumerate(dict.fromkeys(s for s, _, _ in rest))}  # streams by first appearance
     per_worker: list[list[tuple[str, int]]] = [[] for _ in range(w)]
-    slot = {s: i for i, s in enumerate(first_seen)}
     for s, name, j in rest:
         per_worker[slot[s]].append((name, j))
     return per_worker
@@ -230,14 +286,14 @@ def plan_epoch(shards: list[dict[str, Any]], workers: int, position: Position, s
 class PackedDataset(torch.utils.data.IterableDataset):
     """Streams PackedBatches of one epoch from a packed shard folder, tar by tar (never a whole shard set)."""
 
-    def __init__(self, folder: str, image_token_id: int, data: DataConfig, seed: int = 0,
+    def __init__(self, folder: str, tokens: TokenIds, data: DataConfig, seed: int = 0,
                  position: Position = Position(), workers: int = 0) -> None:
         super().__init__()
         self.folder = str(folder)
         self.shardset = ShardSet.open(self.folder)
         if self.shardset.kind != "packed":
             raise PackError(f"{folder} holds {self.shardset.kind} shards; train and check read packed shards (curate pack)")
-        self.image_token_id = image_token_id
+        self.tokens = tokens
         self.data = data
         self.seed = seed
         self.position = position
@@ -266,7 +322,7 @@ class PackedDataset(torch.utils.data.IterableDataset):
             with self.shardset.open_tar(entries[name]) as f:
                 for j, sample in enumerate(iter_packs(f)):
                     if j in wanted[name]:
-                        yield build_batch(sample, self.image_token_id, self.data, name, j)
+                        yield build_batch(sample, self.tokens, self.data, name, j)
 
 
 def loader(dataset: PackedDataset, workers: int) -> torch.utils.data.DataLoader:

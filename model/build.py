@@ -7,6 +7,7 @@ with; its `<IMG_CONTEXT>` id is the model's image token.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from model import attention
+from model.batches import TokenIds
 from model.config import ModelConfig
 from packing.tiling import TILE_SIZE, TOKENS_PER_TILE
 from packing.tokens import BUILTIN, IMG_CONTEXT, load_tokenizer
@@ -37,6 +39,10 @@ class Loaded:
     @property
     def image_token_id(self) -> int:
         return int(self.model.config.image_token_id)
+
+    @functools.cached_property
+    def token_ids(self) -> TokenIds:
+        return TokenIds.of(self.tokenizer, self.model.get_input_embeddings().num_embeddings)
 
     @property
     def language_model(self) -> torch.nn.Module:
@@ -103,8 +109,6 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None) -> Loaded:
 
 def save_checkpoint(loaded: Loaded, folder: str | Path) -> None:
     """A folder `from_pretrained` (and `model.checkpoint:`) loads: config, safetensors weights, tokenizer."""
-    lm_cfg = loaded.language_model.config
     with attention.text_attention(loaded.language_model, "sdpa"):  # saved configs name a stock implementation
         loaded.model.save_pretrained(folder, safe_serialization=True)
     loaded.tokenizer.save_pretrained(folder)
-    assert lm_cfg._attn_implementation == loaded.attention

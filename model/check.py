@@ -17,13 +17,12 @@ import numpy as np
 import torch
 
 from curation.inspection.dataset import ShardSet
-from model.batches import PackError, build_batch, packs_in, unpack
+from model.batches import LAYOUT_CHECKS, PackError, TokenIds, assemble, build_batch, packs_in, structure_problems, unpack
 from model.build import Loaded
 from model.config import DataConfig
 from model.forward import forward_logps
 from packing.format import PackedSample, iter_packs
-from packing.tiling import TOKENS_PER_TILE
-from packing.tokens import IGNORE_INDEX, IMG_CONTEXT, IMG_END, IMG_START
+from packing.tokens import IGNORE_INDEX
 
 CHECKS = ("segments", "image_tokens", "labels", "ids", "images", "loss", "isolation")
 
@@ -57,58 +56,6 @@ class CheckReport:
                 "failures_by_check": self.counts(), "failures": self.failures[:100]}
 
 
-def structure_problems(sample: PackedSample, vocab: dict[str, int], vocab_size: int) -> list[tuple[str, str]]:
-    """(check, detail) for everything wrong with one pack's tokens, labels and segments; [] if sound."""
-    meta, ids, labels = sample.meta, sample.input_ids.astype(np.int64), sample.labels.astype(np.int64)
-    out: list[tuple[str, str]] = []
-    n, l_max, t_max = len(ids), meta.get("l_max", 0), meta.get("t_max", 0)
-    if len(labels) != n:
-        return [("labels", f"{n} ids but {len(labels)} labels")]
-    if n > l_max:
-        out.append(("segments", f"{n} tokens > l_max {l_max}"))
-    images = meta["images"]
-    tiles = sum(im["tiles"] for im in images)
-    if tiles > t_max:
-        out.append(("segments", f"{tiles} tiles > t_max {t_max}"))
-    offset = 0
-    in_image = np.zeros(n, dtype=bool)
-    img_start, img_end, img_ctx = vocab[IMG_START], vocab[IMG_END], vocab[IMG_CONTEXT]
-    for s in meta["segments"]:
-        if s["offset"] != offset:
-            out.append(("segments", f"segment {s['id']} ({s['role']}) starts at {s['offset']}, previous ended at {offset}"))
-        start, end = s["offset"], s["offset"] + s["length"]
-        offset = end
-        for a, b, i in s["image_spans"]:
-            if not (start <= a < b <= end):
-                out.append(("segments", f"image span [{a}, {b}) crosses segment {s['id']} [{start}, {end})"))
-                continue
-            want = TOKENS_PER_TILE * images[i]["tiles"] if 0 <= i < len(images) else -1
-            body = ids[a + 1:b - 1]
-            if ids[a] != img_start or ids[b - 1] != img_end or len(body) != want or np.any(body != img_ctx):
-                out.append(("image_tokens", f"{s['id']}: span [{a}, {b}) has {int(np.sum(body == img_ctx))} "
-                                            f"{IMG_CONTEXT} for {want // TOKENS_PER_TILE} tiles (want {want})"))
-            in_image[a:b] = True
-        sup = labels[start:end] != IGNORE_INDEX
-        if int(sup.sum()) != s["supervised"]:
-            out.append(("labels", f"{s['id']}: {int(sup.sum())} supervised labels, json says {s['supervised']}"))
-        if not sup.any():
-            out.append(("labels", f"{s['id']} ({s['role']}): nothing supervised"))
-    if offset != n:
-        out.append(("segments", f"segments cover {offset} of {n} tokens"))
-    stray = np.flatnonzero((ids == img_ctx) & ~in_image)
-    if len(stray):
-        out.append(("image_tokens", f"{len(stray)} {IMG_CONTEXT} outside image spans (first at {stray[0]})"))
-    supervised = labels != IGNORE_INDEX
-    if np.any(supervised & in_image):
-        out.append(("labels", f"{int(np.sum(supervised & in_image))} labels inside image spans"))
-    if np.any(supervised & (labels != ids)):
-        out.append(("labels", f"{int(np.sum(supervised & (labels != ids)))} labels differ from their input ids"))
-    bad = np.flatnonzero((ids < 0) | (ids >= vocab_size))
-    if len(bad):
-        out.append(("ids", f"{len(bad)} ids outside the vocabulary of {vocab_size} (first {int(ids[bad[0]])})"))
-    return out
-
-
 def _decodes(tokenizer: Any, ids: np.ndarray, img_ctx: int) -> str | None:
     try:
         tokenizer.decode(ids[ids != img_ctx].tolist())
@@ -125,9 +72,7 @@ def check_packs(folder: str, loaded: Loaded, data: DataConfig = DataConfig(), *,
     if ss.kind != "packed":
         raise PackError(f"{folder} holds {ss.kind} shards; curate check reads packed shards (curate pack)")
     report = CheckReport(str(folder))
-    vocab = loaded.tokenizer.get_vocab()
-    vocab_size = loaded.model.get_input_embeddings().num_embeddings
-    img_ctx = loaded.image_token_id
+    tokens = loaded.token_ids
     loaded.model.eval()
     losses: list[float] = []
     total = sum(packs_in(e) for e in ss.shards) if limit is None else limit
@@ -143,7 +88,7 @@ def check_packs(folder: str, loaded: Loaded, data: DataConfig = DataConfig(), *,
                 if limit is not None and seen >= limit:
                     break
                 seen += 1
-                _check_one(report, sample, loaded, data, vocab, vocab_size, img_ctx, losses,
+                _check_one(report, sample, loaded, data, tokens, losses,
                            verify=verify_every > 0 and (seen - 1) % verify_every == 0, tolerance=tolerance)
                 if bar is not None:
                     bar.update(1)
@@ -153,8 +98,8 @@ def check_packs(folder: str, loaded: Loaded, data: DataConfig = DataConfig(), *,
     return report
 
 
-def _check_one(report: CheckReport, sample: PackedSample, loaded: Loaded, data: DataConfig, vocab: dict[str, int],
-               vocab_size: int, img_ctx: int, losses: list[float], *, verify: bool, tolerance: float) -> None:
+def _check_one(report: CheckReport, sample: PackedSample, loaded: Loaded, data: DataConfig, tokens: TokenIds,
+               losses: list[float], *, verify: bool, tolerance: float) -> None:
     key = sample.key
     meta = sample.meta
     report.packs += 1
@@ -167,16 +112,16 @@ def _check_one(report: CheckReport, sample: PackedSample, loaded: Loaded, data: 
     def fail(check: str, detail: str) -> None:
         report.failures.append({"pack": key, "check": check, "detail": detail})
 
-    problems = structure_problems(sample, vocab, vocab_size)
+    problems = structure_problems(sample, tokens)
     for check, detail in problems:
         fail(check, detail)
-    if any(c in ("segments", "image_tokens", "ids") for c, _ in problems):
+    if any(c in LAYOUT_CHECKS for c, _ in problems):
         return  # the model cannot run this row meaningfully
-    bad = _decodes(loaded.tokenizer, sample.input_ids, img_ctx)
+    bad = _decodes(loaded.tokenizer, sample.input_ids, tokens.img_context)
     if bad:
         fail("ids", f"tokenizer cannot decode: {bad}")
     try:
-        batch = build_batch(sample, img_ctx, data).to(loaded.device)
+        batch = assemble(sample, tokens, data).to(loaded.device)  # its layout was just checked
     except PackError as err:
         fail("images", str(err))
         return
@@ -191,7 +136,7 @@ def _check_one(report: CheckReport, sample: PackedSample, loaded: Loaded, data: 
         return
     report.verified += 1
     for k, sub in enumerate(unpack(sample)):
-        s_sum, s_count = forward_logps(loaded, build_batch(sub, img_ctx, data).to(loaded.device)).per_segment()
+        s_sum, s_count = forward_logps(loaded, build_batch(sub, tokens, data).to(loaded.device)).per_segment()
         err = abs(float(s_sum[0] / s_count[0].clamp(min=1)) - float(per_segment[k]))
         report.max_isolation_error = max(report.max_isolation_error, err)
         if err > tolerance or int(s_count[0]) != int(counts[k]):

@@ -143,7 +143,7 @@ def train(cfg: TrainConfig, data: str, *, resume: bool = True, stop_after: int |
     started = time.perf_counter()
     bar = _progress(cfg, state.step)
     while state.step < target:
-        dataset = PackedDataset(data, policy.image_token_id, cfg.data, cfg.model.seed,
+        dataset = PackedDataset(data, policy.token_ids, cfg.data, cfg.model.seed,
                                 Position(state.epoch, dict(state.consumed)), workers)
         if not state.consumed and len(dataset) < cfg.optim.grad_accum:
             raise TrainError(f"{data}: {len(dataset)} packs, fewer than one optimizer step (grad_accum "

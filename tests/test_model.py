@@ -53,7 +53,7 @@ def all_packs(folder: Path):
 
 
 def per_segment_loss(loaded, sample) -> torch.Tensor:
-    sums, counts = forward_logps(loaded, build_batch(sample, loaded.image_token_id)).per_segment()
+    sums, counts = forward_logps(loaded, build_batch(sample, loaded.token_ids)).per_segment()
     return -sums / counts
 
 
@@ -83,7 +83,7 @@ def test_without_isolation_the_same_comparison_fails(loaded, packed):
 
 def test_batch_layout_restarts_positions_and_never_predicts_across_segments(loaded, packed):
     sample = multi_segment_packs(packed)[0]
-    b = build_batch(sample, loaded.image_token_id)
+    b = build_batch(sample, loaded.token_ids)
     cu = b.cu_seqlens.tolist()
     for s, e in zip(cu[:-1], cu[1:]):
         assert b.position_ids[s] == 0 and b.position_ids[e - 1] == e - 1 - s
