@@ -109,6 +109,23 @@ def cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     return _run_stage(args, beam_args, DedupConfig, "pipelines.dedup.run_dedup", print_dedup_report)
 
 
+def cmd_annotate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from curation.annotate_config import AnnotateConfig
+
+    return _run_stage(args, beam_args, AnnotateConfig, "pipelines.annotate.run_annotate", print_annotate_report)
+
+
+def print_annotate_report(index: dict[str, Any], output: str, stream=None) -> None:
+    """The accounting table plus the conversations written, per task."""
+    from rich.console import Console
+
+    print_ingest_report(index, output, stream)
+    stats = index.get("stats", {})
+    tasks = ", ".join(f"{k[5:]}={v}" for k, v in sorted(stats.items()) if k.startswith("task_")) or "none"
+    Console(file=stream or sys.stdout, width=100).print(
+        f"conversations: {stats.get('conversations', 0)} ({tasks}) in {output}/*.conversations.jsonl")
+
+
 def print_dedup_report(index: dict[str, Any], output: str, stream=None) -> None:
     """The accounting table plus what dedup itself found (counts per duplicate kind, hot buckets)."""
     from rich.console import Console
@@ -186,9 +203,17 @@ class DemoDedup:
 
 
 @dataclass(frozen=True)
+class DemoAnnotate:
+    recipe: str = "annotate.yaml"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DemoPack:
     recipe: str = "pack.yaml"
-    caption_source: str = "dedup"  # "dedup", or an ingest output: its kept pairs become captioning conversations
+    # "annotate": the annotate stage's conversations; "dedup" or an ingest output: its kept pairs
+    # become plain captioning conversations
+    caption_source: str = "annotate"
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -206,6 +231,7 @@ class DemoConfig:
 
     ingest: DemoIngest
     dedup: DemoDedup = field(default_factory=DemoDedup)
+    annotate: DemoAnnotate = field(default_factory=DemoAnnotate)
     pack: DemoPack = field(default_factory=DemoPack)
     model: DemoModel = field(default_factory=DemoModel)
     seed: int = 0
@@ -246,6 +272,7 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
             print_ingest_report(index, target)
             failures += _unexpected(check_outcomes(target, paths["expected"]))
     failures += _demo_dedup(demo, out, args, beam_args)
+    failures += _demo_annotate(demo, out, args, beam_args)
     failures += _demo_pack(demo, out, args, beam_args)
     failures += _demo_model(demo, out, args)
     print(f"\ndemo finished: outputs under {out}/ ({'all outcomes as expected' if not failures else f'{failures} unexpected outcomes'})")
@@ -267,6 +294,25 @@ def _demo_dedup(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args
     return _unexpected(check_dedup(target, inputs)) + (0 if _accounted(index) else 1)
 
 
+def _demo_annotate(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
+    """The deduplicated pairs through OCR, the offline LLM rater and the rules; returns the number
+    of broken invariants (accounting, one conversation per kept pair, OCR on the sample's signs)."""
+    from curation.annotate_config import AnnotateConfig
+    from curation.sample_data import check_annotate
+    from pipelines.annotate import run_annotate
+
+    recipe_path, cfg = _demo_recipe(demo.annotate.recipe, AnnotateConfig, demo.annotate.overrides, args)
+    target = out / "annotate"
+    print(f"\n== annotate {out / 'dedup'} ({recipe_path.name}: OCR {cfg.ocr.engine}, LLM {cfg.llm.backend} "
+          f"{cfg.llm.model}) -> {target}")
+    index = run_annotate(cfg, [str(out / "dedup")], str(target), beam_args)
+    print_annotate_report(index, str(target))
+    if cfg.llm.model == "builtin:smollm2":
+        print("note: the offline rater is SmolLM2-135M-Instruct, far too small to judge quality; its scores show "
+              "the machinery. Set llm.model to a 7B+ instruct model (vllm backend on GPU) for real filtering.")
+    return _unexpected(check_annotate(target)) + (0 if _accounted(index) else 1)
+
+
 def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
     """Ingested pairs -> captioning conversations, plus the embedded conversation / preference
     sample -> packed shards; returns the number of unexpected outcomes."""
@@ -275,16 +321,21 @@ def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args:
     from pipelines.pack import run_pack
 
     sample = write_conversations(out / "input" / "conversations", demo.seed)
-    source = out / "dedup" if demo.pack.caption_source == "dedup" else out / "ingest" / demo.pack.caption_source
-    captions, n = pairs_to_conversations(source, out / "input" / "captions")
+    if demo.pack.caption_source == "annotate":
+        conversations = sorted((out / "annotate").glob("*.conversations.jsonl"))
+    else:
+        source = out / "dedup" if demo.pack.caption_source == "dedup" else out / "ingest" / demo.pack.caption_source
+        conversations = [pairs_to_conversations(source, out / "input" / "captions")[0]]
+    rows = {path: len(path.read_text().splitlines()) for path in conversations}
     recipe_path, cfg = _demo_recipe(demo.pack.recipe, PackConfig, demo.pack.overrides, args)
     target = out / "pack"
-    print(f"\n== pack {n} captioning conversations + the conversation / preference sample ({recipe_path.name}) -> {target}")
-    inputs = [str(captions), str(sample["conversations"]), str(sample["preferences"])]
+    print(f"\n== pack {sum(rows.values())} {demo.pack.caption_source} conversations + the conversation / preference "
+          f"sample ({recipe_path.name}) -> {target}")
+    inputs = [*map(str, conversations), str(sample["conversations"]), str(sample["preferences"])]
     index = run_pack(cfg, inputs, str(target), beam_args)
     print_pack_report(index, str(target))
     expected = json.loads(sample["expected"].read_text())
-    expected.update({f"{captions.name}:{i}": "kept" for i in range(n)})
+    expected.update({f"{path.name}:{i}": "kept" for path, n in rows.items() for i in range(n)})
     expected_path = target.parent / "pack-expected.json"
     expected_path.write_text(json.dumps(expected, indent=1, sort_keys=True))
     return _unexpected(check_pack_outcomes(target, expected_path)) + (0 if _accounted(index) else 1)
@@ -341,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
          "metadata glob"),
         ("dedup", cmd_dedup, "pair shards -> exact and near-duplicate removal (URL, caption, image)", "dedup.yaml",
          "a pair-shard folder (an ingest or dedup output)"),
+        ("annotate", cmd_annotate, "pair shards -> OCR, LLM quality scoring, rules -> annotated shards + conversations",
+         "annotate.yaml", "a pair-shard folder (an ingest or dedup output)"),
         ("pack", cmd_pack, "conversation / preference jsonl -> InternVL 2.5 packed shards", "pack.yaml", "jsonl glob"),
     ):
         p = sub.add_parser(name, help=help_text)

@@ -63,6 +63,16 @@ REASONS: dict[str, str] = {
     "too_large": "decoded area above the pixel filter",
     "bad_aspect_ratio": "decoded aspect ratio above the pixel filter",
     "encode_error": "re-encoding the image failed",
+    # annotate (OCR, heuristic rules, LLM quality scoring)
+    "ocr_error": "the OCR engine failed on this image (the rest of its batch went on)",
+    "abnormal_sentence_length": "caption sentences too long, or their mean word count outside the configured range",
+    "long_number_run": "a long run of zeros or digits in the caption",
+    "duplicate_lines": "too many caption lines repeat an earlier line",
+    "repetitive_ngrams": "an n-gram (InternVL's 10-gram rule) repeats more often than allowed",
+    "low_quality_score": "the LLM's domain-specific 0-10 quality score is below the threshold",
+    "repetitive_text": "the LLM's 0-10 repetition score is below the threshold",
+    "llm_unparseable": "the LLM's answer holds no 0-10 score",
+    "llm_error": "the LLM backend failed on this sample (server error, timeout, engine error)",
     # pack
     "placeholder_mismatch": "the number of <image> placeholders differs from the number of images",
     "no_supervised_tokens": "nothing to learn from: no assistant or pretrain text (or none left after truncation)",

@@ -300,3 +300,36 @@ def check_outcomes(output: str | Path, expected_path: str | Path) -> list[str]:
     if seen != len(expected):
         problems.append(f"{seen} manifest rows for {len(expected)} input rows")
     return problems
+
+
+def check_annotate(output: str | Path) -> list[str]:
+    """What the annotate stage promises on the sample: every kept pair carries its OCR lines,
+    quality scores and one conversation whose image exists; a kept picture whose caption says it
+    shows a sign that reads WORD had WORD read by OCR. One line per surprise."""
+    import re
+
+    from curation.shards import iter_tar_groups
+
+    out = Path(output)
+    index = json.loads((out / "_index.json").read_text())
+    problems: list[str] = []
+    kept = 0
+    for shard in index["shards"]:
+        for uid, group in iter_tar_groups(str(out / shard["tar"])):
+            kept += 1
+            meta = json.loads(group["json"])
+            missing = [k for k in ("ocr", "quality", "conversation") if k not in meta]
+            if missing:
+                problems.append(f"{uid}: {uid}.json lacks {', '.join(missing)}")
+                continue
+            sign = re.search(r'reads "([A-Z]+)"', meta.get("caption", ""))
+            read = " ".join(line["text"] for line in meta["ocr"]["lines"]).upper()
+            if sign and sign.group(1) not in read:
+                problems.append(f"{uid}: the sign reads {sign.group(1)!r}, OCR read {read!r}")
+    rows = []
+    for path in sorted(out.glob("*.conversations.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines()]
+    if len(rows) != kept:
+        problems.append(f"{len(rows)} conversations for {kept} kept pairs")
+    problems += [f"{r['id']}: image {r['image']} missing" for r in rows if not (out / r["image"]).is_file()]
+    return problems

@@ -10,8 +10,6 @@ large-star / small-star. `DedupDecisions` is reused by ingest to dedup metadata 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 from typing import Any
 
 import apache_beam as beam
@@ -20,7 +18,7 @@ from apache_beam.metrics import Metrics
 from curation.config import ComponentsConfig, DedupConfig
 from curation.records import record_uid
 from filters.dedup import Decision, DupKey
-from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
+from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, input_shards, not_done, run_sharded_job
 
 NS = "curate.dedup"
 
@@ -386,47 +384,6 @@ class DedupDecisions(beam.PTransform):
 # The dedup stage over pair shards
 
 
-class ReadShard(beam.DoFn):
-    """(folder, index entry) -> every manifest row of the shard as Sample or Rejection, after
-    checking the tar and manifest against the sha256 the index lists."""
-
-    def __init__(self, progress: bool) -> None:
-        self.progress = progress
-
-    def setup(self) -> None:
-        self.bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(desc=f"dedup read[{os.getpid()}]", unit="row", mininterval=1.0, file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
-
-    def process(self, element):
-        import hashlib
-        import io
-
-        from curation.shards import ShardFormatError, read_pair_shard
-        from pipelines import fsio
-
-        folder, entry = element
-        blobs = {}
-        for part in ("tar", "manifest"):
-            data = fsio.read_bytes(fsio.join(folder, entry[part]))
-            if hashlib.sha256(data).hexdigest() != entry[f"{part}_sha256"]:
-                raise ShardFormatError(f"{folder}/{entry[part]}: sha256 differs from the index (changed or corrupt)")
-            blobs[part] = data
-        inputs = Metrics.counter(NS, "inputs")
-        for rec in read_pair_shard(io.BytesIO(blobs["tar"]), io.BytesIO(blobs["manifest"])):
-            inputs.inc()
-            if self.bar is not None:
-                self.bar.update(1)
-            yield rec
-
-    def teardown(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _to_key(rec, score_field: str | None):
     from curation.records import Sample
     from filters.dedup import dup_key
@@ -457,7 +414,7 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[tuple[str, dict
         p
         | "InputShards" >> beam.Create(shards)
         | "SpreadShards" >> beam.Reshuffle()
-        | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress))
+        | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "dedup"))
     )
     decisions = (
         records
@@ -477,32 +434,11 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[tuple[str, dict
                                           extra={"source": "+".join(sources), "dedup_of": sources})
 
 
-def input_shards(inputs: list[str]) -> tuple[list[tuple[str, dict]], int, list[str]]:
-    """Pair-shard folders -> ([(folder, shard entry)], total input rows, source names), from each
-    folder's `_index.json` (readers trust only the index)."""
-    from curation.shards import INDEX_NAME
-    from pipelines import fsio
-
-    shards, rows, sources = [], 0, []
-    for folder in inputs:
-        folder = folder.rstrip("/")
-        path = fsio.join(folder, INDEX_NAME)
-        if not fsio.exists(path):
-            raise FileNotFoundError(f"{folder}: no {INDEX_NAME}; not a finished pair-shard output (run ingest first)")
-        index = fsio.read_json(path)
-        if index.get("kind") != "pairs":
-            raise ValueError(f"{path}: kind {index.get('kind')!r}, dedup reads pair shards")
-        shards += [(folder, entry) for entry in index["shards"]]
-        rows += index["totals"]["inputs"]
-        sources.append(str(index.get("source", os.path.basename(folder))))
-    return shards, rows, sources
-
-
 def run_dedup(cfg: DedupConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a dedup job over pair-shard folders; returns the index."""
     from curation.shards import INDEX_NAME, num_shards_for
 
-    shards, rows, sources = input_shards(inputs)
+    shards, rows, sources = input_shards(inputs, "dedup")
     num_shards = num_shards_for(rows, cfg.shards.samples_per_shard)
     semantic = dataclasses.replace(cfg, progress=True)
     index_paths = [f"{folder.rstrip('/')}/{INDEX_NAME}" for folder in inputs]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -99,6 +101,49 @@ class ReadAndCount(beam.PTransform):
             | "NumShards" >> beam.Map(num_shards_for, self.samples_per_shard)
         )
         return rows, num_shards
+
+
+class ReadShard(beam.DoFn):
+    """(folder, index entry) -> every manifest row of the shard as Sample or Rejection, after
+    checking the tar and manifest against the sha256 the index lists."""
+
+    def __init__(self, progress: bool, namespace: str, stage: str) -> None:
+        self.progress = progress
+        self.namespace = namespace
+        self.stage = stage
+
+    def setup(self) -> None:
+        self.bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=f"{self.stage} read[{os.getpid()}]", unit="row", mininterval=1.0, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+
+    def process(self, element):
+        import hashlib
+        import io
+
+        from curation.shards import ShardFormatError, read_pair_shard
+        from pipelines import fsio
+
+        folder, entry = element
+        blobs = {}
+        for part in ("tar", "manifest"):
+            data = fsio.read_bytes(fsio.join(folder, entry[part]))
+            if hashlib.sha256(data).hexdigest() != entry[f"{part}_sha256"]:
+                raise ShardFormatError(f"{folder}/{entry[part]}: sha256 differs from the index (changed or corrupt)")
+            blobs[part] = data
+        inputs = Metrics.counter(self.namespace, "inputs")
+        for rec in read_pair_shard(io.BytesIO(blobs["tar"]), io.BytesIO(blobs["manifest"])):
+            inputs.inc()
+            if self.bar is not None:
+                self.bar.update(1)
+            yield rec
+
+    def teardown(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class AssignShard(beam.DoFn):
@@ -217,6 +262,27 @@ class WriteShards(beam.PTransform):
             | "WriteIndex" >> beam.ParDo(WriteIndex(output, prefix, kind, fingerprint, write, previous, namespace, extra),
                                          num_shards=n)
         )
+
+
+def input_shards(inputs: list[str], stage: str) -> tuple[list[tuple[str, dict]], int, list[str]]:
+    """Pair-shard folders -> ([(folder, shard entry)], total input rows, source names), from each
+    folder's `_index.json` (readers trust only the index)."""
+    from curation.shards import INDEX_NAME
+    from pipelines import fsio
+
+    shards, rows, sources = [], 0, []
+    for folder in inputs:
+        folder = folder.rstrip("/")
+        path = fsio.join(folder, INDEX_NAME)
+        if not fsio.exists(path):
+            raise FileNotFoundError(f"{folder}: no {INDEX_NAME}; not a finished pair-shard output (run ingest first)")
+        index = fsio.read_json(path)
+        if index.get("kind") != "pairs":
+            raise ValueError(f"{path}: kind {index.get('kind')!r}, {stage} reads pair shards")
+        shards += [(folder, entry) for entry in index["shards"]]
+        rows += index["totals"]["inputs"]
+        sources.append(str(index.get("source", os.path.basename(folder))))
+    return shards, rows, sources
 
 
 def job_fingerprint(semantic_cfg: Any, files: list[tuple[str, int]]) -> str:

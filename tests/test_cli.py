@@ -74,7 +74,12 @@ def test_demo_command(tmp_path):
     pack = json.loads((tmp_path / "demo" / "pack" / "_index.json").read_text())
     assert pack["kind"] == "packs" and pack["stats"]["packs"] > 0 and pack["stats"]["truncated"] == 1
     assert pack["totals"]["inputs"] == pack["totals"]["kept"] + sum(pack["reasons"].values())
-    assert pack["totals"]["kept"] >= dedup["totals"]["kept"]  # every deduplicated pair became a conversation
+    annotate = json.loads((tmp_path / "demo" / "annotate" / "_index.json").read_text())
+    assert annotate["totals"]["inputs"] == dedup["totals"]["inputs"]  # every row carried through
+    assert annotate["totals"]["inputs"] == annotate["totals"]["kept"] + sum(annotate["reasons"].values())
+    assert annotate["stats"]["conversations"] == annotate["totals"]["kept"] > 0
+    assert "conversations:" in res.stdout and "OCR paddleocr" in res.stdout
+    assert pack["totals"]["kept"] >= annotate["totals"]["kept"]  # every annotated pair became a packed conversation
     assert "sequences per pack" in res.stdout
     assert "check: OK" in res.stdout  # the packed output streamed through the model core
     metrics = [json.loads(line) for line in (tmp_path / "demo" / "train" / "metrics.jsonl").read_text().splitlines()]

@@ -1,0 +1,117 @@
+"""Annotate throughput: OCR images/s through the Beam stage (RunInference with OcrHandler on
+DirectRunner) vs the bare engine on the same images, and LLM-scored samples/s of one backend.
+
+    python bench/annotate.py [--images 96] [--engine paddleocr] [--llm-samples 32] [--backend transformers]
+
+Prints one JSON line. Both OCR timings include loading the models once, as a worker does; runs
+alternate and the best of each counts, so a noisy neighbour does not decide the overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def bare_engine(cfg, images: list[bytes]) -> float:
+    from curation.ocr import build_ocr_engine
+
+    t = time.perf_counter()
+    engine = build_ocr_engine(cfg)
+    for i in range(0, len(images), cfg.batch_size):
+        engine.recognize(images[i:i + cfg.batch_size])
+    return time.perf_counter() - t
+
+
+def _count(pred) -> None:
+    from apache_beam.metrics import Metrics
+
+    Metrics.counter("bench", "bench_images").inc()
+
+
+def through_beam(cfg, images: list[bytes]) -> float:
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import RunInference
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from curation.records import ImageInfo, Pair, Sample
+    from pipelines.annotate import OcrHandler
+
+    samples = [Sample(Pair(uid=f"u{i}", url="", caption="", source="bench", source_file="", source_row=i),
+                      ImageInfo(data, "jpg", 1, 1, 1, 1, "PNG", "", "")) for i, data in enumerate(images)]
+    t = time.perf_counter()
+    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    _ = (
+        p
+        | beam.Create(samples)
+        | RunInference(OcrHandler(cfg))
+        | beam.Map(_count)
+    )
+    result = p.run()
+    result.wait_until_finish()
+    elapsed = time.perf_counter() - t
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counted = result.metrics().query(MetricsFilter().with_name("bench_images"))["counters"]
+    assert sum(c.committed for c in counted) == len(images), counted
+    return elapsed
+
+
+def llm_rate(backend_name: str, n: int) -> float:
+    from curation.annotate_config import AnnotateConfig
+    from curation.config import load_config
+    from curation.llm import build_backend
+    from curation.quality import QualityScorer, ScoreInput
+    from curation.sample_data import make_images
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs", "annotate.yaml")
+    over = {"llm": {"backend": backend_name, **({"vllm": {"enforce_eager": True, "max_model_len": 2048}}
+                                                 if backend_name == "vllm" else {})}}
+    cfg = load_config(root, AnnotateConfig, over)
+    captions = [im.caption for im in make_images(0, max(n, 48))][:n]
+    scorer = QualityScorer(cfg.quality, build_backend(cfg.llm), cfg.llm.sampling)
+    t = time.perf_counter()
+    for i in range(0, n, cfg.llm.batch_size):
+        scorer.score([ScoreInput(c) for c in captions[i:i + cfg.llm.batch_size]])
+    return n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--engine", default="paddleocr", choices=["paddleocr", "rapidocr"])
+    ap.add_argument("--llm-samples", type=int, default=32)
+    ap.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved runs of each; the best counts (noisy 2-core boxes)")
+    args = ap.parse_args()
+
+    from curation.annotate_config import OcrConfig
+    from curation.sample_text_images import text_images
+
+    images = [im.data for im in text_images(args.images, seed=1)]
+    cfg = OcrConfig(engine=args.engine)
+    bare_engine(cfg, images[:4])  # warm caches (model folders, onnxruntime) outside both timings
+    engine_runs, beam_runs = [], []
+    for _ in range(args.repeats):
+        engine_runs.append(bare_engine(cfg, images))
+        beam_runs.append(through_beam(cfg, images))
+    engine_s, beam_s = min(engine_runs), min(beam_runs)
+    print(json.dumps({
+        "ocr_engine": args.engine, "images": args.images,
+        "ocr_engine_images_per_s": round(args.images / engine_s, 3),
+        "ocr_pipeline_images_per_s": round(args.images / beam_s, 3),
+        "overhead_pct": round(100.0 * (beam_s - engine_s) / engine_s, 2),
+        "engine_runs_s": [round(x, 2) for x in engine_runs], "pipeline_runs_s": [round(x, 2) for x in beam_runs],
+        "llm_backend": args.backend,
+        "llm_samples_per_s": round(llm_rate(args.backend, args.llm_samples), 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""InternVL 2.5 heuristic text rules: abnormal sentence lengths, long zero / number runs, too many
+duplicate lines, and the n-gram repetition rule. Pure functions over a string; no Beam, no I/O."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from curation.annotate_config import HeuristicsConfig
+from curation.records import Verdict
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|[\n\r]+|(?<=[。！？])")
+_DIGITS = re.compile(r"\d+")
+_ZEROS = re.compile(r"0+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def units(text: str) -> list[str]:
+    """Words, or characters for text written without spaces (Chinese, Japanese)."""
+    if _CJK.search(text) and len(text.split()) * 4 < len(text):
+        return [c for c in text if not c.isspace()]
+    return re.findall(r"\w+", text.lower())
+
+
+def max_ngram_repeats(text: str, n: int) -> tuple[int, str]:
+    """How often the most frequent n-gram of `units(text)` occurs, and that n-gram."""
+    toks = units(text)
+    if len(toks) < n:
+        return 0, ""
+    counts = Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
+    gram, count = counts.most_common(1)[0]
+    return count, " ".join(gram)
+
+
+@dataclass(frozen=True)
+class TextRules:
+    """All heuristic rules of one HeuristicsConfig; the first that fires rejects."""
+
+    cfg: HeuristicsConfig
+
+    def __call__(self, text: str) -> Verdict:
+        c = self.cfg
+        if not c.enabled or not text.strip():
+            return Verdict.keep()
+        sents = sentences(text)
+        if sents:
+            mean_words = sum(len(units(s)) for s in sents) / len(sents)
+            longest = max(len(s) for s in sents)
+            if c.max_sentence_chars and longest > c.max_sentence_chars:
+                return Verdict.reject("abnormal_sentence_length", f"a sentence of {longest} chars > {c.max_sentence_chars}")
+            if not c.min_mean_sentence_words <= mean_words <= c.max_mean_sentence_words:
+                return Verdict.reject("abnormal_sentence_length",
+                                      f"mean {mean_words:.1f} words per sentence outside "
+                                      f"[{c.min_mean_sentence_words:g}, {c.max_mean_sentence_words:g}]")
+        if c.max_zero_run:
+            run = max((len(m) for m in _ZEROS.findall(text)), default=0)
+            if run >= c.max_zero_run:
+                return Verdict.reject("long_number_run", f"{run} zeros in a row")
+        if c.max_digit_run:
+            run = max((len(m) for m in _DIGITS.findall(text)), default=0)
+            if run >= c.max_digit_run:
+                return Verdict.reject("long_number_run", f"{run} digits in a row")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if c.max_duplicate_line_fraction and len(lines) >= 3:
+            dup = len(lines) - len(set(lines))
+            if dup / len(lines) > c.max_duplicate_line_fraction:
+                return Verdict.reject("duplicate_lines", f"{dup} of {len(lines)} lines repeat an earlier one")
+        if c.ngram and c.max_ngram_repeats:
+            count, gram = max_ngram_repeats(text, c.ngram)
+            if count > c.max_ngram_repeats:
+                return Verdict.reject("repetitive_ngrams", f"{c.ngram}-gram seen {count} times: {gram[:80]!r}")
+        return Verdict.keep()

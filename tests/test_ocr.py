@@ -1,0 +1,113 @@
+"""OCR engines on real images with known text: real PaddleOCR (PP-OCRv6 ONNX through PaddleX's
+onnxruntime engine, offline) and RapidOCR, never a mock."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from curation.annotate_config import OcrConfig
+from curation.ocr import OcrError, OcrResult, build_ocr_engine, paddle_model_dirs, reading_order, OcrLine
+from curation.sample_text_images import char_similarity, text_images
+
+IMAGES = text_images(20, seed=3)
+
+
+@pytest.fixture(scope="module", params=["paddleocr", "rapidocr"])
+def engine(request):
+    return build_ocr_engine(OcrConfig(engine=request.param, batch_size=8))
+
+
+@pytest.fixture(scope="module")
+def results(engine):
+    return engine.recognize([im.data for im in IMAGES])
+
+
+def _similarities(results, photo: bool) -> list[float]:
+    return [char_similarity(" ".join(im.lines), " ".join(line.text for line in res.lines))
+            for im, res in zip(IMAGES, results) if ("photo" in im.name) == photo]
+
+
+def test_clean_rendered_lines_read_exactly(results):
+    sims = _similarities(results, photo=False)
+    assert len(sims) == 10
+    assert sum(sims) / len(sims) >= 0.95, sims
+    assert min(sims) >= 0.9, sims
+
+
+def test_text_on_photos_mostly_read(results):
+    sims = _similarities(results, photo=True)
+    assert sum(sims) / len(sims) >= 0.85, sims
+
+
+def test_lines_come_in_reading_order_with_boxes_in_original_pixels(results):
+    multi = [(im, res) for im, res in zip(IMAGES, results) if len(im.lines) >= 2 and "flat" in im.name]
+    assert multi
+    for im, res in multi:
+        assert [line.text for line in res.lines] == list(im.lines) or char_similarity(
+            "\n".join(im.lines), res.text()) >= 0.9
+        w, h = Image.open(io.BytesIO(im.data)).size
+        assert (res.width, res.height) == (w, h)
+        for line in res.lines:
+            assert all(-2 <= x <= w + 2 and -2 <= y <= h + 2 for x, y in line.box)
+            assert 0.5 <= line.confidence <= 1.0
+
+
+def test_features(results):
+    res = next(r for r in results if r.lines)
+    f = res.features()
+    assert f["ocr_chars"] == sum(len(line.text) for line in res.lines) > 0
+    assert f["ocr_lines"] == len(res.lines)
+    assert 0 < f["text_area_fraction"] < 1
+    assert 0.5 <= f["ocr_mean_confidence"] <= 1.0
+
+
+def test_empty_image_gives_no_lines_and_bad_bytes_give_reasons(engine):
+    blank = io.BytesIO()
+    Image.new("RGB", (640, 480), (255, 255, 255)).save(blank, "PNG")
+    truncated = IMAGES[0].data[: len(IMAGES[0].data) // 2]
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, "PNG")
+    got = engine.recognize([blank.getvalue(), b"<html>not an image</html>", b"", truncated, bomb.getvalue(),
+                            IMAGES[1].data])
+    assert isinstance(got[0], OcrResult) and got[0].lines == () and got[0].features()["ocr_chars"] == 0
+    assert isinstance(got[1], OcrError) and got[1].reason == "decode_error"
+    assert isinstance(got[2], OcrError) and got[2].reason == "empty_body"
+    assert isinstance(got[3], OcrError) and got[3].reason in ("truncated_image", "decode_error")
+    assert isinstance(got[4], OcrError) and got[4].reason == "decompression_bomb"
+    # the good image in the same batch is still read
+    assert isinstance(got[5], OcrResult) and char_similarity(" ".join(IMAGES[1].lines), " ".join(
+        line.text for line in got[5].lines)) >= 0.8
+
+
+def test_exif_rotated_image_is_read_upright():
+    engine = build_ocr_engine(OcrConfig(engine="paddleocr"))
+    im = next(i for i in IMAGES if "flat" in i.name and "+0deg" in i.name)
+    upright = Image.open(io.BytesIO(im.data)).convert("RGB")
+    stored = upright.rotate(90, expand=True)  # stored sideways, EXIF says rotate back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95, exif=exif)
+    (res,) = engine.recognize([buf.getvalue()])
+    assert (res.width, res.height) == upright.size
+    assert char_similarity(" ".join(im.lines), " ".join(line.text for line in res.lines)) >= 0.9
+
+
+def test_paddle_model_dirs_are_made_once(tmp_path):
+    det, rec = paddle_model_dirs(tmp_path)
+    assert (det / "inference.onnx").stat().st_size > 1_000_000 and (rec / "inference.onnx").exists()
+    assert "PP-OCRv6_small_det" in (det / "inference.yml").read_text()
+    assert "CTCLabelDecode" in (rec / "inference.yml").read_text()
+    mtime = (rec / "inference.yml").stat().st_mtime_ns
+    assert paddle_model_dirs(tmp_path) == (det, rec) and (rec / "inference.yml").stat().st_mtime_ns == mtime
+
+
+def test_reading_order_groups_rows_left_to_right():
+    def line(text, x, y):
+        return OcrLine(text, 0.9, ((x, y), (x + 50, y), (x + 50, y + 20), (x, y + 20)))
+
+    lines = [line("right", 200, 12), line("second", 10, 60), line("left", 10, 10)]
+    assert [ln.text for ln in reading_order(lines)] == ["left", "right", "second"]

@@ -1,0 +1,152 @@
+"""Heuristic text rules, score parsing, the scorer's verdict logic and the conversation builders:
+plain objects, no Beam, no model."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from curation.annotate_config import AnnotateConfig, ConversationConfig, HeuristicsConfig, QualityConfig, SamplingConfig
+from curation.config import ConfigError, build, load_config
+from curation.llm import LlmError, LlmResponse
+from curation.quality import QualityScorer, ScoreInput, parse_score
+from curation.tasks import build_conversation, language, pick_task
+from filters.text_quality import TextRules, max_ngram_repeats
+from tests.conftest import CONFIGS
+
+RULES = TextRules(HeuristicsConfig())
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("A brown dog runs across a green field chasing a red ball.", None),
+    ("一只棕色的狗在绿色的草地上奔跑，追逐一个红色的球。", None),
+    ("Line one of a menu\nLine two of a menu\nCoffee 3.50", None),
+    ("dog " * 30, "repetitive_ngrams"),
+    ("the best deal of the year " * 4, "repetitive_ngrams"),
+    ("好" * 40, "repetitive_ngrams"),
+    ("Order number 000000000012 shipped", "long_number_run"),
+    ("Serial 123456789012345678901234567890", "long_number_run"),
+    ("Buy now\nBuy now\nBuy now\nFree shipping", "duplicate_lines"),
+    ("word " * 150 + ".", "abnormal_sentence_length"),
+    ("x" * 1200, "abnormal_sentence_length"),
+])
+def test_heuristic_rules(text, reason):
+    verdict = RULES(text)
+    assert verdict.reason == reason, verdict
+
+
+def test_ngram_rule_counts_the_most_frequent_gram():
+    count, gram = max_ngram_repeats("a b c " * 5, 3)
+    assert count == 5 and gram == "a b c"
+    assert max_ngram_repeats("short text", 10) == (0, "")
+    assert TextRules(HeuristicsConfig(max_ngram_repeats=0, max_duplicate_line_fraction=0))("dog " * 30).ok
+
+
+@pytest.mark.parametrize("answer, score", [
+    ("7", 7.0), ("Score: 8", 8.0), ("score=6.5", 6.5), ("I'd say 9/10.", 9.0), ("10", 10.0),
+    ("3. The caption", 3.0), ("Score: 11", None), ("excellent", None), ("", None),
+])
+def test_parse_score(answer, score):
+    assert parse_score(answer) == score
+
+
+class _Canned:
+    """A stand-in backend answering from a table: only to test the verdict logic without a model
+    (the real backends are exercised in test_llm.py)."""
+
+    name = "canned"
+    model = "canned"
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = 0
+
+    def chat(self, conversations, sampling):
+        self.calls += 1
+        out = []
+        for conv in conversations:
+            text = conv[-1]["content"]
+            for needle, answer in self.answers:
+                if needle in text:
+                    out.append(answer)
+                    break
+        return out
+
+
+def _quality() -> QualityConfig:
+    return load_config(CONFIGS / "annotate.yaml", AnnotateConfig).quality
+
+
+def test_scorer_thresholds_and_reasons():
+    backend = _Canned([
+        ("Caption: good", LlmResponse("9")), ("Text: good", LlmResponse("10")),
+        ("Caption: meh", LlmResponse("5")), ("Text: meh", LlmResponse("9")),
+        ("Caption: loop", LlmResponse("8")), ("Text: loop", LlmResponse("1")),
+        ("Caption: babble", LlmResponse("I like it")), ("Text: babble", LlmResponse("9")),
+        ("Caption: down", LlmError("llm_error", "HTTP 500")), ("Text: down", LlmResponse("9")),
+        ("Caption: shop", LlmResponse("9")), ("Text: shop", LlmResponse("9")),
+    ])
+    scorer = QualityScorer(_quality(), backend, SamplingConfig())
+    items = [ScoreInput("good"), ScoreInput("meh"), ScoreInput("loop"), ScoreInput("babble"), ScoreInput("down"),
+             ScoreInput("shop", "GRAND OPENING SATURDAY", 20)]
+    got = scorer.score(items)
+    assert backend.calls == 1  # scoring and repetition prompts of the whole batch in one call
+    assert [r.reason for r in got] == [None, "low_quality_score", "repetitive_text", "llm_unparseable", "llm_error", None]
+    assert got[0].score == 9 and got[0].repetition_score == 10 and got[0].raw["score"]["text"] == "9"
+    assert got[5].domain == "ocr" and got[0].domain == "caption"
+    assert "5 < 7" in got[1].detail
+
+
+def test_prompts_render_few_shot_examples():
+    from curation.quality import render
+
+    q = _quality()
+    msgs = render(q.prompts["caption"], q.system_prompt, ScoreInput("A cat."))
+    assert msgs[0]["role"] == "system" and msgs[-1]["content"].endswith("Caption: A cat.")
+    assert [m["role"] for m in msgs[1:-1]] == ["user", "assistant"] * len(q.prompts["caption"].examples)
+
+
+def test_quality_config_errors():
+    with pytest.raises(ConfigError, match="unknown placeholder"):
+        build(QualityConfig, {"prompts": {"caption": {"template": "Rate {captoin}"}}}, "quality")
+    with pytest.raises(ConfigError, match="prompts.caption"):
+        build(QualityConfig, {"prompts": {}}, "quality")
+    with pytest.raises(ConfigError, match="mix.video"):
+        build(ConversationConfig, {"mix": {"video": 1.0}, "caption_prompts": {"en": ["a"]}, "ocr_prompts": {"en": ["b"]}}, "c")
+
+
+def test_annotate_recipe_loads():
+    cfg = load_config(CONFIGS / "annotate.yaml", AnnotateConfig)
+    assert cfg.ocr.engine == "paddleocr" and cfg.llm.backend == "transformers" and cfg.quality.threshold == 7
+    assert set(cfg.conversations.caption_prompts) == {"en", "zh"}
+
+
+def _conv_cfg() -> ConversationConfig:
+    return load_config(CONFIGS / "annotate.yaml", AnnotateConfig).conversations
+
+
+def test_task_mix_is_seeded_stable_and_close_to_the_weights():
+    cfg = _conv_cfg()
+    tasks = collections.Counter(pick_task(f"uid{i}", cfg, ocr_chars=50) for i in range(4000))
+    assert abs(tasks["caption"] / 4000 - 0.7) < 0.03 and abs(tasks["ocr"] / 4000 - 0.2) < 0.03
+    assert [pick_task(f"uid{i}", cfg, 50) for i in range(50)] == [pick_task(f"uid{i}", cfg, 50) for i in range(50)]
+    # without OCR text an ocr draw becomes captioning
+    assert collections.Counter(pick_task(f"uid{i}", cfg, ocr_chars=0) for i in range(1000))["ocr"] == 0
+
+
+def test_conversations_by_task_and_language():
+    cfg = _conv_cfg()
+    rows = [build_conversation(f"u{i}", f"images/u{i}.jpg", "A red bus.", ["OPEN", "24 HOURS"], cfg, 640, 480)
+            for i in range(200)]
+    by_task = {r["task"]: r for r in rows}
+    assert set(by_task) == {"caption", "ocr", "pretrain"}
+    assert by_task["ocr"]["conversations"][1] == {"from": "gpt", "value": "OPEN\n24 HOURS"}
+    assert by_task["ocr"]["conversations"][0]["value"].startswith("<image>\n")
+    assert by_task["caption"]["conversations"][1]["value"] == "A red bus."
+    assert by_task["pretrain"]["conversations"] == [{"from": "pretrain", "value": "<image>\nA red bus."}]
+    zh = build_conversation("u1", "i.jpg", "一辆红色的公共汽车停在路边。", [], cfg)
+    assert zh["task"] in ("caption", "pretrain")
+    if zh["task"] == "caption":
+        assert zh["conversations"][0]["value"].removeprefix("<image>\n") in cfg.caption_prompts["zh"]
+    assert language("一辆红色的公共汽车") == "zh" and language("A red bus") == "en"
