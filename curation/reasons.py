@@ -73,6 +73,12 @@ REASONS: dict[str, str] = {
     "repetitive_text": "the LLM's 0-10 repetition score is below the threshold",
     "llm_unparseable": "the LLM's answer holds no 0-10 score",
     "llm_error": "the LLM backend failed on this sample (server error, timeout, engine error)",
+    # mmpr (preference pairs)
+    "no_parseable_answer": "no sampled response has a final answer to check",
+    "all_correct": "every sampled response is right (nothing to reject)",
+    "all_wrong": "no sampled response is right (nothing to choose)",
+    "empty_response": "the policy returned empty responses (or an empty continuation)",
+    "identical_pair": "the rejected response came out identical to the chosen one",
     # pack
     "placeholder_mismatch": "the number of <image> placeholders differs from the number of images",
     "no_supervised_tokens": "nothing to learn from: no assistant or pretrain text (or none left after truncation)",

@@ -326,6 +326,9 @@ class PackedDataset(torch.utils.data.IterableDataset):
 
 
 def loader(dataset: PackedDataset, workers: int) -> torch.utils.data.DataLoader:
-    """A DataLoader yielding PackedBatch rows one by one (batch size 1: the row is the batch)."""
+    """A DataLoader yielding PackedBatch rows one by one (batch size 1: the row is the batch).
+    Workers are spawned, never forked: a fork of a process whose OpenMP / engine threads are running
+    (vLLM, PaddlePaddle and onnxruntime all start them) can deadlock in the child."""
     return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
-                                       persistent_workers=False, prefetch_factor=2 if workers else None)
+                                       persistent_workers=False, prefetch_factor=2 if workers else None,
+                                       multiprocessing_context="spawn" if workers else None)

@@ -1,4 +1,5 @@
-"""Deterministic sharded output with resumption, shared by every stage that writes pair shards.
+"""Deterministic sharded output with resumption, shared by every stage that writes pair shards (and
+the pair-shard reader every stage after ingest starts from).
 
 key -> shard (stable hash of uid, shard count from the input row count) -> GroupByKey -> sort ->
 write tar + manifest to temp names -> rename -> a per-shard progress marker -> `_index.json` last.

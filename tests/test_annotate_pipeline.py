@@ -162,3 +162,34 @@ def test_rapidocr_engine_and_no_llm(ingested, tmp_path):
     tar = next((tmp_path / "o").glob("*.tar"))
     metas = [json.loads(g["json"]) for _, g in iter_tar_groups(str(tar))]
     assert metas and all(m["ocr"]["engine"] == "rapidocr" and "quality" not in m for m in metas)
+
+
+def test_inspect_shows_and_validates_annotations(annotated, capsys):
+    from curation.cli import main
+
+    out, index = annotated
+    uid = next(u for s in index["shards"] for u, _ in iter_tar_groups(str(out / s["tar"])) if u.startswith("text"))
+    assert main(["inspect", "show", str(out), "--id", uid]) == 0
+    shown = capsys.readouterr().out
+    assert "ocr (paddleocr):" in shown and "confidence" in shown and "quality: domain" in shown
+    assert "conversation (" in shown and "human: '<image>" in shown
+    assert main(["inspect", "validate", str(out)]) == 0
+
+
+def test_model_steps_carry_the_accelerator_hint_and_nothing_else_does():
+    """On Dataflow only the OCR and LLM steps should ask for GPU workers."""
+    import apache_beam as beam
+
+    from pipelines.annotate import build_annotate
+
+    gpu = "type:nvidia-l4;count:1;install-nvidia-driver"
+    cfg = _cfg(ocr={"accelerator": gpu}, llm={"accelerator": gpu})
+    p = beam.Pipeline()
+    build_annotate(p, cfg, [("in", {"tar": "x"})], 1, "/nonexistent", "fp", {}, ["s"])
+    proto = p.to_runner_api()
+    hinted = set()
+    for tid, t in proto.components.transforms.items():
+        env = proto.components.environments.get(t.environment_id)
+        if env is not None and any(gpu.encode() in v for v in env.resource_hints.values()):
+            hinted.add(t.unique_name.split("/")[0])
+    assert hinted == {"Ocr", "QualityScore"}

@@ -74,8 +74,23 @@ def render_pair(found: dict[str, Any], save_images: str | None = None) -> str:
         lines.append(f"image: {meta.get('width')}x{meta.get('height')} {meta.get('ext')} (original "
                      f"{meta.get('original_width')}x{meta.get('original_height')} {meta.get('original_format')}), "
                      f"sha256 {str(meta.get('sha256'))[:16]}..., phash {meta.get('phash')}")
-        for line in meta.get("ocr", {}).get("lines", []) if isinstance(meta.get("ocr"), dict) else []:
-            lines.append(f"ocr: {line.get('text')!r} score {line.get('score')} box {line.get('box')}")
+        ocr = meta.get("ocr") if isinstance(meta.get("ocr"), dict) else {}
+        if ocr:
+            lines.append(f"ocr ({ocr.get('engine')}): {ocr.get('ocr_lines')} lines, {ocr.get('ocr_chars')} chars, "
+                         f"text area {ocr.get('text_area_fraction')}, mean confidence {ocr.get('ocr_mean_confidence')}")
+        for line in ocr.get("lines", []):
+            lines.append(f"  {line.get('text')!r} confidence {line.get('confidence')} box {line.get('box')}")
+        quality = meta.get("quality") if isinstance(meta.get("quality"), dict) else {}
+        if quality:
+            raw = quality.get("raw", {})
+            lines.append(f"quality: domain {quality.get('domain')}, score {quality.get('score')}, repetition "
+                         f"{quality.get('repetition_score')}, verdict {quality.get('verdict')} (by "
+                         f"{raw.get('score', {}).get('backend')} {raw.get('score', {}).get('model')})")
+        conv = meta.get("conversation") if isinstance(meta.get("conversation"), dict) else {}
+        if conv:
+            lines.append(f"conversation ({conv.get('task')}):")
+            for turn in conv.get("conversations", []):
+                lines.append(f"  {turn.get('from')}: {turn.get('value')!r}")
         scores = {k: v for k, v in meta.items() if k.endswith("_score") or k.startswith("clip_similarity")}
         if scores:
             lines.append("scores: " + ", ".join(f"{k}={v}" for k, v in sorted(scores.items())))

@@ -1,0 +1,68 @@
+"""MMPR pair building from sampled responses (no model): correctness pairs and Dropout NTP."""
+
+from __future__ import annotations
+
+from curation.mmpr import MmprItem, correctness_pairs, dropout_pair, dropout_prefix, judge
+from curation.reasons import check_reason
+
+ITEM = MmprItem(id="q1", images=("img/1.jpg",), question="How many apples?", answer_gt="3", answer_type="number")
+RIGHT_A = "I count one, two, three apples.\nFinal Answer: 3"
+RIGHT_B = "Three apples sit on the plate.\nFinal Answer: 3.0"
+WRONG = "There are two apples.\nFinal Answer: 2"
+NO_FORMAT = "3"
+
+
+def test_correctness_pairs_right_times_wrong_bounded_and_seeded():
+    judged = judge(ITEM, [RIGHT_A, RIGHT_B, WRONG, NO_FORMAT, RIGHT_A])
+    assert [j.correct for j in judged] == [True, True, False, False, True]
+    out = correctness_pairs(ITEM, judged, max_pairs=3, seed=0)
+    assert out.reason is None and len(out.pairs) == 3  # 2 unique right x 2 wrong = 4, capped at 3
+    for row in out.pairs:
+        assert row["chosen"] in (RIGHT_A, RIGHT_B) and row["rejected"] in (WRONG, NO_FORMAT)
+        assert row["method"] == "correctness" and row["image"] == "img/1.jpg" and row["answer_gt"] == "3"
+    assert len({r["id"] for r in out.pairs}) == 3
+    again = correctness_pairs(ITEM, judged, max_pairs=3, seed=0)
+    assert again.pairs == out.pairs
+    other = correctness_pairs(ITEM, judged, max_pairs=1, seed=1)
+    assert len(other.pairs) == 1
+    fmt = [p for p in out.pairs if p["rejected"] == NO_FORMAT]
+    for p in fmt:
+        assert p["rejected_meta"]["format_ok"] is False and p["rejected_meta"]["problem"]
+
+
+def test_chosen_inside_rejected_is_skipped():
+    longer = RIGHT_A + "\nor maybe 4"  # contains the right response: teaches nothing
+    judged = judge(ITEM, [RIGHT_A, longer])
+    out = correctness_pairs(ITEM, judged, max_pairs=4, seed=0)
+    assert out.reason == "all_correct" and not out.pairs
+
+
+def test_rejection_reasons():
+    cases = {
+        "empty_response": ["", "  "],
+        "no_parseable_answer": ["I think three.", "maybe 3"],
+        "all_wrong": [WRONG, "Two.\nFinal Answer: 2"],
+        "all_correct": [RIGHT_A, RIGHT_B],
+    }
+    for reason, responses in cases.items():
+        out = correctness_pairs(ITEM, judge(ITEM, responses), 4, 0)
+        assert out.reason == reason and check_reason(reason) and not out.pairs
+
+
+def test_dropout_prefix_keeps_spacing_and_floors():
+    text = "A red bus\nwaits at the stop."
+    assert dropout_prefix(text, 0.5) == "A red bus"  # 7 words -> 3
+    assert dropout_prefix("one two three four", 0.5) == "one two"
+    assert dropout_prefix("single", 0.5) == ""
+
+
+def test_dropout_pair():
+    chosen = "A red bus waits at a stop next to a small bakery."
+    out = dropout_pair(ITEM, chosen, "parked near the river bank.", ratio=0.5, with_image=False)
+    (row,) = out.pairs
+    assert row["rejected"] == "A red bus waits at a parked near the river bank."
+    assert row["method"] == "dropout_ntp" and row["rejected_meta"] == {"prefix_words": 6, "ratio": 0.5,
+                                                                       "with_image": False}
+    same = dropout_pair(ITEM, chosen, "stop next to a small bakery.", 0.5, False)
+    assert same.reason == "identical_pair"
+    assert dropout_pair(ITEM, "", "x", 0.5, False).reason == "empty_response"
