@@ -1,5 +1,6 @@
-"""Annotate throughput: OCR images/s through the Beam stage (RunInference with OcrHandler on
-DirectRunner) vs the bare engine on the same images, and LLM-scored samples/s of one backend.
+"""Annotate throughput: OCR images/s through the Beam stage (the pipeline's ReadShard, then
+RunInference with OcrHandler, on DirectRunner) vs the bare engine on the same images read from the
+same pair shard, and LLM-scored samples/s of one backend.
 
     python bench/annotate.py [--images 96] [--engine paddleocr] [--llm-samples 32] [--backend transformers]
 
@@ -19,10 +20,29 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def bare_engine(cfg, images: list[bytes]) -> float:
+def write_shard(images: list[bytes], folder: str) -> tuple[str, dict]:
+    """The images as one pair shard, the way annotate reads them in production."""
+    from curation.records import ImageInfo, Pair, Sample
+    from curation.shards import build_index, write_pair_shard
+
+    samples = [Sample(Pair(uid=f"u{i:05d}", url="", caption="", source="bench", source_file="", source_row=i),
+                      ImageInfo(data, "jpg", 1, 1, 1, 1, "PNG", "", "")) for i, data in enumerate(images)]
+    name = "bench-00000-of-00001"
+    with open(os.path.join(folder, f"{name}.tar"), "wb") as t, open(os.path.join(folder, f"{name}.parquet"), "wb") as m:
+        report = write_pair_shard(0, name, samples, t, m)
+    index = build_index([report], kind="pairs", prefix="bench", num_shards=1, fingerprint="bench")
+    return folder, index["shards"][0]
+
+
+def bare_engine(cfg, shard: tuple[str, dict]) -> float:
+    """Read the shard, then the engine in batches of `batch_size`: no Beam."""
     from curation.ocr import build_ocr_engine
+    from curation.shards import read_pair_shard
 
     t = time.perf_counter()
+    folder, entry = shard
+    with open(os.path.join(folder, entry["tar"]), "rb") as tf, open(os.path.join(folder, entry["manifest"]), "rb") as mf:
+        images = [s.image.data for s in read_pair_shard(tf, mf)]
     engine = build_ocr_engine(cfg)
     for i in range(0, len(images), cfg.batch_size):
         engine.recognize(images[i:i + cfg.batch_size])
@@ -35,31 +55,30 @@ def _count(pred) -> None:
     Metrics.counter("bench", "bench_images").inc()
 
 
-def through_beam(cfg, images: list[bytes]) -> float:
+def through_beam(cfg, shard: tuple[str, dict], n: int) -> float:
+    """The pipeline's own read (ReadShard) and OCR step (RunInference + OcrHandler) on DirectRunner."""
     import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.ml.inference.base import RunInference
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from curation.records import ImageInfo, Pair, Sample
-    from pipelines.annotate import OcrHandler
+    from pipelines.annotate import NS, OcrHandler
+    from pipelines.sharded_output import ReadShard
 
-    samples = [Sample(Pair(uid=f"u{i}", url="", caption="", source="bench", source_file="", source_row=i),
-                      ImageInfo(data, "jpg", 1, 1, 1, 1, "PNG", "", "")) for i, data in enumerate(images)]
     t = time.perf_counter()
     p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
     _ = (
         p
-        | beam.Create(samples)
+        | beam.Create([shard])
+        | beam.ParDo(ReadShard(False, NS, "bench"))
         | RunInference(OcrHandler(cfg))
         | beam.Map(_count)
     )
     result = p.run()
     result.wait_until_finish()
     elapsed = time.perf_counter() - t
-    from apache_beam.metrics.metric import MetricsFilter
-
     counted = result.metrics().query(MetricsFilter().with_name("bench_images"))["counters"]
-    assert sum(c.committed for c in counted) == len(images), counted
+    assert sum(c.committed for c in counted) == n, counted
     return elapsed
 
 
@@ -94,13 +113,17 @@ def main() -> None:
     from curation.annotate_config import OcrConfig
     from curation.sample_text_images import text_images
 
+    import tempfile
+
     images = [im.data for im in text_images(args.images, seed=1)]
     cfg = OcrConfig(engine=args.engine)
-    bare_engine(cfg, images[:4])  # warm caches (model folders, onnxruntime) outside both timings
-    engine_runs, beam_runs = [], []
-    for _ in range(args.repeats):
-        engine_runs.append(bare_engine(cfg, images))
-        beam_runs.append(through_beam(cfg, images))
+    with tempfile.TemporaryDirectory() as tmp:
+        shard = write_shard(images, tmp)
+        bare_engine(cfg, shard)  # warm caches (model folders, onnxruntime, page cache) outside both timings
+        engine_runs, beam_runs = [], []
+        for _ in range(args.repeats):
+            engine_runs.append(bare_engine(cfg, shard))
+            beam_runs.append(through_beam(cfg, shard, len(images)))
     engine_s, beam_s = min(engine_runs), min(beam_runs)
     print(json.dumps({
         "ocr_engine": args.engine, "images": args.images,

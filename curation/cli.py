@@ -314,8 +314,9 @@ def _demo_annotate(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_a
 
 
 def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
-    """Ingested pairs -> captioning conversations, plus the embedded conversation / preference
-    sample -> packed shards; returns the number of unexpected outcomes."""
+    """The annotated pairs' conversations (or an ingest / dedup output's pairs as plain captioning
+    conversations), plus the embedded conversation / preference sample -> packed shards; returns
+    the number of unexpected outcomes."""
     from curation.convert import pairs_to_conversations
     from curation.sample_conversations import check_pack_outcomes, write_conversations
     from pipelines.pack import run_pack

@@ -21,7 +21,11 @@ pytestmark = pytest.mark.slow
 
 
 def _cfg(**over) -> AnnotateConfig:
-    base = {"shards": {"samples_per_shard": 40}, "progress": False, "llm": {"batch_size": 16}}
+    # Thresholds 0: the offline 135M rater answers almost only 1 or 10, so with the production
+    # thresholds which samples survive is its coin toss; the thresholds acting is tested in
+    # test_llm.py / test_text_quality.py. Here every scored sample is kept and OCR is checked on all.
+    base = {"shards": {"samples_per_shard": 40}, "progress": False, "llm": {"batch_size": 16},
+            "quality": {"threshold": 0, "repetition_threshold": 0}}
     from curation.config import deep_merge
 
     return load_config(CONFIGS / "annotate.yaml", AnnotateConfig, deep_merge(base, over))
@@ -103,6 +107,7 @@ def test_kept_samples_carry_ocr_scores_and_a_conversation(annotated):
         assert 0 <= meta["quality"]["score"] <= 10 and meta["quality"]["raw"]["score"]["backend"] == "transformers"
         assert meta["conversation"]["id"] == uid
     signs = [json.loads(g["json"]) for u, g in kept.items() if u.startswith("text")]
+    assert len(signs) == 4
     for meta in signs:  # the rendered text was read
         assert meta["caption"].removeprefix("A sign that reads ").rstrip(".").upper() in " ".join(
             line["text"] for line in meta["ocr"]["lines"]).upper()
@@ -172,7 +177,7 @@ def test_inspect_shows_and_validates_annotations(annotated, capsys):
     assert main(["inspect", "show", str(out), "--id", uid]) == 0
     shown = capsys.readouterr().out
     assert "ocr (paddleocr):" in shown and "confidence" in shown and "quality: domain" in shown
-    assert "conversation (" in shown and "human: '<image>" in shown
+    assert "conversation (" in shown and ("human: '<image>" in shown or "pretrain: '<image>" in shown)
     assert main(["inspect", "validate", str(out)]) == 0
 
 

@@ -106,6 +106,22 @@ def test_pack_config_errors_name_the_key(tmp_path):
     assert res.returncode == 2 and "pack.yaml: template:" in res.stderr and "internvl2_5" in res.stderr
 
 
+def test_annotate_config_errors_name_the_key(tmp_path):
+    recipe = (Path(__file__).parent.parent / "configs" / "annotate.yaml").read_text()
+    for bad_text, expected in (
+        (recipe.replace("engine: paddleocr", "engine: tesseract"), "annotate.yaml: ocr.engine: expected one of"),
+        (recipe.replace("threshold: 7 ", "threshold: high "), "annotate.yaml: quality.threshold: expected float"),
+        (recipe + "\nllm_backend: vllm\n", "annotate.yaml: llm_backend: unknown key"),
+        (recipe.replace("{caption}", "{capton}", 1), "unknown placeholder {capton}"),
+    ):
+        bad = tmp_path / "annotate.yaml"
+        bad.write_text(bad_text)
+        res = subprocess.run(CURATE + ["annotate", "--config", str(bad), "--input", "x", "--output", str(tmp_path / "o")],
+                             capture_output=True, text=True)
+        assert res.returncode == 2 and expected in res.stderr, res.stderr[-500:]
+        assert "Traceback" not in res.stderr
+
+
 def test_missing_tokenizer_is_a_clear_error(conv_sample, tmp_path):
     cfg = tmp_path / "pack.yaml"
     cfg.write_text(f"tokenizer: {tmp_path / 'no-such-tokenizer'}\n")
