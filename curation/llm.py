@@ -39,7 +39,10 @@ class LlmBackend(Protocol):
     name: str
     model: str
 
-    def chat(self, conversations: Sequence[Messages], sampling: "SamplingConfig") -> list[LlmResponse | LlmError]: ...
+    def chat(self, conversations: Sequence[Messages], sampling: "SamplingConfig",
+             continue_final: bool = False) -> list[LlmResponse | LlmError]:
+        """Answer each conversation; with `continue_final` its last message is an assistant turn to
+        continue (Dropout NTP) and the text returned is only the continuation, leading space kept."""
 
 
 def builtin_model_dir() -> Path:
@@ -101,21 +104,22 @@ class TransformersBackend:
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype)).to(cfg.device).eval()
         self.torch = torch
 
-    def chat(self, conversations, sampling):
+    def chat(self, conversations, sampling, continue_final=False):
         try:
-            return self._generate(conversations, sampling)
+            return self._generate(conversations, sampling, continue_final)
         except Exception:  # noqa: BLE001 - retry one by one so one bad prompt cannot fail the batch
             out: list[LlmResponse | LlmError] = []
             for conv in conversations:
                 try:
-                    out.extend(self._generate([conv], sampling))
+                    out.extend(self._generate([conv], sampling, continue_final))
                 except Exception as err:  # noqa: BLE001
                     out.append(LlmError("llm_error", f"{type(err).__name__}: {err}"[:300]))
             return out
 
-    def _generate(self, conversations, sampling):
+    def _generate(self, conversations, sampling, continue_final=False):
         torch = self.torch
-        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=not continue_final,
+                                              continue_final_message=continue_final) for c in conversations]
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.cfg.device)
         kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "pad_token_id": self.tok.pad_token_id}
         if sampling.temperature > 0:
@@ -131,7 +135,7 @@ class TransformersBackend:
         for row, prompt_len in zip(new, enc["attention_mask"].sum(dim=1).tolist()):
             ids = [t for t in row.tolist() if t != self.tok.pad_token_id]
             finished = len(ids) < sampling.max_tokens or (ids and ids[-1] == self.tok.eos_token_id)
-            results.append(LlmResponse(self.tok.decode(ids, skip_special_tokens=True).strip(), {
+            results.append(LlmResponse(_clean(self.tok.decode(ids, skip_special_tokens=True), continue_final), {
                 "backend": self.name, "model": self.model, "prompt_tokens": int(prompt_len),
                 "completion_tokens": len(ids), "finish_reason": "stop" if finished else "length"}))
         return results
@@ -150,21 +154,22 @@ class VllmBackend:
         kwargs = {"dtype": cfg.dtype, "seed": cfg.sampling.seed, **cfg.vllm}
         self.llm = LLM(model=resolve_model(cfg.model), **kwargs)
 
-    def chat(self, conversations, sampling):
+    def chat(self, conversations, sampling, continue_final=False):
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or -1,
                                 max_tokens=sampling.max_tokens, seed=sampling.seed)
         try:
-            outputs = self.llm.chat(list(conversations), params, use_tqdm=False)
+            outputs = self.llm.chat(list(conversations), params, use_tqdm=False,
+                                    add_generation_prompt=not continue_final, continue_final_message=continue_final)
         except Exception as err:  # noqa: BLE001 - the engine rejected the batch: answer per conversation
             if len(conversations) == 1:
                 return [LlmError("llm_error", f"{type(err).__name__}: {err}"[:300])]
-            return [r for c in conversations for r in self.chat([c], sampling)]
+            return [r for c in conversations for r in self.chat([c], sampling, continue_final)]
         results = []
         for out in outputs:
             comp = out.outputs[0]
-            results.append(LlmResponse(comp.text.strip(), {
+            results.append(LlmResponse(_clean(comp.text, continue_final), {
                 "backend": self.name, "model": self.model, "prompt_tokens": len(out.prompt_token_ids or []),
                 "completion_tokens": len(comp.token_ids), "finish_reason": comp.finish_reason}))
         return results
@@ -187,17 +192,19 @@ class OpenAIBackend:
         key = os.environ.get(cfg.api_key_env, "")
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
 
-    def chat(self, conversations, sampling):
+    def chat(self, conversations, sampling, continue_final=False):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(len(conversations), self.cfg.batch_size) or 1) as pool:
-            return list(pool.map(lambda c: self._one(c, sampling), conversations))
+            return list(pool.map(lambda c: self._one(c, sampling, continue_final), conversations))
 
-    def _one(self, messages: Messages, sampling) -> LlmResponse | LlmError:
+    def _one(self, messages: Messages, sampling, continue_final: bool = False) -> LlmResponse | LlmError:
         body = {"model": self.model, "messages": messages, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "max_tokens": sampling.max_tokens, "seed": sampling.seed}
         if sampling.top_k:
             body["top_k"] = sampling.top_k  # vLLM / SGLang extension
+        if continue_final:  # vLLM's chat-completions extension: continue the last assistant message
+            body.update(add_generation_prompt=False, continue_final_message=True)
         payload = json.dumps(body).encode()
         detail = ""
         for attempt in range(self.cfg.max_retries + 1):
@@ -220,11 +227,16 @@ class OpenAIBackend:
             except (ValueError, KeyError, IndexError, TypeError) as err:
                 return LlmError("llm_error", f"malformed response ({type(err).__name__}): {resp.data[:200]!r}")
             usage = doc.get("usage") or {}
-            return LlmResponse(text.strip(), {
+            return LlmResponse(_clean(text, continue_final), {
                 "backend": self.name, "model": doc.get("model", self.model), "id": doc.get("id"),
                 "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
                 "finish_reason": choice.get("finish_reason")})
         return LlmError("llm_error", f"after {self.cfg.max_retries + 1} attempts: {detail}")
+
+
+def _clean(text: str, continue_final: bool) -> str:
+    """An answer without surrounding space; a continuation keeps its leading space (it joins a prefix)."""
+    return text.rstrip() if continue_final else text.strip()
 
 
 BACKENDS = {"transformers": TransformersBackend, "vllm": VllmBackend, "openai": OpenAIBackend}

@@ -52,6 +52,20 @@ def _check_scoring(backend, cfg: AnnotateConfig):
     return good, rep
 
 
+PREFIX = [{"role": "user", "content": "Describe a red bus."}, {"role": "assistant", "content": "A red double-decker bus"}]
+
+
+def _check_continuation(backend):
+    """Dropout NTP's continuation: the assistant's prefix is continued, not answered anew, and the
+    text returned is only what follows the prefix."""
+    (cont,) = backend.chat([PREFIX], SamplingConfig(max_tokens=12), continue_final=True)
+    assert isinstance(cont, LlmResponse) and cont.text.strip(), cont
+    assert not cont.text.lstrip().startswith("A red double-decker bus"), cont.text
+    (fresh,) = backend.chat([PREFIX[:1]], SamplingConfig(max_tokens=12))
+    assert cont.text != fresh.text  # a new answer to the question is something else
+    return cont
+
+
 @pytest.fixture(scope="module")
 def transformers_backend():
     return build_backend(_recipe().llm)
@@ -72,6 +86,7 @@ def test_transformers_backend_scores(transformers_backend):
     # greedy: the same batch answers the same
     again = QualityScorer(cfg.quality, transformers_backend, cfg.llm.sampling).score([ScoreInput(GOOD)])[0]
     assert again.score == good.score and again.raw["score"]["text"] == good.raw["score"]["text"]
+    _check_continuation(transformers_backend)
 
 
 @pytest.mark.slow
@@ -89,6 +104,7 @@ def test_vllm_engine_scores():
     backend = build_backend(cfg.llm)
     good, rep = _check_scoring(backend, cfg)
     assert rep.raw["score"]["completion_tokens"] >= 1 and rep.raw["score"]["prompt_tokens"] > 50
+    _check_continuation(backend)
 
 
 def _free_port() -> int:
@@ -121,6 +137,7 @@ def test_openai_backend_against_a_real_vllm_server(tmp_path):
         backend = build_backend(cfg.llm)
         good, rep = _check_scoring(backend, cfg)
         assert rep.raw["score"]["id"] and rep.raw["score"]["model"] == "smollm2"
+        _check_continuation(backend)
     finally:
         server.terminate()
         server.wait(timeout=60)
