@@ -179,6 +179,13 @@ def test_inspect_shows_and_validates_annotations(annotated, capsys):
     assert "ocr (paddleocr):" in shown and "confidence" in shown and "quality: domain" in shown
     assert "conversation (" in shown and ("human: '<image>" in shown or "pretrain: '<image>" in shown)
     assert main(["inspect", "validate", str(out)]) == 0
+    assert ": OK" in capsys.readouterr().out
+    assert main(["inspect", "summary", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["accounting_ok"] and summary["stats"]["conversations"] == summary["kept"]
+    assert summary["rejected_by_stage"]["annotate"]["repetitive_ngrams"] == 1
+    assert main(["inspect", "summary", str(out)]) == 0
+    assert "conversations" in capsys.readouterr().out
 
 
 def test_model_steps_carry_the_accelerator_hint_and_nothing_else_does():

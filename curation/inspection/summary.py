@@ -97,6 +97,8 @@ def summarize(ss: ShardSet) -> dict[str, Any]:
             if score in merged and np.isfinite(merged[score]).any():
                 dist[score] = distribution(merged[score])
         doc["samples"] = doc["kept"]
+        if ss.index.get("stats"):  # stage totals, e.g. annotate's conversations per task
+            doc["stats"] = dict(ss.index["stats"])
     else:
         doc.update(_pack_stats(ss, dist))
         doc["truncated"] = int(merged.get("truncated", np.empty(0)).sum())
@@ -142,6 +144,8 @@ def render(doc: dict[str, Any], console) -> None:
             over.add_row("mean token / tile fill", f"{doc['mean_token_fill']:.1%} / {doc['mean_tile_fill']:.1%}")
             over.add_row("sequences per pack", f"{doc['sequences_per_pack']:.2f}")
         over.add_row("truncated", str(doc["truncated"]))
+    for name, value in doc.get("stats", {}).items() if doc["kind"] == "pair" else ():
+        over.add_row(name.replace("_", " "), str(value))
     over.add_row("accounting", "OK (inputs == kept + rejected == index)" if doc["accounting_ok"] else "MISMATCH")
     console.print(over)
     if doc["rejected_by_stage"]:
