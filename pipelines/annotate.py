@@ -9,7 +9,6 @@ so on Dataflow only they need GPU workers.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Iterable, Sequence
 
@@ -19,16 +18,35 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from curation.annotate_config import AnnotateConfig, LlmConfig, OcrConfig, QualityConfig
 from curation.records import Rejection, Sample, record_uid
-from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, input_shards, not_done, run_sharded_job
+from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, not_done, run_pair_shard_job
 
 NS = "curate.annotate"
 
 
-class OcrHandler(ModelHandler):
+class _BatchedHandler(ModelHandler):
+    """What both model steps share: fixed batches, a metrics namespace, the accelerator hint."""
+
+    def __init__(self, batch_size: int, accelerator: str | None, namespace: str) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.accelerator = accelerator
+        self.namespace = namespace
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return self.namespace
+
+    def get_resource_hints(self) -> dict[str, Any]:
+        return {"accelerator": self.accelerator} if self.accelerator else {}
+
+
+class OcrHandler(_BatchedHandler):
     """Samples -> PredictionResult(sample, OcrResult | OcrError), one engine per worker."""
 
     def __init__(self, cfg: OcrConfig) -> None:
-        super().__init__()
+        super().__init__(cfg.batch_size, cfg.accelerator, f"{NS}.ocr")
         self.cfg = cfg
 
     def load_model(self):
@@ -40,21 +58,12 @@ class OcrHandler(ModelHandler):
         results = model.recognize([s.image.data for s in batch])
         return [PredictionResult(s, r, model.name) for s, r in zip(batch, results)]
 
-    def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": self.cfg.batch_size, "max_batch_size": self.cfg.batch_size}
 
-    def get_metrics_namespace(self) -> str:
-        return f"{NS}.ocr"
-
-    def get_resource_hints(self) -> dict[str, Any]:
-        return {"accelerator": self.cfg.accelerator} if self.cfg.accelerator else {}
-
-
-class QualityHandler(ModelHandler):
+class QualityHandler(_BatchedHandler):
     """Samples -> PredictionResult(sample, QualityResult), one LLM backend per worker."""
 
     def __init__(self, cfg: QualityConfig, llm: LlmConfig) -> None:
-        super().__init__()
+        super().__init__(llm.batch_size, llm.accelerator, f"{NS}.llm")
         self.cfg = cfg
         self.llm = llm
 
@@ -69,15 +78,6 @@ class QualityHandler(ModelHandler):
 
         results = model.score([score_input(s) for s in batch])
         return [PredictionResult(s, r, model.backend.name) for s, r in zip(batch, results)]
-
-    def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": self.llm.batch_size, "max_batch_size": self.llm.batch_size}
-
-    def get_metrics_namespace(self) -> str:
-        return f"{NS}.llm"
-
-    def get_resource_hints(self) -> dict[str, Any]:
-        return {"accelerator": self.llm.accelerator} if self.llm.accelerator else {}
 
 
 def _route(rec, counter: str):
@@ -183,14 +183,6 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[tuple[str
 
 def run_annotate(cfg: AnnotateConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) an annotate job over pair-shard folders; returns the index."""
-    from curation.shards import INDEX_NAME, num_shards_for
-
-    shards, rows, sources = input_shards(inputs, "annotate")
-    num_shards = num_shards_for(rows, cfg.shards.samples_per_shard)
-    semantic = dataclasses.replace(cfg, progress=True)
-    index_paths = [f"{folder.rstrip('/')}/{INDEX_NAME}" for folder in inputs]
-    identity = sorted((entry["tar_sha256"], entry["manifest_sha256"]) for _, entry in shards)
-    return run_sharded_job(
-        index_paths, output, semantic,
-        lambda p, files, out, fp, prev: build_annotate(p, cfg, shards, num_shards, out, fp, prev, sources),
-        NS, beam_args, input_identity=identity)
+    return run_pair_shard_job(
+        cfg, inputs, output, beam_args, "annotate", NS,
+        lambda p, shards, n, out, fp, prev, sources: build_annotate(p, cfg, shards, n, out, fp, prev, sources))

@@ -9,7 +9,6 @@ large-star / small-star. `DedupDecisions` is reused by ingest to dedup metadata 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import apache_beam as beam
@@ -18,7 +17,7 @@ from apache_beam.metrics import Metrics
 from curation.config import ComponentsConfig, DedupConfig
 from curation.records import record_uid
 from filters.dedup import Decision, DupKey
-from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, input_shards, not_done, run_sharded_job
+from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, not_done, run_pair_shard_job
 
 NS = "curate.dedup"
 
@@ -436,15 +435,6 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[tuple[str, dict
 
 def run_dedup(cfg: DedupConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a dedup job over pair-shard folders; returns the index."""
-    from curation.shards import INDEX_NAME, num_shards_for
-
-    shards, rows, sources = input_shards(inputs, "dedup")
-    num_shards = num_shards_for(rows, cfg.shards.samples_per_shard)
-    semantic = dataclasses.replace(cfg, progress=True)
-    index_paths = [f"{folder.rstrip('/')}/{INDEX_NAME}" for folder in inputs]
-    # The job is its config plus the exact input shards (their hashes), not file names and sizes.
-    identity = sorted((entry["tar_sha256"], entry["manifest_sha256"]) for _, entry in shards)
-    return run_sharded_job(
-        index_paths, output, semantic,
-        lambda p, files, out, fp, prev: build_dedup(p, cfg, shards, num_shards, out, fp, prev, sources),
-        NS, beam_args, input_identity=identity)
+    return run_pair_shard_job(
+        cfg, inputs, output, beam_args, "dedup", NS,
+        lambda p, shards, n, out, fp, prev, sources: build_dedup(p, cfg, shards, n, out, fp, prev, sources))

@@ -286,6 +286,27 @@ def input_shards(inputs: list[str], stage: str) -> tuple[list[tuple[str, dict]],
     return shards, rows, sources
 
 
+def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list[str] | None, stage: str,
+                       namespace: str, build: Callable) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) a stage that reads pair-shard folders and writes pair
+    shards (dedup, annotate). `build(p, shards, num_shards, output, fingerprint, previous, sources)`
+    wires the graph. The job is its config plus the exact input shards (their hashes), not file
+    names and sizes."""
+    import dataclasses
+
+    from curation.shards import INDEX_NAME, num_shards_for
+
+    shards, rows, sources = input_shards(inputs, stage)
+    num_shards = num_shards_for(rows, cfg.shards.samples_per_shard)
+    semantic = dataclasses.replace(cfg, progress=True)
+    index_paths = [f"{folder.rstrip('/')}/{INDEX_NAME}" for folder in inputs]
+    identity = sorted((entry["tar_sha256"], entry["manifest_sha256"]) for _, entry in shards)
+    return run_sharded_job(
+        index_paths, output, semantic,
+        lambda p, files, out, fp, prev: build(p, shards, num_shards, out, fp, prev, sources),
+        namespace, beam_args, input_identity=identity)
+
+
 def job_fingerprint(semantic_cfg: Any, files: list[tuple[str, int]]) -> str:
     """Config (already stripped of knobs that do not change output) + input file names and sizes."""
     import hashlib

@@ -19,7 +19,8 @@ import pytest
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engine: ~15 s start, deterministic
 
-from curation.annotate_config import AnnotateConfig, LlmConfig, SamplingConfig  # noqa: E402
+from curation.annotate_config import AnnotateConfig, LlmConfig  # noqa: E402
+from curation.config import SamplingConfig  # noqa: E402
 from curation.config import load_config  # noqa: E402
 from curation.llm import LlmError, LlmResponse, build_backend, builtin_model_dir  # noqa: E402
 from curation.quality import QualityScorer, ScoreInput  # noqa: E402
@@ -58,10 +59,10 @@ PREFIX = [{"role": "user", "content": "Describe a red bus."}, {"role": "assistan
 def _check_continuation(backend):
     """Dropout NTP's continuation: the assistant's prefix is continued, not answered anew, and the
     text returned is only what follows the prefix."""
-    (cont,) = backend.chat([PREFIX], SamplingConfig(max_tokens=12), continue_final=True)
+    (cont,) = backend.chat([PREFIX], SamplingConfig(max_new_tokens=12), continue_final=True)
     assert isinstance(cont, LlmResponse) and cont.text.strip(), cont
     assert not cont.text.lstrip().startswith("A red double-decker bus"), cont.text
-    (fresh,) = backend.chat([PREFIX[:1]], SamplingConfig(max_tokens=12))
+    (fresh,) = backend.chat([PREFIX[:1]], SamplingConfig(max_new_tokens=12))
     assert cont.text != fresh.text  # a new answer to the question is something else
     return cont
 
@@ -92,7 +93,7 @@ def test_transformers_backend_scores(transformers_backend):
 @pytest.mark.slow
 def test_transformers_backend_batches_match_single_requests(transformers_backend):
     convs = [[{"role": "user", "content": f"Say the number {i}."}] for i in range(4)]
-    sampling = SamplingConfig(max_tokens=6)
+    sampling = SamplingConfig(max_new_tokens=6)
     batched = transformers_backend.chat(convs, sampling)
     single = [transformers_backend.chat([c], sampling)[0] for c in convs]
     assert [r.text for r in batched] == [r.text for r in single]  # left padding does not change answers

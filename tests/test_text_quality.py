@@ -7,7 +7,8 @@ import collections
 
 import pytest
 
-from curation.annotate_config import AnnotateConfig, ConversationConfig, HeuristicsConfig, QualityConfig, SamplingConfig
+from curation.annotate_config import AnnotateConfig, ConversationConfig, HeuristicsConfig, QualityConfig
+from curation.config import SamplingConfig
 from curation.config import ConfigError, build, load_config
 from curation.llm import LlmError, LlmResponse
 from curation.quality import QualityScorer, ScoreInput, parse_score
