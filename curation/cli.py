@@ -115,6 +115,25 @@ def cmd_annotate(args: argparse.Namespace, beam_args: list[str]) -> int:
     return _run_stage(args, beam_args, AnnotateConfig, "pipelines.annotate.run_annotate", print_annotate_report)
 
 
+def cmd_mmpr(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from curation.mmpr_config import MmprConfig
+
+    return _run_stage(args, beam_args, MmprConfig, "pipelines.mmpr.run_mmpr", print_mmpr_report)
+
+
+def print_mmpr_report(index: dict[str, Any], output: str, stream=None) -> None:
+    """The accounting table (one row per question) plus the pairs made, per method."""
+    from rich.console import Console
+
+    print_ingest_report(index, output, stream)
+    stats = index.get("stats", {})
+    methods = ", ".join(f"{k[6:]}={v}" for k, v in sorted(stats.items()) if k.startswith("pairs_")) or "none"
+    responses = stats.get("responses", 0)
+    Console(file=stream or sys.stdout, width=100).print(
+        f"pairs: {stats.get('pairs', 0)} ({methods}) in {output}/*.jsonl; responses sampled {responses}, "
+        f"right {stats.get('correct_responses', 0)} (policy {index.get('policy')}, continuation {index.get('continuation')})")
+
+
 def print_annotate_report(index: dict[str, Any], output: str, stream=None) -> None:
     """The accounting table plus the conversations written, per task."""
     from rich.console import Console
@@ -156,9 +175,10 @@ def cmd_inspect(args: argparse.Namespace, beam_args: list[str]) -> int:
         if args.verb == "show":
             from curation.inspection import show
 
-            if ss.kind == "pair":
+            if ss.kind in ("pair", "preference"):
                 found = show.find_pair(ss, uid=args.id, index=None if args.id else (args.index or 0))
-                print(show.render_pair(found, args.save_images))
+                render = show.render_pair if ss.kind == "pair" else show.render_question
+                print(render(found, args.save_images))
             else:
                 pack = show.find_pack(ss, index=None if args.id else (args.index or 0), key=args.id)
                 print(show.render_pack(ss, pack, args.save_images))
@@ -218,6 +238,13 @@ class DemoPack:
 
 
 @dataclass(frozen=True)
+class DemoMmpr:
+    recipe: str = "mmpr.yaml"
+    train_steps: int = 4  # `curate train --loss mpo` on the packed pairs: finite, moving loss
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DemoModel:
     recipe: str = "train.yaml"
     verify_every: int = 5  # `curate check`: packed == unpacked losses on every N-th pack
@@ -234,6 +261,7 @@ class DemoConfig:
     annotate: DemoAnnotate = field(default_factory=DemoAnnotate)
     pack: DemoPack = field(default_factory=DemoPack)
     model: DemoModel = field(default_factory=DemoModel)
+    mmpr: DemoMmpr = field(default_factory=DemoMmpr)
     seed: int = 0
     images: int = 48
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -275,6 +303,7 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     failures += _demo_annotate(demo, out, args, beam_args)
     failures += _demo_pack(demo, out, args, beam_args)
     failures += _demo_model(demo, out, args)
+    failures += _demo_mmpr(demo, out, args, beam_args)
     print(f"\ndemo finished: outputs under {out}/ ({'all outcomes as expected' if not failures else f'{failures} unexpected outcomes'})")
     return 0 if failures == 0 else 1
 
@@ -369,6 +398,42 @@ def _demo_model(demo: DemoConfig, out: Path, args: argparse.Namespace) -> int:
     return _unexpected(problems)
 
 
+def _demo_mmpr(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
+    """The embedded VQA questions -> MMPR pairs (the smollm2 model core samples with the images,
+    SmolLM2 continues without) -> pack -> a few MPO training steps; returns the problems found."""
+    from curation.mmpr_config import MmprConfig
+    from curation.sample_vqa import check_mmpr, write_vqa
+    from model.config import TrainConfig
+    from model.train import train
+    from pipelines.mmpr import run_mmpr
+    from pipelines.pack import run_pack
+
+    sample = write_vqa(out / "input" / "vqa", demo.seed)
+    recipe_path, cfg = _demo_recipe(demo.mmpr.recipe, MmprConfig, demo.mmpr.overrides, args)
+    target = out / "mmpr"
+    print(f"\n== mmpr {sample['questions']} ({recipe_path.name}: policy {cfg.policy.label}, "
+          f"continuation {cfg.continuation_policy.label}) -> {target}")
+    index = run_mmpr(cfg, [str(sample["questions"])], str(target), beam_args)
+    print_mmpr_report(index, str(target))
+    problems = check_mmpr(target, sample["expected"]) + ([] if _accounted(index) else ["mmpr accounting"])
+    pack_path, pack_cfg = _demo_recipe(demo.pack.recipe, PackConfig, demo.pack.overrides, args)
+    packed = out / "mmpr-pack"
+    print(f"\n== pack {index.get('stats', {}).get('pairs', 0)} preference pairs ({pack_path.name}) -> {packed}")
+    pack_index = run_pack(pack_cfg, [str(p) for p in sorted(target.glob("*.jsonl"))], str(packed), beam_args)
+    print_pack_report(pack_index, str(packed))
+    if pack_index["totals"]["kept"] != index.get("stats", {}).get("pairs", 0):
+        problems.append(f"pack kept {pack_index['totals']['kept']} of {index.get('stats', {}).get('pairs', 0)} pairs")
+    over = {"output": str(out / "train-mpo"), "steps": demo.mmpr.train_steps, "loss": "mpo"}
+    _, train_cfg = _demo_recipe(demo.model.recipe, TrainConfig, deep_merge(demo.model.overrides, over), args)
+    print(f"\n== train mpo for {train_cfg.steps} steps on {packed} -> {train_cfg.output}")
+    result = train(train_cfg, str(packed))
+    losses = [h["loss"] for h in result.history]
+    print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} (dpo {result.history[0]['dpo']:.4f} -> {result.history[-1]['dpo']:.4f})")
+    if not all(math.isfinite(x) for x in losses) or len(set(losses)) < 2:
+        problems.append(f"mpo losses not finite or not moving: {losses}")
+    return _unexpected(problems)
+
+
 def _demo_recipe(recipe: str, cls: type, overrides: dict[str, Any], args: argparse.Namespace):
     """(path, config) of a production recipe with the demo's overrides applied."""
     path = find_config(recipe)
@@ -395,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
          "a pair-shard folder (an ingest or dedup output)"),
         ("annotate", cmd_annotate, "pair shards -> OCR, LLM quality scoring, rules -> annotated shards + conversations",
          "annotate.yaml", "a pair-shard folder (an ingest or dedup output)"),
+        ("mmpr", cmd_mmpr, "question jsonl -> sampled answers -> MMPR preference pairs (correctness, Dropout NTP)",
+         "mmpr.yaml", "question jsonl glob"),
         ("pack", cmd_pack, "conversation / preference jsonl -> InternVL 2.5 packed shards", "pack.yaml", "jsonl glob"),
     ):
         p = sub.add_parser(name, help=help_text)

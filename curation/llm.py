@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from curation.annotate_config import LlmConfig
     from curation.config import SamplingConfig
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]  # OpenAI chat messages; `content` a string or a list of text / image_url parts
 BUILTIN = "builtin:smollm2"
 
 
@@ -39,11 +39,16 @@ class LlmError:
 class LlmBackend(Protocol):
     name: str
     model: str
+    per_request_seed: bool
 
     def chat(self, conversations: Sequence[Messages], sampling: "SamplingConfig",
-             continue_final: bool = False) -> list[LlmResponse | LlmError]:
+             continue_final: bool = False, seeds: Sequence[int] | None = None) -> list[LlmResponse | LlmError]:
         """Answer each conversation; with `continue_final` its last message is an assistant turn to
-        continue (Dropout NTP) and the text returned is only the continuation, leading space kept."""
+        continue (Dropout NTP) and the text returned is only the continuation, leading space kept.
+        `seeds` (one per conversation) replaces `sampling.seed`, so an answer depends on its seed,
+        not on which other conversations share the batch. Backends with `per_request_seed` seed
+        each request (equal seeds give equal samples); the others run the conversations sharing a
+        seed as one seeded batch (its rows are different draws)."""
 
 
 def builtin_model_dir() -> Path:
@@ -79,6 +84,7 @@ class TransformersBackend:
     """Batched greedy / sampled `generate` with left padding and the tokenizer's chat template."""
 
     name = "transformers"
+    per_request_seed = False
 
     def __init__(self, cfg: "LlmConfig") -> None:
         import torch
@@ -95,7 +101,17 @@ class TransformersBackend:
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype)).to(cfg.device).eval()
         self.torch = torch
 
-    def chat(self, conversations, sampling, continue_final=False):
+    def chat(self, conversations, sampling, continue_final=False, seeds=None):
+        if seeds is not None:  # one generate call per seed: rows sharing a seed form one seeded batch
+            import dataclasses
+
+            out: list[LlmResponse | LlmError | None] = [None] * len(conversations)
+            for seed in dict.fromkeys(seeds):
+                rows = [i for i, s in enumerate(seeds) if s == seed]
+                answers = self.chat([conversations[i] for i in rows], dataclasses.replace(sampling, seed=seed), continue_final)
+                for i, answer in zip(rows, answers):
+                    out[i] = answer
+            return out
         try:
             return self._generate(conversations, sampling, continue_final)
         except Exception:  # noqa: BLE001 - retry one by one so one bad prompt cannot fail the batch
@@ -136,6 +152,7 @@ class VllmBackend:
     """vLLM's offline engine (`vllm.LLM.chat`): continuous batching over the whole batch."""
 
     name = "vllm"
+    per_request_seed = True
 
     def __init__(self, cfg: "LlmConfig") -> None:
         from vllm import LLM
@@ -145,18 +162,21 @@ class VllmBackend:
         kwargs = {"dtype": cfg.dtype, "seed": cfg.sampling.seed, **cfg.vllm}
         self.llm = LLM(model=resolve_model(cfg.model), **kwargs)
 
-    def chat(self, conversations, sampling, continue_final=False):
+    def chat(self, conversations, sampling, continue_final=False, seeds=None):
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or -1,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+        def params(seed: int) -> SamplingParams:
+            return SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or -1,
+                                  max_tokens=sampling.max_new_tokens, seed=seed)
+
+        seeds = list(seeds) if seeds is not None else [sampling.seed] * len(conversations)
         try:
-            outputs = self.llm.chat(list(conversations), params, use_tqdm=False,
+            outputs = self.llm.chat(list(conversations), [params(s) for s in seeds], use_tqdm=False,
                                     add_generation_prompt=not continue_final, continue_final_message=continue_final)
         except Exception as err:  # noqa: BLE001 - the engine rejected the batch: answer per conversation
             if len(conversations) == 1:
                 return [LlmError("llm_error", f"{type(err).__name__}: {err}"[:300])]
-            return [r for c in conversations for r in self.chat([c], sampling, continue_final)]
+            return [r for c, s in zip(conversations, seeds) for r in self.chat([c], sampling, continue_final, [s])]
         results = []
         for out in outputs:
             comp = out.outputs[0]
@@ -171,6 +191,7 @@ class OpenAIBackend:
     on connection errors, timeouts, 429 and 5xx; a failed one is an LlmError, not an exception."""
 
     name = "openai"
+    per_request_seed = True
 
     def __init__(self, cfg: "LlmConfig") -> None:
         import urllib3
@@ -183,15 +204,17 @@ class OpenAIBackend:
         key = os.environ.get(cfg.api_key_env, "")
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
 
-    def chat(self, conversations, sampling, continue_final=False):
+    def chat(self, conversations, sampling, continue_final=False, seeds=None):
         from concurrent.futures import ThreadPoolExecutor
 
+        seeds = list(seeds) if seeds is not None else [sampling.seed] * len(conversations)
         with ThreadPoolExecutor(max_workers=min(len(conversations), self.cfg.batch_size) or 1) as pool:
-            return list(pool.map(lambda c: self._one(c, sampling, continue_final), conversations))
+            return list(pool.map(lambda cs: self._one(cs[0], sampling, continue_final, cs[1]), zip(conversations, seeds)))
 
-    def _one(self, messages: Messages, sampling, continue_final: bool = False) -> LlmResponse | LlmError:
+    def _one(self, messages: Messages, sampling, continue_final: bool = False, seed: int | None = None) -> LlmResponse | LlmError:
         body = {"model": self.model, "messages": messages, "temperature": sampling.temperature,
-                "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens, "seed": sampling.seed}
+                "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens,
+                "seed": sampling.seed if seed is None else seed}
         if sampling.top_k:
             body["top_k"] = sampling.top_k  # vLLM / SGLang extension
         if continue_final:  # vLLM's chat-completions extension: continue the last assistant message

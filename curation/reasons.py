@@ -55,6 +55,7 @@ REASONS: dict[str, str] = {
     "empty_body": "zero-byte response",
     "not_an_image": "content type is not an image (HTML, JSON, text)",
     "local_file_error": "a local image path is missing, unreadable or outside image_root",
+    "file_too_large": "a local image file above images.max_bytes",
     # image
     "decode_error": "Pillow cannot identify or decode the bytes",
     "truncated_image": "image data ends early",
@@ -79,10 +80,12 @@ REASONS: dict[str, str] = {
     "all_wrong": "no sampled response is right (nothing to choose)",
     "empty_response": "the policy returned empty responses (or an empty continuation)",
     "identical_pair": "the rejected response came out identical to the chosen one",
+    "no_applicable_method": "neither pair method applies to the row (no answer_gt while dropout_ntp is off or no_gt only)",
     # pack
     "placeholder_mismatch": "the number of <image> placeholders differs from the number of images",
     "no_supervised_tokens": "nothing to learn from: no assistant or pretrain text (or none left after truncation)",
-    "too_long": "above l_max tokens even after text-only truncation (never cut inside an image)",
+    "too_long": "pack: above l_max tokens even after text-only truncation (never cut inside an image); "
+                "mmpr: every sampled response hit max_new_tokens",
     "too_many_tiles": "the sample's images need more than t_max tiles",
 }
 

@@ -71,6 +71,33 @@ def tiny_config(cfg: ModelConfig, vocab_size: int, image_token_id: int, pad_toke
                           image_seq_length=TOKENS_PER_TILE, downsample_ratio=0.5, tie_word_embeddings=True)
 
 
+def smollm2_config(cfg: ModelConfig, vocab_size: int, image_token_id: int) -> Any:
+    """InternVLConfig of the smollm2 preset: the tiny preset's vision tower, SmolLM2-135M's text config."""
+    from transformers import AutoConfig
+
+    from curation.llm import builtin_model_dir
+
+    config = tiny_config(cfg, vocab_size, image_token_id, None)
+    text = AutoConfig.from_pretrained(builtin_model_dir())
+    text.vocab_size = vocab_size
+    text.use_cache = False
+    config.text_config = text
+    return config
+
+
+def _load_smollm2_text(model: Any, vocab_size: int) -> None:
+    """Copy SmolLM2-135M-Instruct's weights into the language model (embeddings grown to the
+    tokenizer with InternVL's image tokens; the head is tied to them)."""
+    from transformers import AutoModelForCausalLM
+
+    from curation.llm import builtin_model_dir
+
+    lm = AutoModelForCausalLM.from_pretrained(builtin_model_dir(), dtype=torch.float32)
+    lm.resize_token_embeddings(vocab_size, mean_resizing=False)
+    model.model.language_model.load_state_dict(lm.model.state_dict())
+    model.tie_weights()
+
+
 def load_model(cfg: ModelConfig, device: torch.device | None = None) -> Loaded:
     """The configured model and tokenizer on `device`, in train mode with isolation attention set."""
     from transformers import AutoModelForImageTextToText, InternVLForConditionalGeneration
@@ -92,10 +119,16 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None) -> Loaded:
     else:
         tokenizer = load_tokenizer(cfg.tokenizer)
         torch.manual_seed(cfg.seed)
-        config = tiny_config(cfg, len(tokenizer), tokenizer.convert_tokens_to_ids(IMG_CONTEXT),
-                             tokenizer.pad_token_id)
+        image_token = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+        if cfg.preset == "smollm2":
+            config = smollm2_config(cfg, len(tokenizer), image_token)
+        else:
+            config = tiny_config(cfg, len(tokenizer), image_token, tokenizer.pad_token_id)
         config._attn_implementation = "sdpa"
-        model = InternVLForConditionalGeneration(config).to(dtype)
+        model = InternVLForConditionalGeneration(config)
+        if cfg.preset == "smollm2":
+            _load_smollm2_text(model, len(tokenizer))
+        model = model.to(dtype)
     if tokenizer.convert_tokens_to_ids(IMG_CONTEXT) != model.config.image_token_id:
         raise ValueError(f"tokenizer's {IMG_CONTEXT} id {tokenizer.convert_tokens_to_ids(IMG_CONTEXT)} != the model's "
                          f"image_token_id {model.config.image_token_id}: pack with the model's own tokenizer")

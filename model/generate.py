@@ -25,11 +25,13 @@ from packing.units import UnitLimits, tile_images
 @dataclass(frozen=True)
 class GenerationRequest:
     """One prompt: the user's text (with `<image>` placeholders, or none for a single image) and images
-    as paths or bytes; `history` holds earlier turns of a multi-turn chat."""
+    as paths or bytes; `history` holds earlier turns of a multi-turn chat (or few-shot examples);
+    `prefix` starts the answer: the model continues it and only the continuation is returned."""
 
     prompt: str
     images: Sequence[str | bytes] = ()
     history: Sequence[Turn] = ()
+    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,10 @@ class Generator:
         turns = list(req.history) + [Turn("user", req.prompt)]
         enc = self.encoder.encode(turns, [t.tiles for t in tilings], generation=True)
         pixels = [tiles_tensor(im, t, self.data.mean, self.data.std) for im, t in zip(images, tilings)]
-        return enc.input_ids.tolist(), pixels
+        ids = enc.input_ids.tolist()
+        if req.prefix:
+            ids += self.loaded.tokenizer.encode(req.prefix, add_special_tokens=False)
+        return ids, pixels
 
     @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig = SamplingConfig()) -> list[Generation]:

@@ -58,7 +58,7 @@ def test_ingest_command_passes_beam_options_through(sample, tmp_path):
 @pytest.mark.slow
 def test_demo_command(tmp_path):
     res = subprocess.run(CURATE + ["demo", "--output", str(tmp_path / "demo"), "--no-progress"],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "all outcomes as expected" in res.stdout
     for source in ("laion", "coyo"):
@@ -84,6 +84,11 @@ def test_demo_command(tmp_path):
     assert "check: OK" in res.stdout  # the packed output streamed through the model core
     metrics = [json.loads(line) for line in (tmp_path / "demo" / "train" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 8 and metrics[-1]["loss"] != metrics[0]["loss"]
+    mmpr = json.loads((tmp_path / "demo" / "mmpr" / "_index.json").read_text())
+    assert mmpr["kind"] == "mmpr" and mmpr["stats"]["pairs_correctness"] >= 1 and mmpr["stats"]["pairs_dropout_ntp"] >= 1
+    assert mmpr["totals"]["inputs"] == mmpr["totals"]["kept"] + sum(mmpr["reasons"].values())
+    mpo = [json.loads(line) for line in (tmp_path / "demo" / "train-mpo" / "metrics.jsonl").read_text().splitlines()]
+    assert len(mpo) == 4 and all(m["pairs"] >= 1 for m in mpo) and mpo[-1]["loss"] != mpo[0]["loss"]
 
 
 @pytest.mark.slow

@@ -67,6 +67,19 @@ def _check_continuation(backend):
     return cont
 
 
+def _check_seeds(backend):
+    """Per-request seeds (MMPR's N samples): an answer depends on its seed, not on its batch."""
+    conv = [{"role": "user", "content": "Write one sentence about the sea."}]
+    other = [{"role": "user", "content": "Name a colour."}]
+    sampling = SamplingConfig(max_new_tokens=10, temperature=1.0, top_p=1.0)
+    (alone,) = backend.chat([conv], sampling, seeds=[11])
+    mixed = backend.chat([other, conv], sampling, seeds=[5, 11])
+    assert isinstance(alone, LlmResponse) and alone.text and mixed[1].text == alone.text
+    if backend.per_request_seed:  # vLLM, servers: the same seed is the same sample
+        a, b = backend.chat([conv, conv], sampling, seeds=[3, 3])
+        assert a.text == b.text
+
+
 @pytest.fixture(scope="module")
 def transformers_backend():
     return build_backend(_recipe().llm)
@@ -88,6 +101,7 @@ def test_transformers_backend_scores(transformers_backend):
     again = QualityScorer(cfg.quality, transformers_backend, cfg.llm.sampling).score([ScoreInput(GOOD)])[0]
     assert again.score == good.score and again.raw["score"]["text"] == good.raw["score"]["text"]
     _check_continuation(transformers_backend)
+    _check_seeds(transformers_backend)
 
 
 @pytest.mark.slow
@@ -106,6 +120,7 @@ def test_vllm_engine_scores():
     good, rep = _check_scoring(backend, cfg)
     assert rep.raw["score"]["completion_tokens"] >= 1 and rep.raw["score"]["prompt_tokens"] > 50
     _check_continuation(backend)
+    _check_seeds(backend)
 
 
 def _free_port() -> int:
@@ -139,6 +154,7 @@ def test_openai_backend_against_a_real_vllm_server(tmp_path):
         good, rep = _check_scoring(backend, cfg)
         assert rep.raw["score"]["id"] and rep.raw["score"]["model"] == "smollm2"
         _check_continuation(backend)
+        _check_seeds(backend)
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from curation.shards import INDEX_NAME
 
-KINDS = {"pairs": "pair", "packs": "packed"}  # index kind -> the name users see
+KINDS = {"pairs": "pair", "packs": "packed", "mmpr": "preference"}  # index kind -> the name users see
 
 
 class InspectError(RuntimeError):
@@ -74,7 +74,7 @@ class ShardSet:
 
     def manifest(self, entry: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
         with open_binary(self.path(entry["manifest"])) as f:
-            table = pq.read_table(f)
+            table = pq.read_table(f, use_threads=False)  # pyarrow pool threads could abort the CLI at exit
         if columns is not None:
             table = table.select([c for c in columns if c in table.column_names])
         return table
@@ -89,7 +89,7 @@ class ShardSet:
         if name is None:
             return None
         with open_binary(self.path(name)) as f:
-            return pq.read_table(f)
+            return pq.read_table(f, use_threads=False)
 
     def open_tar(self, entry: dict[str, Any]) -> IO[bytes]:
         return open_binary(self.path(entry["tar"]))

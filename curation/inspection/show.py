@@ -46,11 +46,14 @@ def find_pair(ss: ShardSet, uid: str | None = None, index: int | None = None) ->
     seen = 0
     for entry in ss.shards:
         if index is not None and index < seen + entry["count"]:
-            with ss.open_tar(entry) as f:
-                for i, (key, group) in enumerate(iter_tar_groups(f)):
-                    if i == index - seen:
-                        row = next(r for r in ss.manifest(entry).to_pylist() if r["uid"] == key and r["status"] == "kept")
-                        return {"manifest": row, "members": group}
+            with ss.open_tar(entry) as f:  # the reader is closed before the manifest is read
+                groups = iter_tar_groups(f)
+                try:
+                    key, group = next(g for i, g in enumerate(groups) if i == index - seen)
+                finally:
+                    groups.close()
+            row = next(r for r in ss.manifest(entry).to_pylist() if r["uid"] == key and r["status"] == "kept")
+            return {"manifest": row, "members": group}
         seen += entry["count"]
     raise InspectError(f"index {index} out of range: {seen} kept samples")
 
@@ -100,6 +103,29 @@ def render_pair(found: dict[str, Any], save_images: str | None = None) -> str:
                     lines.append(f"saved {_save(save_images, row['uid'] + '.' + suffix, data)}")
     lines.append("manifest: " + json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False,
                                            sort_keys=True))
+    return "\n".join(lines)
+
+
+def render_question(found: dict[str, Any], save_images: str | None = None) -> str:
+    """An MMPR question: its outcome, every sampled response with its verdict, and its pairs."""
+    row, members = found["manifest"], found["members"]
+    lines = [f"id: {row['uid']}   status: {row['status']}" + (f"   {row['stage']}/{row['reason']}: {row['detail']}"
+                                                             if row["status"] == "rejected" else "")]
+    lines.append(f"question: {row.get('question')!r}   answer_gt: {row.get('answer_gt')!r} ({row.get('answer_type')})")
+    lines.append(f"responses: {row.get('samples')} sampled, {row.get('correct')} right; pairs: {row.get('pairs')}")
+    if members:
+        doc = json.loads(members.get("json", b"{}"))
+        for i, r in enumerate(doc.get("responses", [])):
+            verdict = {True: "right", False: "wrong", None: "unchecked"}[r.get("correct")]
+            lines.append(f"  [{i}] {verdict} ({r.get('finish_reason')}): {r.get('text')!r}")
+        for pair in doc.get("pairs", []):
+            lines.append(f"pair {pair['id']} ({pair['method']}):")
+            lines.append(f"  chosen:   {pair['chosen']!r}")
+            lines.append(f"  rejected: {pair['rejected']!r}   {json.dumps(pair.get('rejected_meta'), sort_keys=True)}")
+        if save_images:
+            for suffix, data in members.items():
+                if suffix != "json":
+                    lines.append(f"saved {_save(save_images, row['uid'] + '.' + suffix, data)}")
     return "\n".join(lines)
 
 

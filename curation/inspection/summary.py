@@ -46,7 +46,8 @@ def summarize(ss: ShardSet) -> dict[str, Any]:
     def add(name: str, array) -> None:
         columns.setdefault(name, []).append(np.asarray(array, dtype=np.float64))
 
-    wanted = ["status", "stage", "reason", "caption", "width", "height", *PAIR_SCORES, "truncated"]
+    wanted = ["status", "stage", "reason", "caption", "width", "height", *PAIR_SCORES, "truncated", "pairs", "samples",
+              "correct"]
     for _, table in ss.manifests(wanted):
         rows += table.num_rows
         st = table.column("status").to_numpy(zero_copy_only=False)
@@ -71,6 +72,10 @@ def summarize(ss: ShardSet) -> dict[str, Any]:
             for score in PAIR_SCORES:
                 if score in names:
                     add(score, table.column(score).to_numpy(zero_copy_only=False)[kept].astype(np.float64))
+        elif ss.kind == "preference":
+            for col in ("pairs", "samples", "correct"):
+                if col in names:
+                    add(f"{col}_per_question", table.column(col).to_numpy(zero_copy_only=False)[kept].astype(np.float64))
         else:
             if "truncated" in names:
                 add("truncated", table.column("truncated").to_numpy(zero_copy_only=False)[kept].astype(np.float64))
@@ -99,6 +104,11 @@ def summarize(ss: ShardSet) -> dict[str, Any]:
         doc["samples"] = doc["kept"]
         if ss.index.get("stats"):  # stage totals, e.g. annotate's conversations per task
             doc["stats"] = dict(ss.index["stats"])
+    elif ss.kind == "preference":
+        for name, values in sorted(merged.items()):
+            dist[name] = distribution(values)
+        doc["samples"] = doc["kept"]
+        doc["stats"] = dict(ss.index.get("stats", {}))
     else:
         doc.update(_pack_stats(ss, dist))
         doc["truncated"] = int(merged.get("truncated", np.empty(0)).sum())

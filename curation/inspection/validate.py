@@ -85,7 +85,7 @@ def _check_shard(ss: ShardSet, entry: dict[str, Any], problems: list[str]) -> tu
         problems.append(f"{entry['manifest']}: sha256 differs from _index.json")
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(manifest_bytes))
+    table = pq.read_table(io.BytesIO(manifest_bytes), use_threads=False)
     man = table.select([c for c in ("uid", "status", "reason", "pack", "kind") if c in table.column_names]).to_pylist()
     kept_rows = [r for r in man if r["status"] == "kept"]
     reasons: dict[str, int] = {}
@@ -102,7 +102,11 @@ def _check_shard(ss: ShardSet, entry: dict[str, Any], problems: list[str]) -> tu
         reader = _HashingReader(raw)
         stream = io.BufferedReader(reader, 1 << 20)
         try:
-            if ss.kind == "pair":
+            if ss.kind == "preference":
+                questions = _check_preferences(ss, entry, iter_tar_groups(stream, strict=True), problems)
+                if questions != {r["uid"] for r in kept_rows}:
+                    problems.append(f"{entry['tar']}: tar questions differ from the manifest's kept rows")
+            elif ss.kind == "pair":
                 samples = _check_pairs(name, iter_tar_groups(stream, strict=True), problems)
                 expected = {r["uid"] for r in kept_rows}
                 if samples != expected:
@@ -146,6 +150,43 @@ def _check_pairs(name: str, groups, problems: list[str]) -> set[str]:
             continue
         if meta.get("uid") != key:
             problems.append(f"{name}: sample {key}: json uid is {meta.get('uid')!r}")
+    return seen
+
+
+def _check_preferences(ss: ShardSet, entry: dict[str, Any], groups, problems: list[str]) -> set[str]:
+    """MMPR shards: each kept question's json and images in the tar, its pairs equal to the rows of
+    `{name}.jsonl` (whose sha256 the index lists), every pair's images present beside the shard."""
+    name = entry["name"]
+    seen: set[str] = set()
+    tar_pairs: list[dict[str, Any]] = []
+    for key, group in groups:
+        seen.add(key)
+        try:
+            doc = json.loads(group["json"])
+            tar_pairs += doc["pairs"]
+        except (KeyError, ValueError) as err:
+            problems.append(f"{name}: question {key}: missing or unreadable json ({err})")
+    jsonl = f"{name}.jsonl"
+    try:
+        data = open_binary(ss.path(jsonl)).read()
+    except OSError as err:
+        problems.append(f"{jsonl}: unreadable ({err})")
+        return seen
+    if hashlib.sha256(data).hexdigest() != (entry.get("files") or {}).get(jsonl):
+        problems.append(f"{jsonl}: sha256 differs from _index.json")
+    rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    if sorted(json.dumps(r, sort_keys=True) for r in rows) != sorted(json.dumps(r, sort_keys=True) for r in tar_pairs):
+        problems.append(f"{jsonl}: its {len(rows)} pairs differ from the {len(tar_pairs)} in {entry['tar']}")
+    for row in rows:
+        missing = [k for k in ("id", "image", "question", "chosen", "rejected", "method") if k not in row]
+        if missing:
+            problems.append(f"{jsonl}: pair {row.get('id')} lacks {missing}")
+            continue
+        for image in row["image"] if isinstance(row["image"], list) else [row["image"]]:
+            try:
+                open_binary(ss.path(image)).close()
+            except OSError:
+                problems.append(f"{jsonl}: pair {row['id']}: image {image} missing")
     return seen
 
 

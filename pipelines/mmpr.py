@@ -1,0 +1,177 @@
+"""MMPR: question jsonl -> load images -> sample N chain-of-thought responses (policy) -> check
+answers -> correctness pairs -> Dropout NTP continuations (policy, no image) -> MPO jsonl shards.
+
+Only wiring: parsing, judging, pairing and the shard format live in curation/mmpr*.py, the models
+in curation/policy.py. Both model steps are RunInference ModelHandlers (loaded once per worker,
+batched, behind a Reshuffle, carrying the accelerator hint). Every input row ends in one manifest
+row: kept with its pairs, or rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import posixpath
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+
+from curation.mmpr import MmprTask
+from curation.mmpr_config import MmprConfig, PolicyConfig
+from pipelines import fsio
+from pipelines.annotate import _BatchedHandler
+from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job
+
+NS = "curate.mmpr"
+
+
+class ReadTasks(beam.DoFn):
+    """jsonl path -> one MmprTask per row, its images read and header-checked (or rejected)."""
+
+    def __init__(self, cfg: MmprConfig) -> None:
+        self.cfg = cfg
+
+    def process(self, path: str):
+        from apache_beam.io.filesystems import FileSystems
+
+        from curation.mmpr import load_images
+        from curation.mmpr_shards import read_tasks
+
+        root = self.cfg.images.image_root or posixpath.dirname(path)
+        inputs = Metrics.counter(NS, "inputs")
+        with FileSystems.open(path) as f:
+            for task in read_tasks(f, path):
+                inputs.inc()
+                yield load_images(task, root, self.cfg.images, _read_capped)
+
+
+def _read_capped(path: str, limit: int) -> bytes:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read(limit)
+
+
+class PolicyHandler(_BatchedHandler):
+    """Tasks -> PredictionResult(task, responses): `sample` asks each question N times (all its
+    samples in one batch), `continue` continues each Dropout NTP prefix once."""
+
+    def __init__(self, policy: PolicyConfig, cfg: MmprConfig, mode: str) -> None:
+        super().__init__(policy.batch_size, policy.accelerator, f"{NS}.{mode}")
+        self.policy = policy
+        self.cfg = cfg
+        self.mode = mode
+
+    def load_model(self):
+        from curation.policy import build_policy
+
+        self.bar = None
+        if self.cfg.progress:
+            import os
+            import sys
+
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=f"mmpr {self.mode}[{os.getpid()}]", unit="question", mininterval=1.0, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+        return build_policy(self.policy)
+
+    def run_inference(self, batch: Sequence[MmprTask], model, inference_args=None) -> Iterable[PredictionResult]:
+        from curation.mmpr import continuation_request, sample_requests
+
+        if self.mode == "sample":
+            requests = [sample_requests(t, self.cfg, model.per_request_seed) for t in batch]
+            sampling = self.cfg.sampling
+        else:
+            requests = [[continuation_request(t, self.cfg, model.per_request_seed)] for t in batch]
+            sampling = self.cfg.continue_sampling
+        flat = model.generate([r for rs in requests for r in rs], sampling)
+        out, start = [], 0
+        for task, rs in zip(batch, requests):
+            out.append(PredictionResult(task, flat[start:start + len(rs)], model.label))
+            start += len(rs)
+        if getattr(self, "bar", None) is not None:
+            self.bar.update(len(batch))
+        return out
+
+
+def _route(task: MmprTask, step: str):
+    """Finished tasks (kept or rejected) on `done`, counted; Dropout NTP ones waiting on the main output."""
+    if task.chosen is not None and not task.reason:
+        yield task
+        return
+    Metrics.counter(NS, f"{step}_{'kept' if task.pairs else task.reason}").inc()
+    yield beam.pvalue.TaggedOutput("done", task)
+
+
+def _needs_policy(task: MmprTask):
+    yield from _route(task, "read") if task.reason else [task]
+
+
+def _after_sampling(pred: PredictionResult, cfg: MmprConfig):
+    from curation.mmpr import after_sampling, finish
+
+    task, responses = pred.example, pred.inference
+    task = after_sampling(task, responses, cfg, pred.model_id) if responses else finish(task)
+    yield from _route(task, "sample")
+
+
+def _after_continuation(pred: PredictionResult, cfg: MmprConfig):
+    from curation.mmpr import after_continuation
+
+    yield from _route(after_continuation(pred.example, pred.inference[0], cfg, pred.model_id), "continue")
+
+
+def uid_of(task: MmprTask) -> str:
+    return task.uid
+
+
+def write_shard(shard: int, name: str, records, tar_file, manifest_file, output: str):
+    from curation.mmpr_shards import write_mmpr_shard
+
+    def write_file(rel: str, data: bytes) -> None:
+        fsio.write_atomic(fsio.join(output, rel), lambda f: f.write(data))
+
+    return write_mmpr_shard(shard, name, records, tar_file, manifest_file, write_file)
+
+
+def build_mmpr(p: beam.Pipeline, cfg: MmprConfig, files: list[str], output: str, fingerprint: str,
+               previous: dict[str, Any]) -> beam.PCollection:
+    """Wire the MMPR graph on `p`; returns the PCollection holding the written index."""
+    prefix = cfg.shards.prefix
+    tasks, num_shards = p | "Read" >> ReadAndCount(files, ReadTasks(cfg), cfg.shards.samples_per_shard)
+    n = beam.pvalue.AsSingleton(num_shards)
+    # Shards are decided first, so a resumed run skips the questions of finished shards before any model runs.
+    keyed = (tasks
+             | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
+             | "SkipDoneShards" >> beam.Filter(not_done(prefix, frozenset(previous)), num_shards=n))
+    read = (keyed
+            | "Tasks" >> beam.Values()
+            | "ReadVerdict" >> beam.FlatMap(_needs_policy).with_outputs("done", main="todo"))
+    sampled = (read.todo
+               | "BeforeSample" >> beam.Reshuffle()
+               | "Sample" >> RunInference(PolicyHandler(cfg.policy, cfg, "sample"))
+               | "JudgeAndPair" >> beam.FlatMap(_after_sampling, cfg).with_outputs("done", main="todo"))
+    continued = (sampled.todo
+                 | "BeforeContinue" >> beam.Reshuffle()
+                 | "Continue" >> RunInference(PolicyHandler(cfg.continuation_policy, cfg, "continue"))
+                 | "DropoutPair" >> beam.FlatMap(_after_continuation, cfg).with_outputs("done", main="todo"))
+    write = functools.partial(write_shard, output=output)
+    return (
+        (read.done, sampled.done, continued.done)
+        | "AllTasks" >> beam.Flatten()
+        | "ShardAgain" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
+        | "Write" >> WriteShards(output, prefix, "mmpr", fingerprint, write, num_shards, previous, NS,
+                                 extra={"policy": cfg.policy.label, "continuation": cfg.continuation_policy.label,
+                                        "style": cfg.prompt.style})
+    )
+
+
+def run_mmpr(cfg: MmprConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) an MMPR job over question jsonl files; returns the index."""
+    import dataclasses
+
+    semantic = dataclasses.replace(cfg, progress=True)
+    return run_sharded_job(inputs, output, semantic,
+                           lambda p, files, out, fp, prev: build_mmpr(p, cfg, files, out, fp, prev), NS, beam_args)

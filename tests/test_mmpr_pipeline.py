@@ -1,0 +1,233 @@
+"""MMPR end to end on CPU with real small models, seeded: the model core's smollm2 preset (SmolLM2-
+135M-Instruct behind a random vision tower) samples answers WITH the images, the SmolLM2 chat LLM
+continues Dropout NTP prefixes WITHOUT them; then `curate pack` (pairs never split) and
+`curate train --loss mpo` (finite, changing loss). Plus the stage's per-row logic on given responses."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from curation.config import ConfigError, load_config
+from curation.llm import LlmError
+from curation.mmpr import MmprItem, MmprTask, after_continuation, after_sampling, finish, sample_requests
+from curation.mmpr_config import MmprConfig
+from curation.policy import PolicyResponse
+from curation.reasons import check_reason
+from curation.sample_vqa import check_mmpr, write_vqa
+from tests.conftest import CONFIGS
+
+CURATE = [sys.executable, "-m", "curation.cli"]
+# The production recipe made small enough for 2 CPU cores (4 samples of 40 tokens, one tile per image).
+FAST = {
+    "correctness": {"samples": 4, "max_pairs": 2},
+    "sampling": {"max_new_tokens": 40, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "seed": 0},
+    "policy": {"prompt": {"max_num": 1, "use_thumbnail": False}, "batch_size": 4},
+    "continuation": {"backend": "transformers", "llm": {"model": "builtin:smollm2", "device": "cpu"}},
+    "shards": {"samples_per_shard": 6},
+    "progress": False,
+}
+
+
+def recipe(**over) -> MmprConfig:
+    from curation.config import deep_merge
+
+    return load_config(CONFIGS / "mmpr.yaml", MmprConfig, deep_merge(FAST, over))
+
+
+@pytest.fixture(scope="module")
+def vqa(tmp_path_factory):
+    return write_vqa(tmp_path_factory.mktemp("vqa"))
+
+
+@pytest.fixture(scope="module")
+def mmpr_run(vqa, tmp_path_factory):
+    from pipelines.mmpr import run_mmpr
+
+    out = tmp_path_factory.mktemp("mmpr") / "out"
+    index = run_mmpr(recipe(), [str(vqa["questions"])], str(out))
+    return out, index
+
+
+@pytest.mark.slow
+def test_mmpr_accounts_for_every_row_and_makes_both_kinds_of_pair(mmpr_run, vqa):
+    out, index = mmpr_run
+    assert check_mmpr(out, vqa["expected"]) == []
+    totals = index["totals"]
+    n_lines = len(vqa["questions"].read_text().splitlines())
+    assert totals["inputs"] == n_lines == totals["kept"] + sum(index["reasons"].values())
+    assert all(check_reason(r) for r in index["reasons"])
+    stats = index["stats"]
+    assert stats["pairs_correctness"] >= 1 and stats["pairs_dropout_ntp"] >= 1, stats
+    assert stats["responses"] > 0 and 0 < stats["correct_responses"] < stats["responses"]
+    pairs = [json.loads(line) for p in sorted(out.glob("*.jsonl")) for line in p.read_text().splitlines()]
+    gt = {"q0": "19", "q1": "3", "q2": "12", "q5": "4"}
+    for pair in pairs:
+        assert pair["question"].endswith("'Final Answer: <answer>'.")  # the prompt the responses answered
+        if pair["method"] == "correctness":
+            assert pair["chosen_meta"]["correct"] and not pair["rejected_meta"]["correct"]
+            assert pair["chosen"].strip() not in pair["rejected"]
+            item = pair["id"].rsplit("_", 1)[0]
+            if item in gt:
+                assert pair["answer_gt"] == gt[item] and pair["chosen_meta"]["answer"].strip(". ") == gt[item]
+        else:
+            assert pair["method"] == "dropout_ntp" and pair["answer_gt"] is None
+            words = pair["rejected_meta"]["prefix_words"]
+            assert words == len(pair["chosen"].split()) // 2 and pair["rejected_meta"]["with_image"] is False
+            assert pair["rejected"].split()[:words] == pair["chosen"].split()[:words]
+            assert pair["rejected_meta"]["policy"].startswith("transformers:")
+    # the tar holds every kept question's pairs and all its sampled responses
+    import webdataset as wds
+
+    tars = [str(t) for t in sorted(out.glob("*.tar"))]
+    docs = [json.loads(s["json"]) for s in wds.WebDataset(tars, shardshuffle=False, empty_check=False)]
+    assert sum(len(d["pairs"]) for d in docs) == len(pairs) and all(d["responses"] for d in docs)
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_mmpr_job_does_nothing(mmpr_run, vqa):
+    from pipelines.mmpr import run_mmpr
+
+    out, index = mmpr_run
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    again = run_mmpr(recipe(), [str(vqa["questions"])], str(out))
+    assert again["config_fingerprint"] == index["config_fingerprint"] and "_metrics" not in again
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_mmpr_then_pack_then_mpo_training(mmpr_run, tmp_path, tokenizer):
+    from packing.format import iter_packs
+
+    out, index = mmpr_run
+    packed = tmp_path / "packed"
+    res = subprocess.run(CURATE + ["pack", "--config", str(CONFIGS / "pack.yaml"), "--input", str(out / "*.jsonl"),
+                                   "--output", str(packed), "--no-progress"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    pack_index = json.loads((packed / "_index.json").read_text())
+    assert pack_index["totals"]["kept"] == index["stats"]["pairs"]
+    roles: dict[str, list[str]] = {}
+    for shard in pack_index["shards"]:
+        for p in iter_packs(str(packed / shard["tar"])):
+            for s in p.meta["segments"]:
+                roles.setdefault(s["id"], []).append((p.key, s["role"]))
+    for uid, segs in roles.items():  # a pair is one unit: chosen then rejected, in the same pack
+        assert [r for _, r in segs] == ["chosen", "rejected"] and len({k for k, _ in segs}) == 1, (uid, segs)
+    res = subprocess.run(CURATE + ["train", "--config", str(CONFIGS / "train.yaml"), "--loss", "mpo", "--data", str(packed),
+                                   "--steps", "4", "--output", str(tmp_path / "train"), "--no-progress"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    metrics = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in metrics]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses) and len(set(losses)) > 1, losses
+    assert all(m["pairs"] >= 1 and np.isfinite(m["dpo"]) for m in metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-row logic on given responses (no model)
+
+ITEM = MmprItem("q", ("a.png",), "What is 2 + 2?", "4", "number")
+
+
+def _task(item=ITEM) -> MmprTask:
+    return MmprTask(item.id, "f.jsonl", 0, item, [b"png"], ["png"])
+
+
+def _resp(text: str, finish_reason: str = "stop") -> PolicyResponse:
+    return PolicyResponse(text, finish_reason, {"backend": "test"})
+
+
+def test_truncated_responses_are_never_chosen_and_all_truncated_is_too_long():
+    cfg = recipe()
+    right = "2 and 2 make 4.\nFinal Answer: 4"
+    wrong = "2 and 2 make 5.\nFinal Answer: 5"
+    task = after_sampling(_task(), [_resp(right, "length"), _resp(wrong), _resp(right + " ")], cfg, "p")
+    assert task.reason is None and len(task.pairs) == 1 and task.pairs[0]["rejected"] == wrong
+    assert [r["correct"] for r in task.responses] == [None, False, True]
+    task = after_sampling(_task(), [_resp(right, "length")] * 3, cfg, "p")
+    assert task.reason == "too_long" and not task.pairs
+
+
+def test_backend_errors_and_no_method():
+    cfg = recipe()
+    task = after_sampling(_task(), [LlmError("llm_error", "HTTP 500")] * 2, cfg, "p")
+    assert task.reason == "llm_error" and "HTTP 500" in task.detail
+    no_dropout = recipe(dropout_ntp={"enabled": False})
+    task = _task(MmprItem("d", ("a.png",), "Describe the image."))
+    assert sample_requests(task, no_dropout, False) == [] and finish(task).reason == "no_applicable_method"
+
+
+def test_dropout_for_all_uses_a_right_response_and_both_methods_combine():
+    cfg = recipe(dropout_ntp={"apply_to": "all"})
+    right = "Two plus two is four, as counting shows.\nFinal Answer: 4"
+    wrong = "Two plus two is five.\nFinal Answer: 5"
+    task = after_sampling(_task(), [_resp(wrong), _resp(right)], cfg, "p")
+    assert task.chosen == right and len(task.pairs) == 1  # the correctness pair, waiting for the continuation
+    task = after_continuation(task, _resp(" two is five, as I recall.\nFinal Answer: 5"), cfg, "c")
+    assert task.reason is None and [p["method"] for p in task.pairs] == ["correctness", "dropout_ntp"]
+    assert task.pairs[1]["rejected"].startswith("Two plus two is four,")
+    # a failed continuation leaves the correctness pair standing; with no pair at all, the first reason wins
+    task = after_sampling(_task(), [_resp(wrong), _resp(right)], cfg, "p")
+    assert after_continuation(task, LlmError("llm_error", "timeout"), cfg, "c").pairs
+    task = after_sampling(_task(), [_resp(wrong), _resp(wrong.replace("5", "6"))], cfg, "p")
+    assert task.reason == "all_wrong" and "dropout_ntp" in task.detail
+
+
+def test_requests_are_seeded_per_question_not_per_batch():
+    cfg = recipe()
+    task = _task()
+    batched = sample_requests(task, cfg, per_request_seed=False)
+    assert len(batched) == 4 and len({r.seed for r in batched}) == 1  # one seeded batch per question
+    per_request = sample_requests(task, cfg, per_request_seed=True)
+    assert len({r.seed for r in per_request}) == 4  # a vLLM / server request each: distinct seeds
+    other = sample_requests(_task(MmprItem("other", ("a.png",), "What is 2 + 2?", "4", "number")), cfg, False)
+    assert other[0].seed != batched[0].seed and other[0].prompt == batched[0].prompt
+    assert batched[0].history and batched[0].history[1].role == "assistant"  # the few-shot examples
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ConfigError, match="text only"):
+        recipe(policy={"backend": "transformers"})
+    with pytest.raises(ConfigError, match="temperature"):
+        recipe(sampling={"temperature": 0.0})
+    with pytest.raises(ConfigError, match=r"prompt.templates.final_answer"):
+        recipe(prompt={"templates": {"final_answer": "{question} {answer}", "boxed": "{question}"}})
+    with pytest.raises(ConfigError, match="dropout_ntp.ratio"):
+        recipe(dropout_ntp={"ratio": 1.5})
+    with pytest.raises(ConfigError, match=r"policy\.llm\.base_url|base_url"):
+        recipe(policy={"backend": "openai"})
+
+
+def test_smollm2_preset_needs_its_own_tokenizer():
+    with pytest.raises(ConfigError, match="builtin:smollm2"):
+        recipe(policy={"model": {"preset": "smollm2", "tokenizer": "/models/other"}})
+
+
+
+@pytest.mark.slow
+def test_inspect_reads_mmpr_folders(mmpr_run, tmp_path):
+    import shutil
+
+    out, index = mmpr_run
+    res = subprocess.run(CURATE + ["inspect", "summary", str(out), "--json"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["kind"] == "preference" and doc["accounting_ok"] and doc["stats"]["pairs"] == index["stats"]["pairs"]
+    assert doc["distributions"]["pairs_per_question"]["count"] == index["totals"]["kept"]
+    res = subprocess.run(CURATE + ["inspect", "validate", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stdout + res.stderr
+    res = subprocess.run(CURATE + ["inspect", "show", str(out), "--id", "q0"], capture_output=True, text=True)
+    assert res.returncode == 0 and "What is 12 + 7?" in res.stdout and "responses:" in res.stdout, res.stderr
+    res = subprocess.run(CURATE + ["inspect", "show", str(out), "--index", "1"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("id: "), res.stderr  # once aborted at exit (pyarrow threads)
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    jsonl = next(p for p in sorted(broken.glob("*.jsonl")) if p.stat().st_size)
+    jsonl.write_text(jsonl.read_text().replace('"chosen": "', '"chosen": "edited ', 1))
+    res = subprocess.run(CURATE + ["inspect", "validate", str(broken)], capture_output=True, text=True)
+    assert res.returncode == 1 and f"{jsonl.name}: sha256 differs" in res.stdout and "pairs differ" in res.stdout
