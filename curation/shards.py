@@ -207,7 +207,7 @@ def _pair_from_row(row: dict[str, Any]) -> Pair:
 def read_pair_shard(tar_file: IO[bytes], manifest_file: IO[bytes]) -> Iterator[Sample | Rejection]:
     """Every manifest row of one shard back as a record: kept rows with their stored members,
     rejected rows as Rejections (stage, reason and detail as written)."""
-    groups = dict(iter_tar_groups(tar_file))
+    groups = dict(iter_tar_groups(tar_file, strict=True))
     table = pq.read_table(manifest_file)
     kept = 0
     for row in table.to_pylist():

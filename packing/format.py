@@ -189,7 +189,7 @@ class PackedSample:
 
 def iter_packs(tar_path_or_file: str | IO[bytes]) -> Iterator[PackedSample]:
     """Read a packed shard in order (members of one pack are contiguous, as written)."""
-    for key, group in iter_tar_groups(tar_path_or_file):
+    for key, group in iter_tar_groups(tar_path_or_file, strict=True):  # refuses links and path-like names
         meta = json.loads(group.pop("json"))
         ids = np.load(io.BytesIO(group.pop("input_ids.npy")), allow_pickle=False)
         labels = np.load(io.BytesIO(group.pop("labels.npy")), allow_pickle=False)

@@ -75,3 +75,13 @@ def listdir(directory: str, suffix: str = "") -> list[str]:
         return []
     result = FileSystems.match([join(directory, f"*{suffix}")])[0]
     return sorted(m.path for m in result.metadata_list)
+
+
+def remove_stale_temps(directory: str, depth: int = 2) -> int:
+    """Delete `.tmp-*` files a killed run left under `directory` (and `depth` folders down, where
+    stages write images); a job owns its folder, so none belongs to a live writer. Returns the count."""
+    patterns = [join(directory, *(["*"] * d), ".tmp-*") for d in range(depth + 1)]
+    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+    return len(stale)

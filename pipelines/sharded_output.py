@@ -340,6 +340,9 @@ def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Ca
     if preflight is not None:
         preflight()
     state.claim()
+    removed = fsio.remove_stale_temps(output)
+    if removed:
+        log.warning("%s: removed %d temporary files a killed run left behind", output, removed)
     previous = state.done_reports()
     options = PipelineOptions(beam_args or [])
     if not any(a.startswith("--runner") for a in beam_args or []):
