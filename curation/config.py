@@ -350,6 +350,10 @@ class IngestConfig:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
+    # Downloaded images wait under {output}/_staging/ and only their metadata crosses the shuffle to
+    # the shard writers: flat memory on DirectRunner (whose runner process buffers every stage's
+    # output). false: the bytes ride through the shuffle (fine on Dataflow's shuffle service).
+    stage_images: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:

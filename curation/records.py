@@ -98,6 +98,9 @@ class Sample:
     # The webdataset members as read back from a shard (suffix -> bytes, in file order): a later
     # stage that keeps the sample rewrites exactly these bytes, fields it does not know included.
     stored: dict[str, bytes] | None = None
+    # Where the image bytes wait while the record crosses a shuffle (ingest's staging); the writer
+    # reads them back, so `image.data` is empty meanwhile.
+    staged: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         """The `{uid}.json` content: all metadata except the image bytes."""

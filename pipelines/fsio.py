@@ -44,6 +44,11 @@ def write_atomic(path: str, fill: Callable[[IO[bytes]], T]) -> T:
     return result
 
 
+def delete(path: str) -> None:
+    """Delete a file or a folder with everything under it."""
+    FileSystems.delete([path])
+
+
 def read_bytes(path: str) -> bytes:
     with FileSystems.open(path, compression_type="uncompressed") as f:
         return f.read()

@@ -91,8 +91,9 @@ class Download(beam.DoFn):
     Results are yielded as they complete; whatever is still in flight at the end of a bundle is
     drained in finish_bundle. Order does not matter: the writer sorts."""
 
-    def __init__(self, cfg: IngestConfig) -> None:
+    def __init__(self, cfg: IngestConfig, output: str) -> None:
         self.cfg = cfg
+        self.output = output
 
     def setup(self) -> None:
         from curation.download import Downloader, InFlight
@@ -122,6 +123,8 @@ class Download(beam.DoFn):
             else:
                 self.kept.inc()
                 self.bytes.inc(len(rec.image.data))
+                if self.cfg.stage_images:
+                    stage(rec, shard, self.output)
             if self.bar is not None:
                 self.bar.update(1)
             yield shard, rec
@@ -138,6 +141,31 @@ class Download(beam.DoFn):
         self.downloader.close()
         if self.bar is not None:
             self.bar.close()
+
+
+STAGING = "_staging"
+
+
+def stage(sample, shard: int, output: str) -> None:
+    """Park the image bytes in a file under the output folder; the record keeps only the path."""
+    from pipelines import fsio
+
+    path = fsio.join(output, STAGING, f"{shard:05d}", f"{sample.pair.uid}.{sample.image.ext}")
+    fsio.write_atomic(path, lambda f, data=sample.image.data: f.write(data))
+    sample.image.data = b""
+    sample.staged = path
+
+
+def write_staged_shard(shard: int, name: str, records, tar_file, manifest_file):
+    """The pair-shard writer, with staged images read back first (one shard's worth in memory)."""
+    from pipelines import fsio
+
+    records = list(records)
+    for rec in records:
+        if getattr(rec, "staged", None):
+            rec.image.data = fsio.read_bytes(rec.staged)
+            rec.staged = None
+    return write_pair_shard(shard, name, records, tar_file, manifest_file)
 
 
 def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: str, fingerprint: str,
@@ -173,7 +201,7 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
         kept
         | "SkipDoneShards" >> beam.Filter(todo, num_shards=n)
         | "SpreadDownloads" >> beam.Reshuffle()
-        | "Download" >> beam.ParDo(Download(cfg))
+        | "Download" >> beam.ParDo(Download(cfg, output))
     )
     rejected_todo = (
         rejected
@@ -183,14 +211,21 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
     return (
         (downloaded, rejected_todo)
         | "Records" >> beam.Flatten()
-        | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_pair_shard, num_shards, previous, NS,
+        | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_staged_shard, num_shards, previous, NS,
                                  extra={"source": cfg.source.name})
     )
 
 
 def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) an ingest job; returns the index document."""
-    # Progress bars and the thread count do not change the output: leave them out of the fingerprint.
-    semantic = dataclasses.replace(cfg, progress=True, download=dataclasses.replace(cfg.download, threads=1))
-    return run_sharded_job(inputs, output, semantic,
-                           lambda p, files, out, fp, prev: build_ingest(p, cfg, files, out, fp, prev), NS, beam_args)
+    from pipelines import fsio
+
+    # Progress bars, staging and the thread count do not change the output: not in the fingerprint.
+    semantic = dataclasses.replace(cfg, progress=True, stage_images=True,
+                                   download=dataclasses.replace(cfg.download, threads=1))
+    index = run_sharded_job(inputs, output, semantic,
+                            lambda p, files, out, fp, prev: build_ingest(p, cfg, files, out, fp, prev), NS, beam_args)
+    staging = fsio.join(output, STAGING)
+    if fsio.exists(staging):  # every shard is written: the staged copies are no longer needed
+        fsio.delete(staging)
+    return index
