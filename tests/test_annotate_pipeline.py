@@ -40,15 +40,13 @@ def ingested(sample, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def with_text_images(ingested, tmp_path_factory) -> Path:
-    """The ingest output plus rendered-text images (a sign, a page) and hostile members, written as
-    one more pair shard by the real shard writer, so OCR tasks and OCR errors both occur."""
+def text_pair_folder(folder: Path) -> Path:
+    """A pair-shard folder of rendered-text images (a sign, a page) and hostile members, written by
+    the real shard writer, so OCR tasks and OCR errors both occur."""
     from curation.records import ImageInfo, Pair, Sample
     from curation.shards import build_index, write_pair_shard
 
-    folder = tmp_path_factory.mktemp("extra") / "pairs"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     samples = []
     for i, im in enumerate(text_images(4, seed=7)):
         pair = Pair(uid=f"text{i}", url=f"http://example.org/t{i}.png", caption=f"A sign that reads {im.lines[0]}.",
@@ -65,6 +63,12 @@ def with_text_images(ingested, tmp_path_factory) -> Path:
     (folder / "_index.json").write_text(json.dumps(build_index([report], kind="pairs", prefix="extra", num_shards=1,
                                                                fingerprint="test")))
     return folder
+
+
+@pytest.fixture(scope="module")
+def with_text_images(ingested, tmp_path_factory) -> Path:
+    """Beside the ingest output: the text-image pair folder."""
+    return text_pair_folder(tmp_path_factory.mktemp("extra") / "pairs")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,154 @@
+"""Every pipeline through Beam's portable runner path, as on Spark / Flink: the pipeline is translated
+to its portable proto, submitted to an embedded job service, and run by SDK harnesses in a separate
+worker-pool process (`--environment_type=EXTERNAL`). The output must be byte-identical to the
+DirectRunner output: nothing may depend on state shared with the launching process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import local_config
+
+pytestmark = pytest.mark.slow
+DIRECT = ["--direct_running_mode=in_memory"]
+
+
+@dataclass(frozen=True)
+class Portable:
+    args: list[str]  # Beam pipeline args for the portable runner
+    log: Path  # the worker pool's log
+
+    def harnesses(self) -> int:
+        """SDK harnesses the pool has started so far."""
+        return self.log.read_text().count("Starting worker")
+
+
+@pytest.fixture(scope="module")
+def portable(tmp_path_factory):
+    """Beam args for the portable runner, with a worker pool started on 127.0.0.1 for the module."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = tmp_path_factory.mktemp("pool") / "pool.log"
+    log = open(log_path, "w")
+    # the pool starts harnesses with `python`: this interpreter's folder first on PATH
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while True:
+        assert pool.poll() is None and time.time() < deadline, "worker pool did not start"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    args = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
+            f"--environment_config=127.0.0.1:{port}"]
+    yield Portable(args, log_path)
+    pool.terminate()
+    pool.wait(timeout=30)
+    log.close()
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "_job.json" and "_progress" not in p.parts}
+
+
+def both(run, cfg, inputs: list[str], base: Path, portable: "Portable") -> tuple[dict, dict]:
+    """Run a stage on DirectRunner and on the portable runner; returns both indexes."""
+    direct = run(cfg, inputs, str(base / "direct"), DIRECT)
+    before = portable.harnesses()
+    port = run(cfg, inputs, str(base / "portable"), portable.args)
+    assert portable.harnesses() > before  # the work ran in SDK harnesses the pool started, outside this process
+    assert outputs(base / "portable") == outputs(base / "direct")
+    assert port["config_fingerprint"] == direct["config_fingerprint"]
+    return direct, port
+
+
+def test_ingest_dedup_pack_on_the_portable_runner(sample, conv_sample, portable, tmp_path):
+    from curation.config import DedupConfig, PackConfig, ShardConfig, load_config
+    from pipelines.dedup import run_dedup
+    from pipelines.ingest import run_ingest
+    from pipelines.pack import run_pack
+    from tests.conftest import CONFIGS
+
+    ingest, port = both(run_ingest, local_config("laion.yaml"), [str(sample["laion"])], tmp_path / "ingest", portable)
+    assert ingest["totals"]["kept"] > 40 and port["_metrics"]["inputs"] == ingest["totals"]["inputs"]  # metrics come back
+    assert not (tmp_path / "ingest" / "portable" / "_staging").exists()
+    dedup_cfg = load_config(CONFIGS / "dedup.yaml", DedupConfig, {"progress": False, "shards": {"samples_per_shard": 30}})
+    dedup, _ = both(run_dedup, dedup_cfg, [str(tmp_path / "ingest" / "direct")], tmp_path / "dedup", portable)
+    assert dedup["totals"]["inputs"] == ingest["totals"]["inputs"]
+    pack_cfg = PackConfig(l_max=8192, t_max=24, progress=False, shards=ShardConfig(prefix="packed", samples_per_shard=12))
+    pack, _ = both(run_pack, pack_cfg, [str(conv_sample["conversations"]), str(conv_sample["preferences"])],
+                   tmp_path / "pack", portable)
+    assert pack["stats"]["packs"] > 0
+
+
+def test_annotate_and_mmpr_on_the_portable_runner(portable, tmp_path):
+    from curation.mmpr_config import MmprConfig
+    from curation.sample_vqa import write_vqa
+    from pipelines.annotate import run_annotate
+    from pipelines.mmpr import run_mmpr
+    from tests.test_annotate_pipeline import _cfg, text_pair_folder
+    from tests.test_mmpr_pipeline import recipe
+
+    folder = text_pair_folder(tmp_path / "pairs")
+    annotate, _ = both(run_annotate, _cfg(), [str(folder)], tmp_path / "annotate", portable)
+    assert annotate["stats"]["conversations"] >= 4
+    vqa = write_vqa(tmp_path / "vqa")
+    cfg: MmprConfig = recipe()
+    mmpr, _ = both(run_mmpr, cfg, [str(vqa["questions"])], tmp_path / "mmpr", portable)
+    assert mmpr["stats"]["pairs"] >= 1
+
+
+def test_worker_package_builds_as_beams_stager_does_and_imports_alone(tmp_path):
+    """`--setup_file pyproject.toml`: the sdist Beam's stager builds installs on its own and every
+    module imports from it (not from this checkout)."""
+    import pkgutil
+
+    from apache_beam.runners.portability.stager import Stager
+
+    root = Path(__file__).resolve().parent.parent
+    sdist = Stager._build_setup_package(str(root / "pyproject.toml"), str(tmp_path), None)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "--target", str(target), sdist], check=True, capture_output=True)
+    packages = ["curation", "filters", "packing", "pipelines", "model"]
+    modules = [m.name for pkg in packages for m in pkgutil.walk_packages([str(target / pkg)], prefix=f"{pkg}.")]
+    assert len(modules) > 50 and "pipelines.mmpr" in modules
+    script = ("import importlib, sys\n"
+              f"mods = {packages + modules!r}\n"
+              "for m in mods:\n"
+              "    mod = importlib.import_module(m)\n"
+              f"    assert mod.__file__.startswith({str(target)!r}), (m, mod.__file__)\n"
+              "print(len(mods))\n")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert int(res.stdout.split()[-1]) == len(packages) + len(modules)
+
+
+def test_worker_images_match_the_pinned_beam_and_copy_existing_sources():
+    """The Dockerfiles cannot be built here (no registry access): check what can go stale - the Beam
+    SDK image tag equals the pinned apache-beam and this Python, and every COPY source exists."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    pinned = re.search(r'"apache-beam==([\d.]+)"', (root / "pyproject.toml").read_text()).group(1)
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        text = (root / "docker" / name).read_text()
+        assert f"apache/beam_python{py}_sdk:{pinned}" in text, name
+        assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text
+        for src in re.findall(r"^COPY (?!--from)(\S+) ", text, re.M):
+            assert (root / src).exists(), (name, src)
