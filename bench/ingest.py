@@ -65,6 +65,16 @@ def _serve_forever(images: dict[str, bytes], port_q) -> None:
             time.sleep(3600)
 
 
+def start_server(images: dict[str, bytes]):
+    """The local image server in its own process (so it does not compete for our GIL); returns
+    (process, base URL)."""
+    ctx = mp.get_context("spawn")
+    port_q = ctx.Queue()
+    server = ctx.Process(target=_serve_forever, args=(images, port_q), daemon=True)
+    server.start()
+    return server, port_q.get(timeout=120)
+
+
 def count_tar_samples(folder: Path) -> int:
     import tarfile
 
@@ -113,11 +123,7 @@ def main() -> None:
 
     pictures = distinct_images(args.distinct)
     images = {f"{i:06d}.jpg": pictures[i % len(pictures)] for i in range(args.images)}
-    ctx = mp.get_context("spawn")
-    port_q = ctx.Queue()
-    server = ctx.Process(target=_serve_forever, args=(images, port_q), daemon=True)
-    server.start()
-    base = port_q.get(timeout=60)
+    server, base = start_server(images)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)

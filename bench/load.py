@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import random
 import subprocess
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ingest import _serve_forever, distinct_images  # noqa: E402
+from ingest import distinct_images, start_server  # noqa: E402
 
 # route -> the reason it must end with
 FAILURES = {
@@ -98,12 +97,7 @@ def main() -> None:
 
     pictures = distinct_images(args.distinct)
     names = [f"{i:06d}.jpg" for i in range(args.urls)]
-    images = {name: pictures[i % len(pictures)] for i, name in enumerate(names)}
-    ctx = mp.get_context("spawn")
-    port_q = ctx.Queue()
-    server = ctx.Process(target=_serve_forever, args=(images, port_q), daemon=True)
-    server.start()
-    base = port_q.get(timeout=120)
+    server, base = start_server({name: pictures[i % len(pictures)] for i, name in enumerate(names)})
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)

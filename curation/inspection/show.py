@@ -66,10 +66,14 @@ def _members(ss: ShardSet, entry: dict[str, Any], uid: str) -> dict[str, bytes] 
     return None
 
 
+def _status_line(row: dict[str, Any], label: str) -> str:
+    rejected = f"   {row['stage']}/{row['reason']}: {row['detail']}" if row["status"] == "rejected" else ""
+    return f"{label}: {row['uid']}   status: {row['status']}{rejected}"
+
+
 def render_pair(found: dict[str, Any], save_images: str | None = None) -> str:
     row, members = found["manifest"], found["members"]
-    lines = [f"uid: {row['uid']}   status: {row['status']}" + (f"   {row['stage']}/{row['reason']}: {row['detail']}"
-                                                               if row["status"] == "rejected" else "")]
+    lines = [_status_line(row, "uid")]
     lines.append(f"url: {row.get('url')}")
     lines.append(f"caption: {row.get('caption')}")
     if members:
@@ -109,8 +113,7 @@ def render_pair(found: dict[str, Any], save_images: str | None = None) -> str:
 def render_question(found: dict[str, Any], save_images: str | None = None) -> str:
     """An MMPR question: its outcome, every sampled response with its verdict, and its pairs."""
     row, members = found["manifest"], found["members"]
-    lines = [f"id: {row['uid']}   status: {row['status']}" + (f"   {row['stage']}/{row['reason']}: {row['detail']}"
-                                                             if row["status"] == "rejected" else "")]
+    lines = [_status_line(row, "id")]
     lines.append(f"question: {row.get('question')!r}   answer_gt: {row.get('answer_gt')!r} ({row.get('answer_type')})")
     lines.append(f"responses: {row.get('samples')} sampled, {row.get('correct')} right; pairs: {row.get('pairs')}")
     if members:
