@@ -154,7 +154,7 @@ def render(doc: dict[str, Any], console) -> None:
             over.add_row("mean token / tile fill", f"{doc['mean_token_fill']:.1%} / {doc['mean_tile_fill']:.1%}")
             over.add_row("sequences per pack", f"{doc['sequences_per_pack']:.2f}")
         over.add_row("truncated", str(doc["truncated"]))
-    for name, value in doc.get("stats", {}).items() if doc["kind"] == "pair" else ():
+    for name, value in doc.get("stats", {}).items() if doc["kind"] in ("pair", "preference") else ():
         over.add_row(name.replace("_", " "), str(value))
     over.add_row("accounting", "OK (inputs == kept + rejected == index)" if doc["accounting_ok"] else "MISMATCH")
     console.print(over)
