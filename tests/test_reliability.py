@@ -1,7 +1,7 @@
 """Reliability: hostile images in every container format end as rejections with their own reason,
-and a multi_processing DirectRunner run killed with SIGKILL part-way (ingest, then pack) resumes
-to shards byte-identical to an uninterrupted run, with no row lost or duplicated. The rest of the
-hostile-input corpus (HTTP failures, SSRF, bombs, odd modes, bad rows and configs) is exercised by
+and a multi_processing DirectRunner run killed with SIGKILL part-way (ingest, then pack; once
+mid-run, then again as its rerun writes shards) resumes to shards byte-identical to an
+uninterrupted run, with no row lost or duplicated. The rest of the hostile-input corpus (HTTP failures, SSRF, bombs, odd modes, bad rows and configs) is exercised by
 test_fetch, test_images, test_sources, test_config and the ingest sample in test_ingest_pipeline."""
 
 from __future__ import annotations
@@ -84,26 +84,39 @@ def outputs(folder: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != "_job.json" and "_progress" not in p.parts}
 
 
-def run_killed(cmd: list[str], output: Path, min_markers: int = 1, timeout: float = 300) -> int:
-    """Start `cmd` in its own process group, SIGKILL the whole group once `min_markers` shards are
-    finished (but before the index); returns how many shards were finished at the kill."""
+def run_killed(cmd: list[str], ready, timeout: float = 300) -> bool:
+    """Start `cmd` in its own process group and SIGKILL the whole group as soon as `ready()`;
+    True if it was killed, False if it finished first."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + timeout
     try:
         while time.time() < deadline:
-            markers = list((output / "_progress").glob("*.json")) if (output / "_progress").exists() else []
-            if len(markers) >= min_markers:
+            if ready():
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                return len(markers)
+                return True
             if proc.poll() is not None:
-                raise AssertionError(f"finished before the kill: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.005)
-        raise AssertionError("no shard finished in time")
+                assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+                return False
+            time.sleep(0.002)
+        raise AssertionError("the run neither got ready to kill nor finished in time")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def kill_twice(cmd: list[str], output: Path, early) -> tuple[int, int | None]:
+    """Kill a run once `early()` (mid-run, before any shard: always reached), rerun it and kill
+    that as soon as a shard is finished (mid-write, when the poll catches it). Returns the shards
+    finished at each kill (None: the second run finished before the poll saw a shard)."""
+    def markers() -> int:
+        return len(list((output / "_progress").glob("*.json"))) if (output / "_progress").exists() else 0
+
+    assert run_killed(cmd, early), "the first run finished before the kill"
+    first = markers()
+    second = markers() if run_killed(cmd, lambda: markers() > first) else None
+    return first, second
 
 
 def _rows(folder: Path, index: dict) -> list[tuple[str, int]]:
@@ -118,19 +131,20 @@ def test_ingest_killed_part_way_resumes_byte_identical(sample, tmp_path):
     from curation.config import IngestConfig, load_config
     from pipelines.ingest import run_ingest
 
-    over = {"download": LOCAL_DOWNLOAD, "image": {"image_size": 256}, "shards": {"samples_per_shard": 4}, "progress": False}
+    over = {"download": LOCAL_DOWNLOAD, "image": {"image_size": 256}, "shards": {"samples_per_shard": 2}, "progress": False}
     recipe = tmp_path / "laion.yaml"
     recipe.write_text(yaml.safe_dump(deep_merge(yaml.safe_load((CONFIGS / "laion.yaml").read_text()), over)))
     killed = tmp_path / "killed"
     cmd = CURATE + ["ingest", "--config", str(recipe), "--input", str(sample["laion"]), "--output", str(killed), *MULTI]
-    at_kill = run_killed(cmd, killed)
-    assert not (killed / "_index.json").exists()
+    staging = killed / "_staging"
+    first, second = kill_twice(cmd, killed, lambda: staging.exists() and any(staging.rglob("*.jpg")))  # mid-download
+    assert not (killed / "_index.json").exists() or second is None
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # the rerun resumes
     assert res.returncode == 0, res.stderr[-3000:]
     reference = tmp_path / "reference"
     ref_index = run_ingest(load_config(recipe, IngestConfig), [str(sample["laion"])], str(reference),
                            ["--direct_running_mode=in_memory"])
-    assert at_kill < ref_index["num_shards"]  # it really was part-way
+    assert first == 0 and (second is None or second < ref_index["num_shards"])  # really part-way
     assert outputs(killed) == outputs(reference)
     index = json.loads((killed / "_index.json").read_text())
     n_rows = pq.read_metadata(sample["laion"]).num_rows
@@ -150,16 +164,17 @@ def test_pack_killed_part_way_resumes_byte_identical(conv_sample, tmp_path):
     from pipelines.pack import run_pack
 
     recipe = tmp_path / "pack.yaml"
-    over = {"l_max": 8192, "t_max": 24, "shards": {"prefix": "packed", "samples_per_shard": 2}, "progress": False}
+    over = {"l_max": 8192, "t_max": 24, "shards": {"prefix": "packed", "samples_per_shard": 1}, "progress": False}
     recipe.write_text(yaml.safe_dump(deep_merge(yaml.safe_load((CONFIGS / "pack.yaml").read_text()), over)))
     inputs = [str(conv_sample["conversations"]), str(conv_sample["preferences"])]
     killed = tmp_path / "killed"
     cmd = CURATE + ["pack", "--config", str(recipe), *(a for i in inputs for a in ("--input", i)), "--output", str(killed), *MULTI]
-    at_kill = run_killed(cmd, killed)
+    job = killed / "_job.json"  # claimed: the pipeline is running (the first shard lands ~8 s later here)
+    first, second = kill_twice(cmd, killed, lambda: job.exists() and time.time() - job.stat().st_mtime > 2.0)
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     ref_index = run_pack(load_config(recipe, PackConfig), inputs, str(tmp_path / "reference"), ["--direct_running_mode=in_memory"])
-    assert at_kill < ref_index["num_shards"]
+    assert first == 0 and (second is None or second < ref_index["num_shards"])
     assert outputs(killed) == outputs(tmp_path / "reference")
     index = json.loads((killed / "_index.json").read_text())
     n_lines = sum(1 for path in inputs for _ in open(path, encoding="utf-8"))
