@@ -1,8 +1,9 @@
 """Reliability: hostile images in every container format end as rejections with their own reason,
 and a multi_processing DirectRunner run killed with SIGKILL part-way (ingest, then pack; once
 mid-run, then again as its rerun writes shards) resumes to shards byte-identical to an
-uninterrupted run, with no row lost or duplicated. The rest of the hostile-input corpus (HTTP failures, SSRF, bombs, odd modes, bad rows and configs) is exercised by
-test_fetch, test_images, test_sources, test_config and the ingest sample in test_ingest_pipeline."""
+uninterrupted run, with no row lost or duplicated. The rest of the hostile-input corpus (HTTP
+failures, SSRF, bombs, odd modes, bad rows and configs) is exercised by test_fetch, test_images,
+test_sources, test_config and the ingest sample in test_ingest_pipeline."""
 
 from __future__ import annotations
 
