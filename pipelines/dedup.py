@@ -17,7 +17,7 @@ from apache_beam.metrics import Metrics
 from curation.config import ComponentsConfig, DedupConfig
 from curation.records import record_uid
 from filters.dedup import Decision, DupKey
-from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, not_done, run_pair_shard_job
+from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, group_size, not_done, run_pair_shard_job
 
 NS = "curate.dedup"
 
@@ -41,6 +41,8 @@ def _split_exact(item, reason: str, namespace: str):
     from filters.dedup import node_uid
 
     _, group = item
+    group = list(group)
+    group_size(namespace, reason, len(group))  # e.g. group_size_dup_url
     rep = min(group)
     yield rep
     rep_uid = node_uid(rep.node)
@@ -84,23 +86,30 @@ def _both_directions(edge):
     yield b, a
 
 
-def _large_star(item):
+def _large_star(item, namespace: str):
     from filters.dedup import large_star
 
-    yield from large_star(*item)
+    node, neighbours = item[0], list(item[1])
+    group_size(namespace, "star", len(neighbours))
+    yield from large_star(node, neighbours)
 
 
-def _small_star(item):
+def _small_star(item, namespace: str):
     from filters.dedup import small_star
 
-    yield from small_star(*item)
+    node, smaller = item[0], list(item[1])
+    group_size(namespace, "star", len(smaller))
+    yield from small_star(node, smaller)
 
 
 def _local_labels(item, namespace: str):
-    """All edges on one worker -> (node, component minimum) for every non-minimum node."""
+    """All edges on one worker (at most `max_local_edges`) -> (node, component minimum) for every
+    non-minimum node."""
     from filters.dedup import union_find
 
-    labels = union_find(item[1])
+    edges = list(item[1])
+    group_size(namespace, "union_find_edges", len(edges))
+    labels = union_find(edges)
     roots = set(labels.values())
     Metrics.counter(namespace, "components").inc(len(roots))
     for node, root in sorted(labels.items()):
@@ -171,9 +180,9 @@ class ConnectedComponents(beam.PTransform):
                 big
                 | f"LargeStarBoth{i}" >> beam.FlatMap(_both_directions)
                 | f"LargeStarGroup{i}" >> beam.GroupByKey()
-                | f"LargeStar{i}" >> beam.FlatMap(_large_star)
+                | f"LargeStar{i}" >> beam.FlatMap(_large_star, self.namespace)
                 | f"SmallStarGroup{i}" >> beam.GroupByKey()
-                | f"SmallStar{i}" >> beam.FlatMap(_small_star)
+                | f"SmallStar{i}" >> beam.FlatMap(_small_star, self.namespace)
             )
         big = big | "DistinctFinal" >> beam.Distinct()
         settled = (
@@ -251,6 +260,7 @@ class Bucket(beam.DoFn):
             size += 1
             if size > self.cfg.max_bucket:
                 break
+        group_size(self.namespace, f"{self.kind}_bucket", size)  # max_bucket + 1: hot, not compared pairwise
         if size > self.cfg.max_bucket:
             self.hot.inc()
             for m in members:

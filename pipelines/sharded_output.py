@@ -165,6 +165,12 @@ def not_done(prefix: str, done: frozenset[str]) -> Callable[[tuple[int, Any], in
     return keep
 
 
+def group_size(namespace: str, step: str, n: int) -> None:
+    """Record how many elements one GroupByKey group handed a worker at `step` (a distribution:
+    its max is the largest group, which each step keeps under a configured bound)."""
+    Metrics.distribution(namespace, f"group_size_{step}").update(n)
+
+
 class WriteShard(beam.DoFn):
     """(shard, records) -> ShardReport, writing tar + manifest atomically, then the marker."""
 
@@ -176,7 +182,9 @@ class WriteShard(beam.DoFn):
 
     def process(self, element, num_shards: int):
         shard, records = element
-        yield write_one_shard(self.output, self.prefix, shard, num_shards, records, self.write, self.namespace)
+        report = write_one_shard(self.output, self.prefix, shard, num_shards, records, self.write, self.namespace)
+        group_size(self.namespace, "write_shard", report.rows)
+        yield report
 
 
 def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, records: Iterable,
@@ -359,10 +367,15 @@ def job_metrics(result, namespace: str) -> dict[str, int]:
     from apache_beam.metrics.metric import MetricsFilter
 
     try:
-        counters = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
+        found = result.metrics().query(MetricsFilter().with_namespace(namespace))
     except Exception:  # noqa: BLE001 - some runners report no metrics
         return {}
     out: dict[str, int] = {}
-    for c in counters:
+    for c in found["counters"]:
         out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    for d in found.get("distributions", []):  # group sizes: the largest one is what bounds a worker
+        value = d.committed or d.attempted
+        if value is not None and value.count:
+            name = f"{d.key.metric.name}_max"
+            out[name] = max(out.get(name, 0), int(value.max))
     return dict(sorted(out.items()))

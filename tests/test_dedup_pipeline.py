@@ -93,6 +93,9 @@ def test_multi_processing_distributed_components_and_input_layout_give_identical
     star_cfg = config(**NO_IMAGES, components={"max_local_edges": 0, "rounds": 8})
     stars = run_dedup(star_cfg, [str(base / "in")], str(tmp_path / "stars"))
     assert stars["_metrics"]["components_unconverged"] == 0
+    # no step gathered more than its bound: the largest group per step is reported
+    assert 0 < stars["_metrics"]["group_size_star_max"] < len(recs) and "group_size_union_find_edges_max" not in stars["_metrics"]
+    assert 0 < index["_metrics"]["group_size_union_find_edges_max"] <= cfg.components.max_local_edges
     assert {k: v for k, v in outputs(tmp_path / "stars").items() if k != "_index.json"} == \
            {k: v for k, v in reference.items() if k != "_index.json"}
     # the same records in another order, split into other input shards, in two input folders
@@ -136,6 +139,8 @@ def test_hot_buckets_fall_back_to_exact_keys_and_are_counted(tmp_path):
     index = run_dedup(cfg, [str(tmp_path / "in")], str(tmp_path / "out"))
     m = index["_metrics"]
     assert m["caption_hot_buckets"] >= 1 and m["caption_hot_bucket_members"] >= 300
+    assert m["group_size_caption_bucket_max"] == cfg.max_bucket + 1  # counting stops there: a hot bucket is never compared
+    assert len(recs) / m["shards_written"] <= m["group_size_write_shard_max"] <= len(recs)  # >= the mean shard
     rows = {r["uid"]: r for r in manifest(tmp_path / "out")}
     # the 300 boilerplate rows still collapse onto one representative per exact caption
     kept_boiler = [u for u, r in rows.items() if u.startswith("h") and r["status"] == "kept"]
