@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.mmpr import MmprTask, parse_item
-from curation.records import hash_uid
+from curation.records import first_kept_per_uid, hash_uid
 from curation.shards import HashingWriter, ShardReport, write_tar
 from curation.sources import RowError, iter_raw_rows
 
@@ -49,17 +49,12 @@ def read_tasks(f: IO[bytes], name: str) -> Iterator[MmprTask]:
 
 def _resolve_collisions(tasks: Iterable[MmprTask]) -> list[MmprTask]:
     """The first row per uid (source order) keeps its pairs; a later kept one becomes `dup_uid`."""
-    out, winners = [], {}
-    for task in sorted(tasks, key=lambda t: t.order_key):
-        if task.pairs:
-            first = winners.get(task.uid)
-            if first is not None:
-                task.pairs = []
-                task.reject("write", "dup_uid", f"uid already kept from {first.source_file}:{first.source_row}")
-            else:
-                winners[task.uid] = task
-        out.append(task)
-    return out
+    def dup(task: MmprTask, first: MmprTask) -> MmprTask:
+        task.pairs = []
+        return task.reject("write", "dup_uid", f"uid already kept from {first.source_file}:{first.source_row}")
+
+    return first_kept_per_uid(tasks, order_key=lambda t: t.order_key, uid=lambda t: t.uid, kept=lambda t: bool(t.pairs),
+                              dup=dup)
 
 
 def _manifest_row(t: MmprTask) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, TypeVar
 
 from curation.reasons import check_reason
 
@@ -34,6 +34,24 @@ _UID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 def clean_uid(raw: str) -> str:
     """Make a source id safe as a webdataset key: no dots, no path characters."""
     return _UID_BAD.sub("_", raw.strip())[:128]
+
+
+R = TypeVar("R")
+
+
+def first_kept_per_uid(records: Iterable[R], *, order_key: Callable[[R], Any], uid: Callable[[R], str],
+                       kept: Callable[[R], bool], dup: Callable[[R, R], R]) -> list[R]:
+    """Every shard writer's uid rule: records in source order (`order_key`); the first kept record
+    per uid wins and a later kept one is replaced by `dup(record, first)`, its `dup_uid` rejection."""
+    winners: dict[str, R] = {}
+    out: list[R] = []
+    for rec in sorted(records, key=order_key):
+        if kept(rec):
+            first = winners.setdefault(uid(rec), rec)
+            if first is not rec:
+                rec = dup(rec, first)
+        out.append(rec)
+    return out
 
 
 def hash_uid(url: str, caption: str) -> str:

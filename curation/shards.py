@@ -20,7 +20,7 @@ from typing import IO, Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.records import ImageInfo, Pair, Rejection, Sample
+from curation.records import ImageInfo, Pair, Rejection, Sample, first_kept_per_uid
 
 TAR_MTIME = 1_577_836_800  # 2020-01-01: fixed, so tars are byte-identical across runs
 INDEX_NAME = "_index.json"
@@ -148,19 +148,10 @@ def sample_members(sample: Sample) -> list[tuple[str, bytes]]:
 
 def resolve_uid_collisions(records: Iterable[Sample | Rejection]) -> list[Sample | Rejection]:
     """Keep the first kept sample per uid in source order; later kept ones become `dup_uid`."""
-    ordered = sorted(records, key=lambda r: r.pair.order_key)
-    winners: dict[str, Sample] = {}
-    out: list[Sample | Rejection] = []
-    for rec in ordered:
-        if isinstance(rec, Sample):
-            first = winners.get(rec.pair.uid)
-            if first is not None:
-                where = f"{first.pair.source_file}:{first.pair.source_row}"
-                out.append(Rejection(rec.pair, "write", "dup_uid", f"uid already kept from {where}"))
-                continue
-            winners[rec.pair.uid] = rec
-        out.append(rec)
-    return out
+    return first_kept_per_uid(
+        records, order_key=lambda r: r.pair.order_key, uid=lambda r: r.pair.uid, kept=lambda r: isinstance(r, Sample),
+        dup=lambda r, first: Rejection(r.pair, "write", "dup_uid",
+                                       f"uid already kept from {first.pair.source_file}:{first.pair.source_row}"))
 
 
 def manifest_row(rec: Sample | Rejection) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.conversations import ConvRejection
+from curation.records import first_kept_per_uid
 from curation.shards import HashingWriter, ShardReport, iter_tar_groups, write_tar
 from packing.packer import GreedyPacker, Item, Oversized
 from packing.units import PackUnit
@@ -47,17 +48,10 @@ class PackPlan:
 
 def resolve_duplicates(records: Iterable[PackUnit | ConvRejection]) -> list[PackUnit | ConvRejection]:
     """First unit per uid in source order wins; later ones become `dup_uid` rejections."""
-    out: list[PackUnit | ConvRejection] = []
-    first: dict[str, PackUnit] = {}
-    for rec in sorted(records, key=lambda r: (r.order_key, r.uid)):
-        if isinstance(rec, PackUnit):
-            if rec.uid in first:
-                where = f"{first[rec.uid].source_file}:{first[rec.uid].source_row}"
-                out.append(ConvRejection(rec.uid, rec.source_file, rec.source_row, "pack", "dup_uid", f"uid already kept from {where}"))
-                continue
-            first[rec.uid] = rec
-        out.append(rec)
-    return out
+    return first_kept_per_uid(
+        records, order_key=lambda r: (r.order_key, r.uid), uid=lambda r: r.uid, kept=lambda r: isinstance(r, PackUnit),
+        dup=lambda r, first: ConvRejection(r.uid, r.source_file, r.source_row, "pack", "dup_uid",
+                                           f"uid already kept from {first.source_file}:{first.source_row}"))
 
 
 def plan_packs(units: list[PackUnit], plan: PackPlan) -> list[list[PackUnit]]:

@@ -39,6 +39,12 @@ def sample(image_server, tmp_path_factory) -> dict[str, Path]:
     return write_sample(tmp_path_factory.mktemp("sample"), image_server)
 
 
+def output_files(folder: Path) -> dict[str, bytes]:
+    """Every file a reader of an output folder sees, by relative path (resumption state aside)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "_job.json" and "_progress" not in p.parts}
+
+
 def local_config(recipe: str = "laion.yaml", **overrides) -> IngestConfig:
     """A production recipe with the settings a local-server run needs, plus `overrides`."""
     from curation.config import deep_merge

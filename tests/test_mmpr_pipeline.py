@@ -231,3 +231,22 @@ def test_inspect_reads_mmpr_folders(mmpr_run, tmp_path):
     jsonl.write_text(jsonl.read_text().replace('"chosen": "', '"chosen": "edited ', 1))
     res = subprocess.run(CURATE + ["inspect", "validate", str(broken)], capture_output=True, text=True)
     assert res.returncode == 1 and f"{jsonl.name}: sha256 differs" in res.stdout and "pairs differ" in res.stdout
+
+
+def test_a_uid_kept_twice_keeps_the_first_row_only():
+    import io
+
+    from curation.mmpr_shards import write_mmpr_shard
+
+    def kept(row: int) -> MmprTask:
+        task = _task()
+        task.source_row = row
+        task.pairs = [{"id": f"q_c{row}", "method": "correctness", "chosen": "a", "rejected": "b"}]
+        return task
+
+    written: dict[str, bytes] = {}
+    report, extra = write_mmpr_shard(0, "mmpr-00000-of-00001", [kept(7), kept(3)], io.BytesIO(), io.BytesIO(),
+                                     written.__setitem__)
+    assert report.kept == 1 and report.reasons == {"dup_uid": 1} and report.rows == 2
+    rows = [json.loads(line) for line in extra["mmpr-00000-of-00001.jsonl"].decode().splitlines()]
+    assert [r["id"] for r in rows] == ["q_c3"] and list(written) == ["images/mmpr-00000-of-00001/q_0.png"]

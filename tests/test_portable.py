@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import local_config
+from tests.conftest import local_config, output_files
 
 pytestmark = pytest.mark.slow
 DIRECT = ["--direct_running_mode=in_memory"]
@@ -59,18 +59,13 @@ def portable(tmp_path_factory):
     log.close()
 
 
-def outputs(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "_job.json" and "_progress" not in p.parts}
-
-
 def both(run, cfg, inputs: list[str], base: Path, portable: "Portable") -> tuple[dict, dict]:
     """Run a stage on DirectRunner and on the portable runner; returns both indexes."""
     direct = run(cfg, inputs, str(base / "direct"), DIRECT)
     before = portable.harnesses()
     port = run(cfg, inputs, str(base / "portable"), portable.args)
     assert portable.harnesses() > before  # the work ran in SDK harnesses the pool started, outside this process
-    assert outputs(base / "portable") == outputs(base / "direct")
+    assert output_files(base / "portable") == output_files(base / "direct")
     assert port["config_fingerprint"] == direct["config_fingerprint"]
     return direct, port
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from curation.config import deep_merge
 from curation.images import ImageInfo, process_image
-from tests.conftest import CONFIGS, LOCAL_DOWNLOAD
+from tests.conftest import CONFIGS, LOCAL_DOWNLOAD, output_files
 
 CURATE = [sys.executable, "-m", "curation.cli"]
 MULTI = ["--", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -77,12 +77,6 @@ def test_missing_columns_huge_and_hostile_captions_are_row_rejections():
 
 # ---------------------------------------------------------------------------------------------
 # SIGKILL part-way, then resume
-
-
-def outputs(folder: Path) -> dict[str, bytes]:
-    """Every file a reader sees (resumption state aside)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "_job.json" and "_progress" not in p.parts}
 
 
 def run_killed(cmd: list[str], ready, timeout: float = 300) -> bool:
@@ -146,7 +140,7 @@ def test_ingest_killed_part_way_resumes_byte_identical(sample, tmp_path):
     ref_index = run_ingest(load_config(recipe, IngestConfig), [str(sample["laion"])], str(reference),
                            ["--direct_running_mode=in_memory"])
     assert first == 0 and (second is None or second < ref_index["num_shards"])  # really part-way
-    assert outputs(killed) == outputs(reference)
+    assert output_files(killed) == output_files(reference)
     index = json.loads((killed / "_index.json").read_text())
     n_rows = pq.read_metadata(sample["laion"]).num_rows
     rows = _rows(killed, index)
@@ -176,7 +170,7 @@ def test_pack_killed_part_way_resumes_byte_identical(conv_sample, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     ref_index = run_pack(load_config(recipe, PackConfig), inputs, str(tmp_path / "reference"), ["--direct_running_mode=in_memory"])
     assert first == 0 and (second is None or second < ref_index["num_shards"])
-    assert outputs(killed) == outputs(tmp_path / "reference")
+    assert output_files(killed) == output_files(tmp_path / "reference")
     index = json.loads((killed / "_index.json").read_text())
     n_lines = sum(1 for path in inputs for _ in open(path, encoding="utf-8"))
     rows = _rows(killed, index)
