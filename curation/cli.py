@@ -3,6 +3,7 @@
   curate ingest --config configs/laion.yaml --input 'meta/*.parquet' --output out/laion -- --runner DirectRunner
   curate dedup --config configs/dedup.yaml --input out/laion --input out/coyo --output out/dedup -- --runner DirectRunner
   curate pack --config configs/pack.yaml --input 'convs/*.jsonl' --output out/packed -- --runner DirectRunner
+  curate plan --config configs/plan.yaml --input 'meta/*.parquet' --output out/plan   (metadata-only dry run)
   curate inspect summary|show|validate|report FOLDER ...
   curate check out/packed ; curate train --data out/packed ; curate generate --prompt ... (curation/model_cli.py)
   curate demo --output demo-out
@@ -101,6 +102,31 @@ def cmd_pack(args: argparse.Namespace, beam_args: list[str]) -> int:
     return _run_stage(args, beam_args, PackConfig, "pipelines.pack.run_pack", print_pack_report)
 
 
+def cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from curation.config import load_plan_config
+    from pipelines.plan import run_plan
+
+    overrides = {"progress": False, "ingest": {"progress": False}, "pack": {"progress": False}} if args.no_progress else None
+    cfg = load_plan_config(find_config(args.config), overrides)
+    index = run_plan(cfg, args.input, args.output, beam_args)
+    print_plan_report(index, args.output)
+    return 0 if _accounted(index) else 1
+
+
+def print_plan_report(index: dict[str, Any], output: str, stream=None) -> None:
+    """The accounting table plus what a download + pack of the kept rows would give."""
+    from rich.console import Console
+
+    print_ingest_report(index, output, stream)
+    stats = index.get("stats") or {}
+    kept = index["totals"]["kept"]
+    if kept:
+        Console(file=stream or sys.stdout, width=100).print(
+            f"planned: {kept} samples -> {stats.get('packs', 0)} packs (l_max {index['l_max']}, t_max {index['t_max']}), "
+            f"{stats.get('tokens', 0):,} tokens, {stats.get('tiles', 0):,} tiles, {stats.get('tokens', 0) / kept:.0f} tokens "
+            f"and {stats.get('tiles', 0) / kept:.2f} tiles per sample, {stats.get('truncated', 0)} truncated")
+
+
 def cmd_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     return _run_stage(args, beam_args, IngestConfig, "pipelines.ingest.run_ingest", print_ingest_report)
 
@@ -179,6 +205,11 @@ def cmd_inspect(args: argparse.Namespace, beam_args: list[str]) -> int:
                 found = show.find_pair(ss, uid=args.id, index=None if args.id else (args.index or 0))
                 render = show.render_pair if ss.kind == "pair" else show.render_question
                 print(render(found, args.save_images))
+            elif ss.kind == "plan":
+                from curation.plan import iter_plan_packs
+
+                pack = show.find_pack(ss, index=None if args.id else (args.index or 0), key=args.id, read=iter_plan_packs)
+                print(json.dumps(pack.meta, indent=1, ensure_ascii=False))
             else:
                 pack = show.find_pack(ss, index=None if args.id else (args.index or 0), key=args.id)
                 print(show.render_pack(ss, pack, args.save_images))
@@ -238,6 +269,13 @@ class DemoPack:
 
 
 @dataclass(frozen=True)
+class DemoPlan:
+    recipe: str = "plan.yaml"
+    source: str = "laion"  # the ingest source whose metadata is planned (with that ingest's overrides)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DemoMmpr:
     recipe: str = "mmpr.yaml"
     train_steps: int = 4  # `curate train --loss mpo` on the packed pairs: finite, moving loss
@@ -257,6 +295,7 @@ class DemoConfig:
     """configs/demo.yaml: which recipes the demo runs and the overrides that make them local."""
 
     ingest: DemoIngest
+    plan: DemoPlan = field(default_factory=DemoPlan)
     dedup: DemoDedup = field(default_factory=DemoDedup)
     annotate: DemoAnnotate = field(default_factory=DemoAnnotate)
     pack: DemoPack = field(default_factory=DemoPack)
@@ -299,6 +338,7 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
             index = run_ingest(cfg, [str(paths[source])], target, beam_args)
             print_ingest_report(index, target)
             failures += _unexpected(check_outcomes(target, paths["expected"]))
+    failures += _demo_plan(demo, out, paths, args, beam_args)
     failures += _demo_dedup(demo, out, args, beam_args)
     failures += _demo_annotate(demo, out, args, beam_args)
     failures += _demo_pack(demo, out, args, beam_args)
@@ -306,6 +346,28 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     failures += _demo_mmpr(demo, out, args, beam_args)
     print(f"\ndemo finished: outputs under {out}/ ({'all outcomes as expected' if not failures else f'{failures} unexpected outcomes'})")
     return 0 if failures == 0 else 1
+
+
+def _demo_plan(demo: DemoConfig, out: Path, paths: dict[str, Path], args: argparse.Namespace,
+               beam_args: list[str]) -> int:
+    """`curate plan` on one source's metadata with that ingest's recipe and the pack limits: what a
+    download + pack would give; returns the rows whose pre-download verdict differs from ingest's."""
+    from curation.config import load_plan_config
+    from curation.plan import check_plan_against_ingest
+    from pipelines.plan import run_plan
+
+    source = demo.plan.source
+    progress = {"progress": not args.no_progress}
+    over = deep_merge({"ingest": {"recipe": demo.ingest.recipes[source], **demo.ingest.overrides, **progress},
+                       "pack": {**demo.pack.overrides, **progress}, **progress}, demo.plan.overrides)
+    recipe_path = find_config(demo.plan.recipe)
+    cfg = load_plan_config(recipe_path, over)
+    target = out / "plan"
+    print(f"\n== plan {source} metadata ({recipe_path.name}: {demo.ingest.recipes[source]} filters and dedup, "
+          f"l_max {cfg.pack.l_max}, t_max {cfg.pack.t_max}; no download) -> {target}")
+    index = run_plan(cfg, [str(paths[source])], str(target), beam_args)
+    print_plan_report(index, str(target))
+    return _unexpected(check_plan_against_ingest(target, out / "ingest" / source)) + (0 if _accounted(index) else 1)
 
 
 def _demo_dedup(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -463,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         ("mmpr", cmd_mmpr, "question jsonl -> sampled answers -> MMPR preference pairs (correctness, Dropout NTP)",
          "mmpr.yaml", "question jsonl glob"),
         ("pack", cmd_pack, "conversation / preference jsonl -> InternVL 2.5 packed shards", "pack.yaml", "jsonl glob"),
+        ("plan", cmd_plan, "metadata -> filters, dedup, tiles and tokens from declared sizes -> planned packs (no download)",
+         "plan.yaml", "metadata glob"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", required=True, help=f"YAML recipe, e.g. configs/{recipe}")

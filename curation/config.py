@@ -53,9 +53,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error says what is wrong inside it
+            return _convert(value, options[0], where)
+        for arg in options:
             try:
                 return _convert(value, arg, where)
             except ConfigError:
@@ -144,13 +145,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None = None) -> T:
     """Load YAML at `path` into `cls`; every error names the file."""
-    data = load_yaml(path)
-    if overrides:
-        data = deep_merge(data, overrides)
-    try:
-        return build(cls, data, "")
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    return load_config_data(path, cls, load_yaml(path), overrides)
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -436,3 +431,48 @@ class PackConfig:
     def __post_init__(self) -> None:
         if self.l_max < 16 or self.t_max < 1 or self.buffer < 1 or self.max_pixels < 1:
             raise ConfigError("l_max >= 16, t_max >= 1, buffer >= 1, max_pixels >= 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan recipe (metadata-only dry run)
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """`curate plan`: an ingest recipe's metadata steps (filters, URL/caption dedup, pixel filters
+    on declared sizes, resize) and a pack recipe, over metadata alone: packs, tokens and tiles
+    predicted before any download."""
+
+    ingest: IngestConfig
+    pack: PackConfig = field(default_factory=PackConfig)
+    style: Literal["caption", "pretrain"] = "caption"  # the conversation each pair becomes (as curate convert)
+    shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="plan", samples_per_shard=10_000))
+    progress: bool = True
+
+
+def load_plan_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PlanConfig:
+    """A plan recipe whose `ingest:` / `pack:` may name other recipe files (relative to it): `ingest:
+    laion.yaml`, or `ingest: {recipe: laion.yaml, <keys merged over it>}`. Overrides merge into
+    the plan recipe first (so they may name another recipe), then the named recipes load."""
+    path = Path(path)
+    data = load_yaml(path)
+    for key in ("ingest", "pack"):
+        if isinstance(data.get(key), str):
+            data[key] = {"recipe": data[key]}
+    data = deep_merge(data, overrides or {})
+    for key in ("ingest", "pack"):
+        value = data.get(key)
+        if isinstance(value, dict) and isinstance(value.get("recipe"), str):
+            rest = {k: v for k, v in value.items() if k != "recipe"}
+            data[key] = deep_merge(load_yaml(path.parent / value["recipe"]), rest)
+    return load_config_data(path, PlanConfig, data)
+
+
+def load_config_data(path: str | Path, cls: type[T], data: dict[str, Any], overrides: dict[str, Any] | None = None) -> T:
+    """`data` (read from `path`) + overrides -> `cls`; every error names the file."""
+    if overrides:
+        data = deep_merge(data, overrides)
+    try:
+        return build(cls, data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

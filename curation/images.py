@@ -80,11 +80,26 @@ _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "area": Image.Resampling.BOX, 
              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 
 
+def _scaled(w: int, h: int, scale: float) -> tuple[int, int]:
+    return (w, h) if scale == 1.0 else (max(1, round(w * scale)), max(1, round(h * scale)))
+
+
+def stored_size(width: int, height: int, cfg: ImageConfig) -> tuple[int, int]:
+    """The size ingest stores an image of this (display) size at: resize, then crop or border.
+    `curate plan` tiles declared sizes with it; a JPEG's draft decode can shift it by a pixel."""
+    w, h = _scaled(width, height, _scale_for(cfg.resize_mode, cfg.image_size, width, height, cfg.resize_only_if_bigger))
+    size = cfg.image_size
+    if cfg.resize_mode == "center_crop" and (w > size or h > size):
+        return min(size, w), min(size, h)
+    if cfg.resize_mode == "border" and (w, h) != (size, size) and max(w, h) <= size:
+        return size, size
+    return w, h
+
+
 def _resize(img: Image.Image, scale: float, cfg: ImageConfig) -> Image.Image:
     if scale == 1.0:
         return img
-    w, h = img.size
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    new = _scaled(img.width, img.height, scale)
     method = cfg.downscale_interpolation if scale < 1.0 else cfg.upscale_interpolation
     return img.resize(new, _RESAMPLE[method])
 

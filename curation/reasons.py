@@ -87,6 +87,8 @@ REASONS: dict[str, str] = {
     "too_long": "pack: above l_max tokens even after text-only truncation (never cut inside an image); "
                 "mmpr: every sampled response hit max_new_tokens",
     "too_many_tiles": "the sample's images need more than t_max tiles",
+    # plan (metadata-only dry run)
+    "no_declared_size": "plan: the row declares no image width/height, so its tiles cannot be planned",
 }
 
 HTTP_CODES_NAMED = frozenset({400, 401, 403, 404, 410, 429, 500, 502, 503, 504})

@@ -64,31 +64,35 @@ class MinHasher:
         object.__setattr__(self, "_a", a)
         object.__setattr__(self, "_b", b)
 
-    def signatures(self, docs: Sequence[Iterable[bytes]], chunk: int = 4096) -> np.ndarray:
-        """(len(docs), num_perm) uint32; an empty shingle set gets all-EMPTY."""
+    def signatures(self, docs: Sequence[Iterable[bytes]], max_shingles: int = 1 << 16) -> np.ndarray:
+        """(len(docs), num_perm) uint32; an empty shingle set gets all-EMPTY. Documents are hashed
+        in chunks of about `max_shingles` shingles: the (num_perm, shingles) work array stays near
+        num_perm x 256 KiB whatever the batch (32 MiB at 128 permutations)."""
         out = np.full((len(docs), self.num_perm), EMPTY, dtype=np.uint32)
         sha1 = hashlib.sha1
-        for lo in range(0, len(docs), chunk):
-            part = docs[lo:lo + chunk]
-            digests: list[bytes] = []
-            starts: list[int] = []
-            rows: list[int] = []
-            for i, doc in enumerate(part):
-                before = len(digests)
-                digests.extend([sha1(s).digest()[:4] for s in doc])
-                if len(digests) > before:
-                    starts.append(before)
-                    rows.append(lo + i)
-            if not digests:
-                continue
-            hv = _fmix32(np.frombuffer(b"".join(digests), dtype="<u4").astype(np.uint32))
-            # (num_perm, shingles) layout: each permutation's row is contiguous, so the segmented
-            # minimum runs along memory; uint32 wraparound is the mod 2^32.
-            phv = np.empty((self.num_perm, len(hv)), dtype=np.uint32)
-            np.multiply(self._a[:, None], hv[None, :], out=phv)
-            np.add(phv, self._b[:, None], out=phv)
-            out[rows] = np.minimum.reduceat(phv, np.asarray(starts), axis=1).T
+        digests: list[bytes] = []
+        starts: list[int] = []
+        rows: list[int] = []
+        for i, doc in enumerate(docs):
+            before = len(digests)
+            digests.extend([sha1(s).digest()[:4] for s in doc])
+            if len(digests) > before:
+                starts.append(before)
+                rows.append(i)
+            if len(digests) >= max_shingles or i == len(docs) - 1:
+                if digests:
+                    self._fill(out, digests, starts, rows)
+                digests, starts, rows = [], [], []
         return out
+
+    def _fill(self, out: np.ndarray, digests: list[bytes], starts: list[int], rows: list[int]) -> None:
+        hv = _fmix32(np.frombuffer(b"".join(digests), dtype="<u4").astype(np.uint32))
+        # (num_perm, shingles) layout: each permutation's row is contiguous, so the segmented
+        # minimum runs along memory; uint32 wraparound is the mod 2^32.
+        phv = np.empty((self.num_perm, len(hv)), dtype=np.uint32)
+        np.multiply(self._a[:, None], hv[None, :], out=phv)
+        np.add(phv, self._b[:, None], out=phv)
+        out[rows] = np.minimum.reduceat(phv, np.asarray(starts), axis=1).T
 
 
 def jaccard(a: set, b: set) -> float:
@@ -114,6 +118,9 @@ def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weigh
 
 
 def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
-    """One bucket key per band: the band index plus its rows' bytes (equal keys = candidate pair)."""
+    """One bucket key per band: a 12-byte digest of the band index and its rows (equal keys =
+    candidate pair). Every row sits in every band's shuffle, so the key is kept short; a chance
+    collision only adds a stranger to a bucket, which verification drops."""
     sig = np.ascontiguousarray(signature[: bands * rows], dtype="<u4").reshape(bands, rows)
-    return [bytes([i & 0xFF, i >> 8]) + sig[i].tobytes() for i in range(bands)]
+    return [hashlib.blake2b(sig[i].tobytes(), digest_size=12, salt=i.to_bytes(2, "little")).digest()
+            for i in range(bands)]

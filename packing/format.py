@@ -122,7 +122,8 @@ def pack_members(key: str, units: list[PackUnit], plan: PackPlan,
     return members, row
 
 
-def _parquet(rows: list[dict[str, Any]], schema: pa.Schema, f: IO[bytes]) -> None:
+def write_rows(rows: list[dict[str, Any]], schema: pa.Schema, f: IO[bytes]) -> None:
+    """Rows -> one zstd parquet file with this schema (an empty table when there are none)."""
     table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
     pq.write_table(table, f, compression="zstd")
 
@@ -155,9 +156,9 @@ def write_pack_shard(shard: int, name: str, records: Iterable[PackUnit | ConvRej
             man_rows.append({"uid": r.uid, "source_file": r.source_file, "source_row": r.source_row, "status": "rejected",
                              "stage": r.stage, "reason": r.reason, "detail": r.detail})
     man_out = HashingWriter(manifest_file)
-    _parquet(man_rows, MANIFEST_SCHEMA, man_out)
+    write_rows(man_rows, MANIFEST_SCHEMA, man_out)
     packs_buf = io.BytesIO()
-    _parquet(rows, PACKS_SCHEMA, packs_buf)
+    write_rows(rows, PACKS_SCHEMA, packs_buf)
     rejected = [r for r in resolved if isinstance(r, ConvRejection)]
     report = ShardReport(
         shard=shard, name=name, kept=len(units), rows=len(resolved), tar_sha256=tar_out.hexdigest(),

@@ -113,11 +113,15 @@ def add_image_tokens(tok: Any) -> int:
 
 def load_tokenizer(name_or_path: str = BUILTIN) -> Any:
     """Any Hugging Face tokenizer by local path (or hub name when online); `builtin:smollm2` offline."""
-    from transformers import AutoTokenizer
-
+    if name_or_path == BUILTIN:
+        # A plain tokenizers-backed tokenizer: loaded directly, not through AutoTokenizer, whose
+        # config registry imports torch (about 260 MB more in every worker that tokenizes).
+        from transformers import PreTrainedTokenizerFast as loader
+    else:
+        from transformers import AutoTokenizer as loader
     path = str(builtin_tokenizer_dir()) if name_or_path == BUILTIN else name_or_path
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = loader.from_pretrained(path)
     except OSError as err:
         raise TokenizerUnavailable(f"tokenizer {path!r} cannot be loaded: {str(err).splitlines()[0]}") from None
     if add_image_tokens(tok):

@@ -37,14 +37,22 @@ def _key_or_pass(key: DupKey, kind: str):
 
 
 def _split_exact(item, reason: str, namespace: str):
-    """(exact key, DupKeys) -> the minimum node survives, every other one is a `reason` duplicate."""
+    """(exact key, DupKeys) -> the minimum node survives, every other one is a `reason` duplicate.
+
+    Two passes over the group, never a list of it: a caption repeated a million times streams
+    through (runners page big groups and let them be iterated again)."""
     from filters.dedup import node_uid
 
     _, group = item
-    group = list(group)
-    group_size(namespace, reason, len(group))  # e.g. group_size_dup_url
-    rep = min(group)
+    rep, size = None, 0
+    for key in group:
+        size += 1
+        if rep is None or key < rep:
+            rep = key
+    group_size(namespace, reason, size)  # e.g. group_size_dup_url
     yield rep
+    if size == 1:
+        return
     rep_uid = node_uid(rep.node)
     groups_with_dups = 0
     for key in group:
@@ -207,7 +215,8 @@ class ConnectedComponents(beam.PTransform):
 
 
 class CaptionBands(beam.DoFn):
-    """Batches of DupKeys -> (LSH band key, CaptionMember), signatures computed per batch."""
+    """Batches of DupKeys -> (LSH band key, member id), signatures computed per batch: 24 bytes per
+    row and band through the biggest shuffle of dedup, not the caption."""
 
     def __init__(self, cfg: DedupConfig, namespace: str) -> None:
         self.cfg = cfg.near_caption
@@ -221,7 +230,7 @@ class CaptionBands(beam.DoFn):
         self.signed = Metrics.counter(self.namespace, "caption_signatures")
 
     def process(self, batch):
-        from filters.dedup import CaptionMember, caption_hash
+        from filters.dedup import member_id
         from filters.minhash import band_keys, shingles
 
         docs = [shingles(k.caption, self.cfg.shingle, self.cfg.ngram) for k in batch]
@@ -230,53 +239,118 @@ class CaptionBands(beam.DoFn):
         for key, doc, sig in zip(batch, docs, sigs):
             if not doc:
                 continue  # nothing to compare: an empty caption is left to the exact path
-            member = CaptionMember(key.node, caption_hash(key.caption), key.caption)
+            mid = member_id(key.node)
             for band in band_keys(sig, self.bands, self.rows):
-                yield band, member
+                yield band, mid
 
 
-class Bucket(beam.DoFn):
-    """(bucket key, members) -> star edges; a hot bucket (> max_bucket) sends its members to the
-    exact path instead (keyed by caption hash or the whole pHash) and is counted."""
+HOT_BUCKET = b""  # a membership that stands for "in a hot bucket": fall back to the exact caption key
 
-    HOT = "hot"
 
-    def __init__(self, kind: str, cfg: DedupConfig, namespace: str) -> None:
-        self.kind = kind
+def _bucket_size(members, limit: int) -> int:
+    """Members counted up to limit + 1 (a hot bucket is never walked to its end here)."""
+    size = 0
+    for _ in members:
+        size += 1
+        if size > limit:
+            break
+    return size
+
+
+class CaptionBucket(beam.DoFn):
+    """(band key, member ids) -> (member id, band key) for each member of a bucket of 2..max_bucket,
+    (member id, HOT_BUCKET) for each member of a hot one (counted); singletons end here."""
+
+    def __init__(self, cfg: DedupConfig, namespace: str) -> None:
         self.cfg = cfg
         self.namespace = namespace
 
     def setup(self) -> None:
-        self.hot = Metrics.counter(self.namespace, f"{self.kind}_hot_buckets")
-        self.hot_members = Metrics.counter(self.namespace, f"{self.kind}_hot_bucket_members")
-        self.candidates = Metrics.counter(self.namespace, f"{self.kind}_bucket_edges")
+        self.hot = Metrics.counter(self.namespace, "caption_hot_buckets")
+        self.hot_members = Metrics.counter(self.namespace, "caption_hot_bucket_members")
 
     def process(self, item):
-        from filters.dedup import caption_bucket_edges, image_bucket_edges
+        band, members = item
+        size = _bucket_size(members, self.cfg.max_bucket)
+        group_size(self.namespace, "caption_bucket", size)  # max_bucket + 1: hot, not compared pairwise
+        if size < 2:
+            return
+        hot = size > self.cfg.max_bucket
+        if hot:
+            self.hot.inc()
+        for mid in members:
+            if hot:
+                self.hot_members.inc()
+            yield mid, HOT_BUCKET if hot else band
+
+
+def _caption_memberships(item):
+    """CoGroup per member id of its bucket memberships and its (node, caption) -> (band key,
+    CaptionMember) per bucket, and (caption hash, node) once if it sat in a hot bucket."""
+    from filters.dedup import CaptionMember, caption_hash
+
+    _, groups = item
+    buckets = set(groups["buckets"])
+    if not buckets:
+        return
+    for node, caption in groups["rows"]:
+        if HOT_BUCKET in buckets:
+            yield beam.pvalue.TaggedOutput("hot", (caption_hash(caption), node))
+        for band in sorted(buckets - {HOT_BUCKET}):
+            yield band, CaptionMember(node, caption)
+
+
+class VerifyBucket(beam.DoFn):
+    """(band key, CaptionMembers) of a bucket of 2..max_bucket -> star edges over the pairs whose
+    true Jaccard reaches the threshold."""
+
+    def __init__(self, cfg: DedupConfig, namespace: str) -> None:
+        self.cfg = cfg.near_caption
+        self.namespace = namespace
+
+    def setup(self) -> None:
+        self.candidates = Metrics.counter(self.namespace, "caption_bucket_edges")
+
+    def process(self, item):
+        from filters.dedup import caption_bucket_edges
+
+        c = self.cfg
+        edges = caption_bucket_edges(list(item[1]), c.threshold if c.verify else None, c.shingle, c.ngram)
+        self.candidates.inc(len(edges))
+        yield from edges
+
+
+class ImageBucket(beam.DoFn):
+    """(bucket key, ImageMembers) -> star edges; a hot bucket (> max_bucket) sends its members to the
+    exact path instead (keyed by the whole pHash) and is counted."""
+
+    HOT = "hot"
+
+    def __init__(self, cfg: DedupConfig, namespace: str) -> None:
+        self.cfg = cfg
+        self.namespace = namespace
+
+    def setup(self) -> None:
+        self.hot = Metrics.counter(self.namespace, "image_hot_buckets")
+        self.hot_members = Metrics.counter(self.namespace, "image_hot_bucket_members")
+        self.candidates = Metrics.counter(self.namespace, "image_bucket_edges")
+
+    def process(self, item):
+        from filters.dedup import image_bucket_edges
 
         _, members = item
-        size = 0
-        for _ in members:
-            size += 1
-            if size > self.cfg.max_bucket:
-                break
-        group_size(self.namespace, f"{self.kind}_bucket", size)  # max_bucket + 1: hot, not compared pairwise
+        size = _bucket_size(members, self.cfg.max_bucket)
+        group_size(self.namespace, "image_bucket", size)  # max_bucket + 1: hot, not compared pairwise
+        if size < 2:
+            return
         if size > self.cfg.max_bucket:
             self.hot.inc()
             for m in members:
                 self.hot_members.inc()
-                if self.kind == "caption":
-                    yield beam.pvalue.TaggedOutput(self.HOT, (m.exact, m.node))
-                elif not m.probe:
+                if not m.probe:
                     yield beam.pvalue.TaggedOutput(self.HOT, (f"{m.phash:016x}", m.node))
             return
-        if size < 2:
-            return
-        if self.kind == "caption":
-            c = self.cfg.near_caption
-            edges = caption_bucket_edges(list(members), c.threshold if c.verify else None, c.shingle, c.ngram)
-        else:
-            edges = image_bucket_edges(list(members), self.cfg.near_image.hamming)
+        edges = image_bucket_edges(list(members), self.cfg.near_image.hamming)
         self.candidates.inc(len(edges))
         yield from edges
 
@@ -315,31 +389,54 @@ class NearDuplicates(beam.PTransform):
 
     def expand(self, keys):
         if self.kind == "caption":
-            banded = (
-                keys
-                | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
-                | "Signatures" >> beam.ParDo(CaptionBands(self.cfg, self.namespace))
-            )
+            edges, hot = self._caption(keys)
             reason = "near_dup_caption"
         else:
-            banded = keys | "Bands" >> beam.FlatMap(_image_members, self.cfg.near_image)
+            buckets = (
+                keys
+                | "Bands" >> beam.FlatMap(_image_members, self.cfg.near_image)
+                | "GroupBuckets" >> beam.GroupByKey()
+                | "Buckets" >> beam.ParDo(ImageBucket(self.cfg, self.namespace)).with_outputs(ImageBucket.HOT, main="edges")
+            )
+            edges, hot = buckets.edges, buckets.hot
             reason = "near_dup_image"
-        buckets = (
-            banded
-            | "GroupBuckets" >> beam.GroupByKey()
-            | "Buckets" >> beam.ParDo(Bucket(self.kind, self.cfg, self.namespace)).with_outputs(Bucket.HOT, main="edges")
-        )
         hot_edges = (
-            buckets.hot
+            hot
             | "GroupHotByExactKey" >> beam.GroupByKey()
             | "HotStars" >> beam.FlatMap(_exact_stars)
         )
         labels = (
-            (buckets.edges, hot_edges)
+            (edges, hot_edges)
             | "AllEdges" >> beam.Flatten()
             | "Components" >> ConnectedComponents(self.cfg.components, self.namespace)
         )
         return labels | "Decide" >> beam.Map(_decide, reason)
+
+    def _caption(self, keys):
+        """Band keys and member ids only through the band shuffle; the captions of members of
+        non-singleton buckets join back by id for verification."""
+        from filters.dedup import member_id
+
+        memberships = (
+            keys
+            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+            | "Signatures" >> beam.ParDo(CaptionBands(self.cfg, self.namespace))
+            | "GroupBuckets" >> beam.GroupByKey()
+            | "Buckets" >> beam.ParDo(CaptionBucket(self.cfg, self.namespace))
+        )
+        members = (
+            {"buckets": memberships,
+             "rows": keys | "CaptionById" >> beam.Map(lambda k: (member_id(k.node), (k.node, k.caption)))}
+            | "JoinCaptions" >> beam.CoGroupByKey()
+            | "Members" >> beam.FlatMap(_caption_memberships).with_output_types(tuple[bytes, Any])
+                                                                    .with_outputs("hot", main="members")
+        )
+        edges = (
+            members.members
+            | "GroupCandidates" >> beam.GroupByKey()
+            | "Verify" >> beam.ParDo(VerifyBucket(self.cfg, self.namespace))
+        )
+        return edges, members.hot
 
 
 def _decide(label: tuple[str, str], reason: str) -> Decision:

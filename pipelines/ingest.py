@@ -26,15 +26,16 @@ NS = "curate.ingest"
 class ReadFile(beam.DoFn):
     """path -> every row as Pair or Rejection (malformed rows included)."""
 
-    def __init__(self, cfg: IngestConfig) -> None:
+    def __init__(self, cfg: IngestConfig, namespace: str = NS) -> None:
         self.cfg = cfg
+        self.namespace = namespace
 
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
 
         from curation.sources import read_pairs
 
-        inputs = Metrics.counter(NS, "inputs")
+        inputs = Metrics.counter(self.namespace, "inputs")
         with FileSystems.open(path) as f:
             for rec in read_pairs(f, self.cfg.source, path):
                 inputs.inc()
@@ -67,10 +68,15 @@ class MetadataFilters(beam.DoFn):
         yield element
 
 
-def _keyed_by_dup_key(element, score_field: str | None):
+def _dup_key_of(element, score_field: str | None):
     from filters.dedup import dup_key
 
-    return dup_key(element[1], score_field), element
+    return dup_key(element[1], score_field)
+
+
+def _by_node(element, score_field: str | None):
+    """(shard, Pair) -> (its dedup node, (shard, Pair)): the node a Decision names."""
+    return _dup_key_of(element, score_field).node, element
 
 
 def _apply_decision(item):
@@ -168,6 +174,54 @@ def write_staged_shard(shard: int, name: str, records, tar_file, manifest_file):
     return write_pair_shard(shard, name, records, tar_file, manifest_file)
 
 
+class MetadataDecisions(beam.PTransform):
+    """(shard, Pair | Rejection) -> (filtered (shard, Pair), rejected (shard, Rejection), Decisions):
+    the metadata filters, then the recipe's URL / caption dedup (exact and near) as one Decision per
+    duplicate, not yet applied to the rows."""
+
+    def __init__(self, cfg: IngestConfig, namespace: str = NS) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.namespace = namespace
+
+    def expand(self, keyed):
+        filtered = keyed | "MetadataFilters" >> beam.ParDo(MetadataFilters(self.cfg)).with_outputs(MetadataFilters.REJECTED, main="kept")
+        dedup = self.cfg.metadata_dedup()
+        if dedup is None:
+            return filtered.kept, filtered.rejected, keyed.pipeline | "NoDecisions" >> beam.Create([])
+        from pipelines.dedup import DedupDecisions
+
+        decisions = (
+            filtered.kept
+            | "DupKeys" >> beam.Map(_dup_key_of, dedup.score_field)
+            | "Dedup" >> DedupDecisions(dedup, self.namespace, images=False)
+        )
+        return filtered.kept, filtered.rejected, decisions
+
+
+class MetadataSteps(beam.PTransform):
+    """(shard, Pair | Rejection) -> (kept (shard, Pair), rejected (shard, Rejection)): the metadata
+    filters and dedup, with each duplicate's Decision joined back onto its row before any download."""
+
+    def __init__(self, cfg: IngestConfig, namespace: str = NS) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.namespace = namespace
+
+    def expand(self, keyed):
+        kept, rejected, decisions = keyed | "Decisions" >> MetadataDecisions(self.cfg, self.namespace)
+        dedup = self.cfg.metadata_dedup()
+        if dedup is None:
+            return kept, rejected
+        deduped = (
+            {"pairs": kept | "PairsByNode" >> beam.Map(_by_node, dedup.score_field),
+             "decisions": decisions | "DecisionsByNode" >> beam.Map(lambda d: (d.node, d))}
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "ApplyDecisions" >> beam.FlatMap(_apply_decision).with_outputs("rejected", main="kept")
+        )
+        return deduped.kept, (rejected, deduped.rejected) | "AllRejected" >> beam.Flatten()
+
+
 def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: str, fingerprint: str,
                  previous: dict[str, Any]) -> beam.PCollection:
     """Wire the ingest graph on `p`; returns the PCollection holding the written index."""
@@ -176,26 +230,7 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
     rows, num_shards = p | "Read" >> ReadAndCount(files, ReadFile(cfg), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
     keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
-    filtered = keyed | "MetadataFilters" >> beam.ParDo(MetadataFilters(cfg)).with_outputs(MetadataFilters.REJECTED, main="kept")
-    kept, rejected = filtered.kept, [filtered.rejected]
-    dedup = cfg.metadata_dedup()
-    if dedup is not None:
-        from pipelines.dedup import DedupDecisions
-
-        by_key = kept | "DupKeys" >> beam.Map(_keyed_by_dup_key, dedup.score_field)
-        decisions = (
-            by_key
-            | "Keys" >> beam.Map(lambda kv: kv[0])
-            | "Dedup" >> DedupDecisions(dedup, NS, images=False)
-        )
-        deduped = (
-            {"pairs": by_key | "PairsByNode" >> beam.Map(lambda kv: (kv[0].node, kv[1])),
-             "decisions": decisions | "DecisionsByNode" >> beam.Map(lambda d: (d.node, d))}
-            | "JoinDecisions" >> beam.CoGroupByKey()
-            | "ApplyDecisions" >> beam.FlatMap(_apply_decision).with_outputs("rejected", main="kept")
-        )
-        kept = deduped.kept
-        rejected.append(deduped.rejected)
+    kept, rejected = keyed | "Metadata" >> MetadataSteps(cfg)
     todo = not_done(prefix, done)
     downloaded = (
         kept
@@ -203,11 +238,7 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
         | "SpreadDownloads" >> beam.Reshuffle()
         | "Download" >> beam.ParDo(Download(cfg, output))
     )
-    rejected_todo = (
-        rejected
-        | "AllRejected" >> beam.Flatten()
-        | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n)
-    )
+    rejected_todo = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n)
     return (
         (downloaded, rejected_todo)
         | "Records" >> beam.Flatten()

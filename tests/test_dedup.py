@@ -117,9 +117,9 @@ def test_image_buckets_give_the_brute_force_threshold_components():
 
 
 def test_caption_bucket_verification_stops_lucky_collisions():
-    a = CaptionMember(node_id("a", None), "x", "a red bicycle leaning on a blue wall at dawn")
-    b = CaptionMember(node_id("b", None), "y", "A red bicycle, leaning on a blue wall at dawn!")
-    c = CaptionMember(node_id("c", None), "z", "a green tram crossing an old stone bridge")
+    a = CaptionMember(node_id("a", None), "a red bicycle leaning on a blue wall at dawn")
+    b = CaptionMember(node_id("b", None), "A red bicycle, leaning on a blue wall at dawn!")
+    c = CaptionMember(node_id("c", None), "a green tram crossing an old stone bridge")
     assert caption_bucket_edges([c, b, a], None, "char", 5) == [(b.node, a.node), (c.node, a.node)]
     assert caption_bucket_edges([c, b, a], 0.8, "char", 5) == [(b.node, a.node)]
     assert caption_bucket_edges([a, a], 0.8, "char", 5) == []

@@ -19,7 +19,8 @@ def captions(n, seed=0):
 def test_signatures_equal_datasketch_word_and_char_shingles():
     for kind, n, num_perm in (("word", 3, 128), ("char", 5, 64)):
         docs = [shingles(c, kind, n) for c in captions(300)] + [set()]
-        sigs = MinHasher(num_perm, seed=7).signatures(docs, chunk=50)
+        sigs = MinHasher(num_perm, seed=7).signatures(docs, max_shingles=500)  # many chunks
+        assert np.array_equal(sigs, MinHasher(num_perm, seed=7).signatures(docs, max_shingles=1))  # one doc each
         for doc, sig in zip(docs, sigs):
             ref = MinHash(num_perm=num_perm, seed=7)
             ref.update_batch(sorted(doc))

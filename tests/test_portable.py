@@ -147,3 +147,16 @@ def test_worker_images_match_the_pinned_beam_and_copy_existing_sources():
         assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text
         for src in re.findall(r"^COPY (?!--from)(\S+) ", text, re.M):
             assert (root / src).exists(), (name, src)
+
+
+def test_plan_on_the_portable_runner(portable, tmp_path):
+    from curation.config import load_plan_config
+    from curation.sample_laion import generate_laion
+    from pipelines.plan import run_plan
+    from tests.conftest import CONFIGS
+
+    generate_laion(tmp_path / "meta", 600, part_rows=300, seed=5)
+    cfg = load_plan_config(CONFIGS / "plan.yaml", {"progress": False, "ingest": {"progress": False},
+                                                   "pack": {"progress": False}, "shards": {"samples_per_shard": 200}})
+    plan, _ = both(run_plan, cfg, [str(tmp_path / "meta" / "*.parquet")], tmp_path / "plan", portable)
+    assert plan["totals"]["inputs"] == 600 and plan["stats"]["packs"] > 0 and plan["reasons"].get("dup_url", 0) > 0

@@ -1,6 +1,7 @@
 """Conversation -> ids + labels with the real SmolLM2 tokenizer and the InternVL 2.5 template."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,24 @@ def test_truncation_never_cuts_inside_an_image(tokenizer):
     cut = truncate(enc, start + 10)  # the limit falls inside the second image
     assert len(cut) == start and len(cut.image_spans) == 1
     assert truncate(enc, end).image_spans == enc.image_spans[:2]
+
+
+def test_builtin_loads_without_torch_and_matches_autotokenizer(tokenizer):
+    """The builtin tokenizer skips AutoTokenizer (whose registry imports torch in every worker) and
+    still tokenizes exactly as AutoTokenizer does on the same folder."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from packing.tokens import builtin_tokenizer_dir
+
+    auto = AutoTokenizer.from_pretrained(str(builtin_tokenizer_dir()))
+    for text in ("<|im_start|>user\n<img><IMG_CONTEXT><IMG_CONTEXT></img>\nHello wörld 中文<|im_end|>", "plain 123 text"):
+        assert tokenizer(text)["input_ids"] == auto(text)["input_ids"]
+    assert len(tokenizer) == len(auto) and tokenizer.eos_token == auto.eos_token
+    code = ("import sys; from packing.tokens import load_tokenizer; t = load_tokenizer(); "
+            "print(len(t), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.stdout.split() == [str(len(tokenizer)), "False"]

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from curation.shards import INDEX_NAME
 
-KINDS = {"pairs": "pair", "packs": "packed", "mmpr": "preference"}  # index kind -> the name users see
+KINDS = {"pairs": "pair", "packs": "packed", "mmpr": "preference", "plan": "plan"}  # index kind -> the name users see
 
 
 class InspectError(RuntimeError):

@@ -132,9 +132,12 @@ def render_question(found: dict[str, Any], save_images: str | None = None) -> st
     return "\n".join(lines)
 
 
-def find_pack(ss: ShardSet, index: int | None = None, key: str | None = None):
-    """A pack by position in index order, by pack key, or by the uid of a sample packed in it."""
+def find_pack(ss: ShardSet, index: int | None = None, key: str | None = None, read=None):
+    """A pack by position in index order, by pack key, or by the uid of a sample packed in it;
+    `read` iterates a tar's packs (default: packed shards; a plan folder passes its own)."""
     from packing.format import iter_packs
+
+    read = read or iter_packs
 
     seen = 0
     for entry in ss.shards:
@@ -150,7 +153,7 @@ def find_pack(ss: ShardSet, index: int | None = None, key: str | None = None):
             seen += n
             continue
         with ss.open_tar(entry) as f:
-            for i, pack in enumerate(iter_packs(f)):
+            for i, pack in enumerate(read(f)):
                 if (wanted is not None and pack.key == wanted) or (index is not None and seen + i == index):
                     return pack
         seen += n

@@ -148,7 +148,7 @@ def render(doc: dict[str, Any], console) -> None:
     over.add_row("input rows", str(doc["rows"]))
     over.add_row("kept", str(doc["kept"]))
     over.add_row("rejected", str(doc["rejected"]))
-    if doc["kind"] == "packed":
+    if doc["kind"] in ("packed", "plan"):
         over.add_row("packs", str(doc["packs"]))
         if doc["packs"]:
             over.add_row("mean token / tile fill", f"{doc['mean_token_fill']:.1%} / {doc['mean_tile_fill']:.1%}")

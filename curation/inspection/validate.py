@@ -113,6 +113,11 @@ def _check_shard(ss: ShardSet, entry: dict[str, Any], problems: list[str]) -> tu
                     missing, extra = sorted(expected - samples)[:3], sorted(samples - expected)[:3]
                     problems.append(f"{entry['tar']}: tar samples differ from the manifest's kept rows "
                                     f"(missing {missing}, not in manifest {extra})")
+            elif ss.kind == "plan":
+                planned = _check_plan(name, iter_tar_groups(stream, strict=True), problems)
+                expected = {(r["uid"], r["pack"]) for r in kept_rows}
+                if planned != expected:
+                    problems.append(f"{entry['tar']}: planned packs differ from the manifest's kept rows and packs")
             else:
                 packs = _check_packs(name, iter_tar_groups(stream, strict=True), problems)
                 listed = {r["pack"] for r in kept_rows}
@@ -187,6 +192,26 @@ def _check_preferences(ss: ShardSet, entry: dict[str, Any], groups, problems: li
                 open_binary(ss.path(image)).close()
             except OSError:
                 problems.append(f"{jsonl}: pair {row['id']}: image {image} missing")
+    return seen
+
+
+def _check_plan(name: str, groups, problems: list[str]) -> set[tuple[str, str]]:
+    """A plan shard: one json per pack whose units add up and fit the limits -> {(uid, pack)}."""
+    seen: set[tuple[str, str]] = set()
+    for key, group in groups:
+        where = f"{name}: pack {key}"
+        try:
+            meta = json.loads(group["json"])
+            units = meta["units"]
+            tokens, tiles = sum(u["tokens"] for u in units), sum(u["tiles"] for u in units)
+        except (KeyError, TypeError, ValueError) as err:
+            problems.append(f"{where}: unreadable plan ({type(err).__name__}: {err})")
+            continue
+        if (tokens, tiles) != (meta["tokens"], meta["tiles"]):
+            problems.append(f"{where}: units add up to {tokens} tokens / {tiles} tiles, json says {meta['tokens']} / {meta['tiles']}")
+        if tokens > meta["l_max"] or tiles > meta["t_max"]:
+            problems.append(f"{where}: {tokens} tokens / {tiles} tiles overrun l_max {meta['l_max']} / t_max {meta['t_max']}")
+        seen.update((u["uid"], key) for u in units)
     return seen
 
 

@@ -1,0 +1,121 @@
+"""Plan: metadata files -> the ingest recipe's metadata filters and dedup decisions -> planned units
+(declared size -> pixel filters, resize, tiles; caption -> tokens) -> shard by uid, decisions
+applied -> pack -> plan shards.
+
+Only wiring: planning lives in curation/plan.py, the metadata steps are ingest's own. No download:
+this is the dry run that says what a download + pack of these rows would give, and the graph the
+scale simulation (bench/scale.py) drives at 1M rows. Every input row ends in one manifest row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from curation.config import PlanConfig
+from curation.plan import PlanRejection
+from curation.records import record_uid
+from pipelines.ingest import ReadFile
+from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job
+
+NS = "curate.plan"
+
+
+class PlanUnits(beam.DoFn):
+    """(shard, Pair) -> (shard, PlannedUnit | PlanRejection); the tokenizer loads once per worker."""
+
+    def __init__(self, cfg: PlanConfig) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        from curation.plan import UnitPlanner
+
+        self.planner = UnitPlanner(self.cfg)
+        self.planned = Metrics.counter(NS, "planned")
+        self.rejected = Metrics.counter(NS, "plan_rejected")
+        self.tokens = Metrics.distribution(NS, "unit_tokens")
+        self.bar = None
+        if self.cfg.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=f"plan[{os.getpid()}]", unit="row", mininterval=1.0, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+
+    def process(self, element):
+        shard, pair = element
+        rec = self.planner(pair)
+        if isinstance(rec, PlanRejection):
+            self.rejected.inc()
+        else:
+            self.planned.inc()
+            self.tokens.update(rec.tokens)
+        if self.bar is not None:
+            self.bar.update(1)
+        yield shard, rec
+
+    def teardown(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _slim(element):
+    """(shard, Rejection) -> (shard, PlanRejection): only what its manifest row needs crosses the shuffle."""
+    shard, rej = element
+    return shard, PlanRejection.of(rej)
+
+
+def _decision_shard(decision, num_shards: int):
+    from curation.shards import shard_of
+
+    return shard_of(decision.uid, num_shards), decision
+
+
+def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str, fingerprint: str,
+               previous: dict[str, Any]) -> beam.PCollection:
+    """Wire the plan graph on `p`; returns the PCollection holding the written index.
+
+    Unlike ingest (which must not download a duplicate), the dedup Decisions are not joined back
+    onto the rows: they go to the shard writer with them, one shuffle fewer for every row."""
+    from curation.plan import write_plan_shard
+    from pipelines.ingest import MetadataDecisions
+
+    prefix = cfg.shards.prefix
+    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadFile(cfg.ingest, NS), cfg.shards.samples_per_shard)
+    n = beam.pvalue.AsSingleton(num_shards)
+    keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
+    kept, rejected, decisions = keyed | "Metadata" >> MetadataDecisions(cfg.ingest, NS)
+    todo = not_done(prefix, frozenset(previous))
+    planned = kept | "SkipDoneShards" >> beam.Filter(todo, num_shards=n) | "Plan" >> beam.ParDo(PlanUnits(cfg))
+    rejected = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n) | "SlimRejected" >> beam.Map(_slim)
+    decided = (
+        decisions
+        | "DecisionShard" >> beam.Map(_decision_shard, num_shards=n)
+        | "SkipDoneDecisions" >> beam.Filter(todo, num_shards=n)
+    )
+    pack = cfg.pack
+    write = functools.partial(write_plan_shard, l_max=pack.l_max, t_max=pack.t_max, buffer=pack.buffer)
+    return (
+        (planned, rejected, decided)
+        | "Records" >> beam.Flatten()
+        | "Write" >> WriteShards(output, prefix, "plan", fingerprint, write, num_shards, previous, NS,
+                                 extra={"source": cfg.ingest.source.name, "l_max": pack.l_max, "t_max": pack.t_max,
+                                        "tokenizer": pack.tokenizer, "template": pack.template, "style": cfg.style})
+    )
+
+
+def run_plan(cfg: PlanConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) a plan job; returns the index document."""
+    from packing.tokens import load_tokenizer
+
+    # Download knobs and progress bars do not change a plan: not in the fingerprint.
+    ingest = dataclasses.replace(cfg.ingest, progress=True, stage_images=True, download=type(cfg.ingest.download)())
+    semantic = dataclasses.replace(cfg, progress=True, ingest=ingest, pack=dataclasses.replace(cfg.pack, progress=True))
+    return run_sharded_job(inputs, output, semantic,
+                           lambda p, files, out, fp, prev: build_plan(p, cfg, files, out, fp, prev), NS, beam_args,
+                           preflight=lambda: load_tokenizer(cfg.pack.tokenizer))
