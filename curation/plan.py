@@ -168,15 +168,9 @@ def apply_plan_decisions(elements: Iterable) -> list[PlannedUnit | PlanRejection
     """One shard's plan records mixed with the dedup Decisions for them -> the records, each one a
     Decision names (by dedup node) turned into its `dedup` rejection: dedup comes before the
     planning steps, as it comes before download in ingest."""
-    from filters.dedup import Decision
+    from filters.dedup import split_decisions
 
-    decided: dict[str, Decision] = {}
-    records = []
-    for element in elements:
-        if isinstance(element, Decision):
-            decided[element.node] = element
-        else:
-            records.append(element)
+    decided, records = split_decisions(elements, lambda d: d.node)
     out = []
     for rec in records:
         d = decided.get(rec.row.node) if rec.row.node else None

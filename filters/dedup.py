@@ -14,7 +14,7 @@ import hashlib
 import math
 import struct
 from itertools import combinations
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -286,18 +286,24 @@ def image_bucket_edges(members: Sequence[ImageMember], hamming: int) -> list[tup
     return _stars(union_find(pairs))
 
 
+def split_decisions(elements: Iterable, key: Callable[[Decision], str]) -> tuple[dict[str, Decision], list]:
+    """One shard's elements -> (its Decisions by `key`, the other records in order)."""
+    decided: dict[str, Decision] = {}
+    records = []
+    for element in elements:
+        if isinstance(element, Decision):
+            decided[key(element)] = element
+        else:
+            records.append(element)
+    return decided, records
+
+
 def apply_decisions(elements: Iterable) -> list:
     """One shard's records mixed with the Decisions for them -> the records, each kept sample
     that a Decision names turned into a `dedup` Rejection (detail ends with the representative)."""
     from curation.records import Rejection, Sample
 
-    decided: dict[str, Decision] = {}
-    records = []
-    for element in elements:
-        if isinstance(element, Decision):
-            decided[element.uid] = element
-        else:
-            records.append(element)
+    decided, records = split_decisions(elements, lambda d: d.uid)
     out = []
     for rec in records:
         d = decided.get(rec.pair.uid) if isinstance(rec, Sample) else None
