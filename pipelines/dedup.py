@@ -506,7 +506,8 @@ def write_dedup_shard(shard: int, name: str, elements, tar_file, manifest_file):
     return write_pair_shard(shard, name, apply_decisions(elements), tar_file, manifest_file)
 
 
-def _decision_shard(d: Decision, num_shards: int):
+def decision_shard(d: Decision, num_shards: int):
+    """A Decision keyed by the shard its record hashes to, so the shard writer applies it."""
     from curation.shards import shard_of
 
     return shard_of(d.uid, num_shards), d
@@ -532,7 +533,7 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[tuple[str, dict
     todo = not_done(prefix, frozenset(previous))
     keyed = (
         (records | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid),
-         decisions | "DecisionShard" >> beam.Map(_decision_shard, num_shards=n))
+         decisions | "DecisionShard" >> beam.Map(decision_shard, num_shards=n))
         | "RecordsAndDecisions" >> beam.Flatten()
         | "SkipDoneShards" >> beam.Filter(todo, num_shards=n)
     )

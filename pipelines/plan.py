@@ -70,12 +70,6 @@ def _slim(element):
     return shard, PlanRejection.of(rej)
 
 
-def _decision_shard(decision, num_shards: int):
-    from curation.shards import shard_of
-
-    return shard_of(decision.uid, num_shards), decision
-
-
 def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str, fingerprint: str,
                previous: dict[str, Any]) -> beam.PCollection:
     """Wire the plan graph on `p`; returns the PCollection holding the written index.
@@ -83,6 +77,7 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
     Unlike ingest (which must not download a duplicate), the dedup Decisions are not joined back
     onto the rows: they go to the shard writer with them, one shuffle fewer for every row."""
     from curation.plan import write_plan_shard
+    from pipelines.dedup import decision_shard
     from pipelines.ingest import MetadataDecisions
 
     prefix = cfg.shards.prefix
@@ -95,7 +90,7 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
     rejected = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n) | "SlimRejected" >> beam.Map(_slim)
     decided = (
         decisions
-        | "DecisionShard" >> beam.Map(_decision_shard, num_shards=n)
+        | "DecisionShard" >> beam.Map(decision_shard, num_shards=n)
         | "SkipDoneDecisions" >> beam.Filter(todo, num_shards=n)
     )
     pack = cfg.pack
