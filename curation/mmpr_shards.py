@@ -15,11 +15,10 @@ from collections import Counter
 from typing import IO, Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.mmpr import MmprTask, parse_item
 from curation.records import first_kept_per_uid, hash_uid
-from curation.shards import HashingWriter, ShardReport, write_tar
+from curation.shards import HashingWriter, ShardReport, rejection_counts, write_rows, write_tar
 from curation.sources import RowError, iter_raw_rows
 
 MANIFEST_SCHEMA = pa.schema([
@@ -96,14 +95,12 @@ def write_mmpr_shard(shard: int, name: str, records: Iterable[MmprTask], tar_fil
     write_tar(tar_out, members)
     man_out = HashingWriter(manifest_file)
     rows = [_manifest_row(t) for t in tasks]
-    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA) if rows else MANIFEST_SCHEMA.empty_table(),
-                   man_out, compression="zstd")
+    write_rows(rows, MANIFEST_SCHEMA, man_out)
     rejected = [t for t in tasks if not t.pairs]
     report = ShardReport(
         shard=shard, name=name, kept=len(kept), rows=len(tasks), tar_sha256=tar_out.hexdigest(),
         manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
-        reasons=dict(sorted(Counter(t.reason for t in rejected).items())),
-        stages=dict(sorted(Counter(t.stage for t in rejected).items())),
+        **rejection_counts(rejected),
         stats={"pairs": len(lines), **{f"pairs_{m}": n for m, n in sorted(methods.items())},
                "responses": sum(len(t.responses) for t in tasks),
                "correct_responses": sum(1 for t in tasks for r in t.responses if r.get("correct"))})

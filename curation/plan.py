@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, NamedTuple
@@ -22,7 +21,7 @@ import pyarrow as pa
 from curation.config import PlanConfig
 from curation.reasons import check_reason
 from curation.records import Pair, Rejection, first_kept_per_uid
-from curation.shards import HashingWriter, ShardReport, write_tar
+from curation.shards import HashingWriter, ShardReport, rejection_counts, write_rows, write_tar
 
 STAGE = "plan"
 
@@ -184,7 +183,7 @@ def write_plan_shard(shard: int, name: str, records: Iterable, tar_file: IO[byte
     """One shard's plan records and Decisions -> dedup applied, then the real packer; the tar holds
     one `{pack}.json` per pack (its members with sizes, tiles, tokens), the manifest one row per
     input row."""
-    from packing.format import PackPlan, plan_packs, write_rows
+    from packing.format import PackPlan, plan_packs
 
     resolved = first_kept_per_uid(apply_plan_decisions(records), order_key=_order, uid=lambda r: r.uid,
                                   kept=lambda r: isinstance(r, PlannedUnit), dup=_dup)
@@ -224,8 +223,7 @@ def write_plan_shard(shard: int, name: str, records: Iterable, tar_file: IO[byte
     report = ShardReport(
         shard=shard, name=name, kept=len(units), rows=len(resolved), tar_sha256=tar_out.hexdigest(),
         manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
-        reasons=dict(sorted(Counter(r.reason for r in rejected).items())),
-        stages=dict(sorted(Counter(r.stage for r in rejected).items())),
+        **rejection_counts(rejected),
         stats={"packs": len(packs), "tokens": sum(u.tokens for u in units), "tiles": sum(u.tiles for u in units),
                "segments": len(units), "truncated": sum(u.truncated for u in units)},
     )

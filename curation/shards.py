@@ -214,10 +214,23 @@ def read_pair_shard(tar_file: IO[bytes], manifest_file: IO[bytes]) -> Iterator[S
         raise ShardFormatError(f"the tar holds {len(groups)} samples, the manifest keeps {kept}")
 
 
-def write_manifest(f: IO[bytes], records: list[Sample | Rejection]) -> None:
-    rows = [manifest_row(r) for r in records]
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA) if rows else MANIFEST_SCHEMA.empty_table()
+def write_rows(rows: list[dict[str, Any]], schema: pa.Schema, f: IO[bytes]) -> None:
+    """Rows -> one zstd parquet file with this schema (an empty table when there are none): every
+    shard writer's manifest."""
+    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
     pq.write_table(table, f, compression="zstd")
+
+
+def rejection_counts(rejected: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """`reasons` and `stages` of a shard's rejected records (anything with .reason and .stage),
+    sorted, as a ShardReport takes them."""
+    rejected = list(rejected)
+    return {"reasons": dict(sorted(Counter(r.reason for r in rejected).items())),
+            "stages": dict(sorted(Counter(r.stage for r in rejected).items()))}
+
+
+def write_manifest(f: IO[bytes], records: list[Sample | Rejection]) -> None:
+    write_rows([manifest_row(r) for r in records], MANIFEST_SCHEMA, f)
 
 
 @dataclass
@@ -258,8 +271,7 @@ def write_pair_shard(shard: int, name: str, records: Iterable[Sample | Rejection
     return ShardReport(
         shard=shard, name=name, kept=len(kept), rows=len(resolved),
         tar_sha256=tar_out.hexdigest(), manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
-        reasons=dict(sorted(Counter(r.reason for r in rejected).items())),
-        stages=dict(sorted(Counter(r.stage for r in rejected).items())),
+        **rejection_counts(rejected),
     )
 
 

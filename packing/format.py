@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import io
 import json
-from collections import Counter
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.conversations import ConvRejection
 from curation.records import first_kept_per_uid
-from curation.shards import HashingWriter, ShardReport, iter_tar_groups, write_tar
+from curation.shards import HashingWriter, ShardReport, iter_tar_groups, rejection_counts, write_rows, write_tar
 from packing.packer import GreedyPacker, Item, Oversized
 from packing.units import PackUnit
 
@@ -122,12 +120,6 @@ def pack_members(key: str, units: list[PackUnit], plan: PackPlan,
     return members, row
 
 
-def write_rows(rows: list[dict[str, Any]], schema: pa.Schema, f: IO[bytes]) -> None:
-    """Rows -> one zstd parquet file with this schema (an empty table when there are none)."""
-    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
-    pq.write_table(table, f, compression="zstd")
-
-
 def write_pack_shard(shard: int, name: str, records: Iterable[PackUnit | ConvRejection], tar_file: IO[bytes],
                      manifest_file: IO[bytes], *, plan: PackPlan, read_image: Callable[[str], bytes]
                      ) -> tuple[ShardReport, dict[str, bytes]]:
@@ -163,8 +155,7 @@ def write_pack_shard(shard: int, name: str, records: Iterable[PackUnit | ConvRej
     report = ShardReport(
         shard=shard, name=name, kept=len(units), rows=len(resolved), tar_sha256=tar_out.hexdigest(),
         manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
-        reasons=dict(sorted(Counter(r.reason for r in rejected).items())),
-        stages=dict(sorted(Counter(r.stage for r in rejected).items())),
+        **rejection_counts(rejected),
         stats={"packs": len(packs), "tokens": sum(r["tokens"] for r in rows), "tiles": sum(r["tiles"] for r in rows),
                "segments": sum(r["segments"] for r in rows), "truncated": sum(u.truncated for u in units)},
     )
