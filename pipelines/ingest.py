@@ -7,8 +7,6 @@ Every input row ends in exactly one manifest row, kept or rejected with a reason
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 from typing import Any
 
 import apache_beam as beam
@@ -18,7 +16,7 @@ from apache_beam.transforms.window import GlobalWindows
 from curation.config import IngestConfig
 from curation.records import Rejection, record_uid
 from curation.shards import write_pair_shard
-from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job
+from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
 NS = "curate.ingest"
 
@@ -111,12 +109,7 @@ class Download(beam.DoFn):
         self.kept = Metrics.counter(NS, "downloaded")
         self.failed = Metrics.counter(NS, "download_failed")
         self.bytes = Metrics.counter(NS, "image_bytes_written")
-        self.bar = None
-        if self.cfg.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(desc=f"download[{os.getpid()}]", unit="img", mininterval=1.0, file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
+        self.bar = worker_bar("download", "img") if self.cfg.progress else None
 
     def _one(self, element):
         shard, pair = element

@@ -21,7 +21,7 @@ from curation.mmpr import MmprTask
 from curation.mmpr_config import MmprConfig, PolicyConfig
 from pipelines import fsio
 from pipelines.annotate import _BatchedHandler
-from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job
+from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
 NS = "curate.mmpr"
 
@@ -66,15 +66,7 @@ class PolicyHandler(_BatchedHandler):
     def load_model(self):
         from curation.policy import build_policy
 
-        self.bar = None
-        if self.cfg.progress:
-            import os
-            import sys
-
-            from tqdm import tqdm
-
-            self.bar = tqdm(desc=f"mmpr {self.mode}[{os.getpid()}]", unit="question", mininterval=1.0, file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
+        self.bar = worker_bar(f"mmpr {self.mode}", "question") if self.cfg.progress else None
         return build_policy(self.policy)
 
     def run_inference(self, batch: Sequence[MmprTask], model, inference_args=None) -> Iterable[PredictionResult]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import posixpath
-import sys
 from typing import Any
 
 import apache_beam as beam
@@ -20,7 +18,7 @@ from apache_beam.metrics import Metrics
 from curation.config import PackConfig
 from curation.conversations import ConvRejection
 from pipelines import fsio
-from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job
+from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
 NS = "curate.pack"
 
@@ -70,12 +68,7 @@ class Encode(beam.DoFn):
         self.units = Metrics.counter(NS, "units")
         self.rejected = Metrics.counter(NS, "encode_rejected")
         self.tokens = Metrics.distribution(NS, "unit_tokens")
-        self.bar = None
-        if cfg.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(desc=f"encode[{os.getpid()}]", unit="sample", mininterval=1.0, file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
+        self.bar = worker_bar("encode", "sample") if cfg.progress else None
 
     def _header(self, path: str):
         from apache_beam.io.filesystems import FileSystems

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import sys
 from typing import Any
 
 import apache_beam as beam
@@ -22,7 +20,7 @@ from curation.config import PlanConfig
 from curation.plan import PlanRejection
 from curation.records import record_uid
 from pipelines.ingest import ReadFile
-from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job
+from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
 NS = "curate.plan"
 
@@ -40,12 +38,7 @@ class PlanUnits(beam.DoFn):
         self.planned = Metrics.counter(NS, "planned")
         self.rejected = Metrics.counter(NS, "plan_rejected")
         self.tokens = Metrics.distribution(NS, "unit_tokens")
-        self.bar = None
-        if self.cfg.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(desc=f"plan[{os.getpid()}]", unit="row", mininterval=1.0, file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
+        self.bar = worker_bar("plan", "row") if self.cfg.progress else None
 
     def process(self, element):
         shard, pair = element

@@ -114,12 +114,7 @@ class ReadShard(beam.DoFn):
         self.stage = stage
 
     def setup(self) -> None:
-        self.bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(desc=f"{self.stage} read[{os.getpid()}]", unit="row", mininterval=1.0, file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
+        self.bar = worker_bar(f"{self.stage} read", "row") if self.progress else None
 
     def process(self, element):
         import hashlib
@@ -163,6 +158,15 @@ def not_done(prefix: str, done: frozenset[str]) -> Callable[[tuple[int, Any], in
         return shard_name(prefix, element[0], num_shards) not in done
 
     return keep
+
+
+def worker_bar(desc: str, unit: str):
+    """A worker's progress bar on stderr, named with its pid (workers run side by side), redrawn at
+    most once a second and cleared when done."""
+    from tqdm import tqdm
+
+    return tqdm(desc=f"{desc}[{os.getpid()}]", unit=unit, mininterval=1.0, file=sys.stderr, dynamic_ncols=True,
+                leave=False)
 
 
 def group_size(namespace: str, step: str, n: int) -> None:
