@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def write_shard(images: list[bytes], folder: str) -> tuple[str, dict]:
     """The images as one pair shard, the way annotate reads them in production."""
-    from curation.records import ImageInfo, Pair, Sample
-    from curation.shards import build_index, write_pair_shard
+    from curation.core.records import ImageInfo, Pair, Sample
+    from curation.core.shards import build_index, write_pair_shard
 
     samples = [Sample(Pair(uid=f"u{i:05d}", url="", caption="", source="bench", source_file="", source_row=i),
                       ImageInfo(data, "jpg", 1, 1, 1, 1, "PNG", "", "")) for i, data in enumerate(images)]
@@ -36,8 +36,8 @@ def write_shard(images: list[bytes], folder: str) -> tuple[str, dict]:
 
 def bare_engine(cfg, shard: tuple[str, dict]) -> float:
     """Read the shard, then the engine in batches of `batch_size`: no Beam."""
-    from curation.ocr import build_ocr_engine
-    from curation.shards import read_pair_shard
+    from curation.annotate.ocr import build_ocr_engine
+    from curation.core.shards import read_pair_shard
 
     t = time.perf_counter()
     folder, entry = shard
@@ -83,11 +83,11 @@ def through_beam(cfg, shard: tuple[str, dict], n: int) -> float:
 
 
 def llm_rate(backend_name: str, n: int) -> float:
-    from curation.annotate_config import AnnotateConfig
-    from curation.config import load_config
-    from curation.llm import build_backend
-    from curation.quality import QualityScorer, ScoreInput
-    from curation.sample_data import make_images
+    from curation.annotate.config import AnnotateConfig
+    from curation.core.config import load_config
+    from curation.annotate.llm import build_backend
+    from curation.annotate.quality import QualityScorer, ScoreInput
+    from curation.samples.data import make_images
 
     root = os.path.join(os.path.dirname(__file__), "..", "configs", "annotate.yaml")
     over = {"llm": {"backend": backend_name, **({"vllm": {"enforce_eager": True, "max_model_len": 2048}}
@@ -110,8 +110,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs of each; the best counts (noisy 2-core boxes)")
     args = ap.parse_args()
 
-    from curation.annotate_config import OcrConfig
-    from curation.sample_text_images import text_images
+    from curation.annotate.config import OcrConfig
+    from curation.samples.text_images import text_images
 
     import tempfile
 

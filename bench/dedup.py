@@ -73,9 +73,9 @@ def beam_stage(args) -> dict:
     import logging
     import tempfile
 
-    from curation.config import DedupConfig, deep_merge, load_config
-    from curation.sample_dups import (caption_truth, closure, components_to_pairs, group_truth, planted_captions,
-                                      planted_images, representatives, score, write_pair_folder)
+    from filters.dedup_config import DedupConfig
+    from curation.core.config import deep_merge, load_config
+    from curation.samples.dups import caption_truth, closure, components_to_pairs, group_truth, planted_captions, planted_images, representatives, score, write_pair_folder
     from pipelines.dedup import run_dedup
 
     logging.getLogger().setLevel(logging.ERROR)

@@ -29,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curation.sample_data import render  # noqa: E402
+from curation.samples.data import render  # noqa: E402
 
 I2D_DRIVER = """
 import json, sys, time
@@ -57,7 +57,7 @@ def distinct_images(k: int) -> list[bytes]:
 
 
 def _serve_forever(images: dict[str, bytes], port_q) -> None:
-    from curation.image_server import serve
+    from curation.samples.image_server import serve
 
     with serve(images) as base:
         port_q.put(base)

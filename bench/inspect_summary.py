@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curation.inspection.dataset import ShardSet  # noqa: E402
+from curation.core.shardset import ShardSet  # noqa: E402
 from curation.inspection.summary import summarize  # noqa: E402
 from curation.inspection.validate import validate  # noqa: E402
-from curation.sample_dups import Planted, write_pair_folder  # noqa: E402
+from curation.samples.dups import Planted, write_pair_folder  # noqa: E402
 
 
 def main() -> None:

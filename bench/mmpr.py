@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def questions(folder: Path, n: int) -> Path:
     """`n` questions with a ground truth, over the embedded VQA sample's images."""
-    from curation.sample_vqa import QUESTIONS, write_vqa
+    from curation.samples.vqa import QUESTIONS, write_vqa
 
     write_vqa(folder)
     rows = [json.loads(line) for line in (folder / "vqa.jsonl").read_text().splitlines()
@@ -47,10 +47,10 @@ def main() -> None:
     ap.add_argument("--max-num", type=int, default=1, help="tiles per image (model backend)")
     args = ap.parse_args()
 
-    from curation.config import deep_merge, load_config
-    from curation.mmpr import MmprTask, load_images, parse_item, sample_requests
-    from curation.mmpr_config import MmprConfig
-    from curation.policy import build_policy
+    from curation.core.config import deep_merge, load_config
+    from curation.mmpr.pairs import MmprTask, load_images, parse_item, sample_requests
+    from curation.mmpr.config import MmprConfig
+    from curation.mmpr.policy import build_policy
     from pipelines.mmpr import run_mmpr
 
     root = Path(__file__).resolve().parent.parent

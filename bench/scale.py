@@ -125,9 +125,9 @@ def shuffle_bytes_per_row(cfg, files: list[Path], sample: int = 2000) -> dict[st
     picks for these elements, over a sample of the generated rows (what Dataflow's shuffle moves)."""
     from apache_beam.coders import registry
 
-    from curation.plan import UnitPlanner
-    from curation.records import Pair
-    from curation.sources import read_pairs
+    from curation.plan.planner import UnitPlanner
+    from curation.core.records import Pair
+    from curation.ingest.sources import read_pairs
     from filters.dedup import EXACT_KEYS, dup_key, member_id
     from filters.minhash import MinHasher, band_keys, shingles
 
@@ -169,13 +169,13 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.generate:
-        from curation.sample_laion import generate_laion
+        from curation.samples.laion import generate_laion
 
         g = generate_laion(args.generate, args.rows, args.part_rows, args.seed)
         print(json.dumps(g.injected))
         return
 
-    from curation.config import load_plan_config
+    from curation.plan.config import load_plan_config
     from pipelines.plan import run_plan
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="scale-"))

@@ -25,8 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curation.config import PackConfig, ShardConfig, TilingConfig  # noqa: E402
-from curation.sample_data import render  # noqa: E402
+from packing.config import PackConfig, TilingConfig
+from curation.core.config import ShardConfig  # noqa: E402
+from curation.samples.data import render  # noqa: E402
 from model.batches import build_batch, unpack  # noqa: E402
 from model.build import load_model  # noqa: E402
 from model.config import ModelConfig, TinyConfig  # noqa: E402

@@ -301,7 +301,7 @@ def split_decisions(elements: Iterable, key: Callable[[Decision], str]) -> tuple
 def apply_decisions(elements: Iterable) -> list:
     """One shard's records mixed with the Decisions for them -> the records, each kept sample
     that a Decision names turned into a `dedup` Rejection (detail ends with the representative)."""
-    from curation.records import Rejection, Sample
+    from curation.core.records import Rejection, Sample
 
     decided, records = split_decisions(elements, lambda d: d.uid)
     out = []

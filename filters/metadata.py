@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from curation.records import Pair, Verdict
+from curation.core.records import Pair, Verdict
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from curation.records import Verdict
+from curation.core.records import Verdict
 
 
 @dataclass(frozen=True)

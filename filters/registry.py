@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from curation.config import ConfigError, build
+from curation.core.config import ConfigError, build
 from filters.metadata import CaptionLength, ClipSimilarity, DeclaredSize, Nsfw, PlaceholderCaption, Watermark
 from filters.pixels import AspectRatio, MaxArea, MinSide
 

@@ -7,13 +7,27 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from curation.annotate_config import HeuristicsConfig
-from curation.records import Verdict
+from curation.core.records import Verdict
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|[\n\r]+|(?<=[。！？])")
 _DIGITS = re.compile(r"\d+")
 _ZEROS = re.compile(r"0+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+@dataclass(frozen=True)
+class HeuristicsConfig:
+    """InternVL 2.5 rule-based filters on the caption (0 turns a rule off)."""
+
+    enabled: bool = True
+    min_mean_sentence_words: float = 1.0
+    max_mean_sentence_words: float = 80.0
+    max_sentence_chars: int = 1000
+    max_digit_run: int = 24  # a run of this many digits or more (long number sequences)
+    max_zero_run: int = 8  # a run of this many zeros or more
+    max_duplicate_line_fraction: float = 0.3  # over 3+ lines: share of lines that repeat an earlier one
+    ngram: int = 10  # InternVL's 10-gram rule: words (characters for text without spaces)
+    max_ngram_repeats: int = 2  # an n-gram seen more often than this is repetition
 
 
 def sentences(text: str) -> list[str]:

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curation.images import to_rgb
-from curation.inspection.dataset import ShardSet
+from curation.core.images import to_rgb
+from curation.core.shardset import ShardSet
 from model.config import DataConfig
 from packing.format import PackedSample, iter_packs
 from packing.tiling import TOKENS_PER_TILE, Tiling, cut_tiles
-from packing.tokens import IGNORE_INDEX, IMG_CONTEXT, IMG_END, IMG_START
+from packing.tokens import IGNORE_INDEX
+from packing.validate import LAYOUT_CHECKS, TokenIds, pack_problems
 
 
 class PackError(ValueError):
@@ -77,82 +78,11 @@ def tiles_tensor(img: Image.Image, tiling: Tiling, mean: Sequence[float], std: S
     return torch.from_numpy(arr.transpose(0, 3, 1, 2).copy())
 
 
-LAYOUT_CHECKS = ("segments", "image_tokens", "ids")  # problems under which a row cannot be assembled at all
-
-
-@dataclass(frozen=True)
-class TokenIds:
-    """The ids a packed row is read against: InternVL's three image tokens and the model's vocabulary size."""
-
-    img_start: int
-    img_end: int
-    img_context: int
-    vocab_size: int
-
-    @classmethod
-    def of(cls, tokenizer: Any, vocab_size: int) -> "TokenIds":
-        vocab = tokenizer.get_vocab()
-        return cls(vocab[IMG_START], vocab[IMG_END], vocab[IMG_CONTEXT], vocab_size)
-
-
-def structure_problems(sample: PackedSample, tokens: TokenIds) -> list[tuple[str, str]]:
-    """(check, detail) for everything wrong with one pack's tokens, labels and segments; [] if sound.
-    The one validator of the packed layout: `build_batch` refuses LAYOUT_CHECKS problems, `curate
-    check` reports them all."""
-    meta, ids, labels = sample.meta, sample.input_ids.astype(np.int64), sample.labels.astype(np.int64)
-    out: list[tuple[str, str]] = []
-    n, l_max, t_max = len(ids), meta.get("l_max", 0), meta.get("t_max", 0)
-    if len(labels) != n:
-        return [("segments", f"{n} ids but {len(labels)} labels")]
-    if n > l_max:
-        out.append(("segments", f"{n} tokens > l_max {l_max}"))
-    images = meta["images"]
-    tiles = sum(im["tiles"] for im in images)
-    if tiles > t_max:
-        out.append(("segments", f"{tiles} tiles > t_max {t_max}"))
-    offset = 0
-    in_image = np.zeros(n, dtype=bool)
-    for s in meta["segments"]:
-        if s["offset"] != offset or s["length"] < 1:
-            out.append(("segments", f"segment {s['id']} ({s['role']}) at offset {s['offset']} length {s['length']}, "
-                                    f"previous ended at {offset}"))
-        start, end = s["offset"], s["offset"] + s["length"]
-        offset = end
-        for a, b, i in s["image_spans"]:
-            if not (start <= a < b <= end):
-                out.append(("segments", f"image span [{a}, {b}) crosses segment {s['id']} [{start}, {end})"))
-                continue
-            want = TOKENS_PER_TILE * images[i]["tiles"] if 0 <= i < len(images) else -1
-            body = ids[a + 1:b - 1]
-            if ids[a] != tokens.img_start or ids[b - 1] != tokens.img_end or len(body) != want or np.any(body != tokens.img_context):
-                out.append(("image_tokens", f"{s['id']}: span [{a}, {b}) has {int(np.sum(body == tokens.img_context))} "
-                                            f"{IMG_CONTEXT} for {want // TOKENS_PER_TILE} tiles (want {want})"))
-            in_image[a:b] = True
-        sup = labels[start:end] != IGNORE_INDEX
-        if int(sup.sum()) != s["supervised"]:
-            out.append(("labels", f"{s['id']}: {int(sup.sum())} supervised labels, json says {s['supervised']}"))
-        if not sup.any():
-            out.append(("labels", f"{s['id']} ({s['role']}): nothing supervised"))
-    if offset != n:
-        out.append(("segments", f"segments cover {offset} of {n} tokens"))
-    stray = np.flatnonzero((ids == tokens.img_context) & ~in_image)
-    if len(stray):
-        out.append(("image_tokens", f"{len(stray)} {IMG_CONTEXT} outside image spans (first at {stray[0]})"))
-    supervised = labels != IGNORE_INDEX
-    if np.any(supervised & in_image):
-        out.append(("labels", f"{int(np.sum(supervised & in_image))} labels inside image spans"))
-    if np.any(supervised & (labels != ids)):
-        out.append(("labels", f"{int(np.sum(supervised & (labels != ids)))} labels differ from their input ids"))
-    bad = np.flatnonzero((ids < 0) | (ids >= tokens.vocab_size))
-    if len(bad):
-        out.append(("ids", f"{len(bad)} ids outside the vocabulary of {tokens.vocab_size} (first {int(ids[bad[0]])})"))
-    return out
-
-
 def build_batch(sample: PackedSample, tokens: TokenIds, data: DataConfig = DataConfig(), shard: str = "",
                 index: int = 0) -> PackedBatch:
     """One pack read back -> PackedBatch; PackError when its layout is inconsistent with its own json."""
-    fatal = [detail for check, detail in structure_problems(sample, tokens) if check in LAYOUT_CHECKS]
+    fatal = [detail for check, detail in pack_problems(sample.meta, sample.input_ids, sample.labels, tokens=tokens)
+             if check in LAYOUT_CHECKS]
     if fatal:
         raise PackError(f"{sample.key}: {'; '.join(fatal)}")
     return assemble(sample, tokens, data, shard, index)
@@ -160,7 +90,7 @@ def build_batch(sample: PackedSample, tokens: TokenIds, data: DataConfig = DataC
 
 def assemble(sample: PackedSample, tokens: TokenIds, data: DataConfig = DataConfig(), shard: str = "",
              index: int = 0) -> PackedBatch:
-    """The tensors of a pack whose layout `structure_problems` passed; PackError for an image that
+    """The tensors of a pack whose layout `pack_problems` passed; PackError for an image that
     is missing, does not decode or does not re-tile as its json says."""
     meta, key = sample.meta, sample.key
     ids = sample.input_ids.astype(np.int64)

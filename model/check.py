@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from curation.inspection.dataset import ShardSet
-from model.batches import LAYOUT_CHECKS, PackError, TokenIds, assemble, build_batch, packs_in, structure_problems, unpack
+from curation.core.shardset import ShardSet
+from model.batches import PackError, assemble, build_batch, packs_in, unpack
 from model.build import Loaded
 from model.config import DataConfig
 from model.forward import forward_logps
 from packing.format import PackedSample, iter_packs
 from packing.tokens import IGNORE_INDEX
+from packing.validate import LAYOUT_CHECKS, TokenIds, pack_problems
 
 CHECKS = ("segments", "image_tokens", "labels", "ids", "images", "loss", "isolation")
 
@@ -112,7 +113,8 @@ def _check_one(report: CheckReport, sample: PackedSample, loaded: Loaded, data: 
     def fail(check: str, detail: str) -> None:
         report.failures.append({"pack": key, "check": check, "detail": detail})
 
-    problems = structure_problems(sample, tokens)
+    problems = pack_problems(meta, sample.input_ids, sample.labels, members={"json", "input_ids.npy", "labels.npy", *sample.images},
+                             tokens=tokens)
     for check, detail in problems:
         fail(check, detail)
     if any(c in LAYOUT_CHECKS for c, _ in problems):

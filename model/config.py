@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from curation.config import ConfigError, SamplingConfig
+from curation.core.config import ConfigError, SamplingConfig
 
 
 @dataclass(frozen=True)

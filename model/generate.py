@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from curation.conversations import Turn
+from curation.core.conversations import Turn
 from model import attention
 from model.batches import decode_image, tiles_tensor
 from model.build import Loaded

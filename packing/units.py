@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from curation.conversations import Conversation, PreferencePair, Turn
+from curation.core.conversations import Conversation, PreferencePair, Turn
 from packing.tiling import Tiling, tile_budget, tile_image
 from packing.tokens import ChatEncoder, EncodeError, Encoded, truncate
 

@@ -16,8 +16,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from curation.annotate_config import AnnotateConfig, LlmConfig, OcrConfig, QualityConfig
-from curation.records import Rejection, Sample, record_uid
+from curation.annotate.config import AnnotateConfig, LlmConfig, OcrConfig, QualityConfig
+from curation.core.records import Rejection, Sample, record_uid
 from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, not_done, run_pair_shard_job
 
 NS = "curate.annotate"
@@ -50,7 +50,7 @@ class OcrHandler(_BatchedHandler):
         self.cfg = cfg
 
     def load_model(self):
-        from curation.ocr import build_ocr_engine
+        from curation.annotate.ocr import build_ocr_engine
 
         return build_ocr_engine(self.cfg)
 
@@ -68,13 +68,13 @@ class QualityHandler(_BatchedHandler):
         self.llm = llm
 
     def load_model(self):
-        from curation.llm import build_backend
-        from curation.quality import QualityScorer
+        from curation.annotate.llm import build_backend
+        from curation.annotate.quality import QualityScorer
 
         return QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling)
 
     def run_inference(self, batch: Sequence[Sample], model, inference_args=None) -> Iterable[PredictionResult]:
-        from curation.annotate import score_input
+        from curation.annotate.steps import score_input
 
         results = model.score([score_input(s) for s in batch])
         return [PredictionResult(s, r, model.backend.name) for s, r in zip(batch, results)]
@@ -90,20 +90,20 @@ def _route(rec, counter: str):
 
 
 def _rules(sample, cfg):
-    from curation.annotate import apply_rules
+    from curation.annotate.steps import apply_rules
     from filters.text_quality import TextRules
 
     yield from _route(apply_rules(sample, TextRules(cfg)), "rules")
 
 
 def _after_ocr(pred: PredictionResult):
-    from curation.annotate import apply_ocr
+    from curation.annotate.steps import apply_ocr
 
     yield from _route(apply_ocr(pred.example, pred.inference, pred.model_id), "ocr")
 
 
 def _after_quality(pred: PredictionResult | Sample, cfg: AnnotateConfig):
-    from curation.annotate import apply_quality
+    from curation.annotate.steps import apply_quality
 
     if isinstance(pred, PredictionResult):
         yield from _route(apply_quality(pred.example, pred.inference, cfg), "quality")
@@ -115,8 +115,8 @@ def write_annotated_shard(shard: int, name: str, records, tar_file, manifest_fil
     """A pair shard plus `{name}.conversations.jsonl`; each kept image is also written under
     `images/{name}/` so the jsonl's relative paths resolve from the output folder (pack's default
     image root)."""
-    from curation.annotate import conversation_row
-    from curation.shards import write_pair_shard
+    from curation.annotate.steps import conversation_row
+    from curation.core.shards import write_pair_shard
     from pipelines import fsio
 
     records = list(records)

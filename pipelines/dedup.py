@@ -14,8 +14,8 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from curation.config import ComponentsConfig, DedupConfig
-from curation.records import record_uid
+from filters.dedup_config import ComponentsConfig, DedupConfig
+from curation.core.records import record_uid
 from filters.dedup import Decision, DupKey
 from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, group_size, not_done, run_pair_shard_job
 
@@ -491,7 +491,7 @@ class DedupDecisions(beam.PTransform):
 
 
 def _to_key(rec, score_field: str | None):
-    from curation.records import Sample
+    from curation.core.records import Sample
     from filters.dedup import dup_key
 
     if isinstance(rec, Sample):
@@ -500,7 +500,7 @@ def _to_key(rec, score_field: str | None):
 
 def write_dedup_shard(shard: int, name: str, elements, tar_file, manifest_file):
     """Records and the Decisions that hash to this shard -> a pair shard with duplicates rejected."""
-    from curation.shards import write_pair_shard
+    from curation.core.shards import write_pair_shard
     from filters.dedup import apply_decisions
 
     return write_pair_shard(shard, name, apply_decisions(elements), tar_file, manifest_file)
@@ -508,7 +508,7 @@ def write_dedup_shard(shard: int, name: str, elements, tar_file, manifest_file):
 
 def decision_shard(d: Decision, num_shards: int):
     """A Decision keyed by the shard its record hashes to, so the shard writer applies it."""
-    from curation.shards import shard_of
+    from curation.core.shards import shard_of
 
     return shard_of(d.uid, num_shards), d
 

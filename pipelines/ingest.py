@@ -13,9 +13,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from curation.config import IngestConfig
-from curation.records import Rejection, record_uid
-from curation.shards import write_pair_shard
+from curation.ingest.config import IngestConfig
+from curation.core.records import Rejection, record_uid
+from curation.core.shards import write_pair_shard
 from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
 NS = "curate.ingest"
@@ -31,7 +31,7 @@ class ReadFile(beam.DoFn):
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
 
-        from curation.sources import read_pairs
+        from curation.ingest.sources import read_pairs
 
         inputs = Metrics.counter(self.namespace, "inputs")
         with FileSystems.open(path) as f:
@@ -100,7 +100,7 @@ class Download(beam.DoFn):
         self.output = output
 
     def setup(self) -> None:
-        from curation.download import Downloader, InFlight
+        from curation.ingest.download import Downloader, InFlight
         from filters.registry import build_filters
 
         pixel = build_filters(self.cfg.pixel_filters, "pixel_filters")

@@ -17,8 +17,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
-from curation.mmpr import MmprTask
-from curation.mmpr_config import MmprConfig, PolicyConfig
+from curation.mmpr.pairs import MmprTask
+from curation.mmpr.config import MmprConfig, PolicyConfig
 from pipelines import fsio
 from pipelines.annotate import _BatchedHandler
 from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
@@ -35,8 +35,8 @@ class ReadTasks(beam.DoFn):
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
 
-        from curation.mmpr import load_images
-        from curation.mmpr_shards import read_tasks
+        from curation.mmpr.pairs import load_images
+        from curation.mmpr.shards import read_tasks
 
         root = self.cfg.images.image_root or posixpath.dirname(path)
         inputs = Metrics.counter(NS, "inputs")
@@ -64,13 +64,13 @@ class PolicyHandler(_BatchedHandler):
         self.mode = mode
 
     def load_model(self):
-        from curation.policy import build_policy
+        from curation.mmpr.policy import build_policy
 
         self.bar = worker_bar(f"mmpr {self.mode}", "question") if self.cfg.progress else None
         return build_policy(self.policy)
 
     def run_inference(self, batch: Sequence[MmprTask], model, inference_args=None) -> Iterable[PredictionResult]:
-        from curation.mmpr import continuation_request, sample_requests
+        from curation.mmpr.pairs import continuation_request, sample_requests
 
         if self.mode == "sample":
             requests = [sample_requests(t, self.cfg, model.per_request_seed) for t in batch]
@@ -102,7 +102,7 @@ def _needs_policy(task: MmprTask):
 
 
 def _after_sampling(pred: PredictionResult, cfg: MmprConfig):
-    from curation.mmpr import after_sampling, finish
+    from curation.mmpr.pairs import after_sampling, finish
 
     task, responses = pred.example, pred.inference
     task = after_sampling(task, responses, cfg, pred.model_id) if responses else finish(task)
@@ -110,7 +110,7 @@ def _after_sampling(pred: PredictionResult, cfg: MmprConfig):
 
 
 def _after_continuation(pred: PredictionResult, cfg: MmprConfig):
-    from curation.mmpr import after_continuation
+    from curation.mmpr.pairs import after_continuation
 
     yield from _route(after_continuation(pred.example, pred.inference[0], cfg, pred.model_id), "continue")
 
@@ -120,7 +120,7 @@ def uid_of(task: MmprTask) -> str:
 
 
 def write_shard(shard: int, name: str, records, tar_file, manifest_file, output: str):
-    from curation.mmpr_shards import write_mmpr_shard
+    from curation.mmpr.shards import write_mmpr_shard
 
     def write_file(rel: str, data: bytes) -> None:
         fsio.write_atomic(fsio.join(output, rel), lambda f: f.write(data))

@@ -15,8 +15,8 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from curation.config import PackConfig
-from curation.conversations import ConvRejection
+from packing.config import PackConfig
+from curation.core.records import Rejection, RowRef
 from pipelines import fsio
 from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
@@ -24,7 +24,7 @@ NS = "curate.pack"
 
 
 class ReadConversations(beam.DoFn):
-    """path -> every row as Conversation, PreferencePair or ConvRejection, image paths resolved."""
+    """path -> every row as Conversation, PreferencePair or Rejection, image paths resolved."""
 
     def __init__(self, cfg: PackConfig) -> None:
         self.cfg = cfg
@@ -32,7 +32,7 @@ class ReadConversations(beam.DoFn):
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
 
-        from curation.conversations import read_conversations
+        from curation.core.conversations import read_conversations
         from packing.tokens import EncodeError
         from packing.units import resolve_image
 
@@ -41,16 +41,16 @@ class ReadConversations(beam.DoFn):
         with FileSystems.open(path) as f:
             for rec in read_conversations(f, path):
                 inputs.inc()
-                if not isinstance(rec, ConvRejection):
+                if not isinstance(rec, Rejection):
                     try:
                         rec.images = [resolve_image(root, p) for p in rec.images]
                     except EncodeError as err:
-                        rec = ConvRejection(rec.uid, rec.source_file, rec.source_row, "read", err.reason, err.detail)
+                        rec = Rejection(RowRef(rec.uid, rec.source_file, rec.source_row), "read", err.reason, err.detail)
                 yield rec
 
 
 class Encode(beam.DoFn):
-    """(shard, record) -> (shard, PackUnit | ConvRejection): image headers, tiling, tokens, limits.
+    """(shard, record) -> (shard, PackUnit | Rejection): image headers, tiling, tokens, limits.
 
     The tokenizer loads once per worker; a failure is a rejection for that row only."""
 
@@ -90,14 +90,14 @@ class Encode(beam.DoFn):
         shard, rec = element
         if self.bar is not None:
             self.bar.update(1)
-        if isinstance(rec, ConvRejection):
+        if isinstance(rec, Rejection):
             yield element
             return
         try:
             unit = self.builder.build(rec, [self._header(p) for p in rec.images])
         except EncodeError as err:
             self.rejected.inc()
-            yield shard, ConvRejection(rec.uid, rec.source_file, rec.source_row, "encode", err.reason, err.detail)
+            yield shard, Rejection(RowRef(rec.uid, rec.source_file, rec.source_row), "encode", err.reason, err.detail)
             return
         self.units.inc()
         self.tokens.update(unit.tokens)

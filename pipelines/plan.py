@@ -16,9 +16,9 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from curation.config import PlanConfig
-from curation.plan import PlanRejection
-from curation.records import record_uid
+from curation.plan.config import PlanConfig
+from curation.plan.planner import PlanRow
+from curation.core.records import Rejection, record_uid
 from pipelines.ingest import ReadFile
 from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
@@ -26,13 +26,13 @@ NS = "curate.plan"
 
 
 class PlanUnits(beam.DoFn):
-    """(shard, Pair) -> (shard, PlannedUnit | PlanRejection); the tokenizer loads once per worker."""
+    """(shard, Pair) -> (shard, PlannedUnit | Rejection); the tokenizer loads once per worker."""
 
     def __init__(self, cfg: PlanConfig) -> None:
         self.cfg = cfg
 
     def setup(self) -> None:
-        from curation.plan import UnitPlanner
+        from curation.plan.planner import UnitPlanner
 
         self.planner = UnitPlanner(self.cfg)
         self.planned = Metrics.counter(NS, "planned")
@@ -43,7 +43,7 @@ class PlanUnits(beam.DoFn):
     def process(self, element):
         shard, pair = element
         rec = self.planner(pair)
-        if isinstance(rec, PlanRejection):
+        if isinstance(rec, Rejection):
             self.rejected.inc()
         else:
             self.planned.inc()
@@ -58,9 +58,9 @@ class PlanUnits(beam.DoFn):
 
 
 def _slim(element):
-    """(shard, Rejection) -> (shard, PlanRejection): only what its manifest row needs crosses the shuffle."""
+    """(shard, Rejection) -> (shard, Rejection): only what its manifest row needs crosses the shuffle."""
     shard, rej = element
-    return shard, PlanRejection.of(rej)
+    return shard, Rejection(PlanRow.of(rej.row), rej.stage, rej.reason, rej.detail)
 
 
 def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str, fingerprint: str,
@@ -69,7 +69,7 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
 
     Unlike ingest (which must not download a duplicate), the dedup Decisions are not joined back
     onto the rows: they go to the shard writer with them, one shuffle fewer for every row."""
-    from curation.plan import write_plan_shard
+    from curation.plan.planner import write_plan_shard
     from pipelines.dedup import decision_shard
     from pipelines.ingest import MetadataDecisions
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from curation.shards import INDEX_NAME, PROGRESS_DIR, ShardReport, build_index, shard_name
+from curation.core.shards import INDEX_NAME, PROGRESS_DIR, ShardReport, build_index, shard_name
 from pipelines import fsio
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class ReadAndCount(beam.PTransform):
         self.samples_per_shard = samples_per_shard
 
     def expand(self, p):
-        from curation.shards import num_shards_for
+        from curation.core.shards import num_shards_for
 
         rows = (
             p
@@ -120,7 +120,7 @@ class ReadShard(beam.DoFn):
         import hashlib
         import io
 
-        from curation.shards import ShardFormatError, read_pair_shard
+        from curation.core.shards import ShardFormatError, read_pair_shard
         from pipelines import fsio
 
         folder, entry = element
@@ -146,7 +146,7 @@ class AssignShard(beam.DoFn):
     """record -> (shard, record), with the shard count from a side input."""
 
     def process(self, record, num_shards: int, uid_of: Callable[[Any], str]):
-        from curation.shards import shard_of
+        from curation.core.shards import shard_of
 
         yield shard_of(uid_of(record), num_shards), record
 
@@ -280,7 +280,7 @@ class WriteShards(beam.PTransform):
 def input_shards(inputs: list[str], stage: str) -> tuple[list[tuple[str, dict]], int, list[str]]:
     """Pair-shard folders -> ([(folder, shard entry)], total input rows, source names), from each
     folder's `_index.json` (readers trust only the index)."""
-    from curation.shards import INDEX_NAME
+    from curation.core.shards import INDEX_NAME
     from pipelines import fsio
 
     shards, rows, sources = [], 0, []
@@ -306,7 +306,7 @@ def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list
     names and sizes."""
     import dataclasses
 
-    from curation.shards import INDEX_NAME, num_shards_for
+    from curation.core.shards import INDEX_NAME, num_shards_for
 
     shards, rows, sources = input_shards(inputs, stage)
     num_shards = num_shards_for(rows, cfg.shards.samples_per_shard)
@@ -323,7 +323,7 @@ def job_fingerprint(semantic_cfg: Any, files: list[tuple[str, int]]) -> str:
     """Config (already stripped of knobs that do not change output) + input file names and sizes."""
     import hashlib
 
-    from curation.config import config_fingerprint
+    from curation.core.config import config_fingerprint
 
     blob = json.dumps({"config": config_fingerprint(semantic_cfg), "inputs": files}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -10,9 +10,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from curation.config import IngestConfig, load_config  # noqa: E402
-from curation.image_server import serve  # noqa: E402
-from curation.sample_data import image_map, write_sample  # noqa: E402
+from curation.ingest.config import IngestConfig
+from curation.core.config import load_config  # noqa: E402
+from curation.samples.image_server import serve  # noqa: E402
+from curation.samples.data import image_map, write_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -47,7 +48,7 @@ def output_files(folder: Path) -> dict[str, bytes]:
 
 def local_config(recipe: str = "laion.yaml", **overrides) -> IngestConfig:
     """A production recipe with the settings a local-server run needs, plus `overrides`."""
-    from curation.config import deep_merge
+    from curation.core.config import deep_merge
 
     base = {"download": LOCAL_DOWNLOAD, "image": {"image_size": 256}, "shards": {"samples_per_shard": 24},
             "progress": False}
@@ -64,6 +65,6 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def conv_sample(tmp_path_factory) -> dict[str, Path]:
-    from curation.sample_conversations import write_conversations
+    from curation.samples.conversations import write_conversations
 
     return write_conversations(tmp_path_factory.mktemp("convs"))

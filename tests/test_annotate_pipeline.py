@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curation.annotate_config import AnnotateConfig
-from curation.config import load_config
-from curation.sample_text_images import text_images
-from curation.shards import iter_tar_groups
+from curation.annotate.config import AnnotateConfig
+from curation.core.config import load_config
+from curation.samples.text_images import text_images
+from curation.core.shards import iter_tar_groups
 from tests.conftest import CONFIGS, local_config
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ def _cfg(**over) -> AnnotateConfig:
     # test_llm.py / test_text_quality.py. Here every scored sample is kept and OCR is checked on all.
     base = {"shards": {"samples_per_shard": 40}, "progress": False, "llm": {"batch_size": 16},
             "quality": {"threshold": 0, "repetition_threshold": 0}}
-    from curation.config import deep_merge
+    from curation.core.config import deep_merge
 
     return load_config(CONFIGS / "annotate.yaml", AnnotateConfig, deep_merge(base, over))
 
@@ -43,8 +43,8 @@ def ingested(sample, tmp_path_factory) -> Path:
 def text_pair_folder(folder: Path) -> Path:
     """A pair-shard folder of rendered-text images (a sign, a page) and hostile members, written by
     the real shard writer, so OCR tasks and OCR errors both occur."""
-    from curation.records import ImageInfo, Pair, Sample
-    from curation.shards import build_index, write_pair_shard
+    from curation.core.records import ImageInfo, Pair, Sample
+    from curation.core.shards import build_index, write_pair_shard
 
     folder.mkdir(parents=True)
     samples = []
@@ -118,7 +118,7 @@ def test_kept_samples_carry_ocr_scores_and_a_conversation(annotated):
 
 
 def test_conversations_pack(annotated, tmp_path):
-    from curation.config import PackConfig
+    from packing.config import PackConfig
     from pipelines.pack import run_pack
 
     out, index = annotated
@@ -174,7 +174,7 @@ def test_rapidocr_engine_and_no_llm(ingested, tmp_path):
 
 
 def test_inspect_shows_and_validates_annotations(annotated, capsys):
-    from curation.cli import main
+    from curation.cli.main import main
 
     out, index = annotated
     uid = next(u for s in index["shards"] for u, _ in iter_tar_groups(str(out / s["tar"])) if u.startswith("text"))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from curation.answers import (anls, choice_letter, extract_answer, is_correct, normalize, parse_number,
-                              relaxed_match, vqa_score)
+from curation.mmpr.answers import anls, choice_letter, extract_answer, is_correct, normalize, parse_number, relaxed_match, vqa_score
 
 
 def test_extracts_the_last_final_answer_with_a_rationale():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curation.cli import split_beam_args
+from curation.cli.main import split_beam_args
 from tests.conftest import CONFIGS, LOCAL_DOWNLOAD
 
 CURATE = [sys.executable, "-m", "curation.cli"]

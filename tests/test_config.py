@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from curation.config import ConfigError, IngestConfig, load_config
+from curation.core.config import ConfigError, load_config
+from curation.ingest.config import IngestConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

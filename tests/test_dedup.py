@@ -8,10 +8,12 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from curation.config import ConfigError, DedupConfig, IngestConfig, build
-from curation.records import Rejection, Sample
-from curation.sample_dups import Planted, caption_truth, planted_captions, write_pair_folder
-from curation.shards import iter_tar_groups, read_pair_shard, write_pair_shard
+from curation.core.config import ConfigError, build
+from filters.dedup_config import DedupConfig
+from curation.ingest.config import IngestConfig
+from curation.core.records import Rejection, Sample
+from curation.samples.dups import Planted, caption_truth, planted_captions, write_pair_folder
+from curation.core.shards import iter_tar_groups, read_pair_shard, write_pair_shard
 from filters.dedup import (CaptionMember, Decision, ImageMember, apply_decisions, caption_bucket_edges,
                            image_band_keys, image_bucket_edges, large_star, node_id, node_uid, normalize_edge,
                            representative_of, small_star, star, union_find)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curation.config import DedupConfig, load_config
-from curation.sample_dups import (Planted, caption_truth, closure, components_to_pairs, group_truth, planted_captions,
-                                  planted_images, representatives, score, write_pair_folder)
-from curation.shards import iter_tar_groups
+from filters.dedup_config import DedupConfig
+from curation.core.config import load_config
+from curation.samples.dups import Planted, caption_truth, closure, components_to_pairs, group_truth, planted_captions, planted_images, representatives, score, write_pair_folder
+from curation.core.shards import iter_tar_groups
 from filters.dedup import DETAIL, representative_of
 from pipelines.dedup import run_dedup
 from tests.conftest import CONFIGS, local_config
@@ -24,7 +24,7 @@ NO_IMAGES = {"exact": {"image": False}, "near_image": {"enabled": False}}  # cap
 
 
 def config(**overrides) -> DedupConfig:
-    from curation.config import deep_merge
+    from curation.core.config import deep_merge
 
     return load_config(CONFIGS / "dedup.yaml", DedupConfig,
                        deep_merge({"progress": False, "shards": {"samples_per_shard": 400}}, overrides))
@@ -149,7 +149,7 @@ def test_hot_buckets_fall_back_to_exact_keys_and_are_counted(tmp_path):
 
 
 def test_cli_dedup_and_a_rerun_does_nothing(captions, tmp_path, capsys):
-    from curation.cli import main
+    from curation.cli.main import main
 
     base, *_ = captions
     recipe = tmp_path / "captions-only.yaml"  # the corpus shares one blank image: image dedup off

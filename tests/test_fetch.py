@@ -5,8 +5,8 @@ import ipaddress
 
 import pytest
 
-from curation.config import DownloadConfig
-from curation.fetch import Fetcher, address_refusal, read_local, robots_disallows
+from curation.ingest.config import DownloadConfig
+from curation.ingest.fetch import Fetcher, address_refusal, read_local, robots_disallows
 from tests.conftest import LOCAL_DOWNLOAD
 
 DIRECTIVES = frozenset({"noai", "noimageai", "noindex", "noimageindex"})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from curation.records import Pair
+from curation.core.records import Pair
 from filters.exact import normalize_url, pick_representative
 from filters.registry import build_filters
 

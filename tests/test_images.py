@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation.config import ImageConfig
-from curation.images import hamming, phash, process_image
-from curation.records import ImageInfo
-from curation.sample_data import render
+from curation.ingest.config import ImageConfig
+from curation.core.images import hamming, phash
+from curation.ingest.images import process_image
+from curation.core.records import ImageInfo
+from curation.samples.data import render
 
 
 def cfg(**kw) -> ImageConfig:

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from curation.sample_data import check_outcomes
+from curation.samples.data import check_outcomes
 from pipelines.ingest import run_ingest
 from pipelines.sharded_output import OutputConflict
 from tests.conftest import local_config

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation.cli import main
-from curation.config import PackConfig, ShardConfig
-from curation.inspection.dataset import ShardSet
+from curation.cli.main import main
+from packing.config import PackConfig
+from curation.core.config import ShardConfig
+from curation.core.shardset import ShardSet
 from curation.inspection.summary import summarize
 from curation.inspection.validate import validate
-from curation.sample_dups import planted_images, write_pair_folder
-from curation.shards import iter_tar_groups, write_tar
+from curation.samples.dups import planted_images, write_pair_folder
+from curation.core.shards import iter_tar_groups, write_tar
 
 pytestmark = pytest.mark.slow
 

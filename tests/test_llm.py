@@ -19,11 +19,12 @@ import pytest
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engine: ~15 s start, deterministic
 
-from curation.annotate_config import AnnotateConfig, LlmConfig  # noqa: E402
-from curation.config import SamplingConfig  # noqa: E402
-from curation.config import load_config  # noqa: E402
-from curation.llm import LlmError, LlmResponse, build_backend, builtin_model_dir  # noqa: E402
-from curation.quality import QualityScorer, ScoreInput  # noqa: E402
+from curation.annotate.config import AnnotateConfig, LlmConfig  # noqa: E402
+from curation.core.config import SamplingConfig  # noqa: E402
+from curation.core.config import load_config  # noqa: E402
+from curation.annotate.llm import LlmError, LlmResponse, build_backend
+from packing.tokens import builtin_model_dir  # noqa: E402
+from curation.annotate.quality import QualityScorer, ScoreInput  # noqa: E402
 from tests.conftest import CONFIGS  # noqa: E402
 
 GOOD = "A red double-decker bus drives past a stone clock tower on a cloudy day."

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from curation.mmpr import MmprItem, correctness_pairs, dropout_pair, dropout_prefix, judge
-from curation.reasons import check_reason
+from curation.mmpr.pairs import MmprItem, correctness_pairs, dropout_pair, dropout_prefix, judge
+from curation.core.reasons import check_reason
 
 ITEM = MmprItem(id="q1", images=("img/1.jpg",), question="How many apples?", answer_gt="3", answer_type="number")
 RIGHT_A = "I count one, two, three apples.\nFinal Answer: 3"

@@ -13,13 +13,13 @@ import sys
 import numpy as np
 import pytest
 
-from curation.config import ConfigError, load_config
-from curation.llm import LlmError
-from curation.mmpr import MmprItem, MmprTask, after_continuation, after_sampling, finish, sample_requests
-from curation.mmpr_config import MmprConfig
-from curation.policy import PolicyResponse
-from curation.reasons import check_reason
-from curation.sample_vqa import check_mmpr, write_vqa
+from curation.core.config import ConfigError, load_config
+from curation.annotate.llm import LlmError
+from curation.mmpr.pairs import MmprItem, MmprTask, after_continuation, after_sampling, finish, sample_requests
+from curation.mmpr.config import MmprConfig
+from curation.mmpr.policy import PolicyResponse
+from curation.core.reasons import check_reason
+from curation.samples.vqa import check_mmpr, write_vqa
 from tests.conftest import CONFIGS
 
 CURATE = [sys.executable, "-m", "curation.cli"]
@@ -35,7 +35,7 @@ FAST = {
 
 
 def recipe(**over) -> MmprConfig:
-    from curation.config import deep_merge
+    from curation.core.config import deep_merge
 
     return load_config(CONFIGS / "mmpr.yaml", MmprConfig, deep_merge(FAST, over))
 
@@ -236,7 +236,7 @@ def test_inspect_reads_mmpr_folders(mmpr_run, tmp_path):
 def test_a_uid_kept_twice_keeps_the_first_row_only():
     import io
 
-    from curation.mmpr_shards import write_mmpr_shard
+    from curation.mmpr.shards import write_mmpr_shard
 
     def kept(row: int) -> MmprTask:
         task = _task()

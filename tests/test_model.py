@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from curation.config import PackConfig, ShardConfig, TilingConfig, build
+from packing.config import PackConfig, TilingConfig
+from curation.core.config import ShardConfig, build
 from model import attention
 from model.batches import build_batch, unpack
 from model.build import load_model

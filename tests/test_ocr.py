@@ -8,9 +8,9 @@ import io
 import pytest
 from PIL import Image
 
-from curation.annotate_config import OcrConfig
-from curation.ocr import OcrError, OcrResult, build_ocr_engine, paddle_model_dirs, reading_order, OcrLine
-from curation.sample_text_images import char_similarity, text_images
+from curation.annotate.config import OcrConfig
+from curation.annotate.ocr import OcrError, OcrResult, build_ocr_engine, paddle_model_dirs, reading_order, OcrLine
+from curation.samples.text_images import char_similarity, text_images
 
 IMAGES = text_images(20, seed=3)
 

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from curation.config import PackConfig, ShardConfig
-from curation.sample_conversations import check_pack_outcomes
+from packing.config import PackConfig
+from curation.core.config import ShardConfig
+from curation.samples.conversations import check_pack_outcomes
 from packing.format import iter_packs
 from packing.tokens import IMG_CONTEXT
 from pipelines.pack import run_pack

@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from curation.conversations import Conversation, ConvRejection, PreferencePair, Turn, read_conversations
+from curation.core.conversations import Conversation, PreferencePair, Turn, read_conversations
+from curation.core.records import Rejection, RowRef
 from packing.format import PackPlan, iter_packs, plan_packs, write_pack_shard
 from packing.tokens import IMG_CONTEXT, ChatEncoder, EncodeError
 from packing.units import UnitBuilder, UnitLimits, read_header, resolve_image
+from packing.validate import TokenIds, pack_problems
 
 
 def rows(*lines):
@@ -29,7 +31,7 @@ def test_rows_parse_into_conversations_pairs_or_reasoned_rejections():
     assert isinstance(out[1], PreferencePair) and out[1].method == "dropout_ntp"
     assert [r.reason for r in out[2:4]] == ["malformed_row", "malformed_row"]
     assert isinstance(out[4], Conversation) and len(out[4].uid) == 32  # no id: a content hash
-    assert isinstance(out[5], ConvRejection) and "image" in out[5].detail
+    assert isinstance(out[5], Rejection) and "image" in out[5].detail
     assert [r.source_row for r in out] == list(range(6)) and all(r.source_file == "convs.jsonl" for r in out)
 
 
@@ -41,7 +43,7 @@ def test_resolve_image_refuses_escapes():
 
 
 def test_read_header_sizes_without_decoding_and_rejects_junk(images):
-    from curation.sample_data import pixel_bomb_png
+    from curation.samples.data import pixel_bomb_png
 
     w, h, ext = read_header(io.BytesIO(next(iter(images.values()))), 10**8)
     assert w > 0 and h > 0 and ext in ("jpg", "png", "webp", "gif")
@@ -107,7 +109,7 @@ def test_shard_format_round_trip(tokenizer):
     units.append(b.build(PreferencePair("pp", "m.jsonl", 1, ["img.jpg"], "<image>\nq", "yes", "no"), [(448, 448, "jpg")]))
     plan = PackPlan(4096, 16)
     assert sorted(u.uid for p in plan_packs(units, plan) for u in p) == sorted(u.uid for u in units)
-    rej = ConvRejection("bad", "c.jsonl", 9, "read", "malformed_row", "x")
+    rej = Rejection(RowRef("bad", "c.jsonl", 9), "read", "malformed_row", "x")
     tar, man = io.BytesIO(), io.BytesIO()
     report, extras = write_pack_shard(0, "packed-00000-of-00001", units + [rej], tar, man, plan=plan,
                                       read_image=lambda p: b"IMAGE:" + p.encode())
@@ -117,7 +119,9 @@ def test_shard_format_round_trip(tokenizer):
     packs = list(iter_packs(tar))
     assert len(packs) == report.stats["packs"] and sum(len(p.meta["segments"]) for p in packs) == 8
     ctx = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+    ids = TokenIds.of(tokenizer, len(tokenizer))
     for p in packs:
+        assert pack_problems(p.meta, p.input_ids, p.labels, members={"json", *p.images}, tokens=ids) == []
         assert len(p.input_ids) == len(p.labels) == p.meta["tokens"] <= 4096 and p.meta["tiles"] <= 16
         assert p.input_ids.dtype == np.int32
         ends = [s["offset"] + s["length"] for s in p.meta["segments"]]
@@ -129,3 +133,7 @@ def test_shard_format_round_trip(tokenizer):
         assert set(p.images) == {im["name"] for im in p.meta["images"]}
         roles = [s["role"] for s in p.meta["segments"] if s["id"] == "pp"]
         assert roles in ([], ["chosen", "rejected"])
+    broken = packs[0]
+    labels = broken.labels.copy()
+    labels[np.flatnonzero(broken.input_ids == ctx)[0]] = ctx  # a label on an image token
+    assert ("labels", "1 labels on image tokens") in pack_problems(broken.meta, broken.input_ids, labels, tokens=ids)

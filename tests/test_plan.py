@@ -13,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation.config import ConfigError, ImageConfig, load_plan_config
-from curation.images import process_image, stored_size
-from curation.sample_laion import generate_laion
+from curation.core.config import ConfigError
+from curation.ingest.config import ImageConfig
+from curation.plan.config import load_plan_config
+from curation.ingest.images import process_image, stored_size
+from curation.samples.laion import generate_laion
 from packing.tiling import tile_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +79,7 @@ def test_every_row_is_kept_or_rejected_with_its_reason(planned):
 def test_planned_units_tile_and_pack_like_ingest_and_pack(planned):
     root, _, cfg, index = planned
     kept = {r["uid"]: r for r in _manifest(root / "plan") if r["status"] == "kept"}
-    from curation.plan import iter_plan_packs
+    from curation.plan.planner import iter_plan_packs
 
     seen = {}
     for tar in sorted((root / "plan").glob("plan-*.tar")):
@@ -99,8 +101,8 @@ def test_planned_units_tile_and_pack_like_ingest_and_pack(planned):
 def test_plan_tokens_match_pack_on_the_same_conversation(planned, tokenizer):
     """A planned unit's token count is what `curate pack` counts for the captioning conversation."""
     root, _, cfg, _ = planned
-    from curation.conversations import Conversation, Turn
-    from curation.convert import CAPTION_PROMPT
+    from curation.core.conversations import Conversation, Turn
+    from curation.annotate.convert import CAPTION_PROMPT
     from packing.tokens import ChatEncoder, resolve_system_prompt
 
     enc = ChatEncoder(tokenizer, cfg.pack.template, resolve_system_prompt(cfg.pack.template, cfg.pack.system_prompt))
@@ -117,7 +119,7 @@ def test_plan_tokens_match_pack_on_the_same_conversation(planned, tokenizer):
 
 
 def test_rerun_is_a_no_op_and_inspect_reads_the_plan(planned, capsys):
-    from curation.cli import main
+    from curation.cli.main import main
     from pipelines.plan import run_plan
 
     root, _, cfg, index = planned
@@ -133,7 +135,7 @@ def test_rerun_is_a_no_op_and_inspect_reads_the_plan(planned, capsys):
 
 
 def test_inspect_summary_of_a_plan(planned, capsys):
-    from curation.cli import main
+    from curation.cli.main import main
 
     root, _, _, index = planned
     assert main(["inspect", "summary", "--json", str(root / "plan")]) == 0

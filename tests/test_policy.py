@@ -11,10 +11,10 @@ import io
 import pytest
 from PIL import Image
 
-from curation.config import SamplingConfig
-from curation.conversations import Turn
-from curation.mmpr_config import PolicyConfig
-from curation.policy import PolicyRequest, PolicyResponse, build_policy, to_messages, with_placeholders
+from curation.core.config import SamplingConfig
+from curation.core.conversations import Turn
+from curation.mmpr.config import PolicyConfig
+from curation.mmpr.policy import PolicyRequest, PolicyResponse, build_policy, to_messages, with_placeholders
 from model.config import ModelConfig, PromptConfig
 
 

@@ -71,7 +71,9 @@ def both(run, cfg, inputs: list[str], base: Path, portable: "Portable") -> tuple
 
 
 def test_ingest_dedup_pack_on_the_portable_runner(sample, conv_sample, portable, tmp_path):
-    from curation.config import DedupConfig, PackConfig, ShardConfig, load_config
+    from filters.dedup_config import DedupConfig
+    from packing.config import PackConfig
+    from curation.core.config import ShardConfig, load_config
     from pipelines.dedup import run_dedup
     from pipelines.ingest import run_ingest
     from pipelines.pack import run_pack
@@ -90,8 +92,8 @@ def test_ingest_dedup_pack_on_the_portable_runner(sample, conv_sample, portable,
 
 
 def test_annotate_and_mmpr_on_the_portable_runner(portable, tmp_path):
-    from curation.mmpr_config import MmprConfig
-    from curation.sample_vqa import write_vqa
+    from curation.mmpr.config import MmprConfig
+    from curation.samples.vqa import write_vqa
     from pipelines.annotate import run_annotate
     from pipelines.mmpr import run_mmpr
     from tests.test_annotate_pipeline import _cfg, text_pair_folder
@@ -150,8 +152,8 @@ def test_worker_images_match_the_pinned_beam_and_copy_existing_sources():
 
 
 def test_plan_on_the_portable_runner(portable, tmp_path):
-    from curation.config import load_plan_config
-    from curation.sample_laion import generate_laion
+    from curation.plan.config import load_plan_config
+    from curation.samples.laion import generate_laion
     from pipelines.plan import run_plan
     from tests.conftest import CONFIGS
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from curation.config import deep_merge
-from curation.images import ImageInfo, process_image
+from curation.core.config import deep_merge
+from curation.ingest.images import ImageInfo, process_image
 from tests.conftest import CONFIGS, LOCAL_DOWNLOAD, output_files
 
 CURATE = [sys.executable, "-m", "curation.cli"]
@@ -54,9 +54,10 @@ def test_missing_columns_huge_and_hostile_captions_are_row_rejections():
     """Metadata without a URL column, a 10 MB caption, control characters: each row is accounted for."""
     import pyarrow as pa
 
-    from curation.config import IngestConfig, load_config
-    from curation.records import Pair, Rejection
-    from curation.sources import read_pairs
+    from curation.ingest.config import IngestConfig
+    from curation.core.config import load_config
+    from curation.core.records import Pair, Rejection
+    from curation.ingest.sources import read_pairs
     from filters.registry import build_filters
 
     cfg = load_config(CONFIGS / "laion.yaml", IngestConfig)
@@ -123,7 +124,8 @@ def _rows(folder: Path, index: dict) -> list[tuple[str, int]]:
 def test_ingest_killed_part_way_resumes_byte_identical(sample, tmp_path):
     import json
 
-    from curation.config import IngestConfig, load_config
+    from curation.ingest.config import IngestConfig
+    from curation.core.config import load_config
     from pipelines.ingest import run_ingest
 
     over = {"download": LOCAL_DOWNLOAD, "image": {"image_size": 256}, "shards": {"samples_per_shard": 2}, "progress": False}
@@ -155,7 +157,8 @@ def test_ingest_killed_part_way_resumes_byte_identical(sample, tmp_path):
 def test_pack_killed_part_way_resumes_byte_identical(conv_sample, tmp_path):
     import json
 
-    from curation.config import PackConfig, load_config
+    from packing.config import PackConfig
+    from curation.core.config import load_config
     from pipelines.pack import run_pack
 
     recipe = tmp_path / "pack.yaml"
@@ -185,7 +188,7 @@ def test_readers_refuse_pickled_arrays_and_escaping_member_names(tmp_path):
 
     import numpy as np
 
-    from curation.shards import iter_tar_groups
+    from curation.core.shards import iter_tar_groups
     from packing.format import iter_packs
 
     def tar_with(path: Path, members: dict[str, bytes]) -> str:

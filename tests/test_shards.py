@@ -7,8 +7,8 @@ import tarfile
 
 import pyarrow.parquet as pq
 
-from curation.records import ImageInfo, Pair, Rejection, Sample
-from curation.shards import build_index, num_shards_for, shard_of, write_pair_shard
+from curation.core.records import ImageInfo, Pair, Rejection, Sample
+from curation.core.shards import build_index, num_shards_for, shard_of, write_pair_shard
 
 
 def make_records():

@@ -8,9 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.config import IngestConfig, SourceConfig, load_config
-from curation.records import Pair, Rejection, hash_uid
-from curation.sources import detect_format, read_pairs
+from curation.ingest.config import IngestConfig, SourceConfig
+from curation.core.config import load_config
+from curation.core.records import Pair, Rejection, hash_uid
+from curation.core.rows import detect_format
+from curation.ingest.sources import read_pairs
 from tests.conftest import CONFIGS
 
 

@@ -7,12 +7,13 @@ import collections
 
 import pytest
 
-from curation.annotate_config import AnnotateConfig, ConversationConfig, HeuristicsConfig, QualityConfig
-from curation.config import SamplingConfig
-from curation.config import ConfigError, build, load_config
-from curation.llm import LlmError, LlmResponse
-from curation.quality import QualityScorer, ScoreInput, parse_score
-from curation.tasks import build_conversation, language, pick_task
+from curation.annotate.config import AnnotateConfig, ConversationConfig, QualityConfig
+from filters.text_quality import HeuristicsConfig
+from curation.core.config import SamplingConfig
+from curation.core.config import ConfigError, build, load_config
+from curation.annotate.llm import LlmError, LlmResponse
+from curation.annotate.quality import QualityScorer, ScoreInput, parse_score
+from curation.annotate.tasks import build_conversation, language, pick_task
 from filters.text_quality import TextRules, max_ngram_repeats
 from tests.conftest import CONFIGS
 
@@ -100,7 +101,7 @@ def test_scorer_thresholds_and_reasons():
 
 
 def test_prompts_render_few_shot_examples():
-    from curation.quality import render
+    from curation.annotate.quality import render
 
     q = _quality()
     msgs = render(q.prompts["caption"], q.system_prompt, ScoreInput("A cat."))

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation.conversations import Turn
+from curation.core.conversations import Turn
 from packing.tiling import TOKENS_PER_TILE
 from packing.tokens import IGNORE_INDEX, IMG_CONTEXT, ChatEncoder, EncodeError, truncate
 

@@ -9,9 +9,9 @@ import html
 import io
 from typing import Any
 
-from curation.inspection.dataset import ShardSet
+from curation.core.shardset import ShardSet
 from curation.inspection.summary import summarize
-from curation.shards import iter_tar_groups
+from curation.core.shards import iter_tar_groups
 
 THUMB = 160
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from curation.inspection.dataset import InspectError, ShardSet
-from curation.inspection.validate import IGNORE
-from curation.shards import iter_tar_groups, safe_member_name, shard_name, shard_of
+from curation.core.shardset import InspectError, ShardSet
+from packing.tokens import IGNORE_INDEX
+from curation.core.shards import iter_tar_groups, safe_member_name, shard_name, shard_of
 
 SUPERVISED_OPEN, SUPERVISED_CLOSE = "⟦", "⟧"  # marks the tokens that carry labels
 
@@ -218,7 +218,7 @@ def _decoder(ss: ShardSet):
 
     def decode(ids: np.ndarray, labels: np.ndarray) -> str:
         pieces: list[str] = []
-        sup = labels != IGNORE
+        sup = labels != IGNORE_INDEX
         start = 0
         for i in range(1, len(ids) + 1):
             if i == len(ids) or sup[i] != sup[start]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.inspection.dataset import ShardSet
+from curation.core.shardset import ShardSet
 
 PAIR_SCORES = ("clip_similarity", "aesthetic_score", "nsfw_score", "watermark_score", "quality_score", "ocr_chars")
 _EDGES = {

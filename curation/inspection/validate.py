@@ -3,9 +3,7 @@
 Index: every shard's tar and manifest exist and match the listed sha256 and counts; totals add up.
 Tars: readable to the end, member names well-formed (no path, no escape, webdataset key before the
 first dot), the members each sample needs. Manifests: one row per input row, kept rows == tar
-samples. Packs: segments contiguous and within l_max, tiles within t_max, `<img>` spans holding
-exactly 256 x tiles context tokens, labels only on supervised tokens (and never on images),
-preference pairs (chosen + rejected) in one pack.
+samples. Packs: `packing.validate.pack_problems`, the validator `curate check` uses too.
 """
 
 from __future__ import annotations
@@ -18,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from curation.inspection.dataset import ShardSet, open_binary
-from curation.shards import iter_tar_groups
+from curation.core.shardset import ShardSet
+from curation.core.fs import open_binary
+from curation.core.shards import iter_tar_groups
+from packing.validate import pack_problems
 
-IMAGE_TOKENS_PER_TILE = 256
-IGNORE = -100
 
 
 class _HashingReader(io.RawIOBase):
@@ -231,73 +229,6 @@ def _check_packs(name: str, groups, problems: list[str]) -> set[str]:
         except (ValueError, OSError) as err:
             problems.append(f"{where}: unreadable member ({err})")
             continue
-        for line in check_pack(meta, ids, labels, set(group)):
-            problems.append(f"{where}: {line}")
+        for _, detail in pack_problems(meta, ids, labels, members=set(group)):
+            problems.append(f"{where}: {detail}")
     return seen
-
-
-def check_pack(meta: dict[str, Any], ids: np.ndarray, labels: np.ndarray, members: set[str]) -> list[str]:
-    """What is wrong with one pack (empty: nothing)."""
-    out: list[str] = []
-    l_max, t_max = meta["l_max"], meta["t_max"]
-    if ids.shape != labels.shape or ids.ndim != 1:
-        return [f"input_ids {ids.shape} and labels {labels.shape} differ"]
-    if len(ids) != meta["tokens"]:
-        out.append(f"{len(ids)} tokens stored, json says {meta['tokens']}")
-    if len(ids) > l_max:
-        out.append(f"{len(ids)} tokens overrun l_max {l_max}")
-    images = meta["images"]
-    tiles = sum(im["tiles"] for im in images)
-    if tiles > t_max:
-        out.append(f"{tiles} tiles over t_max {t_max}")
-    if tiles != meta["tiles"]:
-        out.append(f"images hold {tiles} tiles, json says {meta['tiles']}")
-    for i, im in enumerate(images):
-        if im["name"] not in members:
-            out.append(f"image {im['name']} listed but not stored")
-        cols, rows = im["grid"]
-        if im["tiles"] != cols * rows + (1 if im["thumbnail"] and cols * rows > 1 else 0):
-            out.append(f"image {i}: {im['tiles']} tiles for a {cols}x{rows} grid")
-    offset = 0
-    in_image = np.zeros(len(ids), dtype=bool)
-    context_ids: set[int] = set()
-    pairs: dict[str, set[str]] = {}
-    for seg in meta["segments"]:
-        s, n = seg["offset"], seg["length"]
-        if s != offset:
-            out.append(f"segment {seg['id']} starts at {s}, the previous one ends at {offset}")
-        offset = s + n
-        if offset > l_max:
-            out.append(f"segment {seg['id']} ends at {offset}, over l_max {l_max}")
-        lab = labels[s:s + n]
-        sup = int(np.count_nonzero(lab != IGNORE))
-        if sup != seg["supervised"]:
-            out.append(f"segment {seg['id']}: {sup} supervised labels, json says {seg['supervised']}")
-        if np.any((lab != IGNORE) & (lab != ids[s:s + n])):
-            out.append(f"segment {seg['id']}: a label differs from its input token")
-        for a, b, img in seg["image_spans"]:
-            if not (s <= a < b <= s + n) or img >= len(images):
-                out.append(f"segment {seg['id']}: image span {a}..{b} outside the segment or no image {img}")
-                continue
-            inner = ids[a + 1:b - 1]
-            want = IMAGE_TOKENS_PER_TILE * images[img]["tiles"]
-            if len(inner) != want or (len(inner) and np.any(inner != inner[0])):
-                out.append(f"image {img}: {len(inner)} context tokens in its <img> span, wants "
-                           f"{IMAGE_TOKENS_PER_TILE} x {images[img]['tiles']} tiles = {want}")
-            if len(inner):
-                context_ids.add(int(inner[0]))
-            in_image[a:b] = True
-        if seg["role"] in ("chosen", "rejected"):
-            pairs.setdefault(seg["id"], set()).add(seg["role"])
-    if offset != len(ids):
-        out.append(f"segments cover {offset} tokens of {len(ids)}")
-    if np.any(labels[in_image] != IGNORE):
-        out.append("labels on image tokens")
-    for cid in context_ids:
-        stray = int(np.count_nonzero((ids == cid) & ~in_image))
-        if stray:
-            out.append(f"{stray} image context tokens outside any <img> span")
-    for uid, roles in sorted(pairs.items()):
-        if roles != {"chosen", "rejected"}:
-            out.append(f"preference pair {uid} split: only {sorted(roles)} in this pack")
-    return out

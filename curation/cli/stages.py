@@ -1,0 +1,85 @@
+"""`curate ingest | dedup | annotate | mmpr | pack | plan`: load and check the recipe (before Beam
+is imported), run the stage's pipeline, print its report; exit 1 when the accounting does not add up.
+Everything after `--` is a Beam pipeline option, passed untouched."""
+
+from __future__ import annotations
+
+import argparse
+
+from curation.cli.common import accounted, find_config
+from curation.cli.reports import (print_annotate_report, print_dedup_report, print_ingest_report, print_mmpr_report,
+                                  print_pack_report, print_plan_report)
+from curation.core.config import load_config
+from curation.ingest.config import IngestConfig
+from filters.dedup_config import DedupConfig
+from packing.config import PackConfig
+
+
+def _run_stage(args: argparse.Namespace, beam_args: list[str], cfg_cls: type, runner: str, report) -> int:
+    """Load and validate the recipe (before importing Beam), run `pipelines.<module>.<function>`,
+    print its report; exit 1 if the accounting does not add up."""
+    import importlib
+
+    overrides = {"progress": False} if args.no_progress else None
+    cfg = load_config(find_config(args.config), cfg_cls, overrides)
+    module, function = runner.rsplit(".", 1)
+    index = getattr(importlib.import_module(module), function)(cfg, args.input, args.output, beam_args)
+    report(index, args.output)
+    return 0 if accounted(index) else 1
+
+
+def cmd_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
+    return _run_stage(args, beam_args, IngestConfig, "pipelines.ingest.run_ingest", print_ingest_report)
+
+
+def cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
+    return _run_stage(args, beam_args, DedupConfig, "pipelines.dedup.run_dedup", print_dedup_report)
+
+
+def cmd_annotate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from curation.annotate.config import AnnotateConfig
+
+    return _run_stage(args, beam_args, AnnotateConfig, "pipelines.annotate.run_annotate", print_annotate_report)
+
+
+def cmd_mmpr(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from curation.mmpr.config import MmprConfig
+
+    return _run_stage(args, beam_args, MmprConfig, "pipelines.mmpr.run_mmpr", print_mmpr_report)
+
+
+def cmd_pack(args: argparse.Namespace, beam_args: list[str]) -> int:
+    return _run_stage(args, beam_args, PackConfig, "pipelines.pack.run_pack", print_pack_report)
+
+
+def cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from curation.plan.config import load_plan_config
+    from pipelines.plan import run_plan
+
+    overrides = {"progress": False, "ingest": {"progress": False}, "pack": {"progress": False}} if args.no_progress else None
+    cfg = load_plan_config(find_config(args.config), overrides)
+    index = run_plan(cfg, args.input, args.output, beam_args)
+    print_plan_report(index, args.output)
+    return 0 if accounted(index) else 1
+
+
+def add_stage_commands(sub: argparse._SubParsersAction) -> None:
+    for name, func, help_text, recipe, inputs in (
+        ("ingest", cmd_ingest, "metadata -> filtered, downloaded, img2dataset-compatible pair shards", "laion.yaml",
+         "metadata glob"),
+        ("dedup", cmd_dedup, "pair shards -> exact and near-duplicate removal (URL, caption, image)", "dedup.yaml",
+         "a pair-shard folder (an ingest or dedup output)"),
+        ("annotate", cmd_annotate, "pair shards -> OCR, LLM quality scoring, rules -> annotated shards + conversations",
+         "annotate.yaml", "a pair-shard folder (an ingest or dedup output)"),
+        ("mmpr", cmd_mmpr, "question jsonl -> sampled answers -> MMPR preference pairs (correctness, Dropout NTP)",
+         "mmpr.yaml", "question jsonl glob"),
+        ("pack", cmd_pack, "conversation / preference jsonl -> InternVL 2.5 packed shards", "pack.yaml", "jsonl glob"),
+        ("plan", cmd_plan, "metadata -> filters, dedup, tiles and tokens from declared sizes -> planned packs (no download)",
+         "plan.yaml", "metadata glob"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", required=True, help=f"YAML recipe, e.g. configs/{recipe}")
+        p.add_argument("--input", required=True, action="append", help=f"{inputs} (repeatable)")
+        p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)

@@ -1,0 +1,225 @@
+"""Record types at the ingest stage boundaries, declared once.
+
+`Pair` is one metadata row mapped to canonical fields; `ImageInfo` is what download + image
+processing add; `Rejection` is every stage's dead-letter record. `Verdict` is what a filter returns.
+Field names follow DESIGN.md's interchange formats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Protocol, TypeVar
+
+from curation.core.reasons import check_reason
+
+# Canonical metadata fields a source profile may map a column onto, with their types.
+NUMERIC_FIELDS: dict[str, type] = {
+    "declared_width": int,
+    "declared_height": int,
+    "clip_similarity": float,
+    "clip_similarity_l14": float,
+    "nsfw_score": float,
+    "nsfw_score_gantman": float,
+    "watermark_score": float,
+    "aesthetic_score": float,
+}
+TEXT_FIELDS = ("nsfw_tag", "license", "source_hash", "image_phash")
+MAPPABLE_FIELDS = ("uid", "url", "caption", "image_path", *NUMERIC_FIELDS, *TEXT_FIELDS)
+
+_UID_BAD = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def clean_uid(raw: str) -> str:
+    """Make a source id safe as a webdataset key: no dots, no path characters."""
+    return _UID_BAD.sub("_", raw.strip())[:128]
+
+
+R = TypeVar("R")
+
+
+def first_kept_per_uid(records: Iterable[R], *, order_key: Callable[[R], Any], uid: Callable[[R], str],
+                       kept: Callable[[R], bool], dup: Callable[[R, R], R]) -> list[R]:
+    """Every shard writer's uid rule: records in source order (`order_key`); the first kept record
+    per uid wins and a later kept one is replaced by `dup(record, first)`, its `dup_uid` rejection."""
+    winners: dict[str, R] = {}
+    out: list[R] = []
+    for rec in sorted(records, key=order_key):
+        if kept(rec):
+            first = winners.setdefault(uid(rec), rec)
+            if first is not rec:
+                rec = dup(rec, first)
+        out.append(rec)
+    return out
+
+
+def hash_uid(url: str, caption: str) -> str:
+    """Stable uid for sources without an id: a hash of url + caption."""
+    return hashlib.blake2b(f"{url}\x00{caption}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+@dataclass(slots=True)
+class Pair:
+    """One image-text pair from a metadata row, with canonical metadata fields."""
+
+    uid: str
+    url: str
+    caption: str
+    source: str
+    source_file: str
+    source_row: int
+    image_path: str | None = None
+    declared_width: int | None = None
+    declared_height: int | None = None
+    clip_similarity: float | None = None
+    clip_similarity_l14: float | None = None
+    nsfw_score: float | None = None
+    nsfw_score_gantman: float | None = None
+    nsfw_tag: str | None = None
+    watermark_score: float | None = None
+    aesthetic_score: float | None = None
+    license: str | None = None
+    source_hash: str | None = None
+    image_phash: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def order_key(self) -> tuple[str, str, int]:
+        """Sort key that does not depend on arrival order."""
+        return (self.uid, self.source_file, self.source_row)
+
+
+@dataclass(slots=True)
+class ImageInfo:
+    """What download + image processing produced for a kept pair."""
+
+    data: bytes
+    ext: str  # "jpg" | "webp"
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    original_format: str
+    sha256: str  # of the downloaded bytes, for exact image dedup
+    phash: str  # 64-bit DCT perceptual hash, 16 hex chars
+    http_status: int | None = None
+    mime: str | None = None
+
+
+@dataclass(slots=True)
+class Sample:
+    """A pair that survived download and pixel filters."""
+
+    pair: Pair
+    image: ImageInfo
+    # The webdataset members as read back from a shard (suffix -> bytes, in file order): a later
+    # stage that keeps the sample rewrites exactly these bytes, fields it does not know included.
+    stored: dict[str, bytes] | None = None
+    # Where the image bytes wait while the record crosses a shuffle (ingest's staging); the writer
+    # reads them back, so `image.data` is empty meanwhile.
+    staged: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """The `{uid}.json` content: all metadata except the image bytes."""
+        meta = pair_metadata(self.pair)
+        info = asdict(self.image)
+        del info["data"]
+        meta.update(info)
+        meta["status"] = "kept"
+        return meta
+
+
+class RowLike(Protocol):
+    """What every stage's rejection must know of its input row."""
+
+    @property
+    def uid(self) -> str: ...
+    @property
+    def source_file(self) -> str: ...
+    @property
+    def source_row(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RowRef:
+    """An input row by identity only: conversation, preference and question rows, whose stages
+    keep nothing else of a rejected row."""
+
+    uid: str
+    source_file: str
+    source_row: int
+
+
+@dataclass(slots=True)
+class Rejection:
+    """The one dead-letter record of every stage: which input row, at which stage, why. `row` is
+    what the stage knew of it: a `Pair` in the pair-shard stages (its metadata goes into the
+    manifest), the plan's `PlanRow`, or a `RowRef`."""
+
+    row: RowLike
+    stage: str
+    reason: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        check_reason(self.reason)
+
+    @property
+    def uid(self) -> str:
+        return self.row.uid
+
+    @property
+    def source_file(self) -> str:
+        return self.row.source_file
+
+    @property
+    def source_row(self) -> int:
+        return self.row.source_row
+
+    @property
+    def order_key(self) -> tuple[str, int]:
+        return self.row.source_file, self.row.source_row
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A filter's answer for one record."""
+
+    ok: bool
+    reason: str | None = None
+    detail: str = ""
+
+    @staticmethod
+    def keep() -> "Verdict":
+        return _KEEP
+
+    @staticmethod
+    def reject(reason: str, detail: str = "") -> "Verdict":
+        return Verdict(False, check_reason(reason), detail)
+
+
+_KEEP = Verdict(True)
+
+
+def pair_metadata(pair: Pair) -> dict[str, Any]:
+    """Pair fields as a JSON-ready dict, dropping empty optional fields."""
+    out: dict[str, Any] = {}
+    for name in Pair.__slots__:  # type: ignore[attr-defined]
+        value = getattr(pair, name)
+        if value is None or (name == "extra" and not value):
+            continue
+        out[name] = value
+    return out
+
+
+def record_pair(rec: "Sample | Rejection") -> Pair:
+    """The pair behind a pair-shard record, kept or rejected."""
+    return rec.pair if isinstance(rec, Sample) else rec.row  # type: ignore[return-value]
+
+
+def record_uid(rec: "Pair | Sample | Rejection") -> str:
+    """The uid of any record a pair-shard stage handles (shards are assigned by it)."""
+    if isinstance(rec, Sample):
+        return rec.pair.uid
+    return rec.uid

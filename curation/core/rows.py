@@ -1,0 +1,98 @@
+"""Raw rows out of metadata and conversation files (parquet, csv / tsv, jsonl), one at a time with
+their index in the file, so every row can be accounted for; a row that cannot be parsed is a
+`RowError` value, never an exception."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from typing import IO, Any, Iterator
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class RowError(Exception):
+    """A row that cannot be read; the message becomes the rejection detail."""
+
+
+def detect_format(name: str, declared: str = "auto") -> str:
+    """Format from the config, else from the file extension (a .gz suffix is looked through)."""
+    if declared != "auto":
+        return declared
+    base = name.lower().removesuffix(".gz").removesuffix(".zst")
+    for ext, fmt in ((".parquet", "parquet"), (".csv", "csv"), (".tsv", "tsv"), (".jsonl", "jsonl"), (".json", "jsonl")):
+        if base.endswith(ext):
+            return fmt
+    raise ValueError(f"{name}: cannot tell the metadata format from the extension; set source.format")
+
+
+def iter_raw_rows(f: IO[bytes], fmt: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """Yield (row index, raw mapping or RowError) for every row of a metadata file."""
+    if fmt == "parquet":
+        yield from _parquet_rows(f)
+    elif fmt in ("csv", "tsv"):
+        yield from _csv_rows(f, "\t" if fmt == "tsv" else ",")
+    elif fmt == "jsonl":
+        yield from _jsonl_rows(f)
+    else:
+        raise ValueError(f"unknown metadata format {fmt!r}")
+
+
+def _parquet_rows(f: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    import pyarrow.parquet as pq
+
+    index = 0
+    for batch in pq.ParquetFile(f).iter_batches(batch_size=8192):
+        for row in batch.to_pylist():
+            yield index, row
+            index += 1
+
+
+def _has_surrogates(values: Any) -> bool:
+    return any(isinstance(v, str) and any("\udc80" <= ch <= "\udcff" for ch in v) for v in values)
+
+
+def _csv_rows(f: IO[bytes], delimiter: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(text, delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    index = 0
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield index, RowError(f"csv: {err}")
+            index += 1
+            continue
+        if not values:
+            continue  # blank line, not a row
+        if len(values) != len(header):
+            yield index, RowError(f"csv: {len(values)} fields, header has {len(header)}")
+        elif _has_surrogates(values):
+            yield index, RowError("invalid UTF-8 in row")
+        else:
+            yield index, dict(zip(header, values))
+        index += 1
+
+
+def _jsonl_rows(f: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    index = 0
+    for line in f:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            yield index, RowError(f"invalid UTF-8 at byte {err.start}")
+        except json.JSONDecodeError as err:
+            yield index, RowError(f"invalid JSON: {err.msg} at column {err.colno}")
+        else:
+            yield index, row if isinstance(row, dict) else RowError(f"JSON line is a {type(row).__name__}, not an object")
+        index += 1

@@ -1,0 +1,310 @@
+"""Pair shards: deterministic webdataset tars, parquet manifests, shard reports and the index.
+
+Pure builders over file objects; `pipelines/` opens the files (any Beam filesystem), writes to a
+temp name and renames. Contents depend only on the records, never on arrival order: members are
+sorted by uid, tar headers carry fixed times and owners, the manifest has a fixed schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+import re
+import tarfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.core.records import ImageInfo, Pair, Rejection, Sample, first_kept_per_uid, record_pair
+
+TAR_MTIME = 1_577_836_800  # 2020-01-01: fixed, so tars are byte-identical across runs
+INDEX_NAME = "_index.json"
+PROGRESS_DIR = "_progress"
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+MANIFEST_SCHEMA = pa.schema([
+    ("uid", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("source", pa.string()),
+    ("source_file", pa.string()), ("source_row", pa.int64()),
+    ("status", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()), ("original_height", pa.int32()),
+    ("sha256", pa.string()), ("phash", pa.string()),
+    ("declared_width", pa.int64()), ("declared_height", pa.int64()),
+    ("clip_similarity", pa.float64()), ("nsfw_score", pa.float64()), ("watermark_score", pa.float64()),
+    ("aesthetic_score", pa.float64()),
+])
+
+
+def stable_hash(key: str) -> int:
+    """64-bit hash that is the same in every process and Python version (unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+def shard_of(uid: str, num_shards: int) -> int:
+    return stable_hash(uid) % num_shards
+
+
+def num_shards_for(rows: int, samples_per_shard: int) -> int:
+    return max(1, -(-rows // samples_per_shard))
+
+
+def shard_name(prefix: str, shard: int, num_shards: int) -> str:
+    return f"{prefix}-{shard:05d}-of-{num_shards:05d}"
+
+
+class HashingWriter(io.RawIOBase):
+    """Write-through wrapper that counts bytes and computes sha256 on the way."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[override]
+        data = bytes(b)
+        self.sha.update(data)
+        self.size += len(data)
+        self.raw.write(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+
+def write_tar(f: IO[bytes], members: Iterable[tuple[str, bytes]]) -> None:
+    """A tar with fixed headers (mtime, owner, mode) in the given member order; streams."""
+    with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = TAR_MTIME
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+
+
+def safe_member_name(name: str) -> str | None:
+    """Why a tar member name is not acceptable, or None: no folders, no absolute paths, no `..`,
+    and a webdataset key (before the first dot) of safe characters only."""
+    if name.startswith("/") or "\\" in name or posixpath.normpath(name) != name or "/" in name or name in (".", ".."):
+        return f"member name {name!r} is a path (folders, '..' or absolute); refused"
+    key, dot, suffix = name.partition(".")
+    if not dot or not suffix or not _SAFE_KEY.match(key):
+        return f"member name {name!r} is not `key.suffix` with a safe key"
+    return None
+
+
+def iter_tar_groups(tar_path_or_file: str | IO[bytes], strict: bool = False) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {suffix: bytes}) per webdataset sample, in file order: members sharing the name before
+    the first dot are one sample (they are written contiguously). Reads the tar as a stream (any
+    readable file object) and extracts nothing to disk. `strict` raises ValueError on a member that
+    is not a regular file, has an unsafe name (`safe_member_name`) or repeats within its sample;
+    otherwise non-file members are skipped."""
+    if isinstance(tar_path_or_file, str):
+        opened = tarfile.open(tar_path_or_file, "r|")
+    else:
+        opened = tarfile.open(fileobj=tar_path_or_file, mode="r|")
+    with opened as tar:
+        key, group = None, {}
+        for info in tar:
+            if not info.isfile():
+                if strict:
+                    raise ValueError(f"member {info.name!r} is not a regular file (type {info.type!r})")
+                continue
+            if strict and (problem := safe_member_name(info.name)):
+                raise ValueError(problem)
+            k, _, suffix = info.name.partition(".")
+            if key is not None and k != key:
+                yield key, group
+                group = {}
+            if strict and suffix in group:
+                raise ValueError(f"member {info.name!r} appears twice")
+            key = k
+            group[suffix] = tar.extractfile(info).read()
+        if key is not None:
+            yield key, group
+
+
+def sample_members(sample: Sample) -> list[tuple[str, bytes]]:
+    """`{uid}.jpg|webp`, `{uid}.json`, `{uid}.txt`: webdataset groups them by the key before the dot."""
+    uid = sample.pair.uid
+    if sample.stored is not None:
+        return [(f"{uid}.{suffix}", data) for suffix, data in sample.stored.items()]
+    meta = json.dumps(sample.metadata(), ensure_ascii=False, sort_keys=True, allow_nan=False).encode()
+    return [
+        (f"{uid}.{sample.image.ext}", sample.image.data),
+        (f"{uid}.json", meta),
+        (f"{uid}.txt", sample.pair.caption.encode("utf-8", "replace")),
+    ]
+
+
+def resolve_uid_collisions(records: Iterable[Sample | Rejection]) -> list[Sample | Rejection]:
+    """Keep the first kept sample per uid in source order; later kept ones become `dup_uid`."""
+    return first_kept_per_uid(
+        records, order_key=lambda r: record_pair(r).order_key, uid=lambda r: record_pair(r).uid,
+        kept=lambda r: isinstance(r, Sample),
+        dup=lambda r, first: Rejection(r.pair, "write", "dup_uid",
+                                       f"uid already kept from {first.pair.source_file}:{first.pair.source_row}"))
+
+
+def manifest_row(rec: Sample | Rejection) -> dict[str, Any]:
+    p = record_pair(rec)
+    row = {
+        "uid": p.uid, "url": p.url, "caption": p.caption, "source": p.source, "source_file": p.source_file,
+        "source_row": p.source_row, "declared_width": p.declared_width, "declared_height": p.declared_height,
+        "clip_similarity": p.clip_similarity, "nsfw_score": p.nsfw_score, "watermark_score": p.watermark_score,
+        "aesthetic_score": p.aesthetic_score,
+    }
+    if isinstance(rec, Sample):
+        im = rec.image
+        row.update(status="kept", width=im.width, height=im.height, original_width=im.original_width,
+                   original_height=im.original_height, sha256=im.sha256, phash=im.phash)
+    else:
+        row.update(status="rejected", stage=rec.stage, reason=rec.reason, detail=rec.detail)
+    return row
+
+
+_PAIR_FIELDS = frozenset(Pair.__slots__)  # type: ignore[attr-defined]
+_IMAGE_FIELDS = frozenset(ImageInfo.__slots__) - {"data"}  # type: ignore[attr-defined]
+
+
+class ShardFormatError(ValueError):
+    """A pair shard does not match its manifest or its index entry."""
+
+
+def sample_from_members(group: dict[str, bytes]) -> Sample:
+    """A kept sample back from its webdataset members (`jpg|webp`, `json`, `txt`)."""
+    meta = json.loads(group["json"])
+    ext = meta.get("ext") or next(s for s in group if s in ("jpg", "webp"))
+    pair = Pair(**{k: v for k, v in meta.items() if k in _PAIR_FIELDS})
+    image = ImageInfo(data=group[ext], **{k: v for k, v in meta.items() if k in _IMAGE_FIELDS})
+    return Sample(pair, image, stored=dict(group))
+
+
+def _pair_from_row(row: dict[str, Any]) -> Pair:
+    fields = {k: row.get(k) for k in ("declared_width", "declared_height", "clip_similarity", "nsfw_score",
+                                      "watermark_score", "aesthetic_score")}
+    return Pair(uid=row["uid"], url=row["url"] or "", caption=row["caption"] or "", source=row["source"] or "",
+                source_file=row["source_file"] or "", source_row=row["source_row"] or 0, **fields)
+
+
+def read_pair_shard(tar_file: IO[bytes], manifest_file: IO[bytes]) -> Iterator[Sample | Rejection]:
+    """Every manifest row of one shard back as a record: kept rows with their stored members,
+    rejected rows as Rejections (stage, reason and detail as written)."""
+    groups = dict(iter_tar_groups(tar_file, strict=True))
+    table = pq.read_table(manifest_file)
+    kept = 0
+    for row in table.to_pylist():
+        if row["status"] == "kept":
+            group = groups.get(row["uid"])
+            if group is None or "json" not in group:
+                raise ShardFormatError(f"manifest keeps {row['uid']} but the tar has no such sample")
+            kept += 1
+            yield sample_from_members(group)
+        else:
+            yield Rejection(_pair_from_row(row), row["stage"] or "", row["reason"], row["detail"] or "")
+    if kept != len(groups):
+        raise ShardFormatError(f"the tar holds {len(groups)} samples, the manifest keeps {kept}")
+
+
+def write_rows(rows: list[dict[str, Any]], schema: pa.Schema, f: IO[bytes]) -> None:
+    """Rows -> one zstd parquet file with this schema (an empty table when there are none): every
+    shard writer's manifest."""
+    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
+    pq.write_table(table, f, compression="zstd")
+
+
+def rejection_counts(rejected: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """`reasons` and `stages` of a shard's rejected records (anything with .reason and .stage),
+    sorted, as a ShardReport takes them."""
+    rejected = list(rejected)
+    return {"reasons": dict(sorted(Counter(r.reason for r in rejected).items())),
+            "stages": dict(sorted(Counter(r.stage for r in rejected).items()))}
+
+
+def write_manifest(f: IO[bytes], records: list[Sample | Rejection]) -> None:
+    write_rows([manifest_row(r) for r in records], MANIFEST_SCHEMA, f)
+
+
+@dataclass
+class ShardReport:
+    """What one written shard holds; the index is built from these."""
+
+    shard: int
+    name: str
+    kept: int
+    rows: int
+    tar_sha256: str
+    manifest_sha256: str
+    tar_bytes: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)  # stage-specific totals (packs, tokens, ...)
+    extra_files: dict[str, str] = field(default_factory=dict)  # file name -> sha256, written beside the tar
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "ShardReport":
+        return ShardReport(**json.loads(text))
+
+
+def write_pair_shard(shard: int, name: str, records: Iterable[Sample | Rejection],
+                     tar_file: IO[bytes], manifest_file: IO[bytes]) -> ShardReport:
+    """Write one shard's tar and manifest from all its records (kept and rejected)."""
+    resolved = resolve_uid_collisions(records)
+    kept = [r for r in resolved if isinstance(r, Sample)]
+    kept.sort(key=lambda s: s.pair.uid)
+    tar_out = HashingWriter(tar_file)
+    write_tar(tar_out, (m for s in kept for m in sample_members(s)))
+    man_out = HashingWriter(manifest_file)
+    write_manifest(man_out, resolved)
+    rejected = [r for r in resolved if isinstance(r, Rejection)]
+    return ShardReport(
+        shard=shard, name=name, kept=len(kept), rows=len(resolved),
+        tar_sha256=tar_out.hexdigest(), manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
+        **rejection_counts(rejected),
+    )
+
+
+def build_index(reports: Iterable[ShardReport], *, kind: str, prefix: str, num_shards: int,
+                fingerprint: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `_index.json` document: every shard with its counts and hashes, totals per reason."""
+    reports = sorted(reports, key=lambda r: r.shard)
+    reasons: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    for r in reports:
+        reasons.update(r.reasons)
+        stages.update(r.stages)
+    kept = sum(r.kept for r in reports)
+    inputs = sum(r.rows for r in reports)
+    stats: Counter[str] = Counter()
+    for r in reports:
+        stats.update(r.stats)
+    index = {
+        "kind": kind, "format_version": 1, "prefix": prefix, "num_shards": num_shards,
+        "config_fingerprint": fingerprint,
+        "totals": {"inputs": inputs, "kept": kept, "rejected": inputs - kept},
+        "reasons": dict(sorted(reasons.items())), "stages": dict(sorted(stages.items())),
+        "shards": [
+            {"name": r.name, "tar": f"{r.name}.tar", "manifest": f"{r.name}.parquet", "count": r.kept,
+             "rows": r.rows, "tar_sha256": r.tar_sha256, "manifest_sha256": r.manifest_sha256,
+             "tar_bytes": r.tar_bytes, **({"stats": r.stats} if r.stats else {}),
+             **({"files": r.extra_files} if r.extra_files else {})}
+            for r in reports
+        ],
+    }
+    if stats:
+        index["stats"] = dict(sorted(stats.items()))
+    if extra:
+        index.update(extra)
+    return index

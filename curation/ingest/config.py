@@ -1,0 +1,107 @@
+"""The ingest recipe: how to read a metadata source, download, decode and shard its pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from curation.core.config import ConfigError, ShardConfig
+from curation.core.records import MAPPABLE_FIELDS
+from filters.dedup_config import DedupConfig, ExactDedupConfig, NearCaptionConfig, NearImageConfig
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How to read one metadata source and map its columns onto canonical fields."""
+
+    name: str
+    columns: dict[str, str]
+    format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
+    keep_extra_columns: bool = True
+    image_root: str | None = None  # for jsonl with local image paths
+    caption_from_conversation: bool = False  # InternVL/LLaVA jsonl: first gpt turn is the caption
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.columns) - set(MAPPABLE_FIELDS))
+        if bad:
+            raise ConfigError(f"columns.{bad[0]}: unknown canonical field (expected one of: {', '.join(MAPPABLE_FIELDS)})")
+        if "url" not in self.columns and "image_path" not in self.columns:
+            raise ConfigError("columns: map `url` or `image_path` to a column")
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """HTTP fetching: limits, retries, politeness and the SSRF guard."""
+
+    timeout_s: float = 10.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    max_bytes: int = 20_000_000
+    max_redirects: int = 5
+    threads: int = 64
+    user_agent_token: str = "curate"
+    disallowed_robots: list[str] = field(default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"])
+    allow_private_addresses: bool = False
+    check_content_type: bool = True
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ConfigError("timeout_s: must be > 0")
+        if self.retries < 0 or self.max_redirects < 0 or self.threads < 1 or self.max_bytes < 1:
+            raise ConfigError("retries/max_redirects must be >= 0; threads, max_bytes >= 1")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """Decode, resize and re-encode settings (img2dataset's resize modes)."""
+
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "keep_ratio"
+    image_size: int = 512
+    resize_only_if_bigger: bool = True
+    # img2dataset's defaults: area averaging when shrinking (Pillow BOX == cv2 INTER_AREA), lanczos when growing
+    downscale_interpolation: Literal["area", "bilinear", "bicubic", "lanczos"] = "area"
+    upscale_interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "lanczos"
+    encode_format: Literal["jpg", "webp"] = "jpg"
+    encode_quality: int = 95
+    max_pixels: int = 89_478_485  # Pillow's default decompression-bomb limit
+
+    def __post_init__(self) -> None:
+        if self.image_size < 1 or not 1 <= self.encode_quality <= 100 or self.max_pixels < 1:
+            raise ConfigError("image_size >= 1, encode_quality in 1..100, max_pixels >= 1")
+
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """The whole ingest recipe."""
+
+    source: SourceConfig
+    metadata_filters: list[dict[str, Any]] = field(default_factory=list)
+    pixel_filters: list[dict[str, Any]] = field(default_factory=list)
+    dedup_urls: bool = True  # shorthand for `dedup: {exact: {url: true, caption: false}, near_caption: {enabled: false}}`
+    # URL and caption dedup before any download; image keys only exist after it (`curate dedup`).
+    dedup: DedupConfig | None = None
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    # Downloaded images wait under {output}/_staging/ and only their metadata crosses the shuffle to
+    # the shard writers: flat memory on DirectRunner (whose runner process buffers every stage's
+    # output). false: the bytes ride through the shuffle (fine on Dataflow's shuffle service).
+    stage_images: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        # Build the filters once so a bad filter spec fails at load time, with its path.
+        from filters.registry import build_filters
+
+        build_filters(self.metadata_filters, "metadata_filters")
+        build_filters(self.pixel_filters, "pixel_filters")
+
+    def metadata_dedup(self) -> DedupConfig | None:
+        """The dedup ingest runs before download (URL / caption keys only), or None."""
+        if self.dedup is not None:
+            return self.dedup
+        if self.dedup_urls:
+            return DedupConfig(exact=ExactDedupConfig(url=True, caption=False, image=False),
+                               near_caption=NearCaptionConfig(enabled=False), near_image=NearImageConfig(enabled=False))
+        return None

@@ -1,0 +1,127 @@
+"""Read metadata files (parquet, csv/tsv, jsonl) and map rows onto `Pair` records.
+
+Rows are yielded one at a time with their index in the file, so every input row can be
+accounted for; a row that cannot be parsed becomes a `Rejection("malformed_row")`, never an error.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from typing import IO, Any, Iterator
+
+from curation.core.rows import RowError, detect_format, iter_raw_rows
+from curation.ingest.config import SourceConfig
+from curation.core.records import NUMERIC_FIELDS, TEXT_FIELDS, Pair, Rejection, clean_uid, hash_uid
+
+
+def _to_number(value: Any, tp: type) -> int | float | None:
+    """Lenient numeric cast: int or float or numeric string; NaN, empty and junk become None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(number) or math.isinf(number):
+        return None
+    return int(round(number)) if tp is int else number
+
+
+def _clean_text(value: Any) -> str:
+    """Caption text: str, with NUL and other C0 control characters (but \\t and \\n) removed."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = value if isinstance(value, str) else str(value)
+    return "".join(ch for ch in text if ch >= " " or ch in "\t\n")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+def _caption_from_conversation(row: dict[str, Any]) -> str:
+    for turn in row.get("conversations") or []:
+        if isinstance(turn, dict) and turn.get("from") in ("gpt", "pretrain", "assistant"):
+            return str(turn.get("value", ""))
+    return ""
+
+
+def row_to_pair(raw: dict[str, Any] | RowError, cfg: SourceConfig, source_file: str, index: int) -> Pair | Rejection:
+    """Map one raw row onto a Pair, or a Rejection that still identifies the row."""
+    if isinstance(raw, RowError):
+        return Rejection(_placeholder_pair(cfg, source_file, index), "read", "malformed_row", str(raw))
+    cols = cfg.columns
+    try:
+        url = raw.get(cols["url"]) if "url" in cols else None
+        image_path = raw.get(cols["image_path"]) if "image_path" in cols else None
+        if isinstance(image_path, list):
+            if len(image_path) != 1:
+                raise RowError(f"{len(image_path)} images in one row; ingest takes single-image pairs")
+            image_path = image_path[0]
+        if cfg.caption_from_conversation:
+            caption = _clean_text(_caption_from_conversation(raw))
+        else:
+            caption = _clean_text(raw.get(cols["caption"])) if "caption" in cols else ""
+        url = _clean_text(url).strip() if url is not None else ""
+        image_path = _clean_text(image_path).strip() if image_path is not None else None
+        source_id = raw.get(cols["uid"]) if "uid" in cols else None
+        locator = url or image_path or ""
+        if source_id is not None and str(source_id).strip() and not (isinstance(source_id, float) and math.isnan(source_id)):
+            sid = source_id
+            if isinstance(sid, float) and sid.is_integer():
+                sid = int(sid)
+            uid = clean_uid(str(sid))
+        else:
+            uid = hash_uid(locator, caption)
+        pair = Pair(uid=uid, url=url or (image_path or ""), caption=caption, source=cfg.name,
+                    source_file=source_file, source_row=index, image_path=image_path or None)
+        for name, tp in NUMERIC_FIELDS.items():
+            if name in cols:
+                setattr(pair, name, _to_number(raw.get(cols[name]), tp))
+        for name in TEXT_FIELDS:
+            if name in cols and raw.get(cols[name]) is not None:
+                setattr(pair, name, _clean_text(raw.get(cols[name])))
+        if cfg.keep_extra_columns:
+            mapped = set(cols.values())
+            pair.extra = {str(k): _json_safe(v) for k, v in raw.items() if k not in mapped}
+    except RowError as err:
+        return Rejection(_placeholder_pair(cfg, source_file, index), "read", "malformed_row", str(err))
+    except (TypeError, ValueError, AttributeError) as err:
+        return Rejection(_placeholder_pair(cfg, source_file, index), "read", "malformed_row", f"{type(err).__name__}: {err}")
+    if not pair.url:
+        return Rejection(pair, "read", "missing_url", "no URL or image path in the row")
+    return pair
+
+
+def _placeholder_pair(cfg: SourceConfig, source_file: str, index: int) -> Pair:
+    """A Pair for a row we could not read: its uid is a hash of where it came from."""
+    uid = hash_uid(f"row:{source_file}:{index}", "")
+    return Pair(uid=uid, url="", caption="", source=cfg.name, source_file=source_file, source_row=index)
+
+
+def read_pairs(f: IO[bytes], cfg: SourceConfig, name: str) -> Iterator[Pair | Rejection]:
+    """Every row of one metadata file as a Pair or a Rejection. A file that breaks mid-way (a
+    corrupt parquet footer, say) ends with one `unreadable_file` rejection at the row it stopped."""
+    fmt = detect_format(name, cfg.format)
+    base = posixpath.basename(name.rstrip("/"))
+    next_index = 0
+    try:
+        for index, raw in iter_raw_rows(f, fmt):
+            next_index = index + 1
+            yield row_to_pair(raw, cfg, base, index)
+    except Exception as err:  # noqa: BLE001 - any reader failure is data, not a crash
+        detail = f"{fmt} reader stopped: {type(err).__name__}: {str(err)[:200]}"
+        yield Rejection(_placeholder_pair(cfg, base, next_index), "read", "unreadable_file", detail)

@@ -1,0 +1,155 @@
+"""The MMPR recipe (configs/mmpr.yaml) as typed dataclasses: prompts, the two pair methods, sampling
+and the policy models, validated when the YAML is loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from curation.annotate.config import LlmConfig, _format_keys
+from curation.core.config import ConfigError, SamplingConfig, ShardConfig
+from model.config import DataConfig, ModelConfig, PromptConfig
+
+DEFAULT_TEMPLATES = {
+    "final_answer": "{question}\nAnswer with a short rationale, then a last line of the form 'Final Answer: <answer>'.",
+    "boxed": "{question}\nReason step by step, then give the final answer as \\boxed{{answer}}.",
+}
+
+
+@dataclass(frozen=True)
+class ShotConfig:
+    """A worked example shown before the question (few-shot, text only): small policies copy its format."""
+
+    question: str
+    response: str
+
+
+@dataclass(frozen=True)
+class MmprPromptConfig:
+    """The chain-of-thought prompt: `style` picks the answer form the checker extracts and the
+    template (a format string over {question}) that asks for it."""
+
+    style: Literal["final_answer", "boxed"] = "final_answer"
+    templates: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
+    examples: list[ShotConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.style not in self.templates:
+            raise ConfigError(f"prompt.templates: no template for style {self.style!r}")
+        for name, text in self.templates.items():
+            keys = _format_keys(text)
+            if keys != ["question"]:
+                raise ConfigError(f"prompt.templates.{name}: must hold {{question}} once and no other placeholder "
+                                  f"(found {keys}; write literal braces as {{{{ }}}})")
+
+    @property
+    def template(self) -> str:
+        return self.templates[self.style]
+
+
+@dataclass(frozen=True)
+class CorrectnessConfig:
+    """Correctness pairs for items with a ground truth: `samples` responses per question, right x
+    wrong, at most `max_pairs` per question (seeded)."""
+
+    enabled: bool = True
+    samples: int = 8
+    max_pairs: int = 4
+    rel_tol: float = 1e-4  # answer_type number: relative tolerance
+
+    def __post_init__(self) -> None:
+        if self.samples < 2 or self.max_pairs < 1 or self.rel_tol < 0:
+            raise ConfigError("correctness: samples >= 2, max_pairs >= 1, rel_tol >= 0")
+
+
+@dataclass(frozen=True)
+class DropoutConfig:
+    """Dropout NTP: the chosen response is cut after floor(ratio x words) words and the policy
+    continues it without the image (`with_image: true` keeps it); the continuation is rejected."""
+
+    enabled: bool = True
+    apply_to: Literal["no_gt", "all"] = "no_gt"
+    ratio: float = 0.5
+    with_image: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ratio < 1:
+            raise ConfigError("dropout_ntp.ratio: in (0, 1)")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Who answers. `model`: the model core (a preset or an InternVL checkpoint; images as tiles, CPU
+    or GPU). `vllm`: vLLM's engine with images (GPU, extra [gpu]). `openai`: any OpenAI-compatible
+    server (images as data URIs). `transformers`: a text-only LLM (continuations without the image)."""
+
+    backend: Literal["model", "vllm", "openai", "transformers"] = "model"
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(preset="smollm2"))  # backend model
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(max_num=6))  # backend model: tiling
+    data: DataConfig = field(default_factory=DataConfig)  # backend model: image normalisation
+    llm: LlmConfig = field(default_factory=LlmConfig)  # the other backends (llm.backend follows `backend`)
+    batch_size: int = 4  # questions per inference batch (each with all its samples)
+    accelerator: str | None = None  # Beam resource hint for this step on Dataflow
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("policy: batch_size >= 1")
+        if self.backend != "model" and self.llm.backend != self.backend:
+            object.__setattr__(self, "llm", dataclasses.replace(self.llm, backend=self.backend))
+
+    @property
+    def sees_images(self) -> bool:
+        return self.backend != "transformers"
+
+    @property
+    def label(self) -> str:
+        if self.backend == "model":
+            return f"model:{self.model.checkpoint or self.model.preset}"
+        return f"{self.backend}:{self.llm.model}"
+
+
+@dataclass(frozen=True)
+class MmprImageConfig:
+    image_root: str | None = None  # relative image paths resolve here (default: the jsonl's folder)
+    max_bytes: int = 32 << 20
+    max_pixels: int = 89_478_485  # Pillow's decompression-bomb limit
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 or self.max_pixels < 1:
+            raise ConfigError("images: max_bytes >= 1, max_pixels >= 1")
+
+
+@dataclass(frozen=True)
+class MmprConfig:
+    """The whole MMPR recipe."""
+
+    prompt: MmprPromptConfig = field(default_factory=MmprPromptConfig)
+    correctness: CorrectnessConfig = field(default_factory=CorrectnessConfig)
+    dropout_ntp: DropoutConfig = field(default_factory=DropoutConfig)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=512, temperature=1.0, top_k=50))
+    continuation_sampling: SamplingConfig | None = None  # default: `sampling`
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    continuation: PolicyConfig | None = None  # Dropout NTP's continuing model; default: the policy
+    images: MmprImageConfig = field(default_factory=MmprImageConfig)
+    shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="mmpr"))
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.correctness.enabled or self.dropout_ntp.enabled):
+            raise ConfigError("enable correctness or dropout_ntp (or both)")
+        if self.correctness.enabled and self.sampling.temperature == 0:
+            raise ConfigError("sampling.temperature: > 0 for correctness pairs (greedy samples are all the same)")
+        if not self.policy.sees_images:
+            raise ConfigError("policy.backend transformers is text only; sample with model, vllm or openai "
+                              "(a text-only LLM can be the `continuation` model)")
+        if self.dropout_ntp.with_image and not self.continuation_policy.sees_images:
+            raise ConfigError("dropout_ntp.with_image needs a continuation backend that sees images")
+
+    @property
+    def continuation_policy(self) -> PolicyConfig:
+        return self.continuation or self.policy
+
+    @property
+    def continue_sampling(self) -> SamplingConfig:
+        return self.continuation_sampling or self.sampling

@@ -1,0 +1,356 @@
+"""MMPR preference pairs from sampled responses, without models or Beam: correctness-based pairs
+(responses judged against the ground truth; right x wrong, at most K per question, seeded) and
+Dropout NTP pairs (the chosen response cut at a fraction of its words; the policy's continuation
+of that prefix without the image is the rejected one). Rows follow InternVL's MPO jsonl."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from curation.mmpr.answers import AnswerType, Extracted, extract_answer, is_correct
+
+
+@dataclass(frozen=True)
+class MmprItem:
+    """One input question: `{"id", "image": path | [paths], "question", "answer_gt"?, "answer_type"?}`."""
+
+    id: str
+    images: tuple[str, ...]
+    question: str
+    answer_gt: str | tuple[str, ...] | None = None
+    answer_type: AnswerType = "exact"
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Judged:
+    response: str
+    extracted: Extracted
+    correct: bool  # right answer in the right format
+
+
+@dataclass
+class Outcome:
+    """The pairs made for one item, or the reason none could be."""
+
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    reason: str | None = None
+    detail: str = ""
+
+
+def judge(item: MmprItem, responses: Sequence[str], style: Literal["final_answer", "boxed"] = "final_answer",
+          rel_tol: float = 1e-4) -> list[Judged]:
+    out = []
+    for text in responses:
+        ex = extract_answer(text, style)
+        ok = bool(ex.format_ok and ex.answer is not None and item.answer_gt is not None
+                  and is_correct(ex.answer, item.answer_gt, item.answer_type, item.options, rel_tol))
+        out.append(Judged(text, ex, ok))
+    return out
+
+
+def _row(item: MmprItem, chosen: str, rejected: str, method: str, chosen_meta: dict, rejected_meta: dict) -> dict[str, Any]:
+    gt = item.answer_gt
+    return {"id": "", "image": list(item.images) if len(item.images) != 1 else item.images[0],
+            "question": item.question, "chosen": chosen, "rejected": rejected,
+            "answer_gt": list(gt) if isinstance(gt, tuple) else gt, "method": method,
+            "chosen_meta": chosen_meta, "rejected_meta": rejected_meta}
+
+
+def correctness_pairs(item: MmprItem, judged: Sequence[Judged], max_pairs: int, seed: int) -> Outcome:
+    """Right (chosen) x wrong or badly formatted (rejected) responses; a pair whose chosen text is
+    a substring of its rejected text is skipped (it would teach nothing about the answer)."""
+    if not any(j.response.strip() for j in judged):
+        return Outcome(reason="empty_response", detail=f"{len(judged)} empty responses")
+    if not any(j.extracted.answer is not None for j in judged):
+        return Outcome(reason="no_parseable_answer", detail=judged[0].extracted.problem)
+    right = _unique([j for j in judged if j.correct])
+    wrong = _unique([j for j in judged if not j.correct and j.response.strip()])
+    if not right:
+        return Outcome(reason="all_wrong", detail=f"0 of {len(judged)} correct")
+    if not wrong:
+        return Outcome(reason="all_correct", detail=f"{len(judged)} of {len(judged)} correct")
+    candidates = [(c, r) for c in right for r in wrong if c.response.strip() not in r.response]
+    if not candidates:
+        return Outcome(reason="all_correct", detail="every wrong response contains a right one")
+    random.Random(f"{seed}\x00{item.id}").shuffle(candidates)
+    pairs = []
+    for i, (c, r) in enumerate(candidates[:max_pairs]):
+        row = _row(item, c.response, r.response, "correctness",
+                   {"answer": c.extracted.answer, "correct": True},
+                   {"answer": r.extracted.answer, "correct": False, "format_ok": r.extracted.format_ok,
+                    **({"problem": r.extracted.problem} if r.extracted.problem else {})})
+        row["id"] = f"{item.id}_c{i}"
+        pairs.append(row)
+    return Outcome(pairs)
+
+
+def _unique(judged: list[Judged]) -> list[Judged]:
+    seen, out = set(), []
+    for j in judged:
+        if j.response not in seen:
+            seen.add(j.response)
+            out.append(j)
+    return out
+
+
+_WORD = re.compile(r"\S+")
+
+
+def dropout_prefix(response: str, ratio: float) -> str:
+    """The first floor(ratio x words) words of `response`, with its own spacing kept."""
+    words = list(_WORD.finditer(response))
+    k = math.floor(ratio * len(words))
+    return response[: words[k - 1].end()] if k > 0 else ""
+
+
+def dropout_pair(item: MmprItem, chosen: str, continuation: str, ratio: float, with_image: bool) -> Outcome:
+    """Chosen = a response sampled with the image; rejected = its prefix + the policy's continuation
+    (sampled without the image unless `with_image`)."""
+    if not chosen.strip():
+        return Outcome(reason="empty_response", detail="the chosen response is empty")
+    prefix = dropout_prefix(chosen, ratio)
+    if not prefix or not continuation.strip():
+        return Outcome(reason="empty_response", detail="nothing to cut or an empty continuation")
+    rejected = prefix + ("" if continuation[:1].isspace() else " ") + continuation.rstrip()
+    if rejected.strip() == chosen.strip():
+        return Outcome(reason="identical_pair", detail="the continuation reproduced the chosen response")
+    row = _row(item, chosen, rejected, "dropout_ntp", {"with_image": True},
+               {"prefix_words": len(prefix.split()), "ratio": ratio, "with_image": with_image})
+    row["id"] = f"{item.id}_d0"
+    return Outcome([row])
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage, one input row at a time: parse -> load images -> sample -> judge and pair -> continue
+# (Dropout NTP) -> outcome. Pure functions over `MmprTask`; pipelines/mmpr.py only wires them.
+
+ANSWER_TYPES = ("exact", "multiple_choice", "number", "vqa", "anls", "relaxed")
+
+
+@dataclass
+class MmprTask:
+    """One input row on its way through the stage; it ends kept (pairs) or rejected (reason)."""
+
+    uid: str
+    source_file: str
+    source_row: int
+    item: MmprItem | None = None
+    images: list[bytes] = field(default_factory=list)
+    image_exts: list[str] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)  # text, finish_reason, correct, meta
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    chosen: str | None = None  # Dropout NTP: the response waiting for its continuation
+    stage: str = ""
+    reason: str | None = None
+    detail: str = ""
+    notes: dict[str, str] = field(default_factory=dict)  # method -> why it made no pair
+
+    @property
+    def order_key(self) -> tuple[str, int]:
+        return self.source_file, self.source_row
+
+    def reject(self, stage: str, reason: str, detail: str = "") -> "MmprTask":
+        self.stage, self.reason, self.detail = stage, reason, detail[:500]
+        self.images = []
+        return self
+
+
+def _answer_gt(value: Any) -> str | tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("`answer_gt` must be a string, a number or a list of them")
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+        return tuple(str(v) for v in value)
+    raise ValueError("`answer_gt` must be a string, a number or a non-empty list of them")
+
+
+def parse_item(raw: dict[str, Any], source_file: str, index: int) -> MmprTask:
+    """One jsonl row `{"id", "image": path | [paths], "question", "answer_gt"?, "answer_type"?,
+    "options"?}` -> a task holding its MmprItem, or rejected `malformed_row`."""
+    from curation.core.conversations import _images, row_uid
+
+    task = MmprTask(row_uid(raw, source_file, index), source_file, index)
+    try:
+        images = _images(raw)
+        question = raw.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("`question` must be a non-empty string")
+        answer_type = raw.get("answer_type") or "exact"
+        if answer_type not in ANSWER_TYPES:
+            raise ValueError(f"`answer_type` must be one of {', '.join(ANSWER_TYPES)}, got {answer_type!r}")
+        options = raw.get("options") or []
+        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+            raise ValueError("`options` must be a list of strings")
+        task.item = MmprItem(task.uid, tuple(images), question, _answer_gt(raw.get("answer_gt")), answer_type,
+                             tuple(options))
+    except ValueError as err:
+        task.reject("read", "malformed_row", str(err))
+    return task
+
+
+def item_seed(seed: int, uid: str) -> int:
+    """A per-question seed: the samples of a question do not depend on the rest of its batch."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{seed}\x00{uid}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def render_prompt(template: str, question: str) -> str:
+    return template.format(question=question.strip())
+
+
+def row_item(task: MmprTask, cfg) -> MmprItem:
+    """The item as its pairs record it: the question is the prompt the responses answered (with
+    one `<image>` per image when there are several; pack puts a single image first)."""
+    from curation.mmpr.policy import with_placeholders
+
+    prompt = render_prompt(cfg.prompt.template, task.item.question)
+    n = len(task.item.images)
+    return dataclasses.replace(task.item, question=with_placeholders(prompt, n) if n > 1 else prompt)
+
+
+def _history(cfg) -> tuple:
+    from curation.core.conversations import Turn
+
+    out = []
+    for shot in cfg.prompt.examples:
+        out += [Turn("user", render_prompt(cfg.prompt.template, shot.question)), Turn("assistant", shot.response)]
+    return tuple(out)
+
+
+def wants_correctness(task: MmprTask, cfg) -> bool:
+    return cfg.correctness.enabled and task.item is not None and task.item.answer_gt is not None
+
+
+def wants_dropout(task: MmprTask, cfg) -> bool:
+    d = cfg.dropout_ntp
+    return d.enabled and task.item is not None and (d.apply_to == "all" or task.item.answer_gt is None)
+
+
+def sample_requests(task: MmprTask, cfg, per_request_seed: bool):
+    """The policy requests for one question: `correctness.samples` of them with a ground truth, one
+    (the Dropout NTP chosen response) without."""
+    from curation.mmpr.policy import PolicyRequest
+
+    n = cfg.correctness.samples if wants_correctness(task, cfg) else 1 if wants_dropout(task, cfg) else 0
+    base = item_seed(cfg.sampling.seed, task.uid)
+    prompt = render_prompt(cfg.prompt.template, task.item.question)
+    history = _history(cfg)
+    return [PolicyRequest(prompt, tuple(task.images), history, "", (base + k) & 0x7FFFFFFF if per_request_seed else base)
+            for k in range(n)]
+
+
+def after_sampling(task: MmprTask, responses: Sequence[Any], cfg, policy_label: str) -> MmprTask:
+    """Judge the samples, make the correctness pairs and pick the Dropout NTP chosen response. A
+    response that hit max_new_tokens is cut off: it is neither chosen nor rejected."""
+    from curation.annotate.llm import LlmError
+
+    item = task.item
+    errors = [r for r in responses if isinstance(r, LlmError)]
+    good = [r for r in responses if not isinstance(r, LlmError)]
+    if not good:
+        return task.reject("sample", "llm_error", errors[0].detail if errors else "no response")
+    whole = [r for r in good if r.finish_reason != "length"]
+    judged = judge(item, [r.text for r in whole], cfg.prompt.style, cfg.correctness.rel_tol) if item.answer_gt is not None else []
+    verdict = {id(r): j.correct for r, j in zip(whole, judged)}
+    task.responses = [{"text": r.text, "finish_reason": r.finish_reason, "correct": verdict.get(id(r)),
+                       "meta": r.meta} for r in good]
+    if not whole:
+        return task.reject("sample", "too_long", f"all {len(good)} responses hit max_new_tokens "
+                                                 f"{cfg.sampling.max_new_tokens}")
+    if wants_correctness(task, cfg):
+        out = correctness_pairs(row_item(task, cfg), judged, cfg.correctness.max_pairs, cfg.sampling.seed)
+        for pair in out.pairs:
+            pair["chosen_meta"]["policy"] = pair["rejected_meta"]["policy"] = policy_label
+        task.pairs += out.pairs
+        if out.reason:
+            task.notes["correctness"] = f"{out.reason}: {out.detail}"
+    if wants_dropout(task, cfg):
+        if item.answer_gt is not None:
+            right = [j.response for j in judged if j.correct]
+            task.chosen = right[0] if right else None
+            if task.chosen is None:
+                task.notes["dropout_ntp"] = "all_wrong: no right response to use as the chosen one"
+        else:
+            task.chosen = next((r.text for r in whole if r.text.strip()), None)
+            if task.chosen is None:
+                task.notes["dropout_ntp"] = "empty_response: the sampled response is empty"
+    return task if task.chosen is not None else finish(task)
+
+
+def continuation_request(task: MmprTask, cfg, per_request_seed: bool):
+    """Dropout NTP: continue the chosen response's prefix, without the image unless configured."""
+    from curation.mmpr.policy import PolicyRequest
+
+    d = cfg.dropout_ntp
+    prompt = render_prompt(cfg.prompt.template, task.item.question)
+    images = tuple(task.images) if d.with_image else ()
+    return PolicyRequest(prompt, images, _history(cfg), dropout_prefix(task.chosen, d.ratio),
+                         item_seed(cfg.continue_sampling.seed + 1, task.uid))
+
+
+def after_continuation(task: MmprTask, response: Any, cfg, policy_label: str) -> MmprTask:
+    from curation.annotate.llm import LlmError
+
+    d = cfg.dropout_ntp
+    if isinstance(response, LlmError):
+        task.notes["dropout_ntp"] = f"llm_error: {response.detail}"
+    else:
+        out = dropout_pair(row_item(task, cfg), task.chosen, response.text, d.ratio, d.with_image)
+        for pair in out.pairs:
+            pair["rejected_meta"]["policy"] = policy_label
+            pair["rejected_meta"]["finish_reason"] = response.finish_reason
+        task.pairs += out.pairs
+        if out.reason:
+            task.notes["dropout_ntp"] = f"{out.reason}: {out.detail}"
+    task.chosen = None
+    return finish(task)
+
+
+def finish(task: MmprTask) -> MmprTask:
+    """Kept with its pairs, or rejected with the first method's reason (the others in the detail)."""
+    if task.pairs or task.reason:
+        return task
+    notes = list(task.notes.items())
+    if not notes:
+        return task.reject("pair", "no_applicable_method", "correctness needs answer_gt; dropout_ntp is off or only for no_gt")
+    reason, _, detail = notes[0][1].partition(": ")
+    others = "; ".join(f"{m}: {n}" for m, n in notes[1:])
+    return task.reject("pair", reason, detail + (f" ({others})" if others else ""))
+
+
+def load_images(task: MmprTask, root: str, cfg, read: Any) -> MmprTask:
+    """Read the row's images (relative paths under `root`, never outside it) and check their headers:
+    a missing, oversized or undecodable image rejects the row with the image's reason."""
+    import io
+
+    from packing.tokens import EncodeError
+    from packing.units import read_header, resolve_image
+
+    if task.reason or task.item is None:
+        return task
+    try:
+        for path in task.item.images:
+            full = resolve_image(root, path)
+            try:
+                data = read(full, cfg.max_bytes + 1)
+            except Exception as err:  # noqa: BLE001 - missing / unreadable: this row's problem
+                raise EncodeError("local_file_error", f"{path}: {type(err).__name__}: {err}"[:300]) from None
+            if len(data) > cfg.max_bytes:
+                raise EncodeError("file_too_large", f"{path}: above images.max_bytes {cfg.max_bytes}")
+            _, _, ext = read_header(io.BytesIO(data), cfg.max_pixels)
+            task.images.append(data)
+            task.image_exts.append(ext)
+    except EncodeError as err:
+        task.reject("read", err.reason, err.detail)
+    return task

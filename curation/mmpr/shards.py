@@ -1,0 +1,107 @@
+"""The MMPR stage's files: reading question jsonl into tasks, and one output shard.
+
+Per shard `{name}.jsonl` (InternVL MPO rows, sorted by id; image paths relative to the output
+folder, the pack stage's default image root) with its images under `images/{name}/`, `{name}.tar`
+(webdataset: per kept question `{uid}.json` with its pairs and every sampled response, and its
+images) and `{name}.parquet` (one manifest row per input row: kept with its pair count, or rejected
+with stage, reason and detail).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections import Counter
+from typing import IO, Any, Callable, Iterable, Iterator
+
+import pyarrow as pa
+
+from curation.mmpr.pairs import MmprTask, parse_item
+from curation.core.records import first_kept_per_uid, hash_uid
+from curation.core.shards import HashingWriter, ShardReport, rejection_counts, write_rows, write_tar
+from curation.core.rows import RowError, iter_raw_rows
+
+MANIFEST_SCHEMA = pa.schema([
+    ("uid", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()), ("status", pa.string()),
+    ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("question", pa.string()),
+    ("answer_gt", pa.string()), ("answer_type", pa.string()), ("samples", pa.int32()), ("correct", pa.int32()),
+    ("pairs", pa.int32()), ("methods", pa.string()), ("notes", pa.string()),
+])
+
+
+def read_tasks(f: IO[bytes], name: str) -> Iterator[MmprTask]:
+    """Every row of a question jsonl file as a task (rejected `malformed_row` when it cannot be
+    used); a file that stops being readable ends with one `unreadable_file` task."""
+    base = posixpath.basename(name.rstrip("/"))
+    next_index = 0
+    try:
+        for index, raw in iter_raw_rows(f, "jsonl"):
+            next_index = index + 1
+            if isinstance(raw, RowError):
+                yield MmprTask(hash_uid(f"row:{base}:{index}", ""), base, index).reject("read", "malformed_row", str(raw))
+            else:
+                yield parse_item(raw, base, index)
+    except Exception as err:  # noqa: BLE001 - any reader failure is data, not a crash
+        yield MmprTask(hash_uid(f"row:{base}:{next_index}", ""), base, next_index).reject(
+            "read", "unreadable_file", f"jsonl reader stopped: {type(err).__name__}: {str(err)[:200]}")
+
+
+def _resolve_collisions(tasks: Iterable[MmprTask]) -> list[MmprTask]:
+    """The first row per uid (source order) keeps its pairs; a later kept one becomes `dup_uid`."""
+    def dup(task: MmprTask, first: MmprTask) -> MmprTask:
+        task.pairs = []
+        return task.reject("write", "dup_uid", f"uid already kept from {first.source_file}:{first.source_row}")
+
+    return first_kept_per_uid(tasks, order_key=lambda t: t.order_key, uid=lambda t: t.uid, kept=lambda t: bool(t.pairs),
+                              dup=dup)
+
+
+def _manifest_row(t: MmprTask) -> dict[str, Any]:
+    item = t.item
+    gt = None if item is None or item.answer_gt is None else (
+        item.answer_gt if isinstance(item.answer_gt, str) else json.dumps(list(item.answer_gt), ensure_ascii=False))
+    return {
+        "uid": t.uid, "source_file": t.source_file, "source_row": t.source_row,
+        "status": "kept" if t.pairs else "rejected", "stage": None if t.pairs else t.stage,
+        "reason": None if t.pairs else t.reason, "detail": None if t.pairs else t.detail,
+        "question": None if item is None else item.question, "answer_gt": gt,
+        "answer_type": None if item is None else item.answer_type, "samples": len(t.responses),
+        "correct": sum(1 for r in t.responses if r.get("correct")), "pairs": len(t.pairs),
+        "methods": ",".join(sorted({p["method"] for p in t.pairs})) or None,
+        "notes": json.dumps(t.notes, sort_keys=True) if t.notes else None,
+    }
+
+
+def write_mmpr_shard(shard: int, name: str, records: Iterable[MmprTask], tar_file: IO[bytes], manifest_file: IO[bytes],
+                     write_file: Callable[[str, bytes], None]) -> tuple[ShardReport, dict[str, bytes]]:
+    """One shard from all its tasks (kept and rejected); `write_file(relative path, data)` writes an
+    image beside the shard. Returns the report and `{name}.jsonl`."""
+    tasks = _resolve_collisions(records)
+    kept = sorted((t for t in tasks if t.pairs), key=lambda t: t.uid)
+    lines, members, methods = [], [], Counter()
+    for task in kept:
+        rels = [f"images/{name}/{task.uid}_{k}.{ext}" for k, ext in enumerate(task.image_exts)]
+        for rel, data in zip(rels, task.images):
+            write_file(rel, data)
+        doc = {"id": task.uid, "responses": task.responses, "pairs": []}
+        for pair in sorted(task.pairs, key=lambda p: p["id"]):
+            row = {**pair, "image": rels[0] if len(rels) == 1 else rels}
+            lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
+            doc["pairs"].append(row)
+            methods[pair["method"]] += 1
+        members.append((f"{task.uid}.json", json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()))
+        members += [(f"{task.uid}.{k}.{ext}", data) for k, (ext, data) in enumerate(zip(task.image_exts, task.images))]
+    tar_out = HashingWriter(tar_file)
+    write_tar(tar_out, members)
+    man_out = HashingWriter(manifest_file)
+    rows = [_manifest_row(t) for t in tasks]
+    write_rows(rows, MANIFEST_SCHEMA, man_out)
+    rejected = [t for t in tasks if not t.pairs]
+    report = ShardReport(
+        shard=shard, name=name, kept=len(kept), rows=len(tasks), tar_sha256=tar_out.hexdigest(),
+        manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
+        **rejection_counts(rejected),
+        stats={"pairs": len(lines), **{f"pairs_{m}": n for m, n in sorted(methods.items())},
+               "responses": sum(len(t.responses) for t in tasks),
+               "correct_responses": sum(1 for t in tasks for r in t.responses if r.get("correct"))})
+    return report, {f"{name}.jsonl": "".join(line + "\n" for line in lines).encode()}

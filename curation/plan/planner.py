@@ -1,0 +1,239 @@
+"""Metadata-only dry run: what download + pack would make of a metadata file, before any download.
+
+A pair that passes the ingest recipe's metadata filters becomes a `PlannedUnit`: its declared size
+goes through the pixel filters and ingest's resize, the stored size through InternVL tiling, and
+the captioning conversation `curate pack` would build through the real tokenizer and template. The
+shard writer applies the recipe's dedup decisions, then the real packer places the units, so a
+plan shows packs, tokens, tiles and every rejection with its reason; `bench/scale.py` runs it over
+1M generated rows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, NamedTuple
+
+import pyarrow as pa
+
+from curation.plan.config import PlanConfig
+from curation.core.reasons import check_reason
+from curation.core.records import Pair, Rejection, first_kept_per_uid
+from curation.core.shards import HashingWriter, ShardReport, rejection_counts, write_rows, write_tar
+
+STAGE = "plan"
+
+MANIFEST_SCHEMA = pa.schema([
+    ("uid", pa.string()), ("url", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()),
+    ("status", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+    ("declared_width", pa.int64()), ("declared_height", pa.int64()), ("width", pa.int32()), ("height", pa.int32()),
+    ("tiles", pa.int32()), ("tokens", pa.int32()), ("truncated", pa.bool_()), ("pack", pa.string()),
+])
+PACKS_SCHEMA = pa.schema([
+    ("pack", pa.string()), ("units", pa.int32()), ("tokens", pa.int32()), ("tiles", pa.int32()),
+    ("fill", pa.float64()), ("tile_fill", pa.float64()), ("segments", pa.int32()),
+])
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRow:
+    """What a plan keeps of an input row: enough for its manifest row and nothing more (it crosses
+    the shard writer's shuffle, where a whole Pair would be about three times the bytes)."""
+
+    uid: str
+    url: str
+    source_file: str
+    source_row: int
+    declared_width: int | None
+    declared_height: int | None
+    node: str = ""  # its dedup node (rows that share a uid have different nodes), once it reached dedup
+
+    @staticmethod
+    def of(pair: Pair, node: str = "") -> "PlanRow":
+        return PlanRow(pair.uid, pair.url, pair.source_file, pair.source_row, pair.declared_width, pair.declared_height,
+                       node)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedUnit:
+    """A pair as pack would see it after download: stored image size, tiles, tokens."""
+
+    row: PlanRow
+    width: int
+    height: int
+    tiles: int
+    tokens: int
+    truncated: bool
+
+    @property
+    def uid(self) -> str:
+        return self.row.uid
+
+
+class UnitPlanner:
+    """Pair -> PlannedUnit, or the Rejection that pixel filters or pack's encoder would give it.
+
+    Holds the tokenizer: build once per worker."""
+
+    def __init__(self, cfg: PlanConfig) -> None:
+        from curation.annotate.convert import CAPTION_PROMPT
+        from filters.registry import build_filters
+        from packing.tokens import ChatEncoder, load_tokenizer, resolve_system_prompt
+        from packing.units import UnitBuilder, UnitLimits
+
+        dedup = cfg.ingest.metadata_dedup()
+        self.score_field = dedup.score_field if dedup is not None else None
+        pack = cfg.pack
+        encoder = ChatEncoder(load_tokenizer(pack.tokenizer), pack.template,
+                              resolve_system_prompt(pack.template, pack.system_prompt))
+        limits = UnitLimits(pack.l_max, pack.t_max, pack.tiling.max_num, pack.tiling.min_num, pack.tiling.use_thumbnail,
+                            pack.truncate)
+        self.builder = UnitBuilder(encoder, limits)
+        self.pixel_filters = build_filters(cfg.ingest.pixel_filters, "pixel_filters")
+        self.image = cfg.ingest.image
+        self.style = cfg.style
+        self.prompt = CAPTION_PROMPT
+
+    def turns(self, caption: str):
+        from curation.core.conversations import Turn
+
+        if self.style == "pretrain":
+            return [Turn("pretrain", f"<image>\n{caption}")]
+        return [Turn("user", self.prompt), Turn("assistant", caption)]
+
+    def __call__(self, pair: Pair) -> PlannedUnit | Rejection:
+        from curation.core.conversations import Conversation
+        from curation.ingest.images import stored_size
+        from filters.dedup import dup_key
+        from packing.tokens import EncodeError
+
+        row = PlanRow.of(pair, dup_key(pair, self.score_field).node)
+        w, h = pair.declared_width, pair.declared_height
+        if not w or not h or w < 1 or h < 1:
+            return Rejection(row, STAGE, check_reason("no_declared_size"), f"declared size {w}x{h}: tiles cannot be planned")
+        for check in self.pixel_filters:
+            verdict = check(w, h)
+            if not verdict.ok:
+                return Rejection(row, check.stage, check_reason(verdict.reason), verdict.detail)
+        sw, sh = stored_size(w, h, self.image)
+        conv = Conversation(pair.uid, pair.source_file, pair.source_row, [pair.url], self.turns(pair.caption))
+        try:
+            unit = self.builder.build(conv, [(sw, sh, self.image.encode_format)])
+        except EncodeError as err:
+            return Rejection(row, STAGE, check_reason(err.reason), err.detail)
+        return PlannedUnit(row, sw, sh, unit.tiles, unit.tokens, unit.truncated)
+
+
+class PlanPack(NamedTuple):
+    key: str
+    meta: dict[str, Any]  # pack, tokens, tiles, l_max, t_max, units [{uid, url, width, height, tiles, tokens}]
+
+
+def iter_plan_packs(tar_file: IO[bytes]) -> Iterator[PlanPack]:
+    """A plan shard's tar -> its packs in order."""
+    from curation.core.shards import iter_tar_groups
+
+    for key, group in iter_tar_groups(tar_file, strict=True):
+        yield PlanPack(key, json.loads(group["json"]))
+
+
+def _order(rec: PlannedUnit | Rejection) -> tuple[str, int, str]:
+    return rec.row.source_file, rec.row.source_row, rec.row.uid
+
+
+def _dup(rec: PlannedUnit, first: PlannedUnit) -> Rejection:
+    return Rejection(rec.row, STAGE, "dup_uid", f"uid already kept from {first.row.source_file}:{first.row.source_row}")
+
+
+def apply_plan_decisions(elements: Iterable) -> list[PlannedUnit | Rejection]:
+    """One shard's plan records mixed with the dedup Decisions for them -> the records, each one a
+    Decision names (by dedup node) turned into its `dedup` rejection: dedup comes before the
+    planning steps, as it comes before download in ingest."""
+    from filters.dedup import split_decisions
+
+    decided, records = split_decisions(elements, lambda d: d.node)
+    out = []
+    for rec in records:
+        d = decided.get(rec.row.node) if rec.row.node else None
+        out.append(Rejection(rec.row, "dedup", d.reason, d.detail) if d is not None else rec)
+    return out
+
+
+def write_plan_shard(shard: int, name: str, records: Iterable, tar_file: IO[bytes],
+                     manifest_file: IO[bytes], *, l_max: int, t_max: int, buffer: int | None
+                     ) -> tuple[ShardReport, dict[str, bytes]]:
+    """One shard's plan records and Decisions -> dedup applied, then the real packer; the tar holds
+    one `{pack}.json` per pack (its members with sizes, tiles, tokens), the manifest one row per
+    input row."""
+    from packing.format import PackPlan, plan_packs
+
+    resolved = first_kept_per_uid(apply_plan_decisions(records), order_key=_order, uid=lambda r: r.uid,
+                                  kept=lambda r: isinstance(r, PlannedUnit), dup=_dup)
+    units = [r for r in resolved if isinstance(r, PlannedUnit)]
+    packs = plan_packs(units, PackPlan(l_max, t_max, buffer))
+    members: list[tuple[str, bytes]] = []
+    pack_rows: list[dict[str, Any]] = []
+    pack_of: dict[str, str] = {}
+    for k, group in enumerate(packs):
+        key = f"{name.replace('-', '_')}_{k:06d}"
+        tokens, tiles = sum(u.tokens for u in group), sum(u.tiles for u in group)
+        doc = {"pack": key, "l_max": l_max, "t_max": t_max, "tokens": tokens, "tiles": tiles,
+               "units": [{"uid": u.uid, "url": u.row.url, "width": u.width, "height": u.height, "tiles": u.tiles,
+                          "tokens": u.tokens, "truncated": u.truncated} for u in group]}
+        members.append((f"{key}.json", json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()))
+        pack_rows.append({"pack": key, "units": len(group), "tokens": tokens, "tiles": tiles,
+                          "fill": tokens / l_max, "tile_fill": tiles / t_max, "segments": len(group)})
+        pack_of.update((u.uid, key) for u in group)
+    tar_out = HashingWriter(tar_file)
+    write_tar(tar_out, members)
+    rows = []
+    for r in resolved:
+        p = r.row
+        row = {"uid": p.uid, "url": p.url, "source_file": p.source_file, "source_row": p.source_row,
+               "declared_width": p.declared_width, "declared_height": p.declared_height}
+        if isinstance(r, PlannedUnit):
+            row.update(status="kept", width=r.width, height=r.height, tiles=r.tiles, tokens=r.tokens,
+                       truncated=r.truncated, pack=pack_of[p.uid])
+        else:
+            row.update(status="rejected", stage=r.stage, reason=r.reason, detail=r.detail)
+        rows.append(row)
+    man_out = HashingWriter(manifest_file)
+    write_rows(rows, MANIFEST_SCHEMA, man_out)
+    packs_buf = io.BytesIO()
+    write_rows(pack_rows, PACKS_SCHEMA, packs_buf)
+    rejected = [r for r in resolved if isinstance(r, Rejection)]
+    report = ShardReport(
+        shard=shard, name=name, kept=len(units), rows=len(resolved), tar_sha256=tar_out.hexdigest(),
+        manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
+        **rejection_counts(rejected),
+        stats={"packs": len(packs), "tokens": sum(u.tokens for u in units), "tiles": sum(u.tiles for u in units),
+               "segments": len(units), "truncated": sum(u.truncated for u in units)},
+    )
+    return report, {f"{name}.packs.parquet": packs_buf.getvalue()}
+
+
+def check_plan_against_ingest(plan_dir: str | Path, ingest_dir: str | Path) -> list[str]:
+    """Problems (empty: none) between a plan and an ingest of the same metadata with the same
+    recipe: every row read, and every row ingest rejected before download (read errors, metadata
+    filters) rejected by the plan at the same stage for the same reason."""
+    import pyarrow.parquet as pq
+
+    def rows(folder: str | Path) -> dict[tuple[str, int], dict[str, Any]]:
+        folder = Path(folder)
+        index = json.loads((folder / "_index.json").read_text())
+        table = pq.read_table([str(folder / e["manifest"]) for e in index["shards"]],
+                              columns=["source_file", "source_row", "status", "stage", "reason"])
+        return {(r["source_file"], r["source_row"]): r for r in table.to_pylist()}
+
+    planned, ingested = rows(plan_dir), rows(ingest_dir)
+    problems = []
+    if set(planned) != set(ingested):
+        problems.append(f"plan holds {len(planned)} rows, ingest {len(ingested)}: not the same input rows")
+    for key, r in sorted(ingested.items()):
+        p = planned.get(key)
+        if r["stage"] in ("read", "metadata") and p is not None and (p["stage"], p["reason"]) != (r["stage"], r["reason"]):
+            problems.append(f"{key[0]}:{key[1]}: ingest rejected it at {r['stage']} ({r['reason']}), the plan says "
+                            f"{p['status']} {p['stage'] or ''} {p['reason'] or ''}".rstrip())
+    return problems

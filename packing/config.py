@@ -1,0 +1,43 @@
+"""The pack recipe: limits, tokenizer and template, tiling, packer buffer, shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from curation.core.config import ConfigError, ShardConfig
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """InternVL dynamic high resolution: tiles per image (max_num is shared by multi-image samples)."""
+
+    max_num: int = 12
+    min_num: int = 1
+    use_thumbnail: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_num <= self.max_num:
+            raise ConfigError("tiling: 1 <= min_num <= max_num")
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """The whole pack recipe: limits, tokenizer and template, tiling, packer buffer, shards."""
+
+    l_max: int = 16384
+    t_max: int = 48
+    tokenizer: str = "builtin:smollm2"  # or a local Hugging Face tokenizer folder
+    template: Literal["internvl2_5", "tokenizer"] = "internvl2_5"
+    system_prompt: str = "default"  # "default": the template's own; "": none; else this text
+    truncate: bool = True  # over-long conversations are cut in text only; else rejected
+    buffer: int = 256  # packer buffer (items); planning is bounded by it
+    image_root: str | None = None  # relative image paths resolve here; default: the jsonl's folder
+    max_pixels: int = 89_478_485
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="packed", samples_per_shard=5000))
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.l_max < 16 or self.t_max < 1 or self.buffer < 1 or self.max_pixels < 1:
+            raise ConfigError("l_max >= 16, t_max >= 1, buffer >= 1, max_pixels >= 1")
