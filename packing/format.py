@@ -19,21 +19,12 @@ import pyarrow as pa
 
 from curation.core.records import Rejection, RowRef, first_kept_per_uid
 from curation.core.shards import HashingWriter, ShardReport, iter_tar_groups, rejection_counts, write_rows, write_tar
+from curation.core.manifests import PACK_INDEX, PACK_MANIFEST
 from packing.packer import GreedyPacker, Item, Oversized
 from packing.units import PackUnit
 
 FORMAT_VERSION = 1
 
-MANIFEST_SCHEMA = pa.schema([
-    ("uid", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()), ("kind", pa.string()),
-    ("status", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
-    ("pack", pa.string()), ("tokens", pa.int64()), ("tiles", pa.int64()), ("truncated", pa.bool_()),
-])
-PACKS_SCHEMA = pa.schema([
-    ("pack", pa.string()), ("tokens", pa.int64()), ("tiles", pa.int64()), ("fill", pa.float64()),
-    ("tile_fill", pa.float64()), ("units", pa.int64()), ("segments", pa.int64()), ("images", pa.int64()),
-    ("supervised", pa.int64()),
-])
 
 
 @dataclass(frozen=True)
@@ -41,14 +32,6 @@ class PackPlan:
     l_max: int
     t_max: int
     buffer: int | None = 256
-
-
-def resolve_duplicates(records: Iterable[PackUnit | Rejection]) -> list[PackUnit | Rejection]:
-    """First unit per uid in source order wins; later ones become `dup_uid` rejections."""
-    return first_kept_per_uid(
-        records, order_key=lambda r: (r.order_key, r.uid), uid=lambda r: r.uid, kept=lambda r: isinstance(r, PackUnit),
-        dup=lambda r, first: Rejection(RowRef(r.uid, r.source_file, r.source_row), "pack", "dup_uid",
-                                           f"uid already kept from {first.source_file}:{first.source_row}"))
 
 
 def plan_packs(units: list[PackUnit], plan: PackPlan) -> list[list[PackUnit]]:
@@ -119,46 +102,77 @@ def pack_members(key: str, units: list[PackUnit], plan: PackPlan,
     return members, row
 
 
-def write_pack_shard(shard: int, name: str, records: Iterable[PackUnit | Rejection], tar_file: IO[bytes],
-                     manifest_file: IO[bytes], *, plan: PackPlan, read_image: Callable[[str], bytes]
-                     ) -> tuple[ShardReport, dict[str, bytes]]:
-    """Pack one shard's units and write tar + manifest; returns the report and `{name}.packs.parquet`."""
-    resolved = resolve_duplicates(records)
-    units = [r for r in resolved if isinstance(r, PackUnit)]
+@dataclass(frozen=True)
+class PackedShardKind:
+    """One flavour of packed shard for `write_packed_shard`: `curate pack`'s token packs, or `curate
+    plan`'s predicted packs. Units carry uid, source_file, source_row, tokens, tiles, truncated."""
+
+    stage: str  # the stage of a later duplicate's `dup_uid` rejection
+    manifest: pa.Schema
+    index: pa.Schema
+    row: Callable[[Any], Any]  # unit -> the row a rejection of it keeps (`Rejection.row`)
+    pack: Callable[[str, list[Any]], tuple[list[tuple[str, bytes]], dict[str, Any]]]  # key, units -> members, index row
+    kept_row: Callable[[Any, str], dict[str, Any]]  # unit, its pack -> manifest row
+    rejected_row: Callable[[Rejection], dict[str, Any]]
+
+
+def write_packed_shard(shard: int, name: str, records: Iterable[Any], tar_file: IO[bytes], manifest_file: IO[bytes],
+                       *, plan: PackPlan, kind: PackedShardKind) -> tuple[ShardReport, dict[str, bytes]]:
+    """The one packed-shard writer: first unit per uid in source order (later ones `dup_uid`), the
+    greedy packer over the rest, `kind.pack` per pack into the tar, one manifest row per input
+    row; returns the shard report and `{name}.packs.parquet`."""
+    resolved = first_kept_per_uid(
+        records, order_key=lambda r: (r.source_file, r.source_row, r.uid), uid=lambda r: r.uid,
+        kept=lambda r: not isinstance(r, Rejection),
+        dup=lambda r, first: Rejection(kind.row(r), kind.stage, "dup_uid",
+                                       f"uid already kept from {first.source_file}:{first.source_row}"))
+    units = [r for r in resolved if not isinstance(r, Rejection)]
     packs = plan_packs(units, plan)
     pack_of: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
     members: list[tuple[str, bytes]] = []
     for k, group in enumerate(packs):
         key = f"{name.replace('-', '_')}_{k:06d}"
-        m, row = pack_members(key, group, plan, read_image)
+        m, row = kind.pack(key, group)
         members += m
         rows.append(row)
         pack_of.update((u.uid, key) for u in group)
     tar_out = HashingWriter(tar_file)
     write_tar(tar_out, members)
-    man_rows = []
-    for r in resolved:
-        if isinstance(r, PackUnit):
-            man_rows.append({"uid": r.uid, "source_file": r.source_file, "source_row": r.source_row, "kind": r.kind,
-                             "status": "kept", "pack": pack_of[r.uid], "tokens": r.tokens, "tiles": r.tiles,
-                             "truncated": r.truncated})
-        else:
-            man_rows.append({"uid": r.uid, "source_file": r.source_file, "source_row": r.source_row, "status": "rejected",
-                             "stage": r.stage, "reason": r.reason, "detail": r.detail})
     man_out = HashingWriter(manifest_file)
-    write_rows(man_rows, MANIFEST_SCHEMA, man_out)
+    write_rows([kind.rejected_row(r) if isinstance(r, Rejection) else kind.kept_row(r, pack_of[r.uid]) for r in resolved],
+               kind.manifest, man_out)
     packs_buf = io.BytesIO()
-    write_rows(rows, PACKS_SCHEMA, packs_buf)
-    rejected = [r for r in resolved if isinstance(r, Rejection)]
+    write_rows(rows, kind.index, packs_buf)
     report = ShardReport(
         shard=shard, name=name, kept=len(units), rows=len(resolved), tar_sha256=tar_out.hexdigest(),
         manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
-        **rejection_counts(rejected),
+        **rejection_counts(r for r in resolved if isinstance(r, Rejection)),
         stats={"packs": len(packs), "tokens": sum(r["tokens"] for r in rows), "tiles": sum(r["tiles"] for r in rows),
                "segments": sum(r["segments"] for r in rows), "truncated": sum(u.truncated for u in units)},
     )
     return report, {f"{name}.packs.parquet": packs_buf.getvalue()}
+
+
+def _kept_unit_row(u: PackUnit, pack: str) -> dict[str, Any]:
+    return {"uid": u.uid, "source_file": u.source_file, "source_row": u.source_row, "kind": u.kind, "status": "kept",
+            "pack": pack, "tokens": u.tokens, "tiles": u.tiles, "truncated": u.truncated}
+
+
+def _rejected_row(r: Rejection) -> dict[str, Any]:
+    return {"uid": r.uid, "source_file": r.source_file, "source_row": r.source_row, "status": "rejected",
+            "stage": r.stage, "reason": r.reason, "detail": r.detail}
+
+
+def write_pack_shard(shard: int, name: str, records: Iterable[PackUnit | Rejection], tar_file: IO[bytes],
+                     manifest_file: IO[bytes], *, plan: PackPlan, read_image: Callable[[str], bytes]
+                     ) -> tuple[ShardReport, dict[str, bytes]]:
+    """`curate pack`'s shard: token packs with their images (`read_image(path)` gives the bytes)."""
+    kind = PackedShardKind(
+        stage="pack", manifest=PACK_MANIFEST, index=PACK_INDEX, row=lambda u: RowRef(u.uid, u.source_file, u.source_row),
+        pack=lambda key, units: pack_members(key, units, plan, read_image), kept_row=_kept_unit_row,
+        rejected_row=_rejected_row)
+    return write_packed_shard(shard, name, records, tar_file, manifest_file, plan=plan, kind=kind)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def resolve_system_prompt(template: str, system_prompt: str) -> str | None:
 
 
 class EncodeError(ValueError):
-    """A sample that cannot be encoded; `reason` is a code from curation/reasons.py."""
+    """A sample that cannot be encoded; `reason` is a code from curation/core/reasons.py."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)

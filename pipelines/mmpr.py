@@ -2,7 +2,7 @@
 answers -> correctness pairs -> Dropout NTP continuations (policy, no image) -> MPO jsonl shards.
 
 Only wiring: parsing, judging, pairing and the shard format live in curation/mmpr*.py, the models
-in curation/policy.py. Both model steps are RunInference ModelHandlers (loaded once per worker,
+in curation/mmpr/policy.py. Both model steps are RunInference ModelHandlers (loaded once per worker,
 batched, behind a Reshuffle, carrying the accelerator hint). Every input row ends in one manifest
 row: kept with its pairs, or rejected with a reason.
 """

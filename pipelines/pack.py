@@ -1,6 +1,6 @@
 """Pack: conversation / preference jsonl -> tile + tokenize -> shard by uid -> sort -> pack -> write.
 
-Only wiring: parsing lives in curation/conversations.py, tiling and tokens in packing/, the packer
+Only wiring: parsing lives in curation/core/conversations.py, tiling and tokens in packing/, the packer
 and the packed-shard format in packing/. Every input row ends in one manifest row, kept (with its
 pack) or rejected with a reason.
 """

@@ -2,7 +2,7 @@
 (declared size -> pixel filters, resize, tiles; caption -> tokens) -> shard by uid, decisions
 applied -> pack -> plan shards.
 
-Only wiring: planning lives in curation/plan.py, the metadata steps are ingest's own. No download:
+Only wiring: planning lives in curation/plan/planner.py, the metadata steps are ingest's own. No download:
 this is the dry run that says what a download + pack of these rows would give, and the graph the
 scale simulation (bench/scale.py) drives at 1M rows. Every input row ends in one manifest row.
 """

@@ -102,7 +102,7 @@ def test_plan_tokens_match_pack_on_the_same_conversation(planned, tokenizer):
     """A planned unit's token count is what `curate pack` counts for the captioning conversation."""
     root, _, cfg, _ = planned
     from curation.core.conversations import Conversation, Turn
-    from curation.annotate.convert import CAPTION_PROMPT
+    from curation.annotate.tasks import CAPTION_PROMPT
     from packing.tokens import ChatEncoder, resolve_system_prompt
 
     enc = ChatEncoder(tokenizer, cfg.pack.template, resolve_system_prompt(cfg.pack.template, cfg.pack.system_prompt))
@@ -114,7 +114,7 @@ def test_plan_tokens_match_pack_on_the_same_conversation(planned, tokenizer):
     for r in rows:
         caption = source[(r["source_file"], r["source_row"])]
         conv = Conversation(r["uid"], r["source_file"], r["source_row"], ["x"],
-                            [Turn("user", CAPTION_PROMPT), Turn("assistant", caption)])
+                            [Turn("user", f"<image>\n{CAPTION_PROMPT}"), Turn("assistant", caption)])
         assert len(enc.encode(conv.turns, [r["tiles"]])) == r["tokens"]
 
 

@@ -93,9 +93,9 @@ def test_malformed_rows_are_rejections_with_identity():
     reasons = [r.reason for r in out[1:]]
     assert reasons == ["malformed_row", "malformed_row", "malformed_row", "malformed_row", "missing_url"]
     assert "invalid UTF-8" in out[3].detail and "2 images" in out[4].detail
-    uids = {r.pair.uid for r in out[1:4]}
+    uids = {r.uid for r in out[1:4]}
     assert len(uids) == 3  # each unreadable row keeps its own identity
-    assert [r.pair.source_row for r in out[1:]] == [1, 2, 3, 4, 5]
+    assert [r.source_row for r in out[1:]] == [1, 2, 3, 4, 5]
 
 
 def test_csv_wrong_field_count_and_bad_utf8():

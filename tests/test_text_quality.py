@@ -4,6 +4,8 @@ plain objects, no Beam, no model."""
 from __future__ import annotations
 
 import collections
+import io
+import json
 
 import pytest
 
@@ -152,3 +154,32 @@ def test_conversations_by_task_and_language():
     if zh["task"] == "caption":
         assert zh["conversations"][0]["value"].removeprefix("<image>\n") in cfg.caption_prompts["zh"]
     assert language("一辆红色的公共汽车") == "zh" and language("A red bus") == "en"
+
+
+def test_pairs_to_conversations_uses_the_one_builder_and_refuses_broken_shards(tmp_path):
+    """The demo's plain captioning conversations come from build_conversation (same prompt as plan
+    predicts); a kept sample without its caption is a broken shard, never silently skipped."""
+    import tarfile
+
+    from curation.annotate.tasks import CAPTION_PROMPT, pairs_to_conversations
+    from curation.core.shards import ShardFormatError
+    from curation.samples.dups import Planted, write_pair_folder
+
+    folder = write_pair_folder(tmp_path / "pairs", [Planted("a1", "A red bus.", 0), Planted("b2", "一只猫。", 1)])
+    path, n = pairs_to_conversations(folder, tmp_path / "conv")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert n == 2 and sorted(r["id"] for r in rows) == ["a1", "b2"]
+    for r in rows:
+        assert r["task"] == "caption" and r["conversations"][0] == {"from": "human", "value": f"<image>\n{CAPTION_PROMPT}"}
+        assert (tmp_path / "conv" / r["image"]).is_file()
+    path, _ = pairs_to_conversations(folder, tmp_path / "pre", style="pretrain")
+    assert all(json.loads(x)["conversations"][0]["from"] == "pretrain" for x in path.read_text().splitlines())
+
+    tar_path = next(folder.glob("*.tar"))
+    with tarfile.open(tar_path) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers() if not m.name.endswith(".txt")]
+    with tarfile.open(tar_path, "w") as tf:
+        for m, data in members:
+            tf.addfile(m, io.BytesIO(data))
+    with pytest.raises(ShardFormatError, match="no image or no caption"):
+        pairs_to_conversations(folder, tmp_path / "broken")

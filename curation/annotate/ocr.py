@@ -59,7 +59,7 @@ class OcrResult:
 
 @dataclass(frozen=True, slots=True)
 class OcrError:
-    """Why one image could not be read: a reason code from curation/reasons.py and a detail."""
+    """Why one image could not be read: a reason code from curation/core/reasons.py and a detail."""
 
     reason: str
     detail: str

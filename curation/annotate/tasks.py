@@ -1,4 +1,4 @@
-"""Kept pairs -> InternVL training conversations: captioning (English / Chinese prompt templates),
+"""The one pair -> conversation builder. Kept pairs -> InternVL training conversations: captioning (English / Chinese prompt templates),
 OCR tasks from the OCR lines (as InternVL 2.0 built its OCR data from Wukong and LAION-COCO with
 PaddleOCR), and InternVL 3.5 `pretrain` turns for raw captions. The task and the prompt are drawn
 per uid from a seeded stable hash, so the mix is reproducible and independent of sharding."""
@@ -6,10 +6,11 @@ per uid from a seeded stable hash, so the mix is reproducible and independent of
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Literal, Sequence
 
 from curation.annotate.config import ConversationConfig
-from curation.core.shards import stable_hash
+from curation.core.shards import INDEX_NAME, ShardFormatError, iter_tar_groups, stable_hash
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 TASKS = ("caption", "ocr", "pretrain")
@@ -66,3 +67,41 @@ def build_conversation(uid: str, image: str, caption: str, ocr_lines: Sequence[s
         row.update(width=width, height=height)
     row.update(task=task, conversations=turns)
     return row
+
+
+CAPTION_PROMPT = "Describe this image in one sentence."
+
+
+def plain_tasks(style: Literal["caption", "pretrain"]) -> ConversationConfig:
+    """The builder's config for plain captioning (one fixed prompt) or InternVL 3.5 `pretrain` turns:
+    what `curate plan` predicts and the demo packs when it skips annotate."""
+    return ConversationConfig(mix={style: 1.0}, caption_prompts={"en": [CAPTION_PROMPT]}, ocr_prompts={"en": [CAPTION_PROMPT]})
+
+
+def pairs_to_conversations(pair_dir: str | Path, out_dir: str | Path,
+                           style: Literal["caption", "pretrain"] = "caption") -> tuple[Path, int]:
+    """A pair-shard folder (read through its `_index.json`) -> `out_dir/{prefix}.jsonl` with one
+    conversation per kept pair, images under `out_dir/images/`; returns (jsonl path, conversations).
+    A kept sample without its image or caption is a broken shard: ShardFormatError, never a skip."""
+    import json
+
+    pair_dir, out = Path(pair_dir), Path(out_dir)
+    index = json.loads((pair_dir / INDEX_NAME).read_text())
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    target = out / f"{index['prefix']}.jsonl"
+    cfg = plain_tasks(style)
+    n = 0
+    with target.open("w", encoding="utf-8") as f:
+        for shard in index["shards"]:
+            for uid, group in iter_tar_groups(str(pair_dir / shard["tar"])):
+                ext = next((e for e in ("jpg", "webp", "png") if e in group), None)
+                if ext is None or "txt" not in group:
+                    raise ShardFormatError(f"{pair_dir / shard['tar']}: kept sample {uid} has no image or no caption")
+                image = f"images/{uid}.{ext}"
+                (out / image).write_bytes(group[ext])
+                meta = json.loads(group.get("json", b"{}"))
+                row = build_conversation(uid, image, group["txt"].decode("utf-8"), [], cfg, meta.get("width"),
+                                         meta.get("height"))
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+    return target, n

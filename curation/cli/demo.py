@@ -194,7 +194,7 @@ def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args:
     """The annotated pairs' conversations (or an ingest / dedup output's pairs as plain captioning
     conversations), plus the embedded conversation / preference sample -> packed shards; returns
     the number of unexpected outcomes."""
-    from curation.annotate.convert import pairs_to_conversations
+    from curation.annotate.tasks import pairs_to_conversations
     from curation.samples.conversations import check_pack_outcomes, write_conversations
     from pipelines.pack import run_pack
 

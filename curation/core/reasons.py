@@ -106,5 +106,5 @@ def http_reason(status: int) -> str:
 def check_reason(code: str) -> str:
     """Return `code` if it is in the closed set, else raise: a typo must not invent a reason."""
     if code not in REASONS:
-        raise ValueError(f"unknown rejection reason {code!r}; add it to curation/reasons.py")
+        raise ValueError(f"unknown rejection reason {code!r}; add it to curation/core/reasons.py")
     return code

@@ -151,19 +151,11 @@ class RowRef:
     source_row: int
 
 
-@dataclass(slots=True)
-class Rejection:
-    """The one dead-letter record of every stage: which input row, at which stage, why. `row` is
-    what the stage knew of it: a `Pair` in the pair-shard stages (its metadata goes into the
-    manifest), the plan's `PlanRow`, or a `RowRef`."""
+class FromRow:
+    """The identity of a record that holds its input row as `row` (a rejection, a planned unit)."""
 
+    __slots__ = ()
     row: RowLike
-    stage: str
-    reason: str
-    detail: str = ""
-
-    def __post_init__(self) -> None:
-        check_reason(self.reason)
 
     @property
     def uid(self) -> str:
@@ -176,6 +168,21 @@ class Rejection:
     @property
     def source_row(self) -> int:
         return self.row.source_row
+
+
+@dataclass(slots=True)
+class Rejection(FromRow):
+    """The one dead-letter record of every stage: which input row, at which stage, why. `row` is
+    what the stage knew of it: a `Pair` in the pair-shard stages (its metadata goes into the
+    manifest), the plan's `PlanRow`, or a `RowRef`."""
+
+    row: RowLike
+    stage: str
+    reason: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        check_reason(self.reason)
 
     @property
     def order_key(self) -> tuple[str, int]:

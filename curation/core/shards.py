@@ -21,22 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.core.records import ImageInfo, Pair, Rejection, Sample, first_kept_per_uid, record_pair
+from curation.core.manifests import PAIR_MANIFEST
 
 TAR_MTIME = 1_577_836_800  # 2020-01-01: fixed, so tars are byte-identical across runs
 INDEX_NAME = "_index.json"
 PROGRESS_DIR = "_progress"
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
-MANIFEST_SCHEMA = pa.schema([
-    ("uid", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("source", pa.string()),
-    ("source_file", pa.string()), ("source_row", pa.int64()),
-    ("status", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
-    ("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()), ("original_height", pa.int32()),
-    ("sha256", pa.string()), ("phash", pa.string()),
-    ("declared_width", pa.int64()), ("declared_height", pa.int64()),
-    ("clip_similarity", pa.float64()), ("nsfw_score", pa.float64()), ("watermark_score", pa.float64()),
-    ("aesthetic_score", pa.float64()),
-])
 
 
 def stable_hash(key: str) -> int:
@@ -231,7 +222,7 @@ def rejection_counts(rejected: Iterable[Any]) -> dict[str, dict[str, int]]:
 
 
 def write_manifest(f: IO[bytes], records: list[Sample | Rejection]) -> None:
-    write_rows([manifest_row(r) for r in records], MANIFEST_SCHEMA, f)
+    write_rows([manifest_row(r) for r in records], PAIR_MANIFEST, f)
 
 
 @dataclass

@@ -14,19 +14,13 @@ import posixpath
 from collections import Counter
 from typing import IO, Any, Callable, Iterable, Iterator
 
-import pyarrow as pa
 
 from curation.mmpr.pairs import MmprTask, parse_item
 from curation.core.records import first_kept_per_uid, hash_uid
 from curation.core.shards import HashingWriter, ShardReport, rejection_counts, write_rows, write_tar
 from curation.core.rows import RowError, iter_raw_rows
+from curation.core.manifests import MMPR_MANIFEST
 
-MANIFEST_SCHEMA = pa.schema([
-    ("uid", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()), ("status", pa.string()),
-    ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("question", pa.string()),
-    ("answer_gt", pa.string()), ("answer_type", pa.string()), ("samples", pa.int32()), ("correct", pa.int32()),
-    ("pairs", pa.int32()), ("methods", pa.string()), ("notes", pa.string()),
-])
 
 
 def read_tasks(f: IO[bytes], name: str) -> Iterator[MmprTask]:
@@ -95,7 +89,7 @@ def write_mmpr_shard(shard: int, name: str, records: Iterable[MmprTask], tar_fil
     write_tar(tar_out, members)
     man_out = HashingWriter(manifest_file)
     rows = [_manifest_row(t) for t in tasks]
-    write_rows(rows, MANIFEST_SCHEMA, man_out)
+    write_rows(rows, MMPR_MANIFEST, man_out)
     rejected = [t for t in tasks if not t.pairs]
     report = ShardReport(
         shard=shard, name=name, kept=len(kept), rows=len(tasks), tar_sha256=tar_out.hexdigest(),

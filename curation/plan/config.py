@@ -19,7 +19,7 @@ class PlanConfig:
 
     ingest: IngestConfig
     pack: PackConfig = field(default_factory=PackConfig)
-    style: Literal["caption", "pretrain"] = "caption"  # the conversation each pair becomes (as curate convert)
+    style: Literal["caption", "pretrain"] = "caption"  # the conversation each pair becomes (annotate.tasks.plain_tasks)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="plan", samples_per_shard=10_000))
     progress: bool = True
 

@@ -10,31 +10,20 @@ plan shows packs, tokens, tiles and every rejection with its reason; `bench/scal
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, NamedTuple
 
-import pyarrow as pa
 
 from curation.plan.config import PlanConfig
 from curation.core.reasons import check_reason
-from curation.core.records import Pair, Rejection, first_kept_per_uid
-from curation.core.shards import HashingWriter, ShardReport, rejection_counts, write_rows, write_tar
+from curation.core.records import FromRow, Pair, Rejection
+from curation.core.shards import ShardReport
+from curation.core.manifests import PLAN_INDEX, PLAN_MANIFEST
 
 STAGE = "plan"
 
-MANIFEST_SCHEMA = pa.schema([
-    ("uid", pa.string()), ("url", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()),
-    ("status", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
-    ("declared_width", pa.int64()), ("declared_height", pa.int64()), ("width", pa.int32()), ("height", pa.int32()),
-    ("tiles", pa.int32()), ("tokens", pa.int32()), ("truncated", pa.bool_()), ("pack", pa.string()),
-])
-PACKS_SCHEMA = pa.schema([
-    ("pack", pa.string()), ("units", pa.int32()), ("tokens", pa.int32()), ("tiles", pa.int32()),
-    ("fill", pa.float64()), ("tile_fill", pa.float64()), ("segments", pa.int32()),
-])
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +46,7 @@ class PlanRow:
 
 
 @dataclass(frozen=True, slots=True)
-class PlannedUnit:
+class PlannedUnit(FromRow):
     """A pair as pack would see it after download: stored image size, tiles, tokens."""
 
     row: PlanRow
@@ -67,10 +56,6 @@ class PlannedUnit:
     tokens: int
     truncated: bool
 
-    @property
-    def uid(self) -> str:
-        return self.row.uid
-
 
 class UnitPlanner:
     """Pair -> PlannedUnit, or the Rejection that pixel filters or pack's encoder would give it.
@@ -78,7 +63,7 @@ class UnitPlanner:
     Holds the tokenizer: build once per worker."""
 
     def __init__(self, cfg: PlanConfig) -> None:
-        from curation.annotate.convert import CAPTION_PROMPT
+        from curation.annotate.tasks import plain_tasks
         from filters.registry import build_filters
         from packing.tokens import ChatEncoder, load_tokenizer, resolve_system_prompt
         from packing.units import UnitBuilder, UnitLimits
@@ -93,15 +78,15 @@ class UnitPlanner:
         self.builder = UnitBuilder(encoder, limits)
         self.pixel_filters = build_filters(cfg.ingest.pixel_filters, "pixel_filters")
         self.image = cfg.ingest.image
-        self.style = cfg.style
-        self.prompt = CAPTION_PROMPT
+        self.tasks = plain_tasks(cfg.style)
 
-    def turns(self, caption: str):
-        from curation.core.conversations import Turn
+    def turns(self, pair: Pair) -> list:
+        """The conversation `curate pack` would get for this pair: the one pair -> conversation builder's."""
+        from curation.annotate.tasks import build_conversation
+        from curation.core.conversations import ROLES, Turn
 
-        if self.style == "pretrain":
-            return [Turn("pretrain", f"<image>\n{caption}")]
-        return [Turn("user", self.prompt), Turn("assistant", caption)]
+        row = build_conversation(pair.uid, pair.url, pair.caption, [], self.tasks)
+        return [Turn(ROLES[t["from"]], t["value"]) for t in row["conversations"]]
 
     def __call__(self, pair: Pair) -> PlannedUnit | Rejection:
         from curation.core.conversations import Conversation
@@ -118,7 +103,7 @@ class UnitPlanner:
             if not verdict.ok:
                 return Rejection(row, check.stage, check_reason(verdict.reason), verdict.detail)
         sw, sh = stored_size(w, h, self.image)
-        conv = Conversation(pair.uid, pair.source_file, pair.source_row, [pair.url], self.turns(pair.caption))
+        conv = Conversation(pair.uid, pair.source_file, pair.source_row, [pair.url], self.turns(pair))
         try:
             unit = self.builder.build(conv, [(sw, sh, self.image.encode_format)])
         except EncodeError as err:
@@ -139,14 +124,6 @@ def iter_plan_packs(tar_file: IO[bytes]) -> Iterator[PlanPack]:
         yield PlanPack(key, json.loads(group["json"]))
 
 
-def _order(rec: PlannedUnit | Rejection) -> tuple[str, int, str]:
-    return rec.row.source_file, rec.row.source_row, rec.row.uid
-
-
-def _dup(rec: PlannedUnit, first: PlannedUnit) -> Rejection:
-    return Rejection(rec.row, STAGE, "dup_uid", f"uid already kept from {first.row.source_file}:{first.row.source_row}")
-
-
 def apply_plan_decisions(elements: Iterable) -> list[PlannedUnit | Rejection]:
     """One shard's plan records mixed with the dedup Decisions for them -> the records, each one a
     Decision names (by dedup node) turned into its `dedup` rejection: dedup comes before the
@@ -161,57 +138,44 @@ def apply_plan_decisions(elements: Iterable) -> list[PlannedUnit | Rejection]:
     return out
 
 
+def _plan_pack(key: str, group: list[PlannedUnit], l_max: int, t_max: int) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+    """A predicted pack: one `{pack}.json` with its members' sizes, tiles and tokens, and its index row."""
+    tokens, tiles = sum(u.tokens for u in group), sum(u.tiles for u in group)
+    doc = {"pack": key, "l_max": l_max, "t_max": t_max, "tokens": tokens, "tiles": tiles,
+           "units": [{"uid": u.uid, "url": u.row.url, "width": u.width, "height": u.height, "tiles": u.tiles,
+                      "tokens": u.tokens, "truncated": u.truncated} for u in group]}
+    row = {"pack": key, "units": len(group), "tokens": tokens, "tiles": tiles, "fill": tokens / l_max,
+           "tile_fill": tiles / t_max, "segments": len(group)}
+    return [(f"{key}.json", json.dumps(doc, ensure_ascii=False, sort_keys=True).encode())], row
+
+
+def _row_fields(p: PlanRow) -> dict[str, Any]:
+    return {"uid": p.uid, "url": p.url, "source_file": p.source_file, "source_row": p.source_row,
+            "declared_width": p.declared_width, "declared_height": p.declared_height}
+
+
+def _kept_row(u: PlannedUnit, pack: str) -> dict[str, Any]:
+    return {**_row_fields(u.row), "status": "kept", "width": u.width, "height": u.height, "tiles": u.tiles,
+            "tokens": u.tokens, "truncated": u.truncated, "pack": pack}
+
+
+def _rejected_row(r: Rejection) -> dict[str, Any]:
+    return {**_row_fields(r.row), "status": "rejected", "stage": r.stage, "reason": r.reason, "detail": r.detail}
+
+
 def write_plan_shard(shard: int, name: str, records: Iterable, tar_file: IO[bytes],
                      manifest_file: IO[bytes], *, l_max: int, t_max: int, buffer: int | None
                      ) -> tuple[ShardReport, dict[str, bytes]]:
-    """One shard's plan records and Decisions -> dedup applied, then the real packer; the tar holds
-    one `{pack}.json` per pack (its members with sizes, tiles, tokens), the manifest one row per
+    """One shard's plan records and Decisions -> dedup applied, then pack's own packed-shard writer
+    over the predicted units: the tar holds one `{pack}.json` per pack, the manifest one row per
     input row."""
-    from packing.format import PackPlan, plan_packs
+    from packing.format import PackedShardKind, PackPlan, write_packed_shard
 
-    resolved = first_kept_per_uid(apply_plan_decisions(records), order_key=_order, uid=lambda r: r.uid,
-                                  kept=lambda r: isinstance(r, PlannedUnit), dup=_dup)
-    units = [r for r in resolved if isinstance(r, PlannedUnit)]
-    packs = plan_packs(units, PackPlan(l_max, t_max, buffer))
-    members: list[tuple[str, bytes]] = []
-    pack_rows: list[dict[str, Any]] = []
-    pack_of: dict[str, str] = {}
-    for k, group in enumerate(packs):
-        key = f"{name.replace('-', '_')}_{k:06d}"
-        tokens, tiles = sum(u.tokens for u in group), sum(u.tiles for u in group)
-        doc = {"pack": key, "l_max": l_max, "t_max": t_max, "tokens": tokens, "tiles": tiles,
-               "units": [{"uid": u.uid, "url": u.row.url, "width": u.width, "height": u.height, "tiles": u.tiles,
-                          "tokens": u.tokens, "truncated": u.truncated} for u in group]}
-        members.append((f"{key}.json", json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()))
-        pack_rows.append({"pack": key, "units": len(group), "tokens": tokens, "tiles": tiles,
-                          "fill": tokens / l_max, "tile_fill": tiles / t_max, "segments": len(group)})
-        pack_of.update((u.uid, key) for u in group)
-    tar_out = HashingWriter(tar_file)
-    write_tar(tar_out, members)
-    rows = []
-    for r in resolved:
-        p = r.row
-        row = {"uid": p.uid, "url": p.url, "source_file": p.source_file, "source_row": p.source_row,
-               "declared_width": p.declared_width, "declared_height": p.declared_height}
-        if isinstance(r, PlannedUnit):
-            row.update(status="kept", width=r.width, height=r.height, tiles=r.tiles, tokens=r.tokens,
-                       truncated=r.truncated, pack=pack_of[p.uid])
-        else:
-            row.update(status="rejected", stage=r.stage, reason=r.reason, detail=r.detail)
-        rows.append(row)
-    man_out = HashingWriter(manifest_file)
-    write_rows(rows, MANIFEST_SCHEMA, man_out)
-    packs_buf = io.BytesIO()
-    write_rows(pack_rows, PACKS_SCHEMA, packs_buf)
-    rejected = [r for r in resolved if isinstance(r, Rejection)]
-    report = ShardReport(
-        shard=shard, name=name, kept=len(units), rows=len(resolved), tar_sha256=tar_out.hexdigest(),
-        manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
-        **rejection_counts(rejected),
-        stats={"packs": len(packs), "tokens": sum(u.tokens for u in units), "tiles": sum(u.tiles for u in units),
-               "segments": len(units), "truncated": sum(u.truncated for u in units)},
-    )
-    return report, {f"{name}.packs.parquet": packs_buf.getvalue()}
+    kind = PackedShardKind(stage=STAGE, manifest=PLAN_MANIFEST, index=PLAN_INDEX, row=lambda u: u.row,
+                           pack=lambda key, group: _plan_pack(key, group, l_max, t_max), kept_row=_kept_row,
+                           rejected_row=_rejected_row)
+    return write_packed_shard(shard, name, apply_plan_decisions(records), tar_file, manifest_file,
+                              plan=PackPlan(l_max, t_max, buffer), kind=kind)
 
 
 def check_plan_against_ingest(plan_dir: str | Path, ingest_dir: str | Path) -> list[str]:
