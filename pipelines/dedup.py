@@ -1,10 +1,11 @@
 """Dedup: pair shards -> exact (URL, caption, image bytes) and near-duplicate (MinHash LSH on captions,
 multi-index pHash on images) decisions -> the same records re-sharded, duplicates rejected.
 
-Only wiring: keys, bucket logic and components live in filters/dedup.py. No step holds all keys
-or signatures in one process: exact groups and buckets are GroupByKeys, components are one
-union-find only while the edge list fits a worker (`components.max_local_edges`), else rounds of
-large-star / small-star. `DedupDecisions` is reused by ingest to dedup metadata before download.
+Only wiring: keys and edges live in filters/dedup.py, exact groups, the hot-bucket rule and bucket
+memberships in filters/buckets.py, component steps and their routing in filters/components.py. No
+step holds all keys or signatures in one process: exact groups and buckets are GroupByKeys,
+components are one union-find only while the edge list fits a worker (`components.max_local_edges`),
+else rounds of large-star / small-star. `DedupDecisions` is reused by ingest to dedup metadata before download.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from apache_beam.metrics import Metrics
 
 from filters.dedup_config import ComponentsConfig, DedupConfig
 from curation.core.records import record_uid
-from filters.dedup import Decision, DupKey
+from curation.core.shards import shard_of, write_pair_shard
+from filters import buckets, components
+from filters.dedup import EXACT_KEYS, Decision, DupKey, apply_decisions, image_bucket_edges, member_id, normalize_edge
 from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, group_size, not_done, run_pair_shard_job
 
 NS = "curate.dedup"
@@ -27,38 +30,23 @@ NS = "curate.dedup"
 
 
 def _key_or_pass(key: DupKey, kind: str):
-    from filters.dedup import EXACT_KEYS
-
     value = EXACT_KEYS[kind][1](key)
-    if value is None:
-        yield beam.pvalue.TaggedOutput("unkeyed", key)
-    else:
-        yield value, key
+    yield beam.pvalue.TaggedOutput("unkeyed", key) if value is None else (value, key)
 
 
 def _split_exact(item, reason: str, namespace: str):
-    """(exact key, DupKeys) -> the minimum node survives, every other one is a `reason` duplicate.
-
-    Two passes over the group, never a list of it: a caption repeated a million times streams
-    through (runners page big groups and let them be iterated again)."""
-    from filters.dedup import node_uid
-
+    """(exact key, DupKeys) -> the minimum node survives, every other one is a `reason` duplicate
+    (two passes over the group, never a list of it)."""
     _, group = item
-    rep, size = None, 0
-    for key in group:
-        size += 1
-        if rep is None or key < rep:
-            rep = key
+    rep, size = buckets.exact_group(group)
     group_size(namespace, reason, size)  # e.g. group_size_dup_url
     yield rep
     if size == 1:
         return
-    rep_uid = node_uid(rep.node)
     groups_with_dups = 0
-    for key in group:
-        if key.node != rep.node:
-            groups_with_dups = 1
-            yield beam.pvalue.TaggedOutput("dup", Decision(key.node, reason, rep_uid))
+    for decision in buckets.exact_duplicates(group, rep, reason):
+        groups_with_dups = 1
+        yield beam.pvalue.TaggedOutput("dup", decision)
     Metrics.counter(namespace, f"{reason}_groups").inc(groups_with_dups)
 
 
@@ -71,8 +59,6 @@ class ExactDedup(beam.PTransform):
         self.namespace = namespace
 
     def expand(self, keys):
-        from filters.dedup import EXACT_KEYS
-
         reason = EXACT_KEYS[self.kind][0]
         keyed = keys | "Key" >> beam.FlatMap(_key_or_pass, self.kind).with_outputs("unkeyed", main="keyed")
         split = (
@@ -88,67 +74,31 @@ class ExactDedup(beam.PTransform):
 # Connected components
 
 
-def _both_directions(edge):
-    a, b = edge
-    yield a, b
-    yield b, a
-
-
-def _large_star(item, namespace: str):
-    from filters.dedup import large_star
-
-    node, neighbours = item[0], list(item[1])
-    group_size(namespace, "star", len(neighbours))
-    yield from large_star(node, neighbours)
-
-
-def _small_star(item, namespace: str):
-    from filters.dedup import small_star
-
-    node, smaller = item[0], list(item[1])
-    group_size(namespace, "star", len(smaller))
-    yield from small_star(node, smaller)
+def _star_step(item, namespace: str, step):
+    """One large-star or small-star step on a node's group, its size recorded."""
+    size, edges = step(item)
+    group_size(namespace, "star", size)
+    yield from edges
 
 
 def _local_labels(item, namespace: str):
     """All edges on one worker (at most `max_local_edges`) -> (node, component minimum) for every
     non-minimum node."""
-    from filters.dedup import union_find
-
     edges = list(item[1])
     group_size(namespace, "union_find_edges", len(edges))
-    labels = union_find(edges)
-    roots = set(labels.values())
-    Metrics.counter(namespace, "components").inc(len(roots))
-    for node, root in sorted(labels.items()):
-        if node != root:
-            yield node, root
+    labels, count = components.local_labels(edges)
+    Metrics.counter(namespace, "components").inc(count)
+    yield from labels
 
 
 def _settled(item):
-    """CoGroup per node of its parents and its children: a star leaf has one parent and no child."""
+    """CoGroup per node of its parents and its children -> its label, or the node if unsettled."""
     node, groups = item
-    parents, children = list(groups["parents"]), list(groups["children"])
-    if parents and (len(parents) > 1 or children):
+    settled, label = components.settle(node, list(groups["parents"]), list(groups["children"]))
+    if not settled:
         yield beam.pvalue.TaggedOutput("unsettled", node)
-    elif parents:
-        yield node, parents[0]
-
-
-def _over(_, count: int, limit: int) -> bool:
-    return count > limit
-
-
-def _within(_, count: int, limit: int) -> bool:
-    return count <= limit
-
-
-def _route_all(_, unsettled: int) -> bool:
-    return unsettled > 0
-
-
-def _route_none(_, unsettled: int) -> bool:
-    return unsettled == 0
+    elif label is not None:
+        yield label
 
 
 class ConnectedComponents(beam.PTransform):
@@ -172,8 +122,6 @@ class ConnectedComponents(beam.PTransform):
         )
 
     def expand(self, edges):
-        from filters.dedup import normalize_edge
-
         limit = self.cfg.max_local_edges
         edges = (
             edges
@@ -181,16 +129,16 @@ class ConnectedComponents(beam.PTransform):
             | "DistinctEdges" >> beam.Distinct()
         )
         count = beam.pvalue.AsSingleton(edges | "CountEdges" >> beam.combiners.Count.Globally())
-        local = self._local(edges | "FitsAWorker" >> beam.Filter(_within, count=count, limit=limit), "Local")
-        big = edges | "TooBigForAWorker" >> beam.Filter(_over, count=count, limit=limit)
+        local = self._local(edges | "FitsAWorker" >> beam.Filter(components.fits_a_worker, count=count, limit=limit), "Local")
+        big = edges | "TooBigForAWorker" >> beam.Filter(components.too_big_for_a_worker, count=count, limit=limit)
         for i in range(self.cfg.rounds):
             big = (
                 big
-                | f"LargeStarBoth{i}" >> beam.FlatMap(_both_directions)
+                | f"LargeStarBoth{i}" >> beam.FlatMap(components.both_directions)
                 | f"LargeStarGroup{i}" >> beam.GroupByKey()
-                | f"LargeStar{i}" >> beam.FlatMap(_large_star, self.namespace)
+                | f"LargeStar{i}" >> beam.FlatMap(_star_step, self.namespace, components.large_star_step)
                 | f"SmallStarGroup{i}" >> beam.GroupByKey()
-                | f"SmallStar{i}" >> beam.FlatMap(_small_star, self.namespace)
+                | f"SmallStar{i}" >> beam.FlatMap(_star_step, self.namespace, components.small_star_step)
             )
         big = big | "DistinctFinal" >> beam.Distinct()
         settled = (
@@ -199,13 +147,10 @@ class ConnectedComponents(beam.PTransform):
             | "Settled" >> beam.FlatMap(_settled).with_outputs("unsettled", main="labels")
         )
         unsettled = beam.pvalue.AsSingleton(settled.unsettled | "CountUnsettled" >> beam.combiners.Count.Globally())
-        converged = settled.labels | "Converged" >> beam.Filter(_route_none, unsettled=unsettled)
-        leftover = big | "Unconverged" >> beam.Filter(_route_all, unsettled=unsettled)
-        _ = (
-            unsettled.pvalue
-            | "CountUnconverged" >> beam.Map(lambda n, ns: Metrics.counter(ns, "components_unconverged").inc(int(n > 0)),
-                                             self.namespace)
-        )
+        converged = settled.labels | "Converged" >> beam.Filter(components.converged, unsettled=unsettled)
+        leftover = big | "Unconverged" >> beam.Filter(components.not_converged, unsettled=unsettled)
+        unsettled.pvalue | "CountUnconverged" >> beam.Map(
+            lambda n, ns: Metrics.counter(ns, "components_unconverged").inc(int(n > 0)), self.namespace)
         finished = self._local(leftover, "Finish")
         return (local, converged, finished) | "Labels" >> beam.Flatten()
 
@@ -214,168 +159,108 @@ class ConnectedComponents(beam.PTransform):
 # Near-duplicate captions
 
 
-class CaptionBands(beam.DoFn):
-    """Batches of DupKeys -> (LSH band key, member id), signatures computed per batch: 24 bytes per
-    row and band through the biggest shuffle of dedup, not the caption."""
-
-    def __init__(self, cfg: DedupConfig, namespace: str) -> None:
-        self.cfg = cfg.near_caption
-        self.namespace = namespace
-
-    def setup(self) -> None:
-        from filters.minhash import MinHasher
-
-        self.hasher = MinHasher(self.cfg.num_perm, self.cfg.seed)
-        self.bands, self.rows = self.cfg.lsh()
-        self.signed = Metrics.counter(self.namespace, "caption_signatures")
-
-    def process(self, batch):
-        from filters.dedup import member_id
-        from filters.minhash import band_keys, shingles
-
-        docs = [shingles(k.caption, self.cfg.shingle, self.cfg.ngram) for k in batch]
-        sigs = self.hasher.signatures(docs)
-        self.signed.inc(len(batch))
-        for key, doc, sig in zip(batch, docs, sigs):
-            if not doc:
-                continue  # nothing to compare: an empty caption is left to the exact path
-            mid = member_id(key.node)
-            for band in band_keys(sig, self.bands, self.rows):
-                yield band, mid
-
-
-HOT_BUCKET = b""  # a membership that stands for "in a hot bucket": fall back to the exact caption key
-
-
-def _bucket_size(members, limit: int) -> int:
-    """Members counted up to limit + 1 (a hot bucket is never walked to its end here)."""
-    size = 0
-    for _ in members:
-        size += 1
-        if size > limit:
-            break
-    return size
-
-
-class CaptionBucket(beam.DoFn):
-    """(band key, member ids) -> (member id, band key) for each member of a bucket of 2..max_bucket,
-    (member id, HOT_BUCKET) for each member of a hot one (counted); singletons end here."""
-
+class _DedupFn(beam.DoFn):
     def __init__(self, cfg: DedupConfig, namespace: str) -> None:
         self.cfg = cfg
         self.namespace = namespace
 
+
+class CaptionBands(_DedupFn):
+    """Batches of DupKeys -> (LSH band key, member id), signatures computed per batch: 24 bytes per
+    row and band through the biggest shuffle of dedup, not the caption."""
+
     def setup(self) -> None:
-        self.hot = Metrics.counter(self.namespace, "caption_hot_buckets")
-        self.hot_members = Metrics.counter(self.namespace, "caption_hot_bucket_members")
+        self.bander = buckets.CaptionBander(self.cfg.near_caption)
+        self.signed = Metrics.counter(self.namespace, "caption_signatures")
+
+    def process(self, batch):
+        self.signed.inc(len(batch))
+        yield from self.bander.memberships(batch)
+
+
+class _Buckets(_DedupFn):
+    """The hot-bucket rule applied to one bucket, counted as `{kind}_hot_buckets`,
+    `{kind}_hot_bucket_members` and the `group_size_{kind}_bucket` distribution."""
+
+    KIND = ""
+
+    def setup(self) -> None:
+        self.hot = Metrics.counter(self.namespace, f"{self.KIND}_hot_buckets")
+        self.hot_members = Metrics.counter(self.namespace, f"{self.KIND}_hot_bucket_members")
+
+    def verdict(self, members) -> str:
+        size, verdict = buckets.bucket_verdict(members, self.cfg.max_bucket)
+        group_size(self.namespace, f"{self.KIND}_bucket", size)  # max_bucket + 1: hot, not compared pairwise
+        if verdict == "hot":
+            self.hot.inc()
+        return verdict
+
+
+class CaptionBucket(_Buckets):
+    """(band key, member ids) -> (member id, band key) for each member of a bucket of 2..max_bucket,
+    (member id, buckets.HOT_BUCKET) for each member of a hot one (counted); singletons end here."""
+
+    KIND = "caption"
 
     def process(self, item):
         band, members = item
-        size = _bucket_size(members, self.cfg.max_bucket)
-        group_size(self.namespace, "caption_bucket", size)  # max_bucket + 1: hot, not compared pairwise
-        if size < 2:
+        verdict = self.verdict(members)
+        if verdict == "single":
             return
-        hot = size > self.cfg.max_bucket
-        if hot:
-            self.hot.inc()
-        for mid in members:
+        hot = verdict == "hot"
+        for membership in buckets.caption_bucket_memberships(band, members, hot):
             if hot:
                 self.hot_members.inc()
-            yield mid, HOT_BUCKET if hot else band
+            yield membership
 
 
 def _caption_memberships(item):
     """CoGroup per member id of its bucket memberships and its (node, caption) -> (band key,
-    CaptionMember) per bucket, and (caption hash, node) once if it sat in a hot bucket."""
-    from filters.dedup import CaptionMember, caption_hash
-
+    CaptionMember) per bucket, and (caption hash, node) to the "hot" output."""
     _, groups = item
-    buckets = set(groups["buckets"])
-    if not buckets:
-        return
-    for node, caption in groups["rows"]:
-        if HOT_BUCKET in buckets:
-            yield beam.pvalue.TaggedOutput("hot", (caption_hash(caption), node))
-        for band in sorted(buckets - {HOT_BUCKET}):
-            yield band, CaptionMember(node, caption)
+    for tag, value in buckets.caption_memberships(groups["buckets"], groups["rows"]):
+        yield beam.pvalue.TaggedOutput("hot", value) if tag == "hot" else value
 
 
-class VerifyBucket(beam.DoFn):
+class VerifyBucket(_DedupFn):
     """(band key, CaptionMembers) of a bucket of 2..max_bucket -> star edges over the pairs whose
     true Jaccard reaches the threshold."""
-
-    def __init__(self, cfg: DedupConfig, namespace: str) -> None:
-        self.cfg = cfg.near_caption
-        self.namespace = namespace
 
     def setup(self) -> None:
         self.candidates = Metrics.counter(self.namespace, "caption_bucket_edges")
 
     def process(self, item):
-        from filters.dedup import caption_bucket_edges
-
-        c = self.cfg
-        edges = caption_bucket_edges(list(item[1]), c.threshold if c.verify else None, c.shingle, c.ngram)
+        edges = buckets.verified_caption_edges(item[1], self.cfg.near_caption)
         self.candidates.inc(len(edges))
         yield from edges
 
 
-class ImageBucket(beam.DoFn):
+class ImageBucket(_Buckets):
     """(bucket key, ImageMembers) -> star edges; a hot bucket (> max_bucket) sends its members to the
     exact path instead (keyed by the whole pHash) and is counted."""
 
+    KIND = "image"
     HOT = "hot"
 
-    def __init__(self, cfg: DedupConfig, namespace: str) -> None:
-        self.cfg = cfg
-        self.namespace = namespace
-
     def setup(self) -> None:
-        self.hot = Metrics.counter(self.namespace, "image_hot_buckets")
-        self.hot_members = Metrics.counter(self.namespace, "image_hot_bucket_members")
+        super().setup()
         self.candidates = Metrics.counter(self.namespace, "image_bucket_edges")
 
     def process(self, item):
-        from filters.dedup import image_bucket_edges
-
         _, members = item
-        size = _bucket_size(members, self.cfg.max_bucket)
-        group_size(self.namespace, "image_bucket", size)  # max_bucket + 1: hot, not compared pairwise
-        if size < 2:
+        verdict = self.verdict(members)
+        if verdict == "single":
             return
-        if size > self.cfg.max_bucket:
-            self.hot.inc()
+        if verdict == "hot":
             for m in members:
                 self.hot_members.inc()
-                if not m.probe:
-                    yield beam.pvalue.TaggedOutput(self.HOT, (f"{m.phash:016x}", m.node))
+                key = buckets.hot_image_key(m)
+                if key is not None:
+                    yield beam.pvalue.TaggedOutput(self.HOT, key)
             return
         edges = image_bucket_edges(list(members), self.cfg.near_image.hamming)
         self.candidates.inc(len(edges))
         yield from edges
-
-
-def _exact_stars(item):
-    """Hot-bucket members grouped by their exact key -> star edges on the minimum."""
-    from filters.dedup import star
-
-    _, nodes = item
-    center, others = star(nodes)
-    for node in others:
-        yield node, center
-
-
-def _image_members(key: DupKey, cfg):
-    from filters.dedup import ImageMember, image_band_keys, parse_phash
-
-    value = parse_phash(key.phash)
-    if value is None:
-        return
-    members, probes = image_band_keys(value, cfg.hamming, cfg.num_bands())
-    for band in members:
-        yield band, ImageMember(key.node, value, False)
-    for band in probes:
-        yield band, ImageMember(key.node, value, True)
 
 
 class NearDuplicates(beam.PTransform):
@@ -392,31 +277,29 @@ class NearDuplicates(beam.PTransform):
             edges, hot = self._caption(keys)
             reason = "near_dup_caption"
         else:
-            buckets = (
+            found = (
                 keys
-                | "Bands" >> beam.FlatMap(_image_members, self.cfg.near_image)
+                | "Bands" >> beam.FlatMap(buckets.image_members, self.cfg.near_image)
                 | "GroupBuckets" >> beam.GroupByKey()
                 | "Buckets" >> beam.ParDo(ImageBucket(self.cfg, self.namespace)).with_outputs(ImageBucket.HOT, main="edges")
             )
-            edges, hot = buckets.edges, buckets.hot
+            edges, hot = found.edges, found.hot
             reason = "near_dup_image"
         hot_edges = (
             hot
             | "GroupHotByExactKey" >> beam.GroupByKey()
-            | "HotStars" >> beam.FlatMap(_exact_stars)
+            | "HotStars" >> beam.FlatMap(buckets.exact_stars)
         )
         labels = (
             (edges, hot_edges)
             | "AllEdges" >> beam.Flatten()
             | "Components" >> ConnectedComponents(self.cfg.components, self.namespace)
         )
-        return labels | "Decide" >> beam.Map(_decide, reason)
+        return labels | "Decide" >> beam.Map(buckets.decide, reason)
 
     def _caption(self, keys):
         """Band keys and member ids only through the band shuffle; the captions of members of
         non-singleton buckets join back by id for verification."""
-        from filters.dedup import member_id
-
         memberships = (
             keys
             | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
@@ -439,20 +322,6 @@ class NearDuplicates(beam.PTransform):
         return edges, members.hot
 
 
-def _decide(label: tuple[str, str], reason: str) -> Decision:
-    from filters.dedup import node_uid
-
-    node, root = label
-    return Decision(node, reason, node_uid(root))
-
-
-def _without(item):
-    """CoGroup by node of survivors and decisions -> the survivor if no decision removed it."""
-    _, groups = item
-    if not groups["decisions"]:
-        yield from groups["keys"]
-
-
 class DedupDecisions(beam.PTransform):
     """DupKeys -> Decisions for every duplicate, in the cascade URL -> caption -> image bytes ->
     near caption -> near image; each step sees only the previous steps' survivors."""
@@ -466,11 +335,10 @@ class DedupDecisions(beam.PTransform):
     def expand(self, keys):
         cfg = self.cfg
         decisions = []
-        exact = [k for k in ("url", "caption", "image") if getattr(cfg.exact, k) and (k != "image" or self.images)]
+        exact, near = buckets.cascade(cfg, self.images)
         for kind in exact:
             keys, dups = keys | f"Exact{kind.title()}" >> ExactDedup(kind, self.namespace)
             decisions.append(dups)
-        near = [k for k, on in (("caption", cfg.near_caption.enabled), ("image", cfg.near_image.enabled and self.images)) if on]
         for i, kind in enumerate(near):
             found = keys | f"Near{kind.title()}" >> NearDuplicates(kind, cfg, self.namespace)
             decisions.append(found)
@@ -479,7 +347,7 @@ class DedupDecisions(beam.PTransform):
                     {"keys": keys | f"KeyByNode{kind.title()}" >> beam.Map(lambda k: (k.node, k)),
                      "decisions": found | f"DecisionsByNode{kind.title()}" >> beam.Map(lambda d: (d.node, d))}
                     | f"Drop{kind.title()}Dups" >> beam.CoGroupByKey()
-                    | f"Survivors{kind.title()}" >> beam.FlatMap(_without)
+                    | f"Survivors{kind.title()}" >> beam.FlatMap(buckets.undecided)
                 )
         if not decisions:
             return keys.pipeline | "NoDecisions" >> beam.Create([])
@@ -490,26 +358,13 @@ class DedupDecisions(beam.PTransform):
 # The dedup stage over pair shards
 
 
-def _to_key(rec, score_field: str | None):
-    from curation.core.records import Sample
-    from filters.dedup import dup_key
-
-    if isinstance(rec, Sample):
-        yield dup_key(rec.pair, score_field, rec.image.sha256, rec.image.phash)
-
-
 def write_dedup_shard(shard: int, name: str, elements, tar_file, manifest_file):
     """Records and the Decisions that hash to this shard -> a pair shard with duplicates rejected."""
-    from curation.core.shards import write_pair_shard
-    from filters.dedup import apply_decisions
-
     return write_pair_shard(shard, name, apply_decisions(elements), tar_file, manifest_file)
 
 
 def decision_shard(d: Decision, num_shards: int):
     """A Decision keyed by the shard its record hashes to, so the shard writer applies it."""
-    from curation.core.shards import shard_of
-
     return shard_of(d.uid, num_shards), d
 
 
@@ -525,7 +380,7 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[tuple[str, dict
     )
     decisions = (
         records
-        | "DupKeys" >> beam.FlatMap(_to_key, cfg.score_field)
+        | "DupKeys" >> beam.FlatMap(buckets.sample_dup_keys, cfg.score_field)
         | "Dedup" >> DedupDecisions(cfg, NS)
     )
     count = p | "NumShards" >> beam.Create([num_shards])

@@ -12,69 +12,16 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from curation.core.jobstate import JobState, job_fingerprint
 from curation.core.shards import INDEX_NAME, PROGRESS_DIR, ShardReport, build_index, shard_name
 from pipelines import fsio
 
 log = logging.getLogger(__name__)
-JOB_NAME = "_job.json"
-
-
-class OutputConflict(RuntimeError):
-    """The output folder holds another job's results."""
-
-
-@dataclass(frozen=True)
-class JobState:
-    """What an output folder already holds for this job (same config and inputs)."""
-
-    output: str
-    fingerprint: str
-
-    def index_path(self) -> str:
-        return fsio.join(self.output, INDEX_NAME)
-
-    def finished(self) -> dict[str, Any] | None:
-        """The index of a finished run of this same job, or None; a foreign job is an error."""
-        self._check_owner()
-        if fsio.exists(self.index_path()):
-            index = fsio.read_json(self.index_path())
-            if index.get("config_fingerprint") == self.fingerprint:
-                return index
-        return None
-
-    def _check_owner(self) -> None:
-        job_path = fsio.join(self.output, JOB_NAME)
-        if fsio.exists(job_path):
-            owner = fsio.read_json(job_path).get("fingerprint")
-            if owner != self.fingerprint:
-                raise OutputConflict(
-                    f"{self.output} holds the output of another job (fingerprint {owner}, this job "
-                    f"{self.fingerprint}: config or inputs differ); write to a new folder or remove it")
-
-    def claim(self) -> None:
-        """Record which job owns the folder (first run), so resumes can check it."""
-        fsio.mkdirs(self.output)
-        fsio.mkdirs(fsio.join(self.output, PROGRESS_DIR))
-        job_path = fsio.join(self.output, JOB_NAME)
-        if not fsio.exists(job_path):
-            fsio.write_json(job_path, {"fingerprint": self.fingerprint})
-
-    def done_reports(self) -> dict[str, ShardReport]:
-        """Shard name -> report for shards a previous run of this job finished."""
-        done = {}
-        for path in fsio.listdir(fsio.join(self.output, PROGRESS_DIR), ".json"):
-            try:
-                report = ShardReport.from_json(fsio.read_bytes(path).decode())
-            except (ValueError, TypeError, KeyError):
-                continue  # a torn marker: redo that shard
-            done[report.name] = report
-        return done
 
 
 class ReadAndCount(beam.PTransform):
@@ -319,16 +266,6 @@ def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list
         namespace, beam_args, input_identity=identity)
 
 
-def job_fingerprint(semantic_cfg: Any, files: list[tuple[str, int]]) -> str:
-    """Config (already stripped of knobs that do not change output) + input file names and sizes."""
-    import hashlib
-
-    from curation.core.config import config_fingerprint
-
-    blob = json.dumps({"config": config_fingerprint(semantic_cfg), "inputs": files}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Callable, namespace: str,
                     beam_args: list[str] | None = None, preflight: Callable[[], None] | None = None,
                     input_identity: Any = None) -> dict[str, Any]:
@@ -344,7 +281,7 @@ def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Ca
     matched = fsio.match(inputs)
     identity = input_identity if input_identity is not None else [(os.path.basename(path), size) for path, size in matched]
     fingerprint = job_fingerprint(semantic_cfg, identity)
-    state = JobState(output, fingerprint)
+    state = JobState(output, fingerprint, fsio)
     finished = state.finished()
     if finished is not None:
         log.info("%s already holds this finished job; nothing to do", output)

@@ -147,7 +147,7 @@ def test_pair_shards_read_back_byte_identical_and_decisions_apply(tmp_path):
     assert out_tar.getvalue() == tar.read_bytes()  # kept samples are written back unchanged
     decided = apply_decisions(records + [Decision(node_id("u2", None), "dup_caption", "u1")])
     rejected = [r for r in decided if isinstance(r, Rejection)]
-    assert [(r.pair.uid, r.reason, r.stage, representative_of(r.detail)) for r in rejected] == [("u2", "dup_caption", "dedup", "u1")]
+    assert [(r.uid, r.reason, r.stage, representative_of(r.detail)) for r in rejected] == [("u2", "dup_caption", "dedup", "u1")]
     out_tar, out_man = io.BytesIO(), io.BytesIO()
     report = write_pair_shard(0, "x", decided, out_tar, out_man)
     again = list(read_pair_shard(io.BytesIO(out_tar.getvalue()), io.BytesIO(out_man.getvalue())))
@@ -169,3 +169,165 @@ def test_dedup_config_errors_are_one_clear_line():
     assert cfg.metadata_dedup().near_caption.enabled and cfg.metadata_dedup().score_field is None
     urls_only = build(IngestConfig, {"source": {"name": "s", "columns": {"url": "u"}}}, "").metadata_dedup()
     assert urls_only.exact.url and not urls_only.exact.caption and not urls_only.near_caption.enabled
+
+
+# ---------------------------------------------------------------------------------------------
+# The pure steps the Beam graph wires (filters/buckets.py, filters/components.py)
+
+
+class _Walked:
+    """A re-iterable group that counts how many elements were walked."""
+
+    def __init__(self, items):
+        self.items, self.walked = list(items), 0
+
+    def __iter__(self):
+        for x in self.items:
+            self.walked += 1
+            yield x
+
+
+def test_hot_bucket_rule_counts_only_to_max_bucket_plus_one():
+    from filters.buckets import HOT_BUCKET, bucket_size, bucket_verdict, caption_bucket_memberships
+
+    hot = _Walked(f"m{i}" for i in range(50))
+    assert bucket_verdict(hot, 10) == (11, "hot") and hot.walked == 11  # never walked to its end
+    assert bucket_verdict(["a", "b"], 10) == (2, "compare") and bucket_verdict(["a"], 10) == (1, "single")
+    assert bucket_verdict(["m"] * 10, 10) == (10, "compare") and bucket_size([], 3) == 0
+    assert list(caption_bucket_memberships(b"band", [b"x", b"y"], True)) == [(b"x", HOT_BUCKET), (b"y", HOT_BUCKET)]
+    assert list(caption_bucket_memberships(b"band", [b"x", b"y"], False)) == [(b"x", b"band"), (b"y", b"band")]
+
+
+def test_caption_memberships_send_hot_members_to_their_exact_caption_key():
+    from filters.buckets import HOT_BUCKET, caption_memberships
+    from filters.dedup import caption_hash
+
+    row = (node_id("a", None), "A red bicycle!")
+    out = list(caption_memberships([b"b2", HOT_BUCKET, b"b1", b"b2"], [row]))
+    assert out == [("hot", (caption_hash("a red bicycle"), row[0])),
+                   ("members", (b"b1", CaptionMember(*row))), ("members", (b"b2", CaptionMember(*row)))]
+    assert list(caption_memberships([b"b1"], [row])) == [("members", (b"b1", CaptionMember(*row)))]
+    assert list(caption_memberships([], [row])) == []  # in no bucket of two or more
+
+
+def test_hot_image_members_fall_back_to_the_whole_phash():
+    from filters.buckets import hot_image_key, image_members
+    from filters.dedup import DupKey
+
+    assert hot_image_key(ImageMember("n", 0xAB, False)) == ("00000000000000ab", "n")
+    assert hot_image_key(ImageMember("n", 0xAB, True)) is None  # a probe is not a member here
+    cfg = DedupConfig().near_image
+    members = list(image_members(DupKey("n", None, "", None, "00000000000000ab"), cfg))
+    assert sum(not m.probe for _, m in members) == cfg.num_bands() and all(m.phash == 0xAB for _, m in members)
+    assert list(image_members(DupKey("n", None, "", None, "not-hex"), cfg)) == []
+
+
+def test_exact_groups_keep_the_minimum_and_decide_the_rest():
+    from filters.buckets import decide, exact_duplicates, exact_group, exact_stars
+    from filters.dedup import DupKey
+
+    keys = [DupKey(node_id(u, s), None, "c", None, None) for u, s in (("b", 0.1), ("a", 0.9), ("c", None))]
+    rep, size = exact_group(keys)
+    assert rep == keys[1] and size == 3
+    assert [(d.uid, d.reason, d.rep) for d in exact_duplicates(keys, rep, "dup_caption")] == \
+           [("b", "dup_caption", "a"), ("c", "dup_caption", "a")]
+    assert list(exact_duplicates([rep, rep], rep, "dup_url")) == []  # the same node twice is not a duplicate
+    assert sorted(exact_stars(("k", ["z", "x", "y"]))) == [("y", "x"), ("z", "x")]
+    assert decide((node_id("b", None), node_id("a", None)), "near_dup_image") == \
+           Decision(node_id("b", None), "near_dup_image", "a")
+
+
+def test_one_large_star_small_star_round_on_a_path_makes_a_star():
+    from filters.components import both_directions, large_star_step, small_star_step
+
+    def grouped(pairs):
+        groups = {}
+        for k, v in pairs:
+            groups.setdefault(k, []).append(v)
+        return sorted(groups.items())
+
+    edges = [normalize_edge("a", "b"), normalize_edge("b", "c"), normalize_edge("c", "d")]  # a - b - c - d
+    large = [step for item in grouped(e for edge in edges for e in both_directions(edge))
+             for step in [large_star_step(item)]]
+    assert [size for size, _ in large] == [1, 2, 2, 1]
+    large_edges = sorted(e for _, out in large for e in out)
+    assert large_edges == [("b", "a"), ("c", "a"), ("d", "b")]
+    small = [small_star_step(item) for item in grouped(large_edges)]
+    assert sorted(e for _, out in small for e in out) == [("b", "a"), ("c", "a"), ("d", "b")]
+    # a second round finishes the star on the minimum
+    again = sorted(e for item in grouped(e for edge in large_edges for e in both_directions(edge))
+                   for e in large_star_step(item)[1])
+    assert sorted(e for item in grouped(again) for e in small_star_step(item)[1]) == [("b", "a"), ("c", "a"), ("d", "a")]
+
+
+def test_settle_and_local_labels():
+    from filters.components import local_labels, settle
+
+    assert settle("b", ["a"], []) == (True, ("b", "a"))  # a star leaf
+    assert settle("a", [], ["b", "c"]) == (True, None)  # a star centre
+    assert settle("b", ["a"], ["c"]) == (False, None) and settle("c", ["a", "b"], []) == (False, None)
+    assert local_labels([("b", "a"), ("c", "b"), ("e", "d")]) == ([("b", "a"), ("c", "a"), ("e", "d")], 2)
+    assert local_labels([]) == ([], 0)
+
+
+def test_components_route_every_edge_down_exactly_one_path():
+    from filters.components import converged, fits_a_worker, not_converged, too_big_for_a_worker
+
+    assert fits_a_worker(None, count=5, limit=5) and not too_big_for_a_worker(None, count=5, limit=5)
+    assert too_big_for_a_worker(None, count=6, limit=5) and not fits_a_worker(None, count=6, limit=5)
+    assert too_big_for_a_worker(None, count=1, limit=0)  # max_local_edges 0: always the star rounds
+    assert converged(None, unsettled=0) and not not_converged(None, unsettled=0)
+    assert not_converged(None, unsettled=1) and not converged(None, unsettled=1)
+
+
+def test_cascade_order_and_switches():
+    from filters.buckets import cascade
+
+    assert cascade(DedupConfig()) == (["url", "caption", "image"], ["caption", "image"])
+    assert cascade(DedupConfig(), images=False) == (["url", "caption"], ["caption"])
+    cfg = build(DedupConfig, {"exact": {"url": False}, "near_caption": {"enabled": False}}, "")
+    assert cascade(cfg) == (["caption", "image"], ["image"])
+
+
+def test_job_state_claims_resumes_and_refuses_a_foreign_folder():
+    """JobState over an in-memory filesystem: no Beam needed."""
+    import json
+
+    from curation.core.jobstate import JOB_NAME, JobState, OutputConflict
+    from curation.core.shards import INDEX_NAME, PROGRESS_DIR, ShardReport
+
+    class Files:
+        def __init__(self):
+            self.data, self.dirs = {}, set()
+
+        def join(self, base, *parts):
+            return "/".join((base, *parts))
+
+        def exists(self, path):
+            return path in self.data or path in self.dirs
+
+        def mkdirs(self, path):
+            self.dirs.add(path)
+
+        def read_bytes(self, path):
+            return self.data[path]
+
+        def write_json(self, path, doc):
+            self.data[path] = json.dumps(doc).encode()
+
+        def listdir(self, directory, suffix=""):
+            return sorted(p for p in self.data if p.rsplit("/", 1)[0] == directory and p.endswith(suffix))
+
+    files = Files()
+    state = JobState("out", "fp1", files)
+    assert state.finished() is None and state.done_reports() == {}
+    state.claim()
+    assert json.loads(files.data[f"out/{JOB_NAME}"]) == {"fingerprint": "fp1"}
+    report = ShardReport(0, "s-00000-of-00002", 1, 1, "t", "m", 10)
+    files.data[f"out/{PROGRESS_DIR}/s-00000-of-00002.json"] = report.to_json().encode()
+    files.data[f"out/{PROGRESS_DIR}/s-00001-of-00002.json"] = b'{"shard": 1'  # torn: redo that shard
+    assert state.done_reports() == {report.name: report}
+    files.data[f"out/{INDEX_NAME}"] = json.dumps({"config_fingerprint": "fp1", "kind": "pairs"}).encode()
+    assert state.finished() == {"config_fingerprint": "fp1", "kind": "pairs"}
+    with pytest.raises(OutputConflict, match="another job"):
+        JobState("out", "fp2", files).finished()

@@ -11,7 +11,7 @@ import webdataset as wds
 
 from curation.samples.data import check_outcomes
 from pipelines.ingest import run_ingest
-from pipelines.sharded_output import OutputConflict
+from curation.core.jobstate import OutputConflict
 from tests.conftest import local_config
 
 pytestmark = pytest.mark.slow
