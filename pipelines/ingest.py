@@ -15,7 +15,8 @@ from apache_beam.transforms.window import GlobalWindows
 
 from curation.ingest.config import IngestConfig
 from curation.core.records import Rejection, record_uid
-from curation.core.shards import write_pair_shard
+from curation.core.heartbeat import Heartbeat
+from curation.core.shards import stable_hash, write_pair_shard
 from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
 NS = "curate.ingest"
@@ -109,7 +110,9 @@ class Download(beam.DoFn):
         self.kept = Metrics.counter(NS, "downloaded")
         self.failed = Metrics.counter(NS, "download_failed")
         self.bytes = Metrics.counter(NS, "image_bytes_written")
+        self.internal = Metrics.counter(NS, "internal_error")
         self.bar = worker_bar("download", "img") if self.cfg.progress else None
+        self.heartbeat = None if self.bar is not None else Heartbeat("download", self.cfg.progress_every_s).start()
 
     def _one(self, element):
         shard, pair = element
@@ -117,8 +120,12 @@ class Download(beam.DoFn):
 
     def _count(self, results):
         for shard, rec in results:
+            if self.heartbeat is not None:
+                self.heartbeat.done(rec.reason if isinstance(rec, Rejection) else None)
             if isinstance(rec, Rejection):
                 self.failed.inc()
+                if rec.reason == "internal_error":
+                    self.internal.inc()
             else:
                 self.kept.inc()
                 self.bytes.inc(len(rec.image.data))
@@ -129,6 +136,8 @@ class Download(beam.DoFn):
             yield shard, rec
 
     def process(self, element):
+        if self.heartbeat is not None:
+            self.heartbeat.started()
         yield from self._count(self.inflight.submit(element))
 
     def finish_bundle(self):
@@ -140,6 +149,8 @@ class Download(beam.DoFn):
         self.downloader.close()
         if self.bar is not None:
             self.bar.close()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
 
 STAGING = "_staging"
@@ -149,7 +160,8 @@ def stage(sample, shard: int, output: str) -> None:
     """Park the image bytes in a file under the output folder; the record keeps only the path."""
     from pipelines import fsio
 
-    path = fsio.join(output, STAGING, f"{shard:05d}", f"{sample.pair.uid}.{sample.image.ext}")
+    row = stable_hash(f"{sample.pair.source_file}\x00{sample.pair.source_row}")  # unique per input row, not per uid
+    path = fsio.join(output, STAGING, f"{shard:05d}", f"{sample.pair.uid}-{row:016x}.{sample.image.ext}")
     fsio.write_atomic(path, lambda f, data=sample.image.data: f.write(data))
     sample.image.data = b""
     sample.staged = path

@@ -6,7 +6,10 @@ import ipaddress
 import pytest
 
 from curation.ingest.config import DownloadConfig
-from curation.ingest.fetch import Fetcher, address_refusal, read_local, robots_disallows
+from curation.ingest.addresses import address_refusal
+from curation.ingest.download import read_local
+from curation.ingest.fetch import Fetcher
+from curation.ingest.politeness import robots_disallows
 from tests.conftest import LOCAL_DOWNLOAD
 
 DIRECTIVES = frozenset({"noai", "noimageai", "noindex", "noimageindex"})

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     # Beam warns at import about optional GCP client libraries we do not use locally.
     logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
+    logging.getLogger("curate.progress").setLevel(logging.INFO)  # heartbeat lines show at every --log-level
     try:
         return args.func(args, beam_args)
     except ConfigError as err:

@@ -43,12 +43,36 @@ class DownloadConfig:
     disallowed_robots: list[str] = field(default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"])
     allow_private_addresses: bool = False
     check_content_type: bool = True
+    # A hard limit per URL, over every attempt, redirect and Retry-After wait (timeout_s bounds one
+    # attempt's connect and each read): a server trickling a byte a second ends as `timeout` on time.
+    deadline_s: float = 30.0
+    connect_attempt_s: float = 2.0  # Happy Eyeballs: connect timeout of each address before the last
+    retry_after_max_s: float = 30.0  # honour a 429 / 503 Retry-After up to this; longer: give up
+    # Per host and worker: requests in flight, requests per second (token bucket, bursts of
+    # per_host_burst; 0: no rate limit), and the circuit breaker (after host_failures connection
+    # failures in a row, the host's remaining URLs fail fast as host_unreachable; 0: off).
+    per_host_concurrency: int = 16
+    per_host_rps: float = 0.0
+    per_host_burst: int = 10
+    host_failures: int = 5
+    robots_txt: bool = False  # fetch robots.txt once per host (RFC 9309) and obey it for user_agent_token
+    robots_max_bytes: int = 500_000
+    # Verification against the source's own hashes: DataComp's sha256 of the bytes (source_hash) and
+    # COYO's image_phash within phash_tolerance bits (null: not checked).
+    verify_sha256: bool = True
+    phash_tolerance: int | None = None
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
             raise ConfigError("timeout_s: must be > 0")
+        if self.deadline_s <= 0 or self.connect_attempt_s <= 0:
+            raise ConfigError("deadline_s, connect_attempt_s: must be > 0")
         if self.retries < 0 or self.max_redirects < 0 or self.threads < 1 or self.max_bytes < 1:
             raise ConfigError("retries/max_redirects must be >= 0; threads, max_bytes >= 1")
+        if self.per_host_concurrency < 0 or self.per_host_rps < 0 or self.per_host_burst < 1 or self.host_failures < 0:
+            raise ConfigError("per_host_concurrency, per_host_rps, host_failures >= 0; per_host_burst >= 1")
+        if self.retry_after_max_s < 0 or self.robots_max_bytes < 1 or (self.phash_tolerance is not None and not 0 <= self.phash_tolerance <= 64):
+            raise ConfigError("retry_after_max_s >= 0, robots_max_bytes >= 1, phash_tolerance in 0..64")
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,7 @@ class IngestConfig:
     # output). false: the bytes ride through the shuffle (fine on Dataflow's shuffle service).
     stage_images: bool = True
     progress: bool = True
+    progress_every_s: float = 30.0  # without a progress bar (--no-progress, workers): a heartbeat log line this often
 
     def __post_init__(self) -> None:
         # Build the filters once so a bad filter spec fails at load time, with its path.

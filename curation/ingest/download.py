@@ -7,11 +7,15 @@ finish, so a worker keeps many requests in flight without waiting for the slowes
 
 from __future__ import annotations
 
+import hashlib
+import os
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
 from curation.ingest.config import DownloadConfig, ImageConfig, SourceConfig
-from curation.ingest.fetch import Fetcher, read_local
+from curation.ingest.fetch import Fetcher, FetchResult
+from curation.core.images import hamming
 from curation.ingest.images import process_image
 from curation.core.records import ImageInfo, Pair, Rejection, Sample
 
@@ -30,19 +34,49 @@ class Downloader:
         self.pixel_filters = tuple(pixel_filters)
 
     def __call__(self, pair: Pair) -> Sample | Rejection:
-        if pair.image_path is not None and not pair.url.startswith(("http://", "https://")):
-            fetched = read_local(pair.image_path, self.source_cfg.image_root, self.download_cfg.max_bytes)
-        else:
-            fetched = self.fetcher.fetch(pair.url)
-        if fetched.data is None:
-            return Rejection(pair, "download", fetched.reason or "connection_error", fetched.detail)
-        result = process_image(fetched.data, self.image_cfg, self.pixel_filters)
-        if isinstance(result, ImageInfo):
-            result.http_status = fetched.status
-            result.mime = fetched.mime
-            return Sample(pair, result)
-        stage = "image_filter" if result.reason in ("too_small", "too_large", "bad_aspect_ratio") else "image"
-        return Rejection(pair, stage, result.reason or "decode_error", result.detail)
+        """Never raises: an unexpected exception is this row's `internal_error` (its type in the
+        detail), at the stage where it happened, and the run goes on."""
+        stage = "download"
+        try:
+            if pair.image_path is not None and not pair.url.startswith(("http://", "https://")):
+                fetched = read_local(pair.image_path, self.source_cfg.image_root, self.download_cfg.max_bytes)
+            else:
+                fetched = self.fetcher.fetch(pair.url)
+            if fetched.data is None:
+                return Rejection(pair, "download", fetched.reason or "connection_error", fetched.detail)
+            mismatch = self._sha256_mismatch(pair, fetched.data)
+            if mismatch:
+                return Rejection(pair, "download", "hash_mismatch", mismatch)
+            stage = "image"
+            result = process_image(fetched.data, self.image_cfg, self.pixel_filters)
+            if isinstance(result, ImageInfo):
+                mismatch = self._phash_mismatch(pair, result.phash)
+                if mismatch:
+                    return Rejection(pair, "image", "phash_mismatch", mismatch)
+                result.http_status = fetched.status
+                result.mime = fetched.mime
+                return Sample(pair, result)
+            stage = "image_filter" if result.reason in ("too_small", "too_large", "bad_aspect_ratio") else "image"
+            return Rejection(pair, stage, result.reason or "decode_error", result.detail)
+        except Exception as err:  # noqa: BLE001 - one row's surprise is that row's rejection, never the bundle's
+            return Rejection(pair, stage, "internal_error", f"{type(err).__name__}: {str(err)[:200]}")
+
+    def _sha256_mismatch(self, pair: Pair, data: bytes) -> str:
+        """DataComp-style `sha256` of the original bytes (mapped to source_hash); '' when it matches or is absent."""
+        want = (pair.source_hash or "").strip().lower()
+        if not self.download_cfg.verify_sha256 or len(want) != 64:
+            return ""
+        got = hashlib.sha256(data).hexdigest()
+        return "" if got == want else f"sha256 {got[:16]}... != source {want[:16]}..."
+
+    def _phash_mismatch(self, pair: Pair, phash: str) -> str:
+        """COYO-style `image_phash` (imagehash's pHash, hex) within phash_tolerance bits; '' when close or unchecked."""
+        tol = self.download_cfg.phash_tolerance
+        want = (pair.image_phash or "").strip().lower()
+        if tol is None or len(want) != 16 or any(c not in "0123456789abcdef" for c in want):
+            return ""
+        bits = hamming(phash, want)
+        return "" if bits <= tol else f"pHash {phash} is {bits} bits from the source's {want} (tolerance {tol})"
 
     def close(self) -> None:
         self.fetcher.close()
@@ -82,3 +116,21 @@ class InFlight(Generic[T, R]):
     def close(self) -> None:
         self.drain()
         self.pool.shutdown(wait=True)
+
+
+def read_local(path: str, image_root: str | None, max_bytes: int) -> FetchResult:
+    """Read a local image referenced by a jsonl row, refusing paths that escape `image_root`."""
+    if image_root is None:
+        return FetchResult(None, "local_file_error", "rows with local image paths need source.image_root")
+    root = Path(image_root).resolve()
+    target = (root / path).resolve()
+    if os.path.commonpath([root, target]) != str(root):
+        return FetchResult(None, "local_file_error", f"{path!r} is outside image_root")
+    try:
+        size = target.stat().st_size
+        if size > max_bytes:
+            return FetchResult(None, "body_too_large", f"{size} bytes > {max_bytes}")
+        data = target.read_bytes()
+    except OSError as err:
+        return FetchResult(None, "local_file_error", f"{path}: {err.strerror or type(err).__name__}")
+    return FetchResult(data, None, "") if data else FetchResult(None, "empty_body", "0 bytes")

@@ -2,22 +2,25 @@
 
 One `Fetcher` per worker holds keep-alive connection pools. Each request: URL and scheme checked,
 host resolved and every address vetted (private, loopback, link-local, metadata and other
-non-global addresses refused unless allowed), the connection made to the vetted address (so DNS
-rebinding cannot slip past the check), redirects followed by hand with each hop re-vetted, the body
-capped at max_bytes and an overall deadline, X-Robots-Tag opt-outs honoured, retries with backoff
-on timeouts, resets, 429 and 5xx. Outcomes are a `FetchResult` with a reason code, never an error.
+non-global addresses refused unless allowed), the connection made to a vetted address (so DNS
+rebinding cannot slip past the check), every address tried in Happy Eyeballs order (RFC 8305:
+families interleaved, IPv4 first once IPv6 proved unreachable, the address that answered last
+first), redirects followed by hand with each hop re-vetted, the body capped at max_bytes and read
+against a hard deadline (the socket timeout shrinks to what is left, so a server trickling a byte
+a second cannot hold a thread), X-Robots-Tag and TDM-Rep opt-outs and robots.txt honoured, per-host
+concurrency, rate and circuit breaker (`politeness.py`), retries with backoff on timeouts, resets
+and 5xx, `Retry-After` on 429 / 503 up to a cap. Outcomes are a `FetchResult` with a reason code,
+never an error.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
@@ -31,8 +34,10 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from curation.ingest.config import DownloadConfig
 from curation.core.reasons import http_reason
+from curation.ingest.addresses import address_refusal, happy_eyeballs_order, network_unreachable
+from curation.ingest.config import DownloadConfig
+from curation.ingest.politeness import HostGate, RobotsCache, RobotsRules, retry_after_s, robots_disallows, rules_from_response
 
 VERSION = "0.1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -50,6 +55,7 @@ class FetchResult:
     detail: str = ""
     status: int | None = None
     mime: str | None = None
+    retry_after: float | None = None  # seconds, from a 429 / 503 answer's Retry-After
 
 
 class Refused(Exception):
@@ -65,45 +71,11 @@ def user_agent(token: str) -> str:
     return f"Mozilla/5.0 (compatible; {token}/{VERSION}; image-text dataset curation; honours X-Robots-Tag noai)"
 
 
-_COLON_DIRECTIVES = frozenset({"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"})
-
-
-def robots_disallows(values: list[str], token: str, directives: frozenset[str]) -> bool:
-    """X-Robots-Tag opt-out as img2dataset reads it: `noai`, or `ourtoken: noai`; a value scoped
-    to another user agent (`otherbot: noai`) does not bind us."""
-    token = token.lower()
-    for value in values:
-        scope, sep, rest = value.partition(":")
-        scope = scope.strip().lower()
-        if sep and scope and "," not in scope and " " not in scope and scope not in _COLON_DIRECTIVES:
-            if scope != token:
-                continue  # scoped to another crawler
-            value = rest
-        if any(d.strip().lower() in directives for d in value.split(",")):
-            return True
-    return False
-
-
-def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """Why an address must not be fetched from (or None): anything not globally routable."""
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local (cloud metadata lives here)"
-    if ip.is_private:
-        return "private"
-    if ip.is_multicast or ip.is_unspecified or ip.is_reserved or not ip.is_global:
-        return "not globally routable"
-    return None
-
-
 class Fetcher:
-    """Thread-safe fetcher for one worker; create once (in DoFn.setup) and share across threads."""
+    """Thread-safe fetcher for one worker; create once (in DoFn.setup) and share across threads.
+    `resolver` is `socket.getaddrinfo`'s shape (tests give it unreachable addresses)."""
 
-    def __init__(self, cfg: DownloadConfig, max_pools: int = 512) -> None:
+    def __init__(self, cfg: DownloadConfig, max_pools: int = 512, resolver=None) -> None:
         self.cfg = cfg
         self.directives = frozenset(d.lower() for d in cfg.disallowed_robots)
         self.headers = {"User-Agent": user_agent(cfg.user_agent_token), "Accept": "image/*,*/*;q=0.5"}
@@ -112,10 +84,15 @@ class Fetcher:
         self._max_pools = max_pools
         self._lock = threading.Lock()
         self._dns: dict[str, tuple[float, list[str]]] = {}
+        self._resolver = resolver or socket.getaddrinfo
+        self._answered: dict[str, str] = {}  # host -> the address that answered last: tried first next time
+        self._ipv6_reachable = True
+        self.gate = HostGate(cfg.per_host_concurrency, cfg.per_host_rps, cfg.per_host_burst, cfg.host_failures)
+        self.robots = RobotsCache(self._load_robots) if cfg.robots_txt else None
 
     # -- address vetting ------------------------------------------------------------------------
-    def _resolve(self, host: str, port: int) -> str:
-        """Resolve `host` and return one vetted address, or raise Refused."""
+    def _resolve(self, host: str, port: int) -> list[str]:
+        """Resolve `host`: every address vetted, in the order to try them; or raise Refused."""
         try:
             literal = ipaddress.ip_address(host.strip("[]"))
             addrs = [str(literal)]
@@ -125,10 +102,10 @@ class Fetcher:
                 addrs = cached[1]
             else:
                 try:
-                    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                    infos = self._resolver(host, port, type=socket.SOCK_STREAM)
                 except (socket.gaierror, UnicodeError) as err:
                     raise Refused("dns_error", f"{host}: {err}") from None
-                addrs = sorted({info[4][0] for info in infos})
+                addrs = list(dict.fromkeys(info[4][0] for info in infos))  # the resolver's (RFC 6724) order
                 self._dns[host] = (time.monotonic() + 300.0, addrs)
         if not addrs:
             raise Refused("dns_error", f"{host}: no addresses")
@@ -137,7 +114,7 @@ class Fetcher:
                 why = address_refusal(ipaddress.ip_address(addr))
                 if why:
                     raise Refused("private_address", f"{host} -> {addr} ({why})")
-        return addrs[0]
+        return happy_eyeballs_order(addrs, self._ipv6_reachable, self._answered.get(host))
 
     def _pool(self, scheme: str, host: str, addr: str, port: int) -> urllib3.HTTPConnectionPool:
         key = (scheme, host, addr, port)
@@ -161,7 +138,33 @@ class Fetcher:
             return pool
 
     # -- one request ----------------------------------------------------------------------------
-    def _get_once(self, url: str, deadline: float) -> tuple[int, dict, bytes | None, str | None]:
+    def _connect(self, scheme: str, host: str, port: int, path: str, headers: dict, deadline: float):
+        """Send the GET over the first address that connects (Happy Eyeballs order: each address but
+        the last gets `connect_attempt_s`); the response, or the last connect error raised."""
+        addrs = self._resolve(host, port)
+        last: BaseException | None = None
+        for i, addr in enumerate(addrs):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            connect = min(self.cfg.timeout_s if i == len(addrs) - 1 else self.cfg.connect_attempt_s, remaining)
+            timeout = urllib3.Timeout(connect=connect, read=min(self.cfg.timeout_s, remaining))
+            pool = self._pool(scheme, host, addr, port)
+            try:
+                resp = pool.urlopen("GET", path, headers=headers, redirect=False, retries=False, preload_content=False,
+                                    timeout=timeout, assert_same_host=False)
+            except (NewConnectionError, ConnectTimeoutError) as err:
+                if ":" in addr and network_unreachable(err):
+                    self._ipv6_reachable = False  # this worker has no IPv6 route: IPv4 first from now on
+                last = err
+                continue
+            self._answered[host] = addr
+            return resp
+        if last is None:
+            raise Refused("timeout", f"deadline of {self.cfg.deadline_s:g}s passed")
+        raise last
+
+    def _get_once(self, url: str, deadline: float, image: bool = True) -> tuple[int, dict, bytes | None, str | None]:
         """One GET without following redirects: (status, headers, body or None, location)."""
         try:
             parts = urlsplit(url)
@@ -175,34 +178,45 @@ class Fetcher:
         if not host:
             raise Refused("invalid_url", "no host")
         port = port or (443 if scheme == "https" else 80)
-        addr = self._resolve(host, port)
+        if self.gate.tripped(host):
+            raise Refused("host_unreachable", f"{host}: {self.cfg.host_failures} connection failures in a row")
+        if image and self.robots is not None:
+            self._check_robots(scheme, host, port, url)
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
         bracketed = f"[{host}]" if ":" in host else host  # IPv6 literal
         host_header = bracketed if port in (80, 443) else f"{bracketed}:{port}"
-        pool = self._pool(scheme, host, addr, port)
-        resp = pool.urlopen("GET", path, headers={**self.headers, "Host": host_header}, redirect=False,
-                            retries=False, preload_content=False, timeout=self.timeout, assert_same_host=False)
-        complete = False
-        try:
-            status = resp.status
-            headers = resp.headers
-            if status in _REDIRECTS:
-                return status, headers, None, headers.get("Location")
-            if status != 200:
-                return status, headers, None, None
-            self._check_headers(headers)
-            body = self._read_body(resp, deadline)
-            complete = True
-            return status, headers, body, None
-        finally:
-            _release(resp, complete)
+        with self.gate.slot(host):
+            try:
+                resp = self._connect(scheme, host, port, path, {**self.headers, "Host": host_header}, deadline)
+            except (NewConnectionError, ConnectTimeoutError):
+                self.gate.record(host, connected=False)
+                raise
+            self.gate.record(host, connected=True)
+            complete = False
+            try:
+                status = resp.status
+                headers = resp.headers
+                if status in _REDIRECTS:
+                    return status, headers, None, headers.get("Location")
+                if status != 200:
+                    return status, headers, None, None
+                if image:
+                    self._check_headers(headers)
+                body = self._read_body(resp, deadline, self.cfg.max_bytes if image else self.cfg.robots_max_bytes)
+                complete = True
+                return status, headers, body, None
+            finally:
+                _release(resp, complete)
 
     def _check_headers(self, headers) -> None:
         robots = headers.getlist("X-Robots-Tag") if hasattr(headers, "getlist") else []
         if robots and robots_disallows(robots, self.cfg.user_agent_token, self.directives):
             raise Refused("robots_noai", "; ".join(robots)[:120])
+        if (headers.get("tdm-reservation") or "").strip() == "1":  # W3C TDM Reservation Protocol
+            policy = headers.get("tdm-policy")
+            raise Refused("tdm_reserved", "tdm-reservation: 1" + (f" (tdm-policy {policy[:80]})" if policy else ""))
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if self.cfg.check_content_type and ctype.startswith(_NOT_IMAGE_TYPES):
             raise Refused("not_an_image", f"content-type {ctype}")
@@ -210,26 +224,52 @@ class Fetcher:
         if length and length.isdigit() and int(length) > self.cfg.max_bytes:
             raise Refused("body_too_large", f"content-length {length} > {self.cfg.max_bytes}")
 
-    def _read_body(self, resp, deadline: float) -> bytes:
+    def _read_body(self, resp, deadline: float, max_bytes: int) -> bytes:
+        """Read what arrives, one socket read at a time, with the socket timeout set to the time
+        left before the deadline: a trickling or stalled server ends as `timeout` on time."""
+        conn = getattr(resp, "connection", None)
+        sock = getattr(conn, "sock", None)
         chunks, total = [], 0
         while True:
-            chunk = resp.read(_CHUNK)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Refused("timeout", f"body not complete within the {self.cfg.deadline_s:g}s deadline")
+            if sock is not None:
+                sock.settimeout(min(remaining, self.cfg.timeout_s))
+            chunk = resp.read1(_CHUNK)
             if not chunk:
                 break
             total += len(chunk)
-            if total > self.cfg.max_bytes:
-                raise Refused("body_too_large", f"more than {self.cfg.max_bytes} bytes")
-            if time.monotonic() > deadline:
-                raise Refused("timeout", f"body not complete after {self.cfg.timeout_s:g}s")
+            if total > max_bytes:
+                raise Refused("body_too_large", f"more than {max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _follow(self, url: str) -> FetchResult:
-        """One attempt: GET and follow redirects, every hop vetted."""
-        deadline = time.monotonic() + self.cfg.timeout_s
+    # -- robots.txt -------------------------------------------------------------------------------
+    def _check_robots(self, scheme: str, host: str, port: int, url: str) -> None:
+        default = 443 if scheme == "https" else 80
+        origin = f"{scheme}://{host if ':' not in host else f'[{host}]'}" + ("" if port == default else f":{port}")
+        rules = self.robots.rules(origin)  # type: ignore[union-attr]
+        if not rules.allows(self.cfg.user_agent_token, url):
+            raise Refused(rules.reason, f"{origin}: {rules.why}" if rules.why else
+                          f"{origin}/robots.txt disallows it for {self.cfg.user_agent_token}")
+
+    def _load_robots(self, origin: str) -> RobotsRules:
+        """GET {origin}/robots.txt through the same vetted path (SSRF rules, redirects, deadline)."""
+        try:
+            result = self._follow(f"{origin}/robots.txt", time.monotonic() + self.cfg.timeout_s, image=False)
+        except Refused as err:
+            return rules_from_response(None, None, err.detail, err.reason)
+        except (HTTPError, OSError) as err:
+            return rules_from_response(None, None, _short(err), "timeout" if _is_timeout(err) else "connection_error")
+        return rules_from_response(result.status, result.data, result.detail)
+
+    # -- redirects and retries --------------------------------------------------------------------
+    def _follow(self, url: str, deadline: float, image: bool = True) -> FetchResult:
+        """One attempt: GET and follow redirects, every hop vetted, all before `deadline`."""
         seen = {url}
         for _ in range(self.cfg.max_redirects + 1):
-            status, headers, body, location = self._get_once(url, deadline)
+            status, headers, body, location = self._get_once(url, deadline, image)
             if location is None and status in _REDIRECTS:
                 return FetchResult(None, "http_5xx", f"{status} without Location", status)
             if location is not None:
@@ -240,29 +280,46 @@ class Fetcher:
                 url = nxt
                 continue
             if status != 200:
-                return FetchResult(None, http_reason(status), f"HTTP {status}", status)
+                wait = retry_after_s(headers.get("Retry-After")) if status in (429, 503) else None
+                return FetchResult(None, http_reason(status), f"HTTP {status}", status, retry_after=wait)
             mime = (headers.get("Content-Type") or "").split(";")[0].strip().lower() or None
-            if not body:
+            if not body and image:
                 return FetchResult(None, "empty_body", "0 bytes", status, mime)
             return FetchResult(body, None, "", status, mime)
         return FetchResult(None, "too_many_redirects", f"more than {self.cfg.max_redirects} redirects")
 
     def fetch(self, url: str) -> FetchResult:
-        """GET `url` with retries; always returns a FetchResult."""
+        """GET `url` with retries, all within `deadline_s`; always returns a FetchResult."""
+        start = time.monotonic()
+        url_deadline = start + self.cfg.deadline_s
         last = FetchResult(None, "connection_error", "no attempt")
+        wait = 0.0
         for attempt in range(self.cfg.retries + 1):
             if attempt:
-                time.sleep(self.cfg.backoff_s * (2 ** (attempt - 1)))
+                if time.monotonic() + wait >= url_deadline:
+                    break
+                time.sleep(wait)
+            wait = self.cfg.backoff_s * (2 ** attempt)
+            deadline = min(time.monotonic() + self.cfg.timeout_s, url_deadline)
             try:
-                result = self._follow(url)
+                result = self._follow(url, deadline)
             except Refused as err:
+                if err.reason == "timeout":
+                    last = FetchResult(None, "timeout", err.detail)
+                    continue
                 return FetchResult(None, err.reason, err.detail)
+            except NewConnectionError as err:  # urllib3 makes it a ConnectTimeoutError subclass: refused is not a timeout
+                cause = err.__cause__ or err.__context__
+                timed_out = isinstance(cause, (socket.timeout, TimeoutError))
+                last = FetchResult(None, "timeout" if timed_out else "connection_error",
+                                   f"no connection within {self.cfg.timeout_s:g}s" if timed_out else _short(err))
+                continue
             except (ConnectTimeoutError, ReadTimeoutError, socket.timeout, TimeoutError):
                 last = FetchResult(None, "timeout", f"no response within {self.cfg.timeout_s:g}s")
                 continue
             except SSLError as err:
                 return FetchResult(None, "connection_error", f"TLS: {str(err)[:120]}")
-            except (NewConnectionError, ProtocolError, ConnectionError, OSError) as err:
+            except (ProtocolError, ConnectionError, OSError) as err:
                 if _is_timeout(err):
                     last = FetchResult(None, "timeout", f"no response within {self.cfg.timeout_s:g}s")
                 else:
@@ -278,6 +335,12 @@ class Fetcher:
                 continue
             if result.status in _RETRY_STATUS and result.data is None and result.reason and result.reason.startswith("http_"):
                 last = result
+                if result.retry_after is not None:  # the server said when: honour it, up to the cap
+                    if result.retry_after > self.cfg.retry_after_max_s:
+                        return FetchResult(None, result.reason, f"HTTP {result.status}, Retry-After "
+                                           f"{result.retry_after:g}s > retry_after_max_s {self.cfg.retry_after_max_s:g}",
+                                           result.status)
+                    wait = result.retry_after
                 continue
             return result
         return last
@@ -327,21 +390,3 @@ def _short(err: BaseException) -> str:
         if marker.lower() in text.lower():
             return f"{name}: {marker}"
     return name
-
-
-def read_local(path: str, image_root: str | None, max_bytes: int) -> FetchResult:
-    """Read a local image referenced by a jsonl row, refusing paths that escape `image_root`."""
-    if image_root is None:
-        return FetchResult(None, "local_file_error", "rows with local image paths need source.image_root")
-    root = Path(image_root).resolve()
-    target = (root / path).resolve()
-    if os.path.commonpath([root, target]) != str(root):
-        return FetchResult(None, "local_file_error", f"{path!r} is outside image_root")
-    try:
-        size = target.stat().st_size
-        if size > max_bytes:
-            return FetchResult(None, "body_too_large", f"{size} bytes > {max_bytes}")
-        data = target.read_bytes()
-    except OSError as err:
-        return FetchResult(None, "local_file_error", f"{path}: {err.strerror or type(err).__name__}")
-    return FetchResult(data, None, "") if data else FetchResult(None, "empty_body", "0 bytes")

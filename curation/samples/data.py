@@ -241,8 +241,26 @@ def laion_table(rows: list[SampleRow]) -> pa.Table:
     })
 
 
-def coyo_table(rows: list[SampleRow], id_base: int = 4_000_000_000) -> pa.Table:
-    """COYO-700M schema (int64 ids become uids)."""
+def _source_phash(url: str, images: dict[str, bytes]) -> str:
+    """What COYO's `image_phash` column holds: the pHash of the original image (imagehash's
+    definition, as ours, of the upright picture); for a URL that serves no image, a stand-in."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    from curation.core.images import phash, to_rgb
+
+    data = images.get(url.rstrip("/").rsplit("/", 1)[-1]) if url else None
+    if data is not None:
+        try:
+            return phash(to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(data)))))
+        except Exception:  # noqa: BLE001 - a corrupt planted image has no pHash of its own
+            pass
+    return f"{zlib.crc32(url.encode()):016x}"
+
+
+def coyo_table(rows: list[SampleRow], id_base: int = 4_000_000_000, images: dict[str, bytes] | None = None) -> pa.Table:
+    """COYO-700M schema (int64 ids become uids); `image_phash` is the served image's real pHash."""
     sc = [_scores(r, i) for i, r in enumerate(rows)]
     return pa.table({
         "id": pa.array([id_base + i for i in range(len(rows))], pa.int64()),
@@ -250,7 +268,7 @@ def coyo_table(rows: list[SampleRow], id_base: int = 4_000_000_000) -> pa.Table:
         "text": [r.caption for r in rows],
         "width": pa.array([r.width for r in rows], pa.int64()),
         "height": pa.array([r.height for r in rows], pa.int64()),
-        "image_phash": [f"{zlib.crc32(r.url.encode()):016x}" for r in rows],
+        "image_phash": [_source_phash(r.url, images or {}) for r in rows],
         "text_length": [len(r.caption) for r in rows],
         "word_count": [len(r.caption.split()) for r in rows],
         "num_tokens_bert": [len(r.caption.split()) + 2 for r in rows],
@@ -269,9 +287,11 @@ def write_sample(out_dir: str | Path, base_url: str, seed: int = 0, n_images: in
     """Write LAION- and COYO-schema parquet files for the served images, plus the expectations."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = sample_rows(base_url, make_images(seed, n_images))
+    images = make_images(seed, n_images)
+    rows = sample_rows(base_url, images)
     paths = {"laion": out / "laion" / "part-00000.parquet", "coyo": out / "coyo" / "part-00000.parquet"}
-    for key, table in (("laion", laion_table(rows)), ("coyo", coyo_table(rows))):
+    served = {im.name: im.data for im in images}
+    for key, table in (("laion", laion_table(rows)), ("coyo", coyo_table(rows, images=served))):
         paths[key].parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, paths[key])
     expect = out / "expected.json"

@@ -9,6 +9,9 @@ Routes (GET):
   /redirect/NAME       302 to /img/NAME                          /loop/a, /loop/b  302 to each other
   /big                 a body larger than any sane cap           /empty            200 with no body
   /reset               the connection is dropped mid-request     /retry-once/NAME  503, then the image
+  /trickle/NAME        the image at one byte a second            /retry-after/NAME 429 + Retry-After: 1, then the image
+  /tdm/NAME            image + `tdm-reservation: 1`              /robots.txt       the `robots` text given, else 404
+  /private/NAME        the image (for robots.txt Disallow rules)
 Binds 127.0.0.1 only. Every sleep is bounded, so the server always stops.
 """
 
@@ -33,8 +36,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, addr, images: dict[str, bytes], slow_s: float, big_bytes: int) -> None:
+    def __init__(self, addr, images: dict[str, bytes], slow_s: float, big_bytes: int, robots: str | None = None) -> None:
         super().__init__(addr, _Handler)
+        self.robots = robots
+        self.robots_hits = 0
         self.images = images
         self.slow_s = slow_s
         self.big_bytes = big_bytes
@@ -133,6 +138,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.close()
             return None
+        if route == "robots.txt":
+            with self.server.lock:
+                self.server.robots_hits += 1
+            if self.server.robots is None:
+                return self._send(404, b"not found", "text/plain")
+            return self._send(200, self.server.robots.encode(), "text/plain")
+        if route == "private" and found:
+            return self._send(200, found[0], found[1])
+        if route == "tdm" and found:
+            return self._send(200, found[0], found[1], {"tdm-reservation": "1"})
+        if route == "trickle" and found:
+            self.send_response(200)
+            self.send_header("Content-Type", found[1])
+            self.send_header("Content-Length", str(len(found[0])))
+            self.end_headers()
+            try:
+                for i in range(min(len(found[0]), 60)):  # at most a minute, whatever the client does
+                    self.wfile.write(found[0][i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(1.0)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.close_connection = True
+            return None
+        if route == "retry-after" and found:
+            with self.server.lock:
+                first = f"ra:{arg}" not in self.server.retry_seen
+                self.server.retry_seen.add(f"ra:{arg}")
+            if first:
+                return self._send(429, b"slow down", "text/plain", {"Retry-After": "1"})
+            return self._send(200, found[0], found[1])
         if route == "retry-once" and found:
             with self.server.lock:
                 first = arg not in self.server.retry_seen
@@ -144,9 +180,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(images: dict[str, bytes], port: int = 0, slow_s: float = 3.0, big_bytes: int = 2_000_000) -> Iterator[str]:
+def serve(images: dict[str, bytes], port: int = 0, slow_s: float = 3.0, big_bytes: int = 2_000_000,
+          robots: str | None = None) -> Iterator[str]:
     """Serve `images` on 127.0.0.1 in a background thread; yields the base URL."""
-    server = _Server(("127.0.0.1", port), images, slow_s, big_bytes)
+    server = _Server(("127.0.0.1", port), images, slow_s, big_bytes, robots)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:
