@@ -265,3 +265,11 @@ def test_ingest_keeps_each_rows_own_bytes_and_beats_without_a_terminal(tmp_path,
     beats = [r.getMessage() for r in caplog.records if r.name == "curate.progress"]
     assert len(beats) >= 2 and all(b.startswith("download: ") and "rows done" in b for b in beats)
     assert "3 rows done" in beats[-1] and "timeout=1" in beats[-1]  # the last line, at teardown
+
+
+def test_host_state_stays_bounded_and_keeps_busy_hosts():
+    gate = HostGate(concurrency=1, rate=0, burst=1, max_failures=2, max_hosts=3)
+    with gate.slot("busy"):
+        for i in range(10):
+            gate.record(f"h{i}", connected=False)
+        assert len(gate._hosts) <= 3 and "busy" in gate._hosts  # a host with a request in flight is never forgotten

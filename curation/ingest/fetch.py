@@ -44,6 +44,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _NOT_IMAGE_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "application/xhtml")
 _CHUNK = 1 << 16
+_MAX_HOSTS = 100_000  # DNS answers and Happy Eyeballs winners kept per worker
 
 
 @dataclass(slots=True)
@@ -106,6 +107,9 @@ class Fetcher:
                 except (socket.gaierror, UnicodeError) as err:
                     raise Refused("dns_error", f"{host}: {err}") from None
                 addrs = list(dict.fromkeys(info[4][0] for info in infos))  # the resolver's (RFC 6724) order
+                if len(self._dns) > _MAX_HOSTS:  # bounded per worker: forget everything, re-resolve on demand
+                    self._dns.clear()
+                    self._answered.clear()
                 self._dns[host] = (time.monotonic() + 300.0, addrs)
         if not addrs:
             raise Refused("dns_error", f"{host}: no addresses")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -39,6 +40,7 @@ class _Host:
     tokens: float
     stamp: float
     failures: int = 0  # consecutive connection failures
+    in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -48,18 +50,27 @@ class HostGate:
     the host is `tripped` and its remaining URLs fail fast. 0 turns a limit off."""
 
     def __init__(self, concurrency: int, rate: float, burst: int, max_failures: int,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 max_hosts: int = 100_000) -> None:
         self.concurrency, self.rate, self.burst, self.max_failures = concurrency, rate, max(1, burst), max_failures
-        self.clock, self.sleep = clock, sleep
-        self._hosts: dict[str, _Host] = {}
+        self.clock, self.sleep, self.max_hosts = clock, sleep, max_hosts
+        self._hosts: OrderedDict[str, _Host] = OrderedDict()
         self._lock = threading.Lock()
 
     def _host(self, host: str) -> _Host:
+        """The host's state; a worker that met more than `max_hosts` hosts forgets the least
+        recently used idle ones (LAION has millions of hosts: the state must stay bounded)."""
         with self._lock:
             h = self._hosts.get(host)
-            if h is None:
-                slots = threading.BoundedSemaphore(self.concurrency) if self.concurrency > 0 else None
-                h = self._hosts[host] = _Host(slots, float(self.burst), self.clock())
+            if h is not None:
+                self._hosts.move_to_end(host)
+                return h
+            slots = threading.BoundedSemaphore(self.concurrency) if self.concurrency > 0 else None
+            h = self._hosts[host] = _Host(slots, float(self.burst), self.clock())
+            if len(self._hosts) > self.max_hosts:
+                idle = [k for k, v in self._hosts.items() if v.in_flight == 0][: len(self._hosts) - self.max_hosts]
+                for k in idle:
+                    del self._hosts[k]
             return h
 
     def _wait_for_token(self, h: _Host) -> None:
@@ -80,6 +91,8 @@ class HostGate:
     def slot(self, host: str) -> Iterator[None]:
         """Hold one of the host's request slots (waiting for a slot and a rate token)."""
         h = self._host(host)
+        with h.lock:
+            h.in_flight += 1
         if h.slots is not None:
             h.slots.acquire()
         try:
@@ -88,6 +101,8 @@ class HostGate:
         finally:
             if h.slots is not None:
                 h.slots.release()
+            with h.lock:
+                h.in_flight -= 1
 
     def tripped(self, host: str) -> bool:
         return self.max_failures > 0 and self._host(host).failures >= self.max_failures
