@@ -31,6 +31,9 @@ SAMPLING = SamplingConfig(max_new_tokens=12, temperature=0.8, top_k=50, top_p=0.
 def test_placeholders_and_chat_messages():
     assert with_placeholders("What is it?", 2) == "<image>\n<image>\nWhat is it?"
     assert with_placeholders("<image>\nWhat?", 1) == "<image>\nWhat?"
+    # Dropout NTP continues without the image: no placeholder may be left to ask for one
+    assert with_placeholders("<image>\nWhat?", 0) == "What?"
+    assert with_placeholders("Compare <image> and <image>\nwhich is red?", 0) == "Compare  and which is red?"
     img = _png("red")
     req = PolicyRequest("<image>\nWhat colour?", (img,), SHOTS, prefix="It is", seed=3)
     msgs = to_messages(req, images=True)
@@ -61,6 +64,11 @@ def test_model_core_policy_with_images_is_seeded_per_question(core):
     assert alone[0].meta["prompt_tokens"] > 256 and alone[0].meta["backend"] == "model"  # one tile of image tokens
     cont = core.generate([PolicyRequest("What is 2 + 2?", (), SHOTS, prefix="2 + 2 =", seed=1)], SAMPLING)[0]
     assert cont.text and not cont.text.lstrip().startswith("2 + 2 =")  # the prefix is continued, not repeated
+    # an InternVL-style question (placeholders in it and in the few-shot turns) continued without its image
+    shots = (Turn("user", "<image>\nWhat is 5 + 6?"), SHOTS[1])
+    blind = core.generate([PolicyRequest("<image>\nWhat is 2 + 2?", (), shots, prefix="2 + 2 =", seed=1),
+                           PolicyRequest("<image>\n<image>\nAre these the same?", (), shots, prefix="They", seed=2)], SAMPLING)
+    assert all(isinstance(r, PolicyResponse) and r.text for r in blind), blind
 
 
 @pytest.mark.slow

@@ -49,9 +49,17 @@ class Policy(Protocol):
         """One response per request; a failure is that request's LlmError, never an exception."""
 
 
+def without_placeholders(text: str) -> str:
+    """The text with every `<image>` placeholder (and the line break InternVL puts after it) removed."""
+    return text.replace(f"{IMAGE_PLACEHOLDER}\n", "").replace(IMAGE_PLACEHOLDER, "").strip()
+
+
 def with_placeholders(prompt: str, n_images: int) -> str:
-    """The prompt with one `<image>` per image: kept if already there, else put first (InternVL's layout)."""
-    if n_images == 0 or prompt.count(IMAGE_PLACEHOLDER) == n_images:
+    """The prompt with one `<image>` per image: kept if already there, else put first (InternVL's
+    layout); with no image (Dropout NTP's continuation) none is left."""
+    if n_images == 0:
+        return without_placeholders(prompt) if IMAGE_PLACEHOLDER in prompt else prompt
+    if prompt.count(IMAGE_PLACEHOLDER) == n_images:
         return prompt
     body = prompt.replace(IMAGE_PLACEHOLDER, "").lstrip("\n")
     return "".join(f"{IMAGE_PLACEHOLDER}\n" for _ in range(n_images)) + body
@@ -72,9 +80,8 @@ def _mime(data: bytes) -> str:
 def to_messages(req: PolicyRequest, images: bool) -> list[dict[str, Any]]:
     """OpenAI chat messages for a request: the images as data-URI parts before the text (or
     dropped, for a text-only model), the prefix as a final assistant message to continue."""
-    messages: list[dict[str, Any]] = [{"role": t.role, "content": t.value.replace(IMAGE_PLACEHOLDER, "").strip()}
-                                      for t in req.history]
-    text = req.prompt.replace(IMAGE_PLACEHOLDER, "").strip()
+    messages: list[dict[str, Any]] = [{"role": t.role, "content": without_placeholders(t.value)} for t in req.history]
+    text = without_placeholders(req.prompt)
     if images and req.images:
         parts: list[dict[str, Any]] = [
             {"type": "image_url", "image_url": {"url": f"data:{_mime(b)};base64,{base64.b64encode(b).decode()}"}}
@@ -106,7 +113,7 @@ class ModelCorePolicy:
         for seed in dict.fromkeys(r.seed for r in requests):  # one seeded batch per seed: batching cannot change a text
             rows = [i for i, r in enumerate(requests) if r.seed == seed]
             batch = [GenerationRequest(with_placeholders(requests[i].prompt, len(requests[i].images)), requests[i].images,
-                                       requests[i].history, requests[i].prefix) for i in rows]
+                                       _text_history(requests[i].history), requests[i].prefix) for i in rows]
             try:
                 gens = self.generator.generate(batch, dataclasses.replace(sampling, seed=seed))
             except Exception as err:  # noqa: BLE001 - that seed group fails, the rest of the batch goes on
@@ -119,6 +126,11 @@ class ModelCorePolicy:
                                                                 "prompt_tokens": g.prompt_tokens,
                                                                 "completion_tokens": len(g.token_ids)})
         return out
+
+
+def _text_history(history: Sequence[Turn]) -> tuple[Turn, ...]:
+    """Few-shot turns carry no images of their own: their placeholders would ask for one."""
+    return tuple(Turn(t.role, without_placeholders(t.value)) if IMAGE_PLACEHOLDER in t.value else t for t in history)
 
 
 class ChatPolicy:

@@ -20,7 +20,8 @@ QUESTIONS = [
     ("What word is written on the sign?", None, "anls", None),  # answer_gt: the sign's word
     ("How many legs does a dog have?", "4", "number", None),
 ]
-NO_GT = ["Describe this image in one sentence.", "What could this place be used for?"]
+# InternVL-style questions (the placeholder first): Dropout NTP continues them without the image.
+NO_GT = ["<image>\nDescribe this image in one sentence.", "<image>\nWhat could this place be used for?"]
 
 
 def _rel(sign) -> str:
