@@ -95,13 +95,33 @@ def normalize(text: str) -> str:
     return " ".join(words)
 
 
-_NUM = re.compile(r"[-+−]?\d[\d,]*(?:\.\d+)?|[-+−]?\.\d+")
+_NUM = re.compile(r"[-+−]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?|[-+−]?\.\d+")
+_FRAC = re.compile(r"\\d?frac\s*\{\s*([-+]?[\d.]+)\s*\}\s*\{\s*([-+]?[\d.]+)\s*\}|(?<![\d/.])([-+]?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)(?![\d/])")
+_MARKUP = re.compile(r"\*\*|__|`|\\text\{|\\mathrm\{|\\textbf\{|\$")
+
+
+def strip_markup(text: str) -> str:
+    """An answer without markdown emphasis, code ticks, `$` math delimiters and LaTeX text wrappers."""
+    t = _MARKUP.sub("", text)
+    return t.replace("\\%", "%").replace("\\,", "").replace("{", "").replace("}", "").strip() if "\\" in text else t.strip()
+
+
+def _fractions(text: str) -> str:
+    """`3/4` and `\\frac{3}{4}` as the decimal they stand for (a date like 3/4/2020 is left alone)."""
+    def value(m: re.Match) -> str:
+        num, den = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+        try:
+            return repr(float(num) / float(den)) if float(den) else m.group(0)
+        except ValueError:
+            return m.group(0)
+    return _FRAC.sub(value, text)
 
 
 def parse_number(text: str) -> float | None:
-    """The single number in `text` ("1,234.5 kg", "$12", "45%", "-3"), percent kept as written
-    (45% -> 45); None when there is no number or more than one."""
-    t = unicodedata.normalize("NFKC", text).lower().replace("−", "-")
+    """The single number in `text` ("1,234.5 kg", "$12", "45%", "-3", "3/4", "\\frac{3}{4}",
+    "**12**"), percent kept as written (45% -> 45); None when there is no number or more than one."""
+    t = unicodedata.normalize("NFKC", _fractions(text)).lower().replace("−", "-")
+    t = _MARKUP.sub("", t)
     t = " ".join(_NUMBER_WORDS.get(w, w) for w in re.findall(r"[\w.,%$+-]+", t))
     found = _NUM.findall(t)
     if len(found) != 1:
@@ -113,24 +133,43 @@ def parse_number(text: str) -> float | None:
         return None
 
 
+# A letter that stands alone as the answer: "B", "(B)", "B.", "B)", "B: 12", "(b)", "b)" (a bare
+# lower-case letter only with a bracket or alone: "a dog" is an article, not option A).
+_LONE_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)(?:[.:]?\s.*)?|([A-Z])(?:[.:)](?:\s.*)?|\s+[-–:]\s.*)?|([a-z])(?:\)(?:\s.*)?)?", re.S)
+# "answer is (B)", "answer: B", "Option C", "choice (d)", "option B is correct"
+# (keywords in any case; the letter itself upper case, or lower case only bracketed or at the end)
+_NAMED_LETTER = re.compile(r"\b(?i:answer(?:\s+is)?|option|choice)\s*[:：]?\s*(?:\(\s*([A-Za-z])\s*\)|([A-Z])|([a-z])(?=\s*$|[.,;:)]))(?![\w])")
+
+
 def choice_letter(text: str, options: Sequence[str] = ()) -> str | None:
-    """A multiple-choice answer as its letter: "B", "(B)", "B.", "B) 12", "The answer is (B) 12",
-    or the option's text itself when `options` are given."""
-    t = text.strip()
-    m = re.fullmatch(r"\(([A-Za-z])\)(?:[.:]?\s.*)?|([A-Za-z])(?:[.:)](?:\s.*)?)?", t, re.S)
-    if m:
-        return (m.group(1) or m.group(2)).upper()
-    m = re.search(r"\banswer\s+is\s*:?\s*\(?([A-Z])\)?(?![a-z])", t, re.I)
-    if m:
-        return m.group(1).upper()
-    m = re.search(r"\(([A-Z])\)", t)
-    if m:
-        return m.group(1)
+    """A multiple-choice answer as its letter: "B", "(B)", "**B**", "B.", "b)", "B) 12", "Option (C)",
+    "The answer is (B) 12", or the option's text itself when `options` are given. None when the
+    answer names no option, or two different ones ("A or B"), or a letter past the options."""
+    t = strip_markup(unicodedata.normalize("NFKC", text)).strip().rstrip(".").strip()
+    letters: list[str] = []
+    m = _LONE_LETTER.fullmatch(t)
+    named = [(a or b or c).upper() for a, b, c in _NAMED_LETTER.findall(t)]
+    bracketed = [x.upper() for x in re.findall(r"\(\s*([A-Za-z])\s*\)", t)]
+    if m:  # "B) a cat": the letter, unless the rest names another option too ("(A) (C)")
+        letters = [(m.group(1) or m.group(2) or m.group(3)).upper(), *named, *bracketed]
+    else:
+        letters = named or bracketed
+    distinct = sorted(set(letters))
+    if len(distinct) == 1:
+        letter = distinct[0]
+        if options and ord(letter) - ord("A") >= len(options):
+            return None
+        return letter
+    if len(distinct) > 1:
+        return None  # two options named: no single answer
     if options:
         norm = normalize(t)
-        for i, opt in enumerate(options):
-            if norm and norm == normalize(opt):
-                return chr(ord("A") + i)
+        exact = [i for i, opt in enumerate(options) if norm and norm == normalize(opt)]
+        if len(exact) == 1:
+            return chr(ord("A") + exact[0])
+        inside = [i for i, opt in enumerate(options) if normalize(opt) and re.search(rf"(?<!\w){re.escape(normalize(opt))}(?!\w)", norm)]
+        if len(inside) == 1:  # "it is blue" for option "blue", but not "blue or red"
+            return chr(ord("A") + inside[0])
     return None
 
 
