@@ -75,7 +75,7 @@ def pack_members(key: str, units: list[PackUnit], plan: PackPlan,
             blobs.append((f"{key}.{name}", read_image(im.path)))
             images.append({"name": name, "path": im.path, "width": im.width, "height": im.height,
                            "grid": [im.tiling.columns, im.tiling.rows], "thumbnail": im.tiling.thumbnail,
-                           "tiles": im.tiling.tiles, "unit": u.uid})
+                           "tiles": im.tiling.tiles, "unit": u.uid, "max_num": im.max_num, "min_num": im.min_num})
         for seg in u.segments:
             n = len(seg.input_ids)
             segments.append({

@@ -8,6 +8,7 @@ samples over the tile limit are rejected, with a reason.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,6 +26,8 @@ class ImageRef:
     height: int
     ext: str  # jpg | png | webp | ...: the stored bytes' own format
     tiling: Tiling
+    max_num: int = 12  # the per-image tile budget and minimum the grid was chosen under
+    min_num: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,16 @@ def tile_images(sizes: Sequence[tuple[int, int]], limits: UnitLimits) -> list[Ti
     return [tile_image(w, h, budget, min(limits.min_num, budget), limits.use_thumbnail) for w, h in sizes]
 
 
+def unit_limits(rec: "Conversation | PreferencePair", limits: UnitLimits) -> UnitLimits:
+    """The recipe's limits, with the tiling a preference pair's policy sampled under (its `tiling`)
+    in place of the recipe's: the model trains on the view of the image that produced the answers."""
+    tiling = getattr(rec, "tiling", None)
+    if not tiling:
+        return limits
+    return dataclasses.replace(limits, max_num=tiling["max_num"], min_num=tiling["min_num"],
+                               use_thumbnail=tiling["use_thumbnail"])
+
+
 class UnitBuilder:
     """Conversation / PreferencePair + image (width, height, ext) -> PackUnit, or EncodeError."""
 
@@ -94,9 +107,11 @@ class UnitBuilder:
         self.limits = limits
 
     def build(self, rec: Conversation | PreferencePair, headers: Sequence[tuple[int, int, str]]) -> PackUnit:
-        lim = self.limits
+        lim = unit_limits(rec, self.limits)
         tilings = tile_images([(w, h) for w, h, _ in headers], lim)
-        images = [ImageRef(p, w, h, ext, t) for p, (w, h, ext), t in zip(rec.images, headers, tilings)]
+        budget = tile_budget(len(headers), lim.max_num)
+        images = [ImageRef(p, w, h, ext, t, budget, min(lim.min_num, budget))
+                  for p, (w, h, ext), t in zip(rec.images, headers, tilings)]
         tiles = sum(t.tiles for t in tilings)
         if tiles > lim.t_max:
             raise EncodeError("too_many_tiles", f"{tiles} tiles > t_max {lim.t_max}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from packing.tiling import TOKENS_PER_TILE
+from packing.tiling import TOKENS_PER_TILE, tile_image
 from packing.tokens import IGNORE_INDEX, IMG_CONTEXT, IMG_END, IMG_START
 
 # Problem kinds under which a row cannot be assembled into a batch at all.
@@ -115,6 +115,11 @@ def _image_problems(meta: dict[str, Any], images: list[dict[str, Any]], t_max: i
         cols, rows = im["grid"]
         if im["tiles"] != cols * rows + (1 if im["thumbnail"] and cols * rows > 1 else 0):
             out.append(("images", f"image {i}: {im['tiles']} tiles for a {cols}x{rows} grid"))
+        if "max_num" in im and im.get("width") and im.get("height"):  # the grid InternVL's rule gives its size and budget
+            want = tile_image(im["width"], im["height"], im["max_num"], im.get("min_num", 1))
+            if [want.columns, want.rows] != [cols, rows]:
+                out.append(("images", f"image {i}: a {cols}x{rows} grid, but a {im['width']}x{im['height']} image under "
+                                      f"max_num {im['max_num']} tiles as {want.columns}x{want.rows}"))
     return out
 
 

@@ -66,3 +66,18 @@ def test_dropout_pair():
     same = dropout_pair(ITEM, chosen, "stop next to a small bakery.", 0.5, False)
     assert same.reason == "identical_pair"
     assert dropout_pair(ITEM, "", "x", 0.5, False).reason == "empty_response"
+
+
+def test_pairs_record_the_policys_tiling_for_pack():
+    from curation.mmpr.config import MmprConfig
+    from curation.mmpr.pairs import MmprItem, dropout_pair, policy_tiling
+
+    from curation.core.config import build
+    cfg = build(MmprConfig, {"policy": {"backend": "model", "prompt": {"max_num": 6, "use_thumbnail": True}}}, "")
+    tiling = policy_tiling(cfg)
+    assert tiling == {"max_num": 6, "min_num": 1, "use_thumbnail": True}
+    item = MmprItem("d0", ("images/a.jpg",), "<image>\nDescribe it.", tiling=tiling)
+    out = dropout_pair(item, "A red bus on a quiet street at noon.", " in the rain", 0.5, False)
+    assert out.pairs and all(p["tiling"] == tiling for p in out.pairs)
+    text_only = MmprItem("t0", (), "What is 2 + 2?", tiling=tiling)
+    assert all("tiling" not in p for p in dropout_pair(text_only, "2 + 2 is four, so 4.", " five", 0.5, False).pairs)

@@ -137,3 +137,29 @@ def test_shard_format_round_trip(tokenizer):
     labels = broken.labels.copy()
     labels[np.flatnonzero(broken.input_ids == ctx)[0]] = ctx  # a label on an image token
     assert ("labels", "1 labels on image tokens") in pack_problems(broken.meta, broken.input_ids, labels, tokens=ids)
+
+
+def test_a_preference_pair_is_packed_with_the_tiling_its_policy_sampled_under(tokenizer):
+    """MMPR records the policy's tiling in the MPO row; pack applies it (not the recipe's max_num),
+    stores the budget beside the grid, and the validator fails a grid that does not follow it."""
+    (pair,) = rows(json.dumps({"id": "p", "image": "i.jpg", "question": "<image>\nq", "chosen": "c", "rejected": "r",
+                               "tiling": {"max_num": 1, "min_num": 1, "use_thumbnail": False}}))
+    assert pair.tiling == {"max_num": 1, "min_num": 1, "use_thumbnail": False}
+    (bad,) = rows(json.dumps({"id": "p", "image": "i.jpg", "question": "q", "chosen": "c", "rejected": "r",
+                              "tiling": {"max_num": 0}}))
+    assert isinstance(bad, Rejection) and bad.reason == "malformed_row" and "tiling" in bad.detail
+    b = builder(tokenizer)  # the recipe's max_num 12 would cut 1344x448 into 3x1 + a thumbnail
+    assert b.build(PreferencePair("q", "m.jsonl", 0, ["i.jpg"], "<image>\nq", "c", "r"), [(1344, 448, "jpg")]).images[0].tiling.tiles == 4
+    unit = b.build(pair, [(1344, 448, "jpg")])
+    assert unit.images[0].tiling.tiles == 1 and unit.images[0].max_num == 1
+    plan = PackPlan(4096, 16)
+    tar, man = io.BytesIO(), io.BytesIO()
+    write_pack_shard(0, "packed-00000-of-00001", [unit], tar, man, plan=plan, read_image=lambda p: b"IMG")
+    tar.seek(0)
+    (packed,) = list(iter_packs(tar))
+    ids = TokenIds.of(tokenizer, len(tokenizer))
+    assert packed.meta["images"][0]["max_num"] == 1
+    assert pack_problems(packed.meta, packed.input_ids, packed.labels, tokens=ids) == []
+    packed.meta["images"][0]["max_num"] = 12  # the grid no longer follows the budget it claims
+    problems = pack_problems(packed.meta, packed.input_ids, packed.labels, tokens=ids)
+    assert any(kind == "images" and "tiles as 3x1" in detail for kind, detail in problems), problems

@@ -57,6 +57,7 @@ class PreferencePair:
     method: str = ""
     answer_gt: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    tiling: dict[str, Any] | None = None  # the policy's tiling ({max_num, min_num, use_thumbnail}), applied by pack
 
     @property
     def order_key(self) -> tuple[str, int]:
@@ -86,6 +87,18 @@ def _images(raw: dict[str, Any]) -> list[str]:
     raise ValueError("`image` must be a path or a list of paths")
 
 
+def _tiling(value: Any) -> dict[str, Any] | None:
+    """An MPO row's recorded tiling, checked: {max_num >= min_num >= 1, use_thumbnail: bool}."""
+    if value is None:
+        return None
+    ok = (isinstance(value, dict) and set(value) <= {"max_num", "min_num", "use_thumbnail"}
+          and isinstance(value.get("max_num"), int) and isinstance(value.get("min_num", 1), int)
+          and isinstance(value.get("use_thumbnail", True), bool) and 1 <= value.get("min_num", 1) <= value["max_num"])
+    if not ok:
+        raise ValueError("`tiling` must be {max_num: int >= min_num >= 1, min_num: int, use_thumbnail: bool}")
+    return {"max_num": value["max_num"], "min_num": value.get("min_num", 1), "use_thumbnail": value.get("use_thumbnail", True)}
+
+
 def _text(raw: dict[str, Any], key: str) -> str:
     value = raw.get(key)
     if not isinstance(value, str):
@@ -105,7 +118,7 @@ def parse_row(raw: dict[str, Any] | RowError, source_file: str, index: int) -> P
             gt = raw.get("answer_gt")
             return PreferencePair(uid, source_file, index, images, _text(raw, "question"), _text(raw, "chosen"),
                                   _text(raw, "rejected"), str(raw.get("method") or ""),
-                                  None if gt is None else str(gt), meta)
+                                  None if gt is None else str(gt), meta, _tiling(raw.get("tiling")))
         convs = raw.get("conversations")
         if not isinstance(convs, list) or not convs:
             raise ValueError("`conversations` must be a non-empty list")

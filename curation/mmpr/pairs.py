@@ -25,6 +25,8 @@ class MmprItem:
     answer_gt: str | tuple[str, ...] | None = None
     answer_type: AnswerType = "exact"
     options: tuple[str, ...] = ()
+    # the InternVL tiling the policy saw the images with ({max_num, min_num, use_thumbnail}): pack applies it
+    tiling: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ def _row(item: MmprItem, chosen: str, rejected: str, method: str, chosen_meta: d
     return {"id": "", "image": list(item.images) if len(item.images) != 1 else item.images[0],
             "question": item.question, "chosen": chosen, "rejected": rejected,
             "answer_gt": list(gt) if isinstance(gt, tuple) else gt, "method": method,
-            "chosen_meta": chosen_meta, "rejected_meta": rejected_meta}
+            "chosen_meta": chosen_meta, "rejected_meta": rejected_meta,
+            **({"tiling": item.tiling} if item.tiling is not None and item.images else {})}
 
 
 def correctness_pairs(item: MmprItem, judged: Sequence[Judged], max_pairs: int, seed: int) -> Outcome:
@@ -216,7 +219,16 @@ def row_item(task: MmprTask, cfg) -> MmprItem:
 
     prompt = render_prompt(cfg.prompt.template, task.item.question)
     n = len(task.item.images)
-    return dataclasses.replace(task.item, question=with_placeholders(prompt, n) if n > 1 else prompt)
+    return dataclasses.replace(task.item, question=with_placeholders(prompt, n) if n > 1 else prompt,
+                               tiling=policy_tiling(cfg))
+
+
+def policy_tiling(cfg) -> dict[str, Any] | None:
+    """The tiling the sampling policy applies to a question's images (the model core's prompt
+    config); None for served models, whose image processor decides."""
+    if cfg.policy.backend != "model":
+        return None
+    return {"max_num": cfg.policy.prompt.max_num, "min_num": 1, "use_thumbnail": cfg.policy.prompt.use_thumbnail}
 
 
 def _history(cfg) -> tuple:
