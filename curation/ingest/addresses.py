@@ -32,16 +32,3 @@ def happy_eyeballs_order(addrs: list[str], prefer_ipv6: bool = True, first: str 
         out.remove(first)
         out.insert(0, first)
     return out
-
-
-_UNREACHABLE_ERRNO = frozenset({101, 113, 99, 97})  # ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL, EAFNOSUPPORT
-
-
-def network_unreachable(err: BaseException) -> bool:
-    for _ in range(5):
-        if err is None:
-            return False
-        if isinstance(err, OSError) and err.errno in _UNREACHABLE_ERRNO:
-            return True
-        err = err.__cause__ or err.__context__
-    return False

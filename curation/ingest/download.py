@@ -18,6 +18,7 @@ from curation.ingest.fetch import Fetcher, FetchResult
 from curation.core.images import hamming
 from curation.ingest.images import process_image
 from curation.core.records import ImageInfo, Pair, Rejection, Sample
+from filters.dedup import parse_phash
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -73,7 +74,7 @@ class Downloader:
         """COYO-style `image_phash` (imagehash's pHash, hex) within phash_tolerance bits; '' when close or unchecked."""
         tol = self.download_cfg.phash_tolerance
         want = (pair.image_phash or "").strip().lower()
-        if tol is None or len(want) != 16 or any(c not in "0123456789abcdef" for c in want):
+        if tol is None or len(want) != 16 or parse_phash(want) is None:
             return ""
         bits = hamming(phash, want)
         return "" if bits <= tol else f"pHash {phash} is {bits} bits from the source's {want} (tolerance {tol})"

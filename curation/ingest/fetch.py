@@ -35,7 +35,7 @@ from urllib3.exceptions import (
 )
 
 from curation.core.reasons import http_reason
-from curation.ingest.addresses import address_refusal, happy_eyeballs_order, network_unreachable
+from curation.ingest.addresses import address_refusal, happy_eyeballs_order
 from curation.ingest.config import DownloadConfig
 from curation.ingest.politeness import HostGate, RobotsCache, RobotsRules, retry_after_s, robots_disallows, rules_from_response
 
@@ -158,7 +158,7 @@ class Fetcher:
                 resp = pool.urlopen("GET", path, headers=headers, redirect=False, retries=False, preload_content=False,
                                     timeout=timeout, assert_same_host=False)
             except (NewConnectionError, ConnectTimeoutError) as err:
-                if ":" in addr and network_unreachable(err):
+                if ":" in addr and _network_unreachable(err):
                     self._ipv6_reachable = False  # this worker has no IPv6 route: IPv4 first from now on
                 last = err
                 continue
@@ -373,16 +373,27 @@ def _release(resp, complete: bool) -> None:
         resp.release_conn()
 
 
-def _is_timeout(err: BaseException | None) -> bool:
-    """True when `err` or an exception it wraps is a timeout."""
+def _causes(err: BaseException | None):
+    """`err` and the exceptions it wraps (cause, context, or one in its args), at most 5 deep."""
     for _ in range(5):
         if err is None:
-            return False
-        if isinstance(err, (ReadTimeoutError, ConnectTimeoutError, socket.timeout, TimeoutError)):
-            return True
+            return
+        yield err
         wrapped = next((a for a in err.args if isinstance(a, BaseException)), None)
         err = err.__cause__ or err.__context__ or wrapped  # ProtocolError keeps its cause in args
-    return False
+
+
+def _is_timeout(err: BaseException | None) -> bool:
+    """True when `err` or an exception it wraps is a timeout."""
+    return any(isinstance(e, (ReadTimeoutError, ConnectTimeoutError, socket.timeout, TimeoutError)) for e in _causes(err))
+
+
+_UNREACHABLE_ERRNO = frozenset({101, 113, 99, 97})  # ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL, EAFNOSUPPORT
+
+
+def _network_unreachable(err: BaseException) -> bool:
+    """True when the connect failed because this machine has no route for the address's family."""
+    return any(isinstance(e, OSError) and e.errno in _UNREACHABLE_ERRNO for e in _causes(err))
 
 
 def _short(err: BaseException) -> str:
