@@ -1,5 +1,5 @@
-"""The one pair -> conversation builder. Kept pairs -> InternVL training conversations: captioning (English / Chinese prompt templates),
-OCR tasks from the OCR lines (as InternVL 2.0 built its OCR data from Wukong and LAION-COCO with
+"""The one pair -> conversation builder. Kept pairs -> InternVL training conversations: captioning
+(English / Chinese prompt templates), OCR tasks from the OCR lines (as InternVL 2.0 built its OCR data from Wukong and LAION-COCO with
 PaddleOCR), and InternVL 3.5 `pretrain` turns for raw captions. The task and the prompt are drawn
 per uid from a seeded stable hash, so the mix is reproducible and independent of sharding."""
 
