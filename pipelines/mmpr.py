@@ -41,7 +41,7 @@ class ReadTasks(beam.DoFn):
         root = self.cfg.images.image_root or posixpath.dirname(path)
         inputs = Metrics.counter(NS, "inputs")
         with FileSystems.open(path) as f:
-            for task in read_tasks(f, path):
+            for task in read_tasks(f, path, self.cfg.source):
                 inputs.inc()
                 yield load_images(task, root, self.cfg.images, _read_capped)
 

@@ -28,10 +28,11 @@ def detect_format(name: str, declared: str = "auto") -> str:
     raise ValueError(f"{name}: cannot tell the metadata format from the extension; set source.format")
 
 
-def iter_raw_rows(f: IO[bytes], fmt: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    """Yield (row index, raw mapping or RowError) for every row of a metadata file."""
+def iter_raw_rows(f: IO[bytes], fmt: str, parquet_batch_rows: int = 8192) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """Yield (row index, raw mapping or RowError) for every row of a metadata file (parquet decoded
+    `parquet_batch_rows` at a time: few where rows hold images)."""
     if fmt == "parquet":
-        yield from _parquet_rows(f)
+        yield from _parquet_rows(f, parquet_batch_rows)
     elif fmt in ("csv", "tsv"):
         yield from _csv_rows(f, "\t" if fmt == "tsv" else ",")
     elif fmt == "jsonl":
@@ -40,11 +41,11 @@ def iter_raw_rows(f: IO[bytes], fmt: str) -> Iterator[tuple[int, dict[str, Any] 
         raise ValueError(f"unknown metadata format {fmt!r}")
 
 
-def _parquet_rows(f: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+def _parquet_rows(f: IO[bytes], batch_rows: int) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
     import pyarrow.parquet as pq
 
     index = 0
-    for batch in pq.ParquetFile(f).iter_batches(batch_size=8192):
+    for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
         for row in batch.to_pylist():
             yield index, row
             index += 1

@@ -110,6 +110,22 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class MmprSourceConfig:
+    """What the question files are: `format` jsonl | parquet (auto: by extension) and `schema`, a VQA
+    benchmark's own row shape (curation/mmpr/sources.py; auto: detected from each file's first row).
+    `answer_type` overrides the schema's (aokvqa: vqa scores the direct answers instead of the choices)."""
+
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    schema: Literal["auto", "mmpr", "scienceqa", "aokvqa", "chartqa", "docvqa", "mathvista"] = "auto"
+    answer_type: Literal["exact", "multiple_choice", "number", "vqa", "anls", "relaxed"] | None = None
+    parquet_batch_rows: int = 64  # rows decoded at a time: image columns make parquet rows large
+
+    def __post_init__(self) -> None:
+        if self.parquet_batch_rows < 1:
+            raise ConfigError("source.parquet_batch_rows: >= 1")
+
+
+@dataclass(frozen=True)
 class MmprImageConfig:
     image_root: str | None = None  # relative image paths resolve here (default: the jsonl's folder)
     max_bytes: int = 32 << 20
@@ -124,6 +140,7 @@ class MmprImageConfig:
 class MmprConfig:
     """The whole MMPR recipe."""
 
+    source: MmprSourceConfig = field(default_factory=MmprSourceConfig)
     prompt: MmprPromptConfig = field(default_factory=MmprPromptConfig)
     correctness: CorrectnessConfig = field(default_factory=CorrectnessConfig)
     dropout_ntp: DropoutConfig = field(default_factory=DropoutConfig)

@@ -146,6 +146,7 @@ class MmprTask:
     item: MmprItem | None = None
     images: list[bytes] = field(default_factory=list)
     image_exts: list[str] = field(default_factory=list)
+    embedded: list[bytes | None] = field(default_factory=list)  # image k's bytes when the row carried them
     responses: list[dict[str, Any]] = field(default_factory=list)  # text, finish_reason, correct, meta
     pairs: list[dict[str, Any]] = field(default_factory=list)
     chosen: str | None = None  # Dropout NTP: the response waiting for its continuation
@@ -160,7 +161,7 @@ class MmprTask:
 
     def reject(self, stage: str, reason: str, detail: str = "") -> "MmprTask":
         self.stage, self.reason, self.detail = stage, reason, detail[:500]
-        self.images = []
+        self.images, self.embedded = [], []
         return self
 
 
@@ -176,24 +177,33 @@ def _answer_gt(value: Any) -> str | tuple[str, ...] | None:
     raise ValueError("`answer_gt` must be a string, a number or a non-empty list of them")
 
 
-def parse_item(raw: dict[str, Any], source_file: str, index: int) -> MmprTask:
-    """One jsonl row `{"id", "image": path | [paths], "question", "answer_gt"?, "answer_type"?,
-    "options"?}` -> a task holding its MmprItem, or rejected `malformed_row`."""
-    from curation.core.conversations import _images, row_uid
+def parse_item(raw: dict[str, Any], source_file: str, index: int, schema: str = "mmpr",
+               answer_type: str | None = None) -> MmprTask:
+    """One source row -> a task holding its MmprItem (and the image bytes the row embeds), or
+    rejected `malformed_row`. `schema` maps a benchmark's row to `{"id", "image": path | [paths],
+    "question", "answer_gt"?, "answer_type"?, "options"?}` (curation/mmpr/sources.py)."""
+    from curation.core.conversations import row_uid
+    from curation.mmpr.sources import canonical
 
-    task = MmprTask(row_uid(raw, source_file, index), source_file, index)
     try:
-        images = _images(raw)
-        question = raw.get("question")
+        conv = canonical(raw, schema, answer_type)
+    except ValueError as err:
+        return MmprTask(row_uid({k: v for k, v in raw.items() if not isinstance(v, (bytes, dict, list))}, source_file, index),
+                        source_file, index).reject("read", "malformed_row", str(err))
+    row = conv.row
+    task = MmprTask(row_uid(row, source_file, index), source_file, index, embedded=conv.embedded)
+    try:
+        images = conv.paths
+        question = row.get("question")
         if not isinstance(question, str) or not question.strip():
             raise ValueError("`question` must be a non-empty string")
-        answer_type = raw.get("answer_type") or "exact"
+        answer_type = row.get("answer_type") or "exact"
         if answer_type not in ANSWER_TYPES:
             raise ValueError(f"`answer_type` must be one of {', '.join(ANSWER_TYPES)}, got {answer_type!r}")
-        options = raw.get("options") or []
+        options = row.get("options") or []
         if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
             raise ValueError("`options` must be a list of strings")
-        task.item = MmprItem(task.uid, tuple(images), question, _answer_gt(raw.get("answer_gt")), answer_type,
+        task.item = MmprItem(task.uid, tuple(images), question, _answer_gt(row.get("answer_gt")), answer_type,
                              tuple(options))
     except ValueError as err:
         task.reject("read", "malformed_row", str(err))
@@ -342,8 +352,8 @@ def finish(task: MmprTask) -> MmprTask:
 
 
 def load_images(task: MmprTask, root: str, cfg, read: Any) -> MmprTask:
-    """Read the row's images (relative paths under `root`, never outside it) and check their headers:
-    a missing, oversized or undecodable image rejects the row with the image's reason."""
+    """Read the row's images (embedded bytes, or relative paths under `root`, never outside it) and
+    check their headers: a missing, oversized or undecodable image rejects the row with its reason."""
     import io
 
     from packing.tokens import EncodeError
@@ -352,17 +362,20 @@ def load_images(task: MmprTask, root: str, cfg, read: Any) -> MmprTask:
     if task.reason or task.item is None:
         return task
     try:
-        for path in task.item.images:
-            full = resolve_image(root, path)
-            try:
-                data = read(full, cfg.max_bytes + 1)
-            except Exception as err:  # noqa: BLE001 - missing / unreadable: this row's problem
-                raise EncodeError("local_file_error", f"{path}: {type(err).__name__}: {err}"[:300]) from None
+        for k, path in enumerate(task.item.images):
+            data = task.embedded[k] if k < len(task.embedded) else None
+            if data is None:
+                full = resolve_image(root, path)
+                try:
+                    data = read(full, cfg.max_bytes + 1)
+                except Exception as err:  # noqa: BLE001 - missing / unreadable: this row's problem
+                    raise EncodeError("local_file_error", f"{path}: {type(err).__name__}: {err}"[:300]) from None
             if len(data) > cfg.max_bytes:
                 raise EncodeError("file_too_large", f"{path}: above images.max_bytes {cfg.max_bytes}")
             _, _, ext = read_header(io.BytesIO(data), cfg.max_pixels)
             task.images.append(data)
             task.image_exts.append(ext)
+        task.embedded = []
     except EncodeError as err:
         task.reject("read", err.reason, err.detail)
     return task

@@ -18,26 +18,38 @@ from typing import IO, Any, Callable, Iterable, Iterator
 from curation.mmpr.pairs import MmprTask, parse_item
 from curation.core.records import first_kept_per_uid, hash_uid
 from curation.core.shards import HashingWriter, ShardReport, rejection_counts, write_rows, write_tar
-from curation.core.rows import RowError, iter_raw_rows
+from curation.core.rows import RowError, detect_format, iter_raw_rows
+from curation.mmpr.config import MmprSourceConfig
 from curation.core.manifests import MMPR_MANIFEST
 
 
 
-def read_tasks(f: IO[bytes], name: str) -> Iterator[MmprTask]:
-    """Every row of a question jsonl file as a task (rejected `malformed_row` when it cannot be
-    used); a file that stops being readable ends with one `unreadable_file` task."""
+def read_tasks(f: IO[bytes], name: str, source: MmprSourceConfig | None = None) -> Iterator[MmprTask]:
+    """Every row of a question file (jsonl or parquet, in the recipe's schema or the one its first
+    row shows) as a task, rejected `malformed_row` when it cannot be used; a file that stops being
+    readable ends with one `unreadable_file` task."""
+    from curation.mmpr.sources import SchemaError, detect_schema
+
+    source = source or MmprSourceConfig()
     base = posixpath.basename(name.rstrip("/"))
-    next_index = 0
+    schema = None if source.schema == "auto" else source.schema
+    next_index, fmt = 0, source.format
     try:
-        for index, raw in iter_raw_rows(f, "jsonl"):
+        fmt = detect_format(name, source.format)
+        for index, raw in iter_raw_rows(f, fmt, parquet_batch_rows=source.parquet_batch_rows):
             next_index = index + 1
+            if not isinstance(raw, RowError) and schema is None:
+                try:
+                    schema = detect_schema(raw)
+                except SchemaError as err:
+                    raw = RowError(str(err))
             if isinstance(raw, RowError):
                 yield MmprTask(hash_uid(f"row:{base}:{index}", ""), base, index).reject("read", "malformed_row", str(raw))
             else:
-                yield parse_item(raw, base, index)
+                yield parse_item(raw, base, index, schema, source.answer_type)
     except Exception as err:  # noqa: BLE001 - any reader failure is data, not a crash
         yield MmprTask(hash_uid(f"row:{base}:{next_index}", ""), base, next_index).reject(
-            "read", "unreadable_file", f"jsonl reader stopped: {type(err).__name__}: {str(err)[:200]}")
+            "read", "unreadable_file", f"{fmt} reader stopped: {type(err).__name__}: {str(err)[:200]}")
 
 
 def _resolve_collisions(tasks: Iterable[MmprTask]) -> list[MmprTask]:
