@@ -1,11 +1,15 @@
-"""MMPR throughput: sampled responses/s of one policy, bare (the policy called in batches of
-questions, no Beam) vs through `curate mmpr` on DirectRunner (read, sample, judge, pair, continue,
-write), on the same questions. Prints one JSON line.
+"""MMPR sampling throughput on the same questions in one run: the naive loop (one request at a
+time: every sample of every question generated alone), the batched policy (`policy.batch_size`
+questions with all their samples in one KV-cached generation, one prefill per question), and
+`curate mmpr` on DirectRunner (read, sample, judge, pair, write). Prints one JSON line with
+`speedup` (naive / batched) and `same_outputs` (the share of texts the two give alike: a request's
+text depends only on its seed).
 
-    python bench/mmpr.py [--questions 12] [--samples 4] [--max-new-tokens 40] [--backend model]
+    python bench/mmpr.py [--questions 16] [--samples 4] [--max-new-tokens 40] [--max-num 1] [--no-pipeline]
 
-Both timings include loading the models once, as a worker does. On a GPU machine:
-`--backend vllm --model OpenGVLab/InternVL3-1B` (the model folder must be local).
+The model is loaded once before the naive and batched timings (as a worker does); the pipeline
+timing includes its own load. On a GPU machine: `--backend vllm --model OpenGVLab/InternVL3-1B`
+(the model folder must be local; no naive loop there: vLLM batches by itself).
 """
 
 from __future__ import annotations
@@ -39,22 +43,27 @@ def questions(folder: Path, n: int) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--questions", type=int, default=12)
+    ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--backend", default="model", choices=["model", "vllm", "openai"])
     ap.add_argument("--model", default=None, help="vllm / openai: the model; model: a checkpoint folder")
     ap.add_argument("--max-num", type=int, default=1, help="tiles per image (model backend)")
+    ap.add_argument("--thumbnail", action="store_true", help="add InternVL's thumbnail tile (model backend)")
+    ap.add_argument("--batch-size", type=int, default=None, help="questions per batched generation (default: the recipe's)")
+    ap.add_argument("--no-pipeline", action="store_true", help="skip the curate mmpr timing")
     args = ap.parse_args()
 
     from curation.core.config import deep_merge, load_config
-    from curation.mmpr.pairs import MmprTask, load_images, parse_item, sample_requests
+    from curation.mmpr.pairs import load_images, parse_item, sample_requests
     from curation.mmpr.config import MmprConfig
     from curation.mmpr.policy import build_policy
     from pipelines.mmpr import run_mmpr
 
     root = Path(__file__).resolve().parent.parent
-    policy = {"backend": args.backend, "prompt": {"max_num": args.max_num, "use_thumbnail": False}, "batch_size": 4}
+    policy = {"backend": args.backend, "prompt": {"max_num": args.max_num, "use_thumbnail": args.thumbnail}}
+    if args.batch_size:
+        policy["batch_size"] = args.batch_size
     if args.model and args.backend == "model":
         policy["model"] = {"checkpoint": args.model, "preset": None}
     elif args.model:
@@ -69,29 +78,41 @@ def main() -> None:
         for i, line in enumerate(path.read_text().splitlines()):
             task = parse_item(json.loads(line), path.name, i)
             tasks.append(load_images(task, str(path.parent), cfg.images, lambda p, n: Path(p).read_bytes()[:n]))
-        t0 = time.time()
         model = build_policy(cfg.policy)
-        responses = tokens = 0
-        for start in range(0, len(tasks), cfg.policy.batch_size):
-            batch: list[MmprTask] = tasks[start:start + cfg.policy.batch_size]
-            out = model.generate([r for t in batch for r in sample_requests(t, cfg, model.per_request_seed)], cfg.sampling)
-            responses += len(out)
-            tokens += sum(r.meta.get("completion_tokens") or 0 for r in out if hasattr(r, "meta"))
-        bare_s = time.time() - t0
-        del model
+        batches = [tasks[i:i + cfg.policy.batch_size] for i in range(0, len(tasks), cfg.policy.batch_size)]
+        requests = [[r for t in batch for r in sample_requests(t, cfg, model.per_request_seed)] for batch in batches]
+        naive_s = naive = None
+        if args.backend == "model":
+            t0 = time.time()
+            naive = [model.generate([r], cfg.sampling)[0] for rs in requests for r in rs]
+            naive_s = time.time() - t0
         t0 = time.time()
-        index = run_mmpr(cfg, [str(path)], str(Path(tmp) / "out"), ["--direct_running_mode=in_memory"])
-        pipe_s = time.time() - t0
-    stats = index.get("stats", {})
-    print(json.dumps({
+        batched = [out for rs in requests for out in model.generate(rs, cfg.sampling)]
+        bare_s = time.time() - t0
+        tokens = sum(r.meta.get("completion_tokens") or 0 for r in batched if hasattr(r, "meta"))
+        del model
+        pipe_s = stats = None
+        if not args.no_pipeline:
+            t0 = time.time()
+            index = run_mmpr(cfg, [str(path)], str(Path(tmp) / "out"), ["--direct_running_mode=in_memory"])
+            pipe_s = time.time() - t0
+            stats = index.get("stats", {})
+    line = {
         "backend": args.backend, "policy": cfg.policy.label, "questions": args.questions, "samples": args.samples,
-        "max_new_tokens": args.max_new_tokens,
-        "bare_responses_per_s": round(responses / bare_s, 2), "bare_tokens_per_s": round(tokens / bare_s, 1),
-        "pipeline_responses_per_s": round(stats.get("responses", 0) / pipe_s, 2),
-        "pipeline_overhead_pct": round(100 * (pipe_s / bare_s - 1), 1),
-        "pairs": stats.get("pairs", 0), "bare_s": round(bare_s, 1), "pipeline_s": round(pipe_s, 1),
-        "cores": os.cpu_count(),
-    }))
+        "max_new_tokens": args.max_new_tokens, "max_num": args.max_num, "thumbnail": args.thumbnail,
+        "batch_questions": cfg.policy.batch_size, "responses": len(batched),
+        "batched_s": round(bare_s, 1), "batched_responses_per_s": round(len(batched) / bare_s, 2),
+        "batched_tokens_per_s": round(tokens / bare_s, 1), "mean_completion_tokens": round(tokens / max(1, len(batched)), 1),
+    }
+    if naive is not None:
+        same = sum(1 for a, b in zip(naive, batched) if getattr(a, "text", a) == getattr(b, "text", b))
+        line.update({"naive_s": round(naive_s, 1), "naive_responses_per_s": round(len(naive) / naive_s, 2),
+                     "speedup": round(naive_s / bare_s, 2), "same_outputs": round(same / len(naive), 3)})
+    if stats is not None:
+        line.update({"pipeline_s": round(pipe_s, 1), "pipeline_responses_per_s": round(stats.get("responses", 0) / pipe_s, 2),
+                     "pairs": stats.get("pairs", 0)})
+    line["cores"] = os.cpu_count()
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Per-sample attention isolation for packed rows, registered in transformers' attention interface.
 
+`cached_sdpa` is generation's attention over a KV cache (model/sampler.py).
 `segment_sdpa` splits q/k/v at `cu_seq_lens_q` and runs causal sdpa per segment, so a packed row
 costs sum(L_i^2) in attention, never the (sum L_i)^2 of a dense block mask. `dense` is one causal
 sdpa over the whole row: no isolation, kept to show what isolation changes. On CUDA with flash-attn
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 SEGMENT_SDPA = "segment_sdpa"
 DENSE = "dense_causal"
+CACHED_SDPA = "cached_sdpa"
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None, causal: bool) -> torch.Tensor:
@@ -48,12 +50,27 @@ def dense_causal_forward(module: torch.nn.Module, query: torch.Tensor, key: torc
     return _sdpa(query, key, value, scaling, True).transpose(1, 2).contiguous(), None
 
 
+def cached_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                        **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Generation's attention over a KV cache with padding masks: sdpa's own grouped-query path, so
+    the kv heads are never copied out to every query head (transformers' sdpa does that whenever a
+    mask is given: a copy of the whole cache per layer and step)."""
+    causal = attention_mask is None and query.shape[2] > 1
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, is_causal=causal, scale=scaling,
+                                         enable_gqa=key.shape[1] != query.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
 def register() -> None:
-    """Make both implementations selectable as `config._attn_implementation` (idempotent)."""
+    """Make the implementations selectable as `config._attn_implementation` (idempotent)."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(SEGMENT_SDPA, segment_sdpa_forward)
     AttentionInterface.register(DENSE, dense_causal_forward)
+    AttentionInterface.register(CACHED_SDPA, cached_sdpa_forward)
+    AttentionMaskInterface.register(CACHED_SDPA, sdpa_mask)  # sdpa's masks: None where causal alone is exact
 
 
 def choose(requested: str, device: torch.device) -> str:

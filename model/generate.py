@@ -1,8 +1,9 @@
 """Batched generation with or without images: `curate generate` and the Python API the MMPR stage uses.
 
 Prompts are built exactly as the packer builds training samples (same chat encoder, same InternVL
-tiling and 256 tokens per tile), left-padded into one batch and decoded by transformers'
-`generate` under plain sdpa with a KV cache (the packed-training attention is for packed rows only).
+tiling and 256 tokens per tile) and decoded by model/sampler.py under `cached_sdpa` (the packed-training
+attention is for packed rows only): one batch, KV-cached, a prefill shared by requests with the same
+prompt, one seeded random stream per request.
 """
 
 from __future__ import annotations
@@ -26,12 +27,21 @@ from packing.units import UnitLimits, tile_images
 class GenerationRequest:
     """One prompt: the user's text (with `<image>` placeholders, or none for a single image) and images
     as paths or bytes; `history` holds earlier turns of a multi-turn chat (or few-shot examples);
-    `prefix` starts the answer: the model continues it and only the continuation is returned."""
+    `prefix` starts the answer: the model continues it and only the continuation is returned.
+    `seed`: this request's random stream (None: the sampling config's seed)."""
 
     prompt: str
     images: Sequence[str | bytes] = ()
     history: Sequence[Turn] = ()
     prefix: str = ""
+    seed: int | None = None
+
+    def key(self) -> tuple:
+        """Requests with the same key encode to the same prompt: they share a prefill."""
+        import hashlib
+
+        images = tuple(x if isinstance(x, str) else hashlib.blake2b(bytes(x), digest_size=16).digest() for x in self.images)
+        return self.prompt, tuple(self.history), self.prefix, images
 
 
 @dataclass(frozen=True)
@@ -72,41 +82,28 @@ class Generator:
 
     @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig = SamplingConfig()) -> list[Generation]:
-        """One left-padded batch; seeded, so the same requests and seed give the same texts."""
+        """All requests in one batch; a request's text depends only on it and its seed, never on the
+        batch around it."""
+        from model.sampler import Prompt, sample
+
         if not requests:
             return []
-        encoded = [self._encode(r) for r in requests]
-        width = max(len(ids) for ids, _ in encoded)
-        device = self.loaded.device
-        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(encoded):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            mask[row, width - len(ids):] = 1
-        pixels = [p for _, ps in encoded for p in ps]
+        groups: dict[tuple, int] = {}
+        keys = [groups.setdefault(r.key(), len(groups)) for r in requests]
+        encoded: dict[int, Prompt] = {}
+        for r, g in zip(requests, keys):
+            if g not in encoded:
+                ids, pixels = self._encode(r)
+                encoded[g] = Prompt(ids, torch.cat(pixels) if pixels else None)
+        prompts = [encoded[g] for g in keys]
+        seeds = [sampling.seed if r.seed is None else r.seed for r in requests]
         model = self.loaded.model
-        kwargs = {}
-        if pixels:
-            kwargs["pixel_values"] = torch.cat(pixels).to(device, model.dtype)
-        sample = sampling.temperature > 0
-        if sample:
-            kwargs.update(temperature=sampling.temperature, top_k=sampling.top_k or None, top_p=sampling.top_p)
-        torch.manual_seed(sampling.seed)
         was_training = model.training
         model.eval()
         try:
-            with attention.text_attention(self.loaded.language_model, "sdpa"):
-                out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), do_sample=sample,
-                                     max_new_tokens=sampling.max_new_tokens, eos_token_id=self.stop_ids,
-                                     pad_token_id=self.pad_id, use_cache=True, **kwargs)
+            with attention.text_attention(self.loaded.language_model, attention.CACHED_SDPA):
+                out = sample(model, prompts, seeds, sampling, self.stop_ids, self.pad_id, self.loaded.device, keys)
         finally:
             model.train(was_training)
-        results = []
-        for row, (ids, _) in enumerate(encoded):
-            new = out[row, width:].tolist()
-            cut = next((k for k, t in enumerate(new) if t in self.stop_ids), None)
-            body = new if cut is None else new[:cut]
-            text = self.loaded.tokenizer.decode(body, skip_special_tokens=True)
-            results.append(Generation(text, body, len(ids), "length" if cut is None else "stop"))
-        return results
-
+        return [Generation(self.loaded.tokenizer.decode(o.token_ids, skip_special_tokens=True), o.token_ids,
+                           len(p.ids), o.finish_reason) for p, o in zip(prompts, out)]

@@ -24,10 +24,12 @@ NS = "curate.pack"
 
 
 class ReadConversations(beam.DoFn):
-    """path -> every row as Conversation, PreferencePair or Rejection, image paths resolved."""
+    """path -> every row as Conversation, PreferencePair or Rejection, image paths resolved; images
+    a row carries as bytes (HF parquet, data URIs) are staged under `{output}/_embedded/`."""
 
-    def __init__(self, cfg: PackConfig) -> None:
+    def __init__(self, cfg: PackConfig, output: str) -> None:
         self.cfg = cfg
+        self.output = output
 
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
@@ -43,10 +45,24 @@ class ReadConversations(beam.DoFn):
                 inputs.inc()
                 if not isinstance(rec, Rejection):
                     try:
-                        rec.images = [resolve_image(root, p) for p in rec.images]
+                        rec.images = [self._stage(rec, k, rec.embedded[k]) if k < len(rec.embedded) and rec.embedded[k]
+                                      else resolve_image(root, p) for k, p in enumerate(rec.images)]
+                        rec.embedded = []
                     except EncodeError as err:
                         rec = Rejection(RowRef(rec.uid, rec.source_file, rec.source_row), "read", err.reason, err.detail)
                 yield rec
+
+    def _stage(self, rec, k: int, data: bytes) -> str:
+        """An embedded image written once to a stable file name; its path from then on."""
+        import io
+
+        from curation.core.image_refs import embedded_name
+        from packing.units import read_header
+
+        _, _, ext = read_header(io.BytesIO(data), self.cfg.max_pixels)  # EncodeError: the row's rejection
+        path = fsio.join(self.output, "_embedded", embedded_name(rec.uid, k, data, ext))
+        fsio.write_atomic(path, lambda f: f.write(data))
+        return path
 
 
 class Encode(beam.DoFn):
@@ -118,7 +134,7 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
     from packing.format import PackPlan, write_pack_shard
 
     prefix = cfg.shards.prefix
-    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadConversations(cfg), cfg.shards.samples_per_shard)
+    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadConversations(cfg, output), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
     write = functools.partial(write_pack_shard, plan=PackPlan(cfg.l_max, cfg.t_max, cfg.buffer), read_image=fsio.read_bytes)
     return (

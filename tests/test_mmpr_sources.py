@@ -116,12 +116,13 @@ def test_mmpr_job_on_benchmark_parquet_writes_the_embedded_images(formats, tmp_p
     # our own schema as parquet, images as structs and no ground truth: Dropout NTP pairs
     docs = pq.read_table(formats["docvqa.parquet"]).to_pylist()
     own = tmp_path / "own.parquet"
-    pq.write_table(pa.Table.from_pylist([{"id": f"own{k}", "image": r["image"], "question": "<image>\nDescribe this image."}
-                                         for k, r in enumerate(docs)]), own)
+    asks = ["What is 2 + 3?", "What is 7 - 4?", "How many legs does a cat have?"]
+    pq.write_table(pa.Table.from_pylist([{"id": f"own{k}", "image": docs[k % 2]["image"], "question": f"<image>\n{q}"}
+                                         for k, q in enumerate(asks)]), own)
     out = tmp_path / "out"
     index = run_mmpr(cfg, [str(formats["docvqa.parquet"]), str(own)], str(out))
     rows = {r["uid"]: r for s in index["shards"] for r in pq.read_table(out / s["manifest"]).to_pylist()}
-    assert len(rows) == 4 and rows["52212"]["answer_type"] == "anls" and rows["52212"]["samples"] == 2
+    assert len(rows) == 5 and rows["52212"]["answer_type"] == "anls" and rows["52212"]["samples"] == 2
     assert all(r["stage"] != "read" for r in rows.values())  # every image came out of the parquet bytes
     pairs = [json.loads(line) for s in index["shards"] for line in (out / f"{s['name']}.jsonl").read_text().splitlines()]
     assert pairs, [(r["reason"], r["detail"]) for r in rows.values()]

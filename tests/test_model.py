@@ -193,6 +193,53 @@ def test_generation_matches_the_packed_forward(loaded, conv_sample):
     assert [o.text for o in gen.generate([req], hot)] == [o.text for o in gen.generate([req], hot)]
 
 
+@torch.no_grad()
+def test_batched_sampling_gives_each_request_its_own_text(loaded, conv_sample):
+    """One batch (shared prefills, left padding, rows leaving as they finish) gives every request the
+    tokens it gets alone; greedy decoding matches transformers' own generate."""
+    gen = Generator(loaded)
+    images = [str(conv_sample["images"] / f"im00{k}.jpg") for k in (0, 1)]
+    hot = SamplingConfig(temperature=1.0, top_k=20, top_p=0.9, max_new_tokens=8, seed=3)
+    reqs = [GenerationRequest("<image>\nDescribe the image.", [im], seed=s) for im in images for s in (1, 2, 3)]
+    reqs += [GenerationRequest("Say hi.", seed=4), GenerationRequest("Count:", prefix="one two", seed=5)]
+    batch = gen.generate(reqs, hot)
+    alone = [gen.generate([r], hot)[0] for r in reqs]
+    assert [b.token_ids for b in batch] == [a.token_ids for a in alone]
+    assert [b.finish_reason for b in batch] == [a.finish_reason for a in alone]
+    assert len({tuple(b.token_ids) for b in batch[:3]}) > 1  # the seed, not the prompt, picks a sample
+    assert gen.generate([GenerationRequest("Say hi.")], hot)[0].token_ids == gen.generate(
+        [GenerationRequest("Say hi.", seed=3)], hot)[0].token_ids  # no seed: the sampling config's
+    greedy = SamplingConfig(max_new_tokens=6)
+    ours = gen.generate([reqs[0], reqs[6]], greedy)
+    model = loaded.model.eval()
+    for req, mine in zip([reqs[0], reqs[6]], ours):
+        ids, pixels = gen._encode(req)
+        kwargs = {"pixel_values": torch.cat(pixels)} if pixels else {}
+        with attention.text_attention(loaded.language_model, "sdpa"):
+            ref = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                 do_sample=False, max_new_tokens=6, eos_token_id=gen.stop_ids, pad_token_id=gen.pad_id,
+                                 use_cache=True, **kwargs)[0, len(ids):].tolist()
+        cut = next((k for k, t in enumerate(ref) if t in gen.stop_ids), len(ref))
+        assert mine.token_ids == ref[:cut]
+    loaded.model.train()
+
+
+def test_sampling_rules_and_shared_prefix():
+    from model.sampler import Prompt, next_tokens, shared_prefix
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)
+    gens = [torch.Generator().manual_seed(k) for k in range(2000)]
+    nucleus = next_tokens(logits, SamplingConfig(temperature=1.0, top_k=0, top_p=0.7), gens)
+    assert set(nucleus.tolist()) == {0, 1}  # the smallest set holding 70% of the mass
+    assert abs(float((nucleus == 0).float().mean()) - 0.5 / 0.8) < 0.05
+    assert set(next_tokens(logits, SamplingConfig(temperature=1.0, top_k=3, top_p=1.0), gens).tolist()) == {0, 1, 2}
+    assert set(next_tokens(logits, SamplingConfig(temperature=0.0), gens).tolist()) == {0}
+    img = 99
+    a, b = Prompt([1, 2, 3, img, img, 7]), Prompt([1, 2, 3, img, img, 8])
+    assert shared_prefix([a, b], img) == 3  # image tokens are each prompt's own, even with equal ids
+    assert shared_prefix([Prompt([1, 2, 3]), Prompt([1, 2, 3, 4])], img) == 2  # each keeps a token to prefill
+
+
 def test_check_passes_sound_packs_and_names_each_broken_one(loaded, packed, tmp_path):
     report = check_packs(str(packed), loaded, verify_every=2, progress=False)
     assert report.ok and report.packs > 0 and report.verified >= 2 and report.max_isolation_error < 1e-5

@@ -247,23 +247,28 @@ def _demo_model(demo: DemoConfig, out: Path, args: argparse.Namespace) -> int:
 
 
 def _demo_mmpr(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
-    """The embedded VQA questions -> MMPR pairs (the smollm2 model core samples with the images,
+    """The embedded VQA questions and two benchmark-format files (ScienceQA parquet with image
+    structs, MathVista jsonl) -> MMPR pairs (the smollm2 model core samples with the images,
     SmolLM2 continues without) -> pack -> a few MPO training steps; returns the problems found."""
     from curation.mmpr.config import MmprConfig
     from curation.samples.vqa import check_mmpr, write_vqa
+    from curation.samples.vqa_formats import check_formats, write_vqa_formats
     from model.config import TrainConfig
     from model.train import train
     from pipelines.mmpr import run_mmpr
     from pipelines.pack import run_pack
 
     sample = write_vqa(out / "input" / "vqa", demo.seed)
+    formats = {k: v for k, v in write_vqa_formats(out / "input" / "vqa-formats", demo.seed).items()
+               if k in ("scienceqa.parquet", "mathvista.jsonl")}
     recipe_path, cfg = _demo_recipe(demo.mmpr.recipe, MmprConfig, demo.mmpr.overrides, args)
     target = out / "mmpr"
-    print(f"\n== mmpr {sample['questions']} ({recipe_path.name}: policy {cfg.policy.label}, "
+    print(f"\n== mmpr {sample['questions']} + {', '.join(formats)} ({recipe_path.name}: policy {cfg.policy.label}, "
           f"continuation {cfg.continuation_policy.label}) -> {target}")
-    index = run_mmpr(cfg, [str(sample["questions"])], str(target), beam_args)
+    index = run_mmpr(cfg, [str(sample["questions"]), *map(str, formats.values())], str(target), beam_args)
     print_mmpr_report(index, str(target))
-    problems = check_mmpr(target, sample["expected"]) + ([] if accounted(index) else ["mmpr accounting"])
+    problems = check_mmpr(target, sample["expected"]) + check_formats(target, formats)
+    problems += [] if accounted(index) else ["mmpr accounting"]
     pack_path, pack_cfg = _demo_recipe(demo.pack.recipe, PackConfig, demo.pack.overrides, args)
     packed = out / "mmpr-pack"
     print(f"\n== pack {index.get('stats', {}).get('pairs', 0)} preference pairs ({pack_path.name}) -> {packed}")

@@ -5,8 +5,9 @@ Everything after `--` is a Beam pipeline option, passed untouched."""
 from __future__ import annotations
 
 import argparse
+import sys
 
-from curation.cli.common import accounted, find_config
+from curation.cli.common import accounted, find_config, unusable_files
 from curation.cli.reports import (print_annotate_report, print_dedup_report, print_ingest_report, print_mmpr_report,
                                   print_pack_report, print_plan_report)
 from curation.core.config import load_config
@@ -15,21 +16,34 @@ from filters.dedup_config import DedupConfig
 from packing.config import PackConfig
 
 
-def _run_stage(args: argparse.Namespace, beam_args: list[str], cfg_cls: type, runner: str, report) -> int:
-    """Load and validate the recipe (before importing Beam), run `pipelines.<module>.<function>`,
-    print its report; exit 1 if the accounting does not add up."""
+def _run_stage(args: argparse.Namespace, beam_args: list[str], cfg_cls: type, runner: str, report,
+               image_root: tuple[str, ...] = (), row_files: bool = False) -> int:
+    """Load and validate the recipe (before importing Beam; `--image-root` overrides the recipe key
+    `image_root` names), run `pipelines.<module>.<function>`, print its report; exit 1 if the
+    accounting does not add up, or (`row_files`) an input file had no readable row at all."""
     import importlib
 
-    overrides = {"progress": False} if args.no_progress else None
-    cfg = load_config(find_config(args.config), cfg_cls, overrides)
+    overrides: dict = {"progress": False} if args.no_progress else {}
+    if getattr(args, "image_root", None):
+        if not image_root:
+            raise SystemExit(f"error: --image-root: curate {args.command} reads no local images")
+        node = overrides
+        for key in image_root[:-1]:
+            node = node.setdefault(key, {})
+        node[image_root[-1]] = args.image_root
+    cfg = load_config(find_config(args.config), cfg_cls, overrides or None)
     module, function = runner.rsplit(".", 1)
     index = getattr(importlib.import_module(module), function)(cfg, args.input, args.output, beam_args)
     report(index, args.output)
-    return 0 if accounted(index) else 1
+    unusable = unusable_files(index, args.output) if row_files else []
+    for line in unusable:
+        print(f"error: {line}", file=sys.stderr)
+    return 0 if accounted(index) and not unusable else 1
 
 
 def cmd_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
-    return _run_stage(args, beam_args, IngestConfig, "pipelines.ingest.run_ingest", print_ingest_report)
+    return _run_stage(args, beam_args, IngestConfig, "pipelines.ingest.run_ingest", print_ingest_report,
+                      ("source", "image_root"))
 
 
 def cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -45,11 +59,13 @@ def cmd_annotate(args: argparse.Namespace, beam_args: list[str]) -> int:
 def cmd_mmpr(args: argparse.Namespace, beam_args: list[str]) -> int:
     from curation.mmpr.config import MmprConfig
 
-    return _run_stage(args, beam_args, MmprConfig, "pipelines.mmpr.run_mmpr", print_mmpr_report)
+    return _run_stage(args, beam_args, MmprConfig, "pipelines.mmpr.run_mmpr", print_mmpr_report, ("images", "image_root"),
+                      row_files=True)
 
 
 def cmd_pack(args: argparse.Namespace, beam_args: list[str]) -> int:
-    return _run_stage(args, beam_args, PackConfig, "pipelines.pack.run_pack", print_pack_report)
+    return _run_stage(args, beam_args, PackConfig, "pipelines.pack.run_pack", print_pack_report, ("image_root",),
+                      row_files=True)
 
 
 def cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -82,4 +98,6 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--input", required=True, action="append", help=f"{inputs} (repeatable)")
         p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if name in ("ingest", "mmpr", "pack"):
+            p.add_argument("--image-root", help="folder relative image paths resolve under (the recipe's image_root)")
         p.set_defaults(func=func)

@@ -1,9 +1,12 @@
 """Records at the pack stage's input boundary: conversations and preference pairs, declared once.
 
-InternVL / LLaVA conversation jsonl (`{"id", "image", "conversations": [{"from", "value"}]}`, with
-InternVL 3.5's `"from": "pretrain"` turns) and InternVL MPO preference jsonl (`{"id", "image",
-"question", "chosen", "rejected", ...}`) are parsed here; a row that cannot be used becomes a
-`Rejection` with a reason code, never an error.
+InternVL / LLaVA conversation rows (`{"id", "image", "conversations": [{"from", "value"}]}`, with
+InternVL 3.5's `"from": "pretrain"` turns), LLaMA-Factory / ShareGPT-OpenAI rows (`{"messages":
+[{"role", "content"}], "images"}`, content a string with `<image>` or OpenAI content parts) and
+InternVL MPO preference rows (`{"id", "image", "question", "chosen", "rejected", ...}`) are parsed
+here, from jsonl, JSON arrays or Hugging Face parquet (image structs `{bytes, path}` become
+`embedded` images the pack stage stages to files); a row that cannot be used becomes a `Rejection`
+with a reason code, never an error.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Conversation:
     source_row: int
     images: list[str]
     turns: list[Turn]
+    embedded: list[bytes | None] = field(default_factory=list)  # image k's bytes when the row carried them
 
     @property
     def order_key(self) -> tuple[str, int]:
@@ -58,6 +62,7 @@ class PreferencePair:
     answer_gt: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     tiling: dict[str, Any] | None = None  # the policy's tiling ({max_num, min_num, use_thumbnail}), applied by pack
+    embedded: list[bytes | None] = field(default_factory=list)  # image k's bytes when the row carried them
 
     @property
     def order_key(self) -> tuple[str, int]:
@@ -67,24 +72,77 @@ class PreferencePair:
 PackInput = Conversation | PreferencePair
 
 
+def _digest(value: Any) -> str:
+    """How a content hash sees what JSON cannot hold: image bytes by their own hash, the rest as text."""
+    if isinstance(value, (bytes, bytearray)):
+        return "blake2b:" + hashlib.blake2b(value, digest_size=16).hexdigest()
+    return str(value)
+
+
 def row_uid(raw: dict[str, Any], source_file: str, index: int) -> str:
     """The row's own id when it has one, else a hash of the row's content (stable across reruns)."""
     rid = raw.get("id")
     if isinstance(rid, (str, int)) and not isinstance(rid, bool) and clean_uid(str(rid)):
         return clean_uid(str(rid))
-    blob = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str)
+    blob = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=_digest)
     return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _images(raw: dict[str, Any]) -> list[str]:
-    image = raw.get("image", raw.get("images"))
-    if image is None or image == "":
-        return []
-    if isinstance(image, str):
-        return [image]
-    if isinstance(image, list) and all(isinstance(p, str) and p for p in image):
-        return list(image)
-    raise ValueError("`image` must be a path or a list of paths")
+def _row_images(value: Any) -> tuple[list[str], list[bytes | None]]:
+    """Paths (`embedded:k` for image k given as bytes) and the embedded bytes, from an image field."""
+    from curation.core.image_refs import image_values
+
+    values = image_values(value, "image")
+    return ([v if isinstance(v, str) else f"embedded:{k}" for k, v in enumerate(values)],
+            [v if isinstance(v, bytes) else None for v in values])
+
+
+def _part_image(part: dict[str, Any]) -> str | bytes:
+    """The image of an OpenAI-style content part: a path or URL, or a data URI's bytes."""
+    import base64
+
+    ref = part.get("image_url", part.get("image", part.get("url", part.get("path"))))
+    if isinstance(ref, dict):
+        ref = ref.get("url", ref.get("path", ref.get("bytes")))
+    if isinstance(ref, (bytes, bytearray)) and ref:
+        return bytes(ref)
+    if not isinstance(ref, str) or not ref:
+        raise ValueError("an image content part must name its image (image_url.url, image or path)")
+    if ref.startswith("data:"):
+        try:
+            return base64.b64decode(ref.split(",", 1)[1], validate=True)
+        except (IndexError, ValueError):
+            raise ValueError("an image content part holds a data URI that is not base64") from None
+    return ref
+
+
+def _turns(raw: dict[str, Any], key: str) -> tuple[list[Turn], list[str | bytes]]:
+    """Turns from `conversations` / `messages`: {from, value} or {role, content}, content a string
+    or content parts (`text`, `image_url` / `image`: a `<image>` placeholder where the image was)."""
+    turns, images = [], []
+    convs = raw.get(key)
+    if not isinstance(convs, list) or not convs:
+        raise ValueError(f"`{key}` must be a non-empty list")
+    for i, t in enumerate(convs):
+        role = t.get("from", t.get("role")) if isinstance(t, dict) else None
+        value = t.get("value", t.get("content")) if isinstance(t, dict) else None
+        if isinstance(value, list):
+            pieces = []
+            for part in value:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text" and isinstance(part.get("text"), str):
+                    pieces.append(part["text"])
+                elif kind in ("image_url", "image"):
+                    images.append(_part_image(part))
+                    pieces.append(IMAGE_PLACEHOLDER)
+                else:
+                    raise ValueError(f"turn {i}: content parts must be {{type: text | image_url | image}}")
+            value = "\n".join(pieces)
+        if role not in ROLES or not isinstance(value, str):
+            raise ValueError(f"turn {i} must be {{'from' / 'role': one of {sorted(ROLES)}, 'value' / 'content': "
+                             "string or content parts}")
+        turns.append(Turn(ROLES[role], value))
+    return turns, images
 
 
 def _tiling(value: Any) -> dict[str, Any] | None:
@@ -112,35 +170,44 @@ def parse_row(raw: dict[str, Any] | RowError, source_file: str, index: int) -> P
         return Rejection(RowRef(hash_uid(f"row:{source_file}:{index}", ""), source_file, index), "read", "malformed_row", str(raw))
     uid = row_uid(raw, source_file, index)
     try:
-        images = _images(raw)
+        images, embedded = _row_images(raw.get("image", raw.get("images")))
         if "chosen" in raw or "rejected" in raw:
             meta = {k: raw[k] for k in ("chosen_meta", "rejected_meta") if k in raw}
             gt = raw.get("answer_gt")
             return PreferencePair(uid, source_file, index, images, _text(raw, "question"), _text(raw, "chosen"),
                                   _text(raw, "rejected"), str(raw.get("method") or ""),
-                                  None if gt is None else str(gt), meta, _tiling(raw.get("tiling")))
-        convs = raw.get("conversations")
-        if not isinstance(convs, list) or not convs:
-            raise ValueError("`conversations` must be a non-empty list")
-        turns = []
-        for i, t in enumerate(convs):
-            if not isinstance(t, dict) or not isinstance(t.get("value"), str) or t.get("from") not in ROLES:
-                raise ValueError(f"turn {i} must be {{'from': one of {sorted(ROLES)}, 'value': string}}")
-            turns.append(Turn(ROLES[t["from"]], t["value"]))
-        return Conversation(uid, source_file, index, images, turns)
+                                  None if gt is None else str(gt), meta, _tiling(raw.get("tiling")), embedded)
+        key = next((k for k in ("conversations", "messages") if k in raw), None)
+        if key is None:
+            raise ValueError("not a conversation or preference row: no `conversations`, `messages` or `chosen` / "
+                             f"`rejected` (keys: {', '.join(sorted(raw)) or 'none'})")
+        turns, part_images = _turns(raw, key)
+        if part_images:
+            if images:
+                raise ValueError("images given both in content parts and in `images`")
+            images = [v if isinstance(v, str) else f"embedded:{k}" for k, v in enumerate(part_images)]
+            embedded = [v if isinstance(v, bytes) else None for v in part_images]
+        return Conversation(uid, source_file, index, images, turns, embedded)
     except ValueError as err:
         return Rejection(RowRef(uid, source_file, index), "read", "malformed_row", str(err))
 
 
-def read_conversations(f: IO[bytes], name: str) -> Iterator[PackInput | Rejection]:
-    """Every row of a conversation / preference jsonl file, parsed or rejected; a file that stops
-    being readable (bad compression, say) ends with one `unreadable_file` rejection."""
+def read_conversations(f: IO[bytes], name: str, fmt: str = "auto") -> Iterator[PackInput | Rejection]:
+    """Every row of a conversation / preference file (jsonl, JSON array or parquet, by extension
+    unless `fmt` says), parsed or rejected; a file that stops being readable (bad compression, say)
+    ends with one `unreadable_file` rejection."""
+    from curation.core.rows import detect_format
+
     base = posixpath.basename(name.rstrip("/"))
     next_index = 0
     try:
-        for index, raw in iter_raw_rows(f, "jsonl"):
+        try:
+            fmt = detect_format(name, fmt)
+        except ValueError:  # no telling extension: conversation files are jsonl unless they say otherwise
+            fmt = "jsonl"
+        for index, raw in iter_raw_rows(f, fmt, parquet_batch_rows=64):
             next_index = index + 1
             yield parse_row(raw, base, index)
     except Exception as err:  # noqa: BLE001 - any reader failure is data, not a crash
         yield Rejection(RowRef(hash_uid(f"row:{base}:{next_index}", ""), base, next_index), "read", "unreadable_file",
-                            f"jsonl reader stopped: {type(err).__name__}: {str(err)[:200]}")
+                        f"{fmt} reader stopped: {type(err).__name__}: {str(err)[:200]}")

@@ -1,5 +1,6 @@
-"""Raw rows out of metadata and conversation files (parquet, csv / tsv, jsonl), one at a time with
-their index in the file, so every row can be accounted for; a row that cannot be parsed is a
+"""Raw rows out of metadata and conversation files (parquet, csv / tsv, jsonl, and `.json`: a JSON
+array of rows, as LLaVA and ShareGPT ship them, streamed, or jsonl under a .json name), one at a time
+with their index in the file, so every row can be accounted for; a row that cannot be parsed is a
 `RowError` value, never an exception."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def detect_format(name: str, declared: str = "auto") -> str:
     if declared != "auto":
         return declared
     base = name.lower().removesuffix(".gz").removesuffix(".zst")
-    for ext, fmt in ((".parquet", "parquet"), (".csv", "csv"), (".tsv", "tsv"), (".jsonl", "jsonl"), (".json", "jsonl")):
+    for ext, fmt in ((".parquet", "parquet"), (".csv", "csv"), (".tsv", "tsv"), (".jsonl", "jsonl"), (".json", "json")):
         if base.endswith(ext):
             return fmt
     raise ValueError(f"{name}: cannot tell the metadata format from the extension; set source.format")
@@ -37,6 +38,8 @@ def iter_raw_rows(f: IO[bytes], fmt: str, parquet_batch_rows: int = 8192) -> Ite
         yield from _csv_rows(f, "\t" if fmt == "tsv" else ",")
     elif fmt == "jsonl":
         yield from _jsonl_rows(f)
+    elif fmt == "json":
+        yield from _json_rows(f)
     else:
         raise ValueError(f"unknown metadata format {fmt!r}")
 
@@ -97,3 +100,47 @@ def _jsonl_rows(f: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | RowError]]
         else:
             yield index, row if isinstance(row, dict) else RowError(f"JSON line is a {type(row).__name__}, not an object")
         index += 1
+
+
+MAX_JSON_ROW = 64 << 20  # characters one array element may take
+
+
+def _json_rows(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """A `.json` file: a JSON array of rows, decoded one element at a time (never the whole file in
+    memory); a file that does not start with `[` is read as jsonl. A syntax error inside the array
+    ends the file: the rest cannot be told apart, so it raises (one `unreadable_file` rejection)."""
+    stream = io.BufferedReader(f) if not hasattr(f, "peek") else f
+    head = stream.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head.startswith(b"["):
+        yield from _jsonl_rows(stream)
+        return
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig")
+    decoder = json.JSONDecoder()
+    buf, pos, index, done = text.read(chunk), 0, 0, False
+    pos = buf.index("[") + 1
+    while True:
+        while True:  # skip whitespace and the comma before the next element
+            while pos < len(buf) and buf[pos] in " \t\r\n,":
+                pos += 1
+            if pos < len(buf) or done:
+                break
+            more = text.read(chunk)
+            done = not more
+            buf, pos = buf[pos:] + more, 0
+        if pos >= len(buf):
+            raise ValueError(f"JSON array ends without ']' after {index} rows")
+        if buf[pos] == "]":
+            return
+        while True:
+            try:
+                value, end = decoder.raw_decode(buf, pos)
+                break
+            except json.JSONDecodeError as err:
+                if done or len(buf) - pos > MAX_JSON_ROW:  # a broken element, not one cut by the chunk
+                    raise ValueError(f"invalid JSON in array element {index}: {err.msg}") from None
+                more = text.read(chunk)  # the element may go on in the next chunk
+                done = not more
+                buf, pos = buf[pos:] + more, 0
+        yield index, value if isinstance(value, dict) else RowError(f"array element is a {type(value).__name__}, not an object")
+        index += 1
+        pos = end

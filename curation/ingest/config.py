@@ -16,7 +16,7 @@ class SourceConfig:
 
     name: str
     columns: dict[str, str]
-    format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
+    format: Literal["auto", "parquet", "csv", "tsv", "jsonl", "json"] = "auto"
     keep_extra_columns: bool = True
     image_root: str | None = None  # for jsonl with local image paths
     caption_from_conversation: bool = False  # InternVL/LLaVA jsonl: first gpt turn is the caption

@@ -89,7 +89,7 @@ class PolicyConfig:
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(max_num=6))  # backend model: tiling
     data: DataConfig = field(default_factory=DataConfig)  # backend model: image normalisation
     llm: LlmConfig = field(default_factory=LlmConfig)  # the other backends (llm.backend follows `backend`)
-    batch_size: int = 4  # questions per inference batch (each with all its samples)
+    batch_size: int = 8  # questions per batched generation (each with all its samples)
     accelerator: str | None = None  # Beam resource hint for this step on Dataflow
 
     def __post_init__(self) -> None:

@@ -188,8 +188,7 @@ def parse_item(raw: dict[str, Any], source_file: str, index: int, schema: str = 
     try:
         conv = canonical(raw, schema, answer_type)
     except ValueError as err:
-        return MmprTask(row_uid({k: v for k, v in raw.items() if not isinstance(v, (bytes, dict, list))}, source_file, index),
-                        source_file, index).reject("read", "malformed_row", str(err))
+        return MmprTask(row_uid(raw, source_file, index), source_file, index).reject("read", "malformed_row", str(err))
     row = conv.row
     task = MmprTask(row_uid(row, source_file, index), source_file, index, embedded=conv.embedded)
     try:

@@ -9,7 +9,6 @@ messages with the images as data-URI parts (vLLM's engine on GPU; any OpenAI-com
 from __future__ import annotations
 
 import base64
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
@@ -95,9 +94,10 @@ def to_messages(req: PolicyRequest, images: bool) -> list[dict[str, Any]]:
 
 
 class ModelCorePolicy:
-    """The model core's generation: prompts built as the packer builds training samples."""
+    """The model core's generation: prompts built as the packer builds training samples; a whole
+    batch (every question with all its samples) in one KV-cached generation, seeded per request."""
 
-    per_request_seed = False
+    per_request_seed = True
 
     def __init__(self, cfg: "PolicyConfig") -> None:
         from model.build import load_model
@@ -109,23 +109,18 @@ class ModelCorePolicy:
     def generate(self, requests, sampling):
         from model.generate import GenerationRequest
 
-        out: list[PolicyResponse | LlmError | None] = [None] * len(requests)
-        for seed in dict.fromkeys(r.seed for r in requests):  # one seeded batch per seed: batching cannot change a text
-            rows = [i for i, r in enumerate(requests) if r.seed == seed]
-            batch = [GenerationRequest(with_placeholders(requests[i].prompt, len(requests[i].images)), requests[i].images,
-                                       _text_history(requests[i].history), requests[i].prefix) for i in rows]
-            try:
-                gens = self.generator.generate(batch, dataclasses.replace(sampling, seed=seed))
-            except Exception as err:  # noqa: BLE001 - that seed group fails, the rest of the batch goes on
-                for i in rows:
-                    out[i] = LlmError("llm_error", f"{type(err).__name__}: {err}"[:300])
-                continue
-            for i, g in zip(rows, gens):
-                text = g.text.rstrip() if requests[i].prefix else g.text.strip()
-                out[i] = PolicyResponse(text, g.finish_reason, {"backend": "model", "model": self.label,
-                                                                "prompt_tokens": g.prompt_tokens,
-                                                                "completion_tokens": len(g.token_ids)})
-        return out
+        batch = [GenerationRequest(with_placeholders(r.prompt, len(r.images)), r.images, _text_history(r.history), r.prefix,
+                                   r.seed) for r in requests]
+        try:
+            gens = self.generator.generate(batch, sampling)
+        except Exception as err:  # noqa: BLE001 - a failure is data; a worker never crashes on it
+            if len(requests) > 1:  # find the request that fails: texts do not depend on the batch
+                return [out for r in requests for out in self.generate([r], sampling)]
+            return [LlmError("llm_error", f"{type(err).__name__}: {err}"[:300])]
+        return [PolicyResponse(g.text.rstrip() if r.prefix else g.text.strip(), g.finish_reason,
+                               {"backend": "model", "model": self.label, "prompt_tokens": g.prompt_tokens,
+                                "completion_tokens": len(g.token_ids)})
+                for r, g in zip(requests, gens)]
 
 
 def _text_history(history: Sequence[Turn]) -> tuple[Turn, ...]:

@@ -7,14 +7,16 @@ and our own question jsonl. Each schema maps its fields to one canonical row (`{
 
 from __future__ import annotations
 
-import hashlib
-import json
 import string
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 SCHEMAS = ("mmpr", "scienceqa", "aokvqa", "chartqa", "docvqa", "mathvista")
 LETTERS = string.ascii_uppercase
+
+
+from curation.core.conversations import row_uid
+from curation.core.image_refs import image_values
 
 
 class SchemaError(ValueError):
@@ -34,25 +36,6 @@ class Canonical:
 def _split(images: list[str | bytes]) -> tuple[list[str], list[bytes | None]]:
     return ([v if isinstance(v, str) else f"embedded:{k}" for k, v in enumerate(images)],
             [v if isinstance(v, bytes) else None for v in images])
-
-
-def image_values(value: Any, key: str) -> list[str | bytes]:
-    """A row's image field as paths or bytes: a path, a Hugging Face image struct (`{"bytes",
-    "path"}`, bytes first), or a list of them; None / "" is no image."""
-    if value is None or value == "":
-        return []
-    items = value if isinstance(value, list) else [value]
-    out: list[str | bytes] = []
-    for v in items:
-        if isinstance(v, str) and v:
-            out.append(v)
-        elif isinstance(v, dict) and isinstance(v.get("bytes"), (bytes, bytearray)) and v["bytes"]:
-            out.append(bytes(v["bytes"]))
-        elif isinstance(v, dict) and isinstance(v.get("path"), str) and v["path"]:
-            out.append(v["path"])
-        else:
-            raise SchemaError(f"`{key}` must be a path, an image struct {{bytes, path}} or a list of them")
-    return out
 
 
 def with_options(question: str, options: list[str]) -> str:
@@ -94,23 +77,8 @@ def _row(raw: dict[str, Any], id_key: str | None, images: list[str | bytes], que
     if options:
         row["options"] = options
     rid = raw.get(id_key) if id_key else None
-    row["id"] = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid) else content_id(raw)
+    row["id"] = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid) else row_uid(raw, "", 0)
     return Canonical(row, paths, embedded)
-
-
-def content_id(raw: dict[str, Any]) -> str:
-    """A stable id for a row without one: a hash of its fields, image bytes hashed on their own."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, (bytes, bytearray)):
-            return "sha256:" + hashlib.sha256(v).hexdigest()
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        return v
-
-    blob = json.dumps(plain(raw), sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _mmpr(raw: dict[str, Any], answer_type: str | None) -> Canonical:

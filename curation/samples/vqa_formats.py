@@ -123,3 +123,25 @@ def write_vqa_formats(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     paths["mathvista.jsonl"] = out / "mathvista.jsonl"
     paths["mathvista.jsonl"].write_text("".join(json.dumps(r) + "\n" for r in mathvista), encoding="utf-8")
     return paths
+
+
+def check_formats(output: str | Path, paths: dict[str, Path]) -> list[str]:
+    """Problems with an MMPR output's rows from these files: each row rejected with its expected
+    reason, or past the read step with its benchmark's answer type."""
+    import pyarrow.parquet as pq
+
+    out = Path(output)
+    index = json.loads((out / "_index.json").read_text())
+    rows = {(r["source_file"], r["source_row"]): r for s in index["shards"]
+            for r in pq.read_table(out / s["manifest"]).to_pylist()}
+    problems = []
+    for name in paths:
+        for k, want in enumerate(EXPECTED[name]):
+            row = rows.get((name, k))
+            if row is None:
+                problems.append(f"{name}:{k}: no manifest row")
+            elif isinstance(want, str) and row["reason"] != want:
+                problems.append(f"{name}:{k}: {row['status']} {row['reason']}, expected {want}")
+            elif not isinstance(want, str) and (row["stage"] == "read" or row["answer_type"] != want[0]):
+                problems.append(f"{name}:{k}: {row['reason']} ({row['detail']}), answer type {row['answer_type']}")
+    return problems
