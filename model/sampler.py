@@ -3,8 +3,8 @@ not depend on the batch around it.
 
 Requests with the same prompt (a question's N samples) share one prefill: the prefix all distinct
 prompts start with (system prompt, few-shot turns) is computed once, then the rest of every
-distinct prompt (its image tiles and question) in one batch, and each prompt's KV cache is copied
-into its sampling rows. All rows then decode together, left-padded, one token per step, into a cache
+distinct prompt (its image tiles and question) on a copy of it, and each prompt's KV cache is
+copied into its sampling rows. All rows then decode together, left-padded, one token per step, into a cache
 with room reserved (no per-step concatenation); finished rows leave the batch as it goes. Each row
 draws from its own `torch.Generator` (temperature -> top-k -> top-p, transformers' order), so
 running the requests one at a time gives the same tokens (up to float rounding across batch shapes,
@@ -108,32 +108,44 @@ def shared_prefix(prompts: Sequence[Prompt], image_token_id: int) -> int:
 
 def _prefill(model: Any, prompts: Sequence[Prompt], pad_id: int, device: torch.device,
              reserve: int) -> tuple[torch.Tensor, Any, torch.Tensor]:
-    """The distinct prompts' last logits [U, V], their KV cache and its attention mask: the shared
-    prefix computed once, then the rest of every prompt in one batch (left-padded after the prefix)."""
-    u = len(prompts)
-    cache = reserved_cache(model.config.get_text_config().num_hidden_layers, reserve)
-    shared = shared_prefix(prompts, int(model.config.image_token_id)) if u > 1 else 0
+    """The distinct prompts' last logits [U, V], one KV cache for all of them (each prompt's part
+    right-aligned, room for `reserve` more positions) and its attention mask: the shared prefix
+    computed once, then the rest of each prompt on a copy of it, unpadded (a padded batch of long
+    multi-tile prompts costs more than it saves)."""
+    num_layers = model.config.get_text_config().num_hidden_layers
+    shared = shared_prefix(prompts, int(model.config.image_token_id)) if len(prompts) > 1 else 0
+    prefix = None
     if shared:
+        prefix = reserved_cache(num_layers, 0)
         ids = torch.tensor([prompts[0].ids[:shared]], device=device)
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(u)
-    rest = [p.ids[shared:] for p in prompts]
-    width = max(len(r) for r in rest)
-    ids = torch.full((u, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((u, shared + width), dtype=torch.long)
-    mask[:, :shared] = 1
-    positions = torch.full((u, width), shared, dtype=torch.long)
-    for row, r in enumerate(rest):
-        ids[row, width - len(r):] = torch.tensor(r)
-        mask[row, shared + width - len(r):] = 1
-        positions[row, width - len(r):] = torch.arange(shared, shared + len(r))
-    kwargs = {}
-    pixels = [p.pixels for p in prompts if p.pixels is not None]
-    if pixels:
-        kwargs["pixel_values"] = torch.cat(pixels).to(device, model.dtype)
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs)
-    return out.logits[:, -1].float().cpu(), out.past_key_values, mask
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=prefix, use_cache=True, logits_to_keep=1)
+    logits, parts = [], []
+    for p in prompts:
+        cache = reserved_cache(num_layers, 0)
+        if prefix is not None:
+            for layer, src in zip(cache.layers, prefix.layers):
+                layer.update(src.keys, src.values)
+        ids = torch.tensor([p.ids[shared:]], device=device)
+        kwargs = {} if p.pixels is None else {"pixel_values": p.pixels.to(device, model.dtype)}
+        out = model(input_ids=ids, attention_mask=torch.ones((1, len(p.ids)), dtype=torch.long, device=device),
+                    position_ids=torch.arange(shared, len(p.ids), device=device).unsqueeze(0), past_key_values=cache,
+                    use_cache=True, logits_to_keep=1, **kwargs)
+        logits.append(out.logits[0, -1].float().cpu())
+        parts.append(cache)
+    width = max(len(p.ids) for p in prompts)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    merged = reserved_cache(num_layers, reserve)
+    for layer in range(num_layers):
+        k0 = parts[0].layers[layer].keys
+        keys = k0.new_zeros((len(prompts), k0.shape[1], width, k0.shape[3]))
+        values = torch.zeros_like(keys)
+        for row, (cache, p) in enumerate(zip(parts, prompts)):
+            keys[row, :, width - len(p.ids):] = cache.layers[layer].keys[0]
+            values[row, :, width - len(p.ids):] = cache.layers[layer].values[0]
+        merged.layers[layer].update(keys, values)
+    for row, p in enumerate(prompts):
+        mask[row, width - len(p.ids):] = 1
+    return torch.stack(logits), merged, mask
 
 
 @torch.no_grad()

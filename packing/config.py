@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from curation.core.config import ConfigError, ShardConfig
+from packing.meta import MetaDataset
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class PackConfig:
     max_pixels: int = 89_478_485
     tiling: TilingConfig = field(default_factory=TilingConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="packed", samples_per_shard=5000))
+    # an InternVL meta file's datasets (`curate pack --meta`, packing/meta.py): per annotation file its
+    # image root, tile budget and repeat_time; empty: the --input files with the settings above
+    datasets: list[MetaDataset] = field(default_factory=list)
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ import pyarrow as pa
 from curation.core.records import Rejection, RowRef, first_kept_per_uid
 from curation.core.shards import HashingWriter, ShardReport, iter_tar_groups, rejection_counts, write_rows, write_tar
 from curation.core.manifests import PACK_INDEX, PACK_MANIFEST
+from packing.meta import dataset_stats
 from packing.packer import GreedyPacker, Item, Oversized
 from packing.units import PackUnit
 
@@ -140,8 +141,8 @@ def write_packed_shard(shard: int, name: str, records: Iterable[Any], tar_file: 
     tar_out = HashingWriter(tar_file)
     write_tar(tar_out, members)
     man_out = HashingWriter(manifest_file)
-    write_rows([kind.rejected_row(r) if isinstance(r, Rejection) else kind.kept_row(r, pack_of[r.uid]) for r in resolved],
-               kind.manifest, man_out)
+    manifest = [kind.rejected_row(r) if isinstance(r, Rejection) else kind.kept_row(r, pack_of[r.uid]) for r in resolved]
+    write_rows(manifest, kind.manifest, man_out)
     packs_buf = io.BytesIO()
     write_rows(rows, kind.index, packs_buf)
     report = ShardReport(
@@ -149,7 +150,8 @@ def write_packed_shard(shard: int, name: str, records: Iterable[Any], tar_file: 
         manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
         **rejection_counts(r for r in resolved if isinstance(r, Rejection)),
         stats={"packs": len(packs), "tokens": sum(r["tokens"] for r in rows), "tiles": sum(r["tiles"] for r in rows),
-               "segments": sum(r["segments"] for r in rows), "truncated": sum(u.truncated for u in units)},
+               "segments": sum(r["segments"] for r in rows), "truncated": sum(u.truncated for u in units),
+               "text_tokens": sum(u.tokens for u in units if u.tiles == 0), **dataset_stats(manifest)},
     )
     return report, {f"{name}.packs.parquet": packs_buf.getvalue()}
 

@@ -30,27 +30,64 @@ class ReadConversations(beam.DoFn):
     def __init__(self, cfg: PackConfig, output: str) -> None:
         self.cfg = cfg
         self.output = output
+        self.datasets = {_file_key(d.annotation): d for d in cfg.datasets}
+
+    def _dataset_rows(self, rec, ds, root: str):
+        """A meta dataset's row: its file named `{dataset}/{file}`, its tile budget, and the copies
+        `repeat_time` makes of it (none: rejected `subsampled`)."""
+        import copy
+
+        from packing.meta import copies
+
+        if isinstance(rec, Rejection):
+            yield Rejection(RowRef(rec.uid, f"{ds.name}/{rec.source_file}", rec.source_row), rec.stage, rec.reason, rec.detail)
+            return
+        rec.source_file = f"{ds.name}/{rec.source_file}"
+        if ds.max_dynamic_patch and rec.tiling is None:
+            t = self.cfg.tiling
+            rec.tiling = {"max_num": ds.max_dynamic_patch, "min_num": min(t.min_num, ds.max_dynamic_patch),
+                          "use_thumbnail": t.use_thumbnail}
+        uids = copies(rec.uid, ds.repeat_time)
+        if not uids:
+            yield Rejection(RowRef(rec.uid, rec.source_file, rec.source_row), "read", "subsampled",
+                            f"{ds.name}: repeat_time {ds.repeat_time} keeps this share of the rows")
+            return
+        rec = self._resolved(rec, root)  # images once, shared by the copies
+        if isinstance(rec, Rejection):
+            yield rec
+            return
+        for k, uid in enumerate(uids):
+            row = rec if k == 0 else copy.copy(rec)
+            row.uid = uid
+            yield row
 
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
 
         from curation.core.conversations import read_conversations
-        from packing.tokens import EncodeError
-        from packing.units import resolve_image
 
-        root = self.cfg.image_root or posixpath.dirname(path)
+        ds = self.datasets.get(_file_key(path))
+        root = ds.root if ds else self.cfg.image_root or posixpath.dirname(path)
         inputs = Metrics.counter(NS, "inputs")
         with FileSystems.open(path) as f:
             for rec in read_conversations(f, path):
                 inputs.inc()
-                if not isinstance(rec, Rejection):
-                    try:
-                        rec.images = [self._stage(rec, k, rec.embedded[k]) if k < len(rec.embedded) and rec.embedded[k]
-                                      else resolve_image(root, p) for k, p in enumerate(rec.images)]
-                        rec.embedded = []
-                    except EncodeError as err:
-                        rec = Rejection(RowRef(rec.uid, rec.source_file, rec.source_row), "read", err.reason, err.detail)
-                yield rec
+                yield from self._dataset_rows(rec, ds, root) if ds else [self._resolved(rec, root)]
+
+    def _resolved(self, rec, root: str):
+        """Image paths resolved under `root`, embedded images staged; a bad one rejects the row."""
+        from packing.tokens import EncodeError
+        from packing.units import resolve_image
+
+        if isinstance(rec, Rejection):
+            return rec
+        try:
+            rec.images = [self._stage(rec, k, rec.embedded[k]) if k < len(rec.embedded) and rec.embedded[k]
+                          else resolve_image(root, p) for k, p in enumerate(rec.images)]
+            rec.embedded = []
+        except EncodeError as err:
+            return Rejection(RowRef(rec.uid, rec.source_file, rec.source_row), "read", err.reason, err.detail)
+        return rec
 
     def _stage(self, rec, k: int, data: bytes) -> str:
         """An embedded image written once to a stable file name; its path from then on."""
@@ -63,6 +100,12 @@ class ReadConversations(beam.DoFn):
         path = fsio.join(self.output, "_embedded", embedded_name(rec.uid, k, data, ext))
         fsio.write_atomic(path, lambda f: f.write(data))
         return path
+
+
+def _file_key(path: str) -> str:
+    import os
+
+    return path if "://" in path else os.path.abspath(path)
 
 
 class Encode(beam.DoFn):
@@ -150,9 +193,13 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
 
 
 def run_pack(cfg: PackConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) a pack job; returns the index document."""
+    """Run (or resume, or skip if finished) a pack job; returns the index document. The recipe's
+    meta datasets (`cfg.datasets`) are read beside `inputs`."""
     from packing.tokens import load_tokenizer
 
+    inputs = [d.annotation for d in cfg.datasets] + list(inputs)
+    if not inputs:
+        raise ValueError("nothing to pack: give --input files or a --meta file")
     return run_sharded_job(
         inputs, output, dataclasses.replace(cfg, progress=True),
         lambda p, files, out, fp, prev: build_pack(p, cfg, files, out, fp, prev), NS, beam_args,

@@ -45,7 +45,7 @@ def unusable_files(index: dict[str, Any], output: str) -> list[str]:
     first: dict[str, str] = {}
     for shard in index.get("shards", []):
         with open_binary(join(output, shard["manifest"])) as f:
-            table = pq.read_table(f, columns=["source_file", "reason", "detail"]).to_pylist()
+            table = pq.read_table(f, columns=["source_file", "reason", "detail"], use_threads=False).to_pylist()
         for row in table:
             counts = seen.setdefault(row["source_file"], [0, 0])
             counts[0] += 1

@@ -42,6 +42,29 @@ def print_pack_report(index: dict[str, Any], output: str, stream=None) -> None:
             f"packs: {packs} (l_max {index['l_max']}, t_max {index['t_max']}): token fill "
             f"{stats['tokens'] / (packs * index['l_max']):.1%}, tile fill {stats['tiles'] / (packs * index['t_max']):.1%}, "
             f"{stats['segments'] / packs:.2f} sequences per pack, {stats.get('truncated', 0)} truncated")
+        text = stats.get("text_tokens", 0)
+        console.print(f"text-only : multimodal tokens = {text:,} : {stats['tokens'] - text:,}"
+                      + (f" (1 : {(stats['tokens'] - text) / text:.2f})" if text else ""))
+        print_datasets(index, console)
+
+
+def print_datasets(index: dict[str, Any], console) -> None:
+    """Per meta dataset: rows (copies included), kept, tokens, tiles, and its share of the tokens."""
+    from rich.table import Table
+
+    from packing.meta import datasets_from_stats
+
+    datasets = datasets_from_stats(index.get("stats") or {})
+    if not datasets:
+        return
+    total = sum(d["tokens"] for d in datasets.values()) or 1
+    table = Table(title="meta datasets")
+    for col in ("dataset", "rows", "kept", "tokens", "tiles", "token share"):
+        table.add_column(col, justify="left" if col == "dataset" else "right")
+    for name, d in sorted(datasets.items()):
+        table.add_row(name, f"{d['rows']:,}", f"{d['kept']:,}", f"{d['tokens']:,}", f"{d['tiles']:,}",
+                      f"{d['tokens'] / total:.1%}")
+    console.print(table)
 
 
 def print_plan_report(index: dict[str, Any], output: str, stream=None) -> None:

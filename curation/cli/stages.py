@@ -5,6 +5,7 @@ Everything after `--` is a Beam pipeline option, passed untouched."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from curation.cli.common import accounted, find_config, unusable_files
@@ -17,7 +18,7 @@ from packing.config import PackConfig
 
 
 def _run_stage(args: argparse.Namespace, beam_args: list[str], cfg_cls: type, runner: str, report,
-               image_root: tuple[str, ...] = (), row_files: bool = False) -> int:
+               image_root: tuple[str, ...] = (), row_files: bool = False, extra: dict | None = None) -> int:
     """Load and validate the recipe (before importing Beam; `--image-root` overrides the recipe key
     `image_root` names), run `pipelines.<module>.<function>`, print its report; exit 1 if the
     accounting does not add up, or (`row_files`) an input file had no readable row at all."""
@@ -31,6 +32,7 @@ def _run_stage(args: argparse.Namespace, beam_args: list[str], cfg_cls: type, ru
         for key in image_root[:-1]:
             node = node.setdefault(key, {})
         node[image_root[-1]] = args.image_root
+    overrides.update(extra or {})
     cfg = load_config(find_config(args.config), cfg_cls, overrides or None)
     module, function = runner.rsplit(".", 1)
     index = getattr(importlib.import_module(module), function)(cfg, args.input, args.output, beam_args)
@@ -64,6 +66,15 @@ def cmd_mmpr(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def cmd_pack(args: argparse.Namespace, beam_args: list[str]) -> int:
+    if args.meta:  # an InternVL meta file: its datasets join the recipe (checked before Beam starts)
+        from packing.meta import load_meta
+
+        datasets = [dataclasses.asdict(d) for d in load_meta(args.meta)]
+        args.input = args.input or []
+        return _run_stage(args, beam_args, PackConfig, "pipelines.pack.run_pack", print_pack_report, ("image_root",),
+                          row_files=True, extra={"datasets": datasets})
+    if not args.input:
+        raise SystemExit("error: curate pack needs --input or --meta")
     return _run_stage(args, beam_args, PackConfig, "pipelines.pack.run_pack", print_pack_report, ("image_root",),
                       row_files=True)
 
@@ -95,9 +106,12 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", required=True, help=f"YAML recipe, e.g. configs/{recipe}")
-        p.add_argument("--input", required=True, action="append", help=f"{inputs} (repeatable)")
+        p.add_argument("--input", required=name != "pack", action="append", help=f"{inputs} (repeatable)")
         p.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name in ("ingest", "mmpr", "pack"):
             p.add_argument("--image-root", help="folder relative image paths resolve under (the recipe's image_root)")
+        if name == "pack":
+            p.add_argument("--meta", help="an InternVL meta file {name: {root, annotation, repeat_time, max_dynamic_patch, "
+                                          "...}}: its datasets are packed with their own roots, budgets and repeats")
         p.set_defaults(func=func)

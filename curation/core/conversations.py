@@ -41,6 +41,7 @@ class Conversation:
     images: list[str]
     turns: list[Turn]
     embedded: list[bytes | None] = field(default_factory=list)  # image k's bytes when the row carried them
+    tiling: dict[str, Any] | None = None  # a meta dataset's tile budget ({max_num, min_num, use_thumbnail})
 
     @property
     def order_key(self) -> tuple[str, int]:

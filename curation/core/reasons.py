@@ -12,6 +12,7 @@ REASONS: dict[str, str] = {
     "unreadable_file": "the metadata file stops being readable here (corrupt footer, bad compression)",
     "missing_url": "the row has no URL or local image path",
     "dup_uid": "another input row already has this uid (kept the first in source order)",
+    "subsampled": "left out by its meta dataset's repeat_time below 1 (a seeded share of the rows is kept)",
     # metadata filters
     "empty_caption": "caption is empty or whitespace",
     "placeholder_caption": "caption is a placeholder or a file name, not a description",

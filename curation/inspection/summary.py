@@ -132,7 +132,12 @@ def _pack_stats(ss: ShardSet, dist: dict[str, Any]) -> dict[str, Any]:
         dist["token_fill"] = distribution(merged["fill"], list(np.linspace(0, 1, 11)))
         dist["tile_fill"] = distribution(merged["tile_fill"], list(np.linspace(0, 1, 11)))
         dist["samples_per_pack"] = distribution(merged["units"], [0.5 + i for i in range(int(merged["units"].max()) + 1)])
-    return {"packs": packs, "l_max": l_max, "t_max": t_max, "samples": ss.index["totals"]["kept"],
+    from packing.meta import datasets_from_stats
+
+    stats = ss.index.get("stats") or {}
+    extra = {"datasets": datasets_from_stats(stats), "text_tokens": stats.get("text_tokens"),
+             "tokens": stats.get("tokens")}
+    return {**extra, "packs": packs, "l_max": l_max, "t_max": t_max, "samples": ss.index["totals"]["kept"],
             "mean_token_fill": float(merged["fill"].mean()) if packs else None,
             "mean_tile_fill": float(merged["tile_fill"].mean()) if packs else None,
             "sequences_per_pack": float(merged["segments"].mean()) if packs else None}
@@ -154,10 +159,19 @@ def render(doc: dict[str, Any], console) -> None:
             over.add_row("mean token / tile fill", f"{doc['mean_token_fill']:.1%} / {doc['mean_tile_fill']:.1%}")
             over.add_row("sequences per pack", f"{doc['sequences_per_pack']:.2f}")
         over.add_row("truncated", str(doc["truncated"]))
+        if doc.get("text_tokens") is not None and doc.get("tokens"):
+            over.add_row("text-only : multimodal tokens", f"{doc['text_tokens']:,} : {doc['tokens'] - doc['text_tokens']:,}")
     for name, value in doc.get("stats", {}).items() if doc["kind"] in ("pair", "preference") else ():
         over.add_row(name.replace("_", " "), str(value))
     over.add_row("accounting", "OK (inputs == kept + rejected == index)" if doc["accounting_ok"] else "MISMATCH")
     console.print(over)
+    if doc.get("datasets"):
+        ds = Table(title="meta datasets")
+        for col in ("dataset", "rows", "kept", "tokens", "tiles"):
+            ds.add_column(col, justify="left" if col == "dataset" else "right")
+        for name, d in sorted(doc["datasets"].items()):
+            ds.add_row(name, *(f"{d[k]:,}" for k in ("rows", "kept", "tokens", "tiles")))
+        console.print(ds)
     if doc["rejected_by_stage"]:
         rej = Table(title="rejected per stage and reason")
         for col in ("stage", "reason", "rows"):

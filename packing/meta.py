@@ -1,0 +1,133 @@
+"""InternVL meta files: the dataset mixture a training run reads (`{name: {root, annotation,
+data_augment, repeat_time, length, max_dynamic_patch}}`), as `curate pack --meta` takes them.
+
+Per dataset: its annotation file, the root its image paths resolve under, its tile budget
+(`max_dynamic_patch`, else the recipe's `tiling.max_num`) and `repeat_time`: below 1 a seeded,
+deterministic subsample (a row is kept when a hash of its uid falls under the fraction; the others
+are rejected `subsampled`), above 1 whole repeats plus a hashed share of one more, every copy with
+its own uid (`{uid}_r{k}`). InternVL's loader repeats the same way in spirit (`repeat_time` rows
+per row) but samples its fraction at random per run; this is a fixed one, so shards stay
+deterministic. `data_augment` is recorded for training; packing does not change images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from curation.core.config import ConfigError
+
+META_KEYS = {"root", "annotation", "data_augment", "repeat_time", "length", "max_dynamic_patch"}
+
+
+@dataclass(frozen=True)
+class MetaDataset:
+    """One dataset of a meta file, paths resolved."""
+
+    name: str
+    annotation: str
+    root: str
+    repeat_time: float = 1.0
+    max_dynamic_patch: int | None = None
+    data_augment: bool = False
+    length: int | None = None  # the row count the meta file declares (checked against what is read)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"meta: dataset name {self.name!r} must be non-empty without '/'")
+        if not self.repeat_time > 0:
+            raise ConfigError(f"meta.{self.name}.repeat_time: > 0")
+        if self.max_dynamic_patch is not None and self.max_dynamic_patch < 1:
+            raise ConfigError(f"meta.{self.name}.max_dynamic_patch: >= 1")
+
+
+def _resolve(base: str, path: str) -> str:
+    return path if "://" in path or posixpath.isabs(path) else posixpath.normpath(posixpath.join(base, path))
+
+
+def load_meta(path: str, text: str | None = None) -> tuple[MetaDataset, ...]:
+    """The datasets of a meta file; relative root / annotation paths resolve from its folder."""
+    from curation.core.fs import open_binary
+
+    if text is None:
+        with open_binary(path) as f:
+            text = f.read().decode("utf-8")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(doc, dict) or not doc:
+        raise ConfigError(f"{path}: a meta file is an object of datasets {{name: {{root, annotation, ...}}}}")
+    base = posixpath.dirname(path)
+    out = []
+    for name, entry in doc.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("annotation"), str):
+            raise ConfigError(f"{path}: dataset {name!r} needs an `annotation` path")
+        unknown = sorted(set(entry) - META_KEYS)
+        if unknown:
+            raise ConfigError(f"{path}: dataset {name!r}: unknown key {unknown[0]!r} (known: {', '.join(sorted(META_KEYS))})")
+        root = entry.get("root") or posixpath.dirname(entry["annotation"])
+        if not isinstance(root, str):
+            raise ConfigError(f"{path}: dataset {name!r}: `root` must be a path")
+        try:
+            repeat = float(entry.get("repeat_time", 1))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: dataset {name!r}: `repeat_time` must be a number") from None
+        patch, length = entry.get("max_dynamic_patch"), entry.get("length")
+        for key, value in (("max_dynamic_patch", patch), ("length", length)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{path}: dataset {name!r}: `{key}` must be an integer")
+        out.append(MetaDataset(str(name), _resolve(base, entry["annotation"]), _resolve(base, root), repeat, patch,
+                               bool(entry.get("data_augment", False)), length))
+    if len({d.annotation for d in out}) != len(out):
+        raise ConfigError(f"{path}: two datasets name the same annotation file")
+    return tuple(out)
+
+
+def _unit_interval(uid: str, seed: int) -> float:
+    digest = hashlib.blake2b(f"{seed}\x00{uid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def copies(uid: str, repeat_time: float, seed: int = 0) -> list[str]:
+    """The uids a row becomes under `repeat_time`: [] (subsampled out), [uid], or uid plus
+    `{uid}_r1`, `{uid}_r2`, ... - floor(repeat_time) copies, one more for a hashed share."""
+    whole = math.floor(repeat_time)
+    n = whole + (1 if _unit_interval(uid, seed) < repeat_time - whole else 0)
+    return [uid if k == 0 else f"{uid}_r{k}" for k in range(n)]
+
+
+def dataset_of(source_file: str) -> str | None:
+    """The dataset a record came from: pack names meta rows' files `{dataset}/{file}`."""
+    return source_file.split("/", 1)[0] if "/" in source_file else None
+
+
+def dataset_stats(records: Any) -> dict[str, int]:
+    """Per dataset: rows (manifest rows, copies included), kept, tokens, tiles, as flat index stats
+    `dataset.{name}.{count}` that shards sum."""
+    out: dict[str, int] = {}
+    for row in records:
+        name = dataset_of(row["source_file"])
+        if name is None:
+            continue
+        key = f"dataset.{name}."
+        out[key + "rows"] = out.get(key + "rows", 0) + 1
+        if row["status"] == "kept":
+            out[key + "kept"] = out.get(key + "kept", 0) + 1
+            out[key + "tokens"] = out.get(key + "tokens", 0) + int(row["tokens"] or 0)
+            out[key + "tiles"] = out.get(key + "tiles", 0) + int(row["tiles"] or 0)
+    return out
+
+
+def datasets_from_stats(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """`dataset.{name}.{count}` index stats back into {name: {rows, kept, tokens, tiles}}."""
+    out: dict[str, dict[str, int]] = {}
+    for key, value in stats.items():
+        if key.startswith("dataset."):
+            name, _, count = key[len("dataset."):].rpartition(".")
+            out.setdefault(name, {"rows": 0, "kept": 0, "tokens": 0, "tiles": 0})[count] = value
+    return out
