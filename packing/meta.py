@@ -17,7 +17,7 @@ import json
 import math
 import posixpath
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from curation.core.config import ConfigError
 
@@ -99,6 +99,36 @@ def copies(uid: str, repeat_time: float, seed: int = 0) -> list[str]:
     whole = math.floor(repeat_time)
     n = whole + (1 if _unit_interval(uid, seed) < repeat_time - whole else 0)
     return [uid if k == 0 else f"{uid}_r{k}" for k in range(n)]
+
+
+def dataset_rows(rec: Any, ds: MetaDataset, tiling: Any, resolve: Callable[[Any], Any]) -> Iterator[Any]:
+    """A meta dataset's row as pack reads it: its file named `{dataset}/{file}`, its tile budget
+    (`max_dynamic_patch` over the recipe's `tiling`), and the copies `repeat_time` makes of it, or
+    one `subsampled` rejection. `resolve` (image paths, embedded images) runs once, for kept rows."""
+    import copy
+
+    from curation.core.records import Rejection, RowRef
+
+    if isinstance(rec, Rejection):
+        yield Rejection(RowRef(rec.uid, f"{ds.name}/{rec.source_file}", rec.source_row), rec.stage, rec.reason, rec.detail)
+        return
+    rec.source_file = f"{ds.name}/{rec.source_file}"
+    if ds.max_dynamic_patch and rec.tiling is None:
+        rec.tiling = {"max_num": ds.max_dynamic_patch, "min_num": min(tiling.min_num, ds.max_dynamic_patch),
+                      "use_thumbnail": tiling.use_thumbnail}
+    uids = copies(rec.uid, ds.repeat_time)
+    if not uids:
+        yield Rejection(RowRef(rec.uid, rec.source_file, rec.source_row), "read", "subsampled",
+                        f"{ds.name}: repeat_time {ds.repeat_time} keeps this share of the rows")
+        return
+    rec = resolve(rec)  # images once, shared by the copies
+    if isinstance(rec, Rejection):
+        yield rec
+        return
+    for k, uid in enumerate(uids):
+        row = rec if k == 0 else copy.copy(rec)
+        row.uid = uid
+        yield row
 
 
 def dataset_of(source_file: str) -> str | None:

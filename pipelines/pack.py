@@ -32,39 +32,11 @@ class ReadConversations(beam.DoFn):
         self.output = output
         self.datasets = {_file_key(d.annotation): d for d in cfg.datasets}
 
-    def _dataset_rows(self, rec, ds, root: str):
-        """A meta dataset's row: its file named `{dataset}/{file}`, its tile budget, and the copies
-        `repeat_time` makes of it (none: rejected `subsampled`)."""
-        import copy
-
-        from packing.meta import copies
-
-        if isinstance(rec, Rejection):
-            yield Rejection(RowRef(rec.uid, f"{ds.name}/{rec.source_file}", rec.source_row), rec.stage, rec.reason, rec.detail)
-            return
-        rec.source_file = f"{ds.name}/{rec.source_file}"
-        if ds.max_dynamic_patch and rec.tiling is None:
-            t = self.cfg.tiling
-            rec.tiling = {"max_num": ds.max_dynamic_patch, "min_num": min(t.min_num, ds.max_dynamic_patch),
-                          "use_thumbnail": t.use_thumbnail}
-        uids = copies(rec.uid, ds.repeat_time)
-        if not uids:
-            yield Rejection(RowRef(rec.uid, rec.source_file, rec.source_row), "read", "subsampled",
-                            f"{ds.name}: repeat_time {ds.repeat_time} keeps this share of the rows")
-            return
-        rec = self._resolved(rec, root)  # images once, shared by the copies
-        if isinstance(rec, Rejection):
-            yield rec
-            return
-        for k, uid in enumerate(uids):
-            row = rec if k == 0 else copy.copy(rec)
-            row.uid = uid
-            yield row
-
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
 
         from curation.core.conversations import read_conversations
+        from packing.meta import dataset_rows
 
         ds = self.datasets.get(_file_key(path))
         root = ds.root if ds else self.cfg.image_root or posixpath.dirname(path)
@@ -72,7 +44,10 @@ class ReadConversations(beam.DoFn):
         with FileSystems.open(path) as f:
             for rec in read_conversations(f, path):
                 inputs.inc()
-                yield from self._dataset_rows(rec, ds, root) if ds else [self._resolved(rec, root)]
+                if ds is None:
+                    yield self._resolved(rec, root)
+                else:
+                    yield from dataset_rows(rec, ds, self.cfg.tiling, lambda r: self._resolved(r, root))
 
     def _resolved(self, rec, root: str):
         """Image paths resolved under `root`, embedded images staged; a bad one rejects the row."""

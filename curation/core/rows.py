@@ -102,6 +102,25 @@ def _jsonl_rows(f: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | RowError]]
         index += 1
 
 
+class _Prefixed(io.RawIOBase):
+    """Bytes already read from a file, then the rest of it."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.head:
+            n = min(len(b), len(self.head))
+            b[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.rest.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
 MAX_JSON_ROW = 64 << 20  # characters one array element may take
 
 
@@ -109,9 +128,9 @@ def _json_rows(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[tuple[int, dict[s
     """A `.json` file: a JSON array of rows, decoded one element at a time (never the whole file in
     memory); a file that does not start with `[` is read as jsonl. A syntax error inside the array
     ends the file: the rest cannot be told apart, so it raises (one `unreadable_file` rejection)."""
-    stream = io.BufferedReader(f) if not hasattr(f, "peek") else f
-    head = stream.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not head.startswith(b"["):
+    first = f.read(4096)
+    stream = io.BufferedReader(_Prefixed(first, f))  # any file object (Beam's have no peek)
+    if not first.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         yield from _jsonl_rows(stream)
         return
     text = io.TextIOWrapper(stream, encoding="utf-8-sig")
