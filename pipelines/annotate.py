@@ -56,6 +56,7 @@ class OcrHandler(_BatchedHandler):
 
     def run_inference(self, batch: Sequence[Sample], model, inference_args=None) -> Iterable[PredictionResult]:
         results = model.recognize([s.image.data for s in batch])
+        Metrics.counter(NS, "ocr_images").inc(len(batch))  # in the index's _metrics: what a resume re-ran
         return [PredictionResult(s, r, model.name) for s, r in zip(batch, results)]
 
 
@@ -77,6 +78,7 @@ class QualityHandler(_BatchedHandler):
         from curation.annotate.steps import score_input
 
         results = model.score([score_input(s) for s in batch])
+        Metrics.counter(NS, "llm_samples").inc(len(batch))
         return [PredictionResult(s, r, model.backend.name) for s, r in zip(batch, results)]
 
 
@@ -140,11 +142,17 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[tuple[str
     """Wire the annotate graph on `p`; returns the PCollection holding the written index."""
     from functools import partial
 
+    count = p | "NumShards" >> beam.Create([num_shards])
+    n = beam.pvalue.AsSingleton(count)
+    # Output shards are decided first, so a resumed run sends no row of a finished shard to OCR or the LLM.
     records = (
         p
         | "InputShards" >> beam.Create(shards)
         | "SpreadShards" >> beam.Reshuffle()
         | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "annotate"))
+        | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
+        | "SkipDoneShards" >> beam.Filter(not_done(cfg.shards.prefix, frozenset(previous)), num_shards=n)
+        | "Records" >> beam.Values()
     )
     upstream = records | "UpstreamRejections" >> beam.Filter(lambda r: isinstance(r, Rejection))
     samples = records | "Samples" >> beam.Filter(lambda r: isinstance(r, Sample))
@@ -168,13 +176,10 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[tuple[str
         )
     quality = kept | "QualityVerdict" >> beam.FlatMap(_after_quality, cfg).with_outputs("rejected", main="kept")
     rejected.append(quality.rejected)
-    count = p | "NumShards" >> beam.Create([num_shards])
-    n = beam.pvalue.AsSingleton(count)
     keyed = (
         (quality.kept, *rejected)
         | "AllRecords" >> beam.Flatten()
-        | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
-        | "SkipDoneShards" >> beam.Filter(not_done(cfg.shards.prefix, frozenset(previous)), num_shards=n)
+        | "ShardAgain" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     )
     return keyed | "Write" >> WriteShards(output, cfg.shards.prefix, "pairs", fingerprint,
                                           partial(write_annotated_shard, output=output), count, previous, NS,

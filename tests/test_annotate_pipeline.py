@@ -143,6 +143,26 @@ def test_rerun_of_a_finished_job_writes_nothing(ingested, with_text_images, anno
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_a_resumed_job_runs_the_models_only_for_unfinished_shards(ingested, with_text_images, annotated, tmp_path):
+    import shutil
+
+    from pipelines.annotate import run_annotate
+
+    out, index = annotated
+    full = index["_metrics"]
+    assert full["ocr_images"] > 0 and full["llm_samples"] > 0
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    (partial / "_index.json").unlink()
+    lost = index["shards"][0]
+    (partial / "_progress" / f"{lost['name']}.json").unlink()  # as if killed before this shard was written
+    again = run_annotate(_cfg(), [str(ingested), str(with_text_images)], str(partial))
+    assert again["totals"] == index["totals"]
+    assert 0 < again["_metrics"]["ocr_images"] < full["ocr_images"]  # the lost shard's rows, not the finished ones
+    assert again["_metrics"]["llm_samples"] < full["llm_samples"]
+    assert (partial / lost["tar"]).read_bytes() == (out / lost["tar"]).read_bytes()
+
+
 def test_output_does_not_depend_on_batching(ingested, with_text_images, annotated, tmp_path):
     """Other OCR and LLM batch sizes (so other batch boundaries and padding): the same bytes."""
     from pipelines.annotate import run_annotate
