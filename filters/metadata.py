@@ -37,7 +37,12 @@ _DEFAULT_PLACEHOLDERS = (
     "image", "images", "photo", "picture", "img", "untitled", "no title", "null", "none", "n/a",
     "na", "nan", "undefined", "default", "placeholder", "thumbnail", "stock photo", "click to enlarge",
 )
-_FILENAME = re.compile(r"^[\w\-. ()]+\.(jpe?g|png|gif|webp|bmp|tiff?|heic)$", re.IGNORECASE)
+# A bare image file name, any common extension, with spaces, commas and the like in the name.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "jpe", "jfif", "pjpeg", "png", "apng", "gif", "webp", "bmp", "dib", "tif", "tiff",
+                    "heic", "heif", "avif", "jxl", "svg", "svgz", "ico", "cur", "psd", "eps", "ai", "raw", "cr2", "nef",
+                    "arw", "dng", "orf", "tga", "exr", "hdr", "jp2", "j2k", "pcx", "ppm", "pgm", "pbm", "xcf", "emf",
+                    "wmf")
+_FILENAME = re.compile(r"^[^\s/\\<>|][^/\\<>|]{0,240}\.(" + "|".join(IMAGE_EXTENSIONS) + r")\s*$", re.IGNORECASE)
 _CAMERA_NAME = re.compile(r"^(img|dsc|dscn|dcim|pic|image|photo|p)[_\- ]?\d+$", re.IGNORECASE)
 
 

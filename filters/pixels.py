@@ -1,4 +1,5 @@
-"""Pixel filters: decide on the decoded (original) image size, after download."""
+"""Pixel filters: decide on the decoded (original) image size, after download; a filter with
+`needs_pixels` also looks at the decoded image (`pixels(img)`; the metadata-only plan cannot)."""
 
 from __future__ import annotations
 
@@ -45,4 +46,27 @@ class MaxArea:
     def __call__(self, width: int, height: int) -> Verdict:
         if width * height > self.max:
             return Verdict.reject("too_large", f"{width}x{height} > {self.max} px")
+        return Verdict.keep()
+
+
+@dataclass(frozen=True)
+class BlankImage:
+    """Reject uniform or near-uniform images (a blank, a solid colour, an empty transparent PNG):
+    the largest per-channel standard deviation of a 64 px copy below `max_std` (0-255 scale)."""
+
+    max_std: float = 3.0
+    stage: ClassVar[str] = "image"
+    needs_pixels: ClassVar[bool] = True
+
+    def __call__(self, width: int, height: int) -> Verdict:
+        return Verdict.keep()  # the size says nothing; `pixels` decides
+
+    def pixels(self, img) -> Verdict:
+        from PIL import ImageStat
+
+        small = img.copy()
+        small.thumbnail((64, 64))
+        std = max(ImageStat.Stat(small).stddev)
+        if std < self.max_std:
+            return Verdict.reject("blank_image", f"pixel std {std:.2f} < {self.max_std}")
         return Verdict.keep()

@@ -6,7 +6,7 @@ from typing import Any
 
 from curation.core.config import ConfigError, build
 from filters.metadata import CaptionLength, ClipSimilarity, DeclaredSize, Nsfw, PlaceholderCaption, Watermark
-from filters.pixels import AspectRatio, MaxArea, MinSide
+from filters.pixels import AspectRatio, BlankImage, MaxArea, MinSide
 
 METADATA_FILTERS = {
     "caption_length": CaptionLength,
@@ -16,7 +16,7 @@ METADATA_FILTERS = {
     "watermark": Watermark,
     "clip_similarity": ClipSimilarity,
 }
-PIXEL_FILTERS = {"min_side": MinSide, "aspect_ratio": AspectRatio, "max_area": MaxArea}
+PIXEL_FILTERS = {"min_side": MinSide, "aspect_ratio": AspectRatio, "max_area": MaxArea, "blank_image": BlankImage}
 _BY_SECTION = {"metadata_filters": METADATA_FILTERS, "pixel_filters": PIXEL_FILTERS}
 
 

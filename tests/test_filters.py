@@ -23,6 +23,8 @@ def verdict(spec: dict, p: Pair):
     ("", "empty_caption"), ("   \t", "empty_caption"), ("...", "empty_caption"),
     ("IMG_2041.JPG", "placeholder_caption"), ("DSC01234", "placeholder_caption"),
     ("untitled", "placeholder_caption"), ("Image", "placeholder_caption"), ("photo.png", "placeholder_caption"),
+    ("Logo Final, v2 (1).SVG", "placeholder_caption"), ("banner_01.avif", "placeholder_caption"),
+    ("my holiday photo.HEIC", "placeholder_caption"), ("icon-set.ico", "placeholder_caption"),
 ])
 def test_placeholder_caption_rejects(caption, reason):
     v = verdict({"placeholder_caption": {}}, pair(caption=caption))
@@ -31,6 +33,8 @@ def test_placeholder_caption_rejects(caption, reason):
 
 def test_placeholder_caption_keeps_real_text():
     assert verdict({"placeholder_caption": {}}, pair(caption="Image of a cat on a sofa")).ok
+    assert verdict({"placeholder_caption": {}}, pair(caption="Download the logo as SVG or PNG")).ok
+    assert verdict({"placeholder_caption": {}}, pair(caption="The file.png format explained")).ok
 
 
 def test_caption_length_bounds():

@@ -39,6 +39,30 @@ def test_alpha_is_composited_on_white():
     assert (px > 245).all()
 
 
+def test_transparent_text_keeps_its_contrast(images):
+    """White lettering on a transparent PNG lands on black, dark lettering on white: the background
+    is chosen by the content's alpha-weighted luminance, so the text stays readable (and OCR-able)."""
+    from PIL import ImageDraw
+
+    from filters.registry import build_filters
+
+    white = np.asarray(decode(process_image(images["white_text.png"], cfg(resize_mode="no"))), dtype=np.float64)
+    assert white.mean() < 60 and white.max() > 200  # mostly black, white strokes
+    dark = Image.new("RGBA", (320, 120), (0, 0, 0, 0))
+    ImageDraw.Draw(dark).text((10, 40), "CLOSED ON SUNDAY", fill=(20, 20, 20, 255), font_size=28)
+    buf = io.BytesIO()
+    dark.save(buf, "PNG")
+    out = np.asarray(decode(process_image(buf.getvalue(), cfg(resize_mode="no"))), dtype=np.float64)
+    assert out.mean() > 200 and out.min() < 60  # white page, dark strokes
+    blank = build_filters([{"blank_image": {"max_std": 3.0}}], "pixel_filters")
+    assert process_image(images["blank.png"], cfg(), blank).reason == "blank_image"
+    empty = io.BytesIO()
+    Image.new("RGBA", (200, 200), (255, 255, 255, 0)).save(empty, "PNG")
+    assert process_image(empty.getvalue(), cfg(), blank).reason == "blank_image"  # nothing but transparency
+    for name in ("white_text.png", "rgba.png", "palette.png", "grey.webp"):
+        assert not hasattr(process_image(images[name], cfg(), blank), "reason"), name
+
+
 def test_sixteen_bit_keeps_its_range(images):
     src = np.asarray(Image.open(io.BytesIO(images["grey16.png"])), dtype=np.float64) / 257.0
     assert src.max() > 100  # a real 16-bit range, far above 255 before scaling

@@ -33,8 +33,24 @@ def hamming(a: str, b: str) -> int:
     return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
+def background_for(rgba: Image.Image) -> tuple[int, int, int, int]:
+    """The background that keeps a transparent image's content readable: black behind bright
+    content (white text on a transparent PNG), white otherwise, judged by the alpha-weighted mean
+    luminance of a small copy."""
+    small = rgba.copy()
+    small.thumbnail((128, 128))
+    arr = np.asarray(small, dtype=np.float32)
+    alpha = arr[..., 3] / 255.0
+    weight = float(alpha.sum())
+    if weight <= 0:
+        return (255, 255, 255, 255)
+    lum = (0.299 * arr[..., 0] + 0.587 * arr[..., 1] + 0.114 * arr[..., 2]) * alpha
+    return (0, 0, 0, 255) if float(lum.sum()) / weight > 160 else (255, 255, 255, 255)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB; transparency is composited on white."""
+    """Any Pillow mode to 8-bit RGB; transparency is composited on the background that keeps the
+    content's contrast (`background_for`)."""
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
@@ -48,6 +64,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        background = Image.new("RGBA", rgba.size, background_for(rgba))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")

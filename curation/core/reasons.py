@@ -68,6 +68,7 @@ REASONS: dict[str, str] = {
     "too_small": "decoded min side below the pixel filter",
     "too_large": "decoded area above the pixel filter",
     "bad_aspect_ratio": "decoded aspect ratio above the pixel filter",
+    "blank_image": "uniform or near-uniform pixels (blank, solid colour, empty transparency)",
     "encode_error": "re-encoding the image failed",
     "phash_mismatch": "the image's pHash is farther than phash_tolerance bits from the source's (a different image)",
     "internal_error": "an unexpected exception while downloading or decoding this row (its type in the detail); the run went on",

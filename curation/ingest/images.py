@@ -115,6 +115,10 @@ def process_image(data: bytes, cfg: ImageConfig, pixel_filters: Sequence = ()) -
     try:
         # draft may already have shrunk the decode; scale what is left relative to the target
         out = _resize(img, _scale_for(cfg.resize_mode, cfg.image_size, img.width, img.height, cfg.resize_only_if_bigger), cfg)
+        for check in pixel_filters:
+            verdict = check.pixels(out) if getattr(check, "needs_pixels", False) else None
+            if verdict is not None and not verdict.ok:
+                return verdict
         hashed = phash(out)
         out = _finish(out, cfg)
         buf = io.BytesIO()

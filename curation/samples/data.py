@@ -108,6 +108,17 @@ def text_bomb_png() -> bytes:
     return base[:iend] + _png_chunk(b"zTXt", ztxt) + base[iend:]
 
 
+def _white_text(seed: int) -> Image.Image:
+    """White text on full transparency (a logo or a headline PNG): composited on white it is blank."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGBA", (320, 120), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(im)
+    for k in range(3):
+        draw.text((12, 10 + 34 * k), f"OPEN {seed % 7 + k} DAYS A WEEK", fill=(255, 255, 255, 255), font_size=24)
+    return im
+
+
 def special_images(seed: int) -> list[SampleImage]:
     """The awkward-but-valid and the hostile images."""
     out = []
@@ -133,6 +144,8 @@ def special_images(seed: int) -> list[SampleImage]:
         "An animation of coloured shapes on gradients", (320, 240))
     add("grey.webp", _encode(base.convert("L"), "WEBP", quality=80), caption + " in grey", base.size)
     add("tiny.png", _encode(base.resize((24, 24)), "PNG"), "A tiny thumbnail of coloured shapes", (24, 24))
+    add("blank.png", _encode(Image.new("RGB", (320, 240), (238, 238, 238)), "PNG"), "A new banner for our shop", (320, 240))
+    add("white_text.png", _encode(_white_text(seed), "PNG"), "White lettering on a transparent background", (320, 120))
     add("panorama.jpg", _encode(base.resize((2400, 240)), "JPEG", quality=85), "A very wide panorama strip of shapes", (2400, 240))
     add("bomb.png", pixel_bomb_png(), "A picture that claims to be huge", (40_000, 40_000))
     add("textbomb.png", text_bomb_png(), "A picture with a compressed text bomb", (8, 8))
@@ -173,7 +186,8 @@ def sample_rows(base_url: str, images: list[SampleImage]) -> list[SampleRow]:
         w, h = size if size is not None else (im.width, im.height)
         return SampleRow(f"{base_url}{path}", caption if caption is not None else im.caption, w, h, expect, scores or None)
 
-    for name in ("cmyk.jpg", "palette.png", "rgba.png", "grey16.png", "rotated.jpg", "animated.gif", "grey.webp"):
+    for name in ("cmyk.jpg", "palette.png", "rgba.png", "grey16.png", "rotated.jpg", "animated.gif", "grey.webp",
+                 "white_text.png"):
         rows.append(row(f"/img/{name}", by[name], "kept"))
     rows += [
         row(f"/redirect/{o[0].name}", o[0], "kept"),
@@ -197,6 +211,7 @@ def sample_rows(base_url: str, images: list[SampleImage]) -> list[SampleRow]:
         row("/img/textbomb.png", by["textbomb.png"], "decompression_bomb", size=(None, None)),
         row("/img/tiny.png", by["tiny.png"], "too_small", size=(None, None)),
         row("/img/panorama.jpg", by["panorama.jpg"], "bad_aspect_ratio", size=(None, None)),
+        row("/img/blank.png", by["blank.png"], "blank_image"),
         SampleRow("ftp://example.com/a.jpg", o[7].caption, 640, 480, "unsupported_scheme"),
         SampleRow("file:///etc/passwd", o[7].caption, 640, 480, "unsupported_scheme"),
         SampleRow("data:image/png;base64,iVBORw0KGgo=", o[7].caption, 640, 480, "unsupported_scheme"),
@@ -204,6 +219,7 @@ def sample_rows(base_url: str, images: list[SampleImage]) -> list[SampleRow]:
         SampleRow("", o[7].caption, 640, 480, "missing_url"),
         row(f"/img/{o[7].name}", o[7], "empty_caption", caption="   "),
         row(f"/img/{o[7].name}?v=placeholder", o[7], "placeholder_caption", caption="IMG_2041.JPG"),
+        row(f"/img/{o[7].name}?v=svgname", o[7], "placeholder_caption", caption="Logo Final, v2 (1).SVG"),
         row(f"/img/{o[7].name}?v=short", o[7], "caption_too_short", caption="Shapes"),
         row(f"/img/{o[8].name}", o[8], "nsfw", nsfw=0.93),
         row(f"/img/{o[9].name}", o[9], "watermark", watermark=0.97),
