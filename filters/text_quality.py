@@ -1,9 +1,13 @@
 """InternVL 2.5 heuristic text rules: abnormal sentence lengths, long zero / number runs, too many
-duplicate lines, and the n-gram repetition rule. Pure functions over a string; no Beam, no I/O."""
+duplicate lines, and the n-gram repetition rule; plus the deterministic repetition measures of
+Gopher / Data-Juicer (word and character n-gram repetition ratios, zlib compression ratio), each
+with its own threshold. Pure functions over a string; no Beam, no I/O."""
 
 from __future__ import annotations
 
+import math
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -28,6 +32,15 @@ class HeuristicsConfig:
     max_duplicate_line_fraction: float = 0.3  # over 3+ lines: share of lines that repeat an earlier one
     ngram: int = 10  # InternVL's 10-gram rule: words (characters for text without spaces)
     max_ngram_repeats: int = 2  # an n-gram seen more often than this is repetition
+    # Data-Juicer's word_repetition_filter: share of word n-grams that occur more than once
+    word_rep_ngram: int = 10
+    max_word_rep_ratio: float = 0.0  # 0: off; Data-Juicer's default 0.5
+    # Data-Juicer's character_repetition_filter: share of the top sqrt(K) repeated char n-grams
+    char_rep_ngram: int = 10
+    max_char_rep_ratio: float = 0.0  # 0: off; Data-Juicer's default 0.5
+    # zlib compressed / raw bytes, for texts of at least `compression_min_bytes` (short texts do not compress)
+    min_compression_ratio: float = 0.0  # 0: off
+    compression_min_bytes: int = 200
 
 
 def sentences(text: str) -> list[str]:
@@ -49,6 +62,32 @@ def max_ngram_repeats(text: str, n: int) -> tuple[int, str]:
     counts = Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
     gram, count = counts.most_common(1)[0]
     return count, " ".join(gram)
+
+
+def word_repetition_ratio(text: str, n: int = 10) -> float:
+    """Data-Juicer's word repetition ratio: occurrences of word n-grams seen more than once over
+    all word n-grams (0 for texts shorter than n words)."""
+    toks = units(text)
+    counts = Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
+    total = sum(counts.values())
+    return sum(c for c in counts.values() if c > 1) / total if total else 0.0
+
+
+def char_repetition_ratio(text: str, n: int = 10) -> float:
+    """Data-Juicer's character repetition ratio: the frequencies of the top sqrt(K) char n-grams
+    (only those seen more than once) over all K n-gram occurrences."""
+    counts = sorted(Counter(text[i:i + n] for i in range(len(text) - n + 1)).values(), reverse=True)
+    total = sum(counts)
+    if not total:
+        return 0.0
+    top = min(int(math.sqrt(len(counts))), sum(1 for c in counts if c > 1))
+    return sum(counts[:top]) / total
+
+
+def compression_ratio(text: str) -> float:
+    """zlib-compressed size over UTF-8 size: low for repetitive text (about 1 for short text)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return len(zlib.compress(raw, 9)) / len(raw) if raw else 1.0
 
 
 @dataclass(frozen=True)
@@ -88,4 +127,18 @@ class TextRules:
             count, gram = max_ngram_repeats(text, c.ngram)
             if count > c.max_ngram_repeats:
                 return Verdict.reject("repetitive_ngrams", f"{c.ngram}-gram seen {count} times: {gram[:80]!r}")
+        if c.max_word_rep_ratio:
+            ratio = word_repetition_ratio(text, c.word_rep_ngram)
+            if ratio > c.max_word_rep_ratio:
+                return Verdict.reject("repetitive_words", f"word {c.word_rep_ngram}-gram repetition {ratio:.2f} > "
+                                                          f"{c.max_word_rep_ratio:g}")
+        if c.max_char_rep_ratio:
+            ratio = char_repetition_ratio(text, c.char_rep_ngram)
+            if ratio > c.max_char_rep_ratio:
+                return Verdict.reject("repetitive_chars", f"char {c.char_rep_ngram}-gram repetition {ratio:.2f} > "
+                                                          f"{c.max_char_rep_ratio:g}")
+        if c.min_compression_ratio and len(text.encode("utf-8", "surrogatepass")) >= c.compression_min_bytes:
+            ratio = compression_ratio(text)
+            if ratio < c.min_compression_ratio:
+                return Verdict.reject("low_compression_ratio", f"compresses to {ratio:.2f} < {c.min_compression_ratio:g}")
         return Verdict.keep()

@@ -47,6 +47,30 @@ def test_ngram_rule_counts_the_most_frequent_gram():
     assert TextRules(HeuristicsConfig(max_ngram_repeats=0, max_duplicate_line_fraction=0))("dog " * 30).ok
 
 
+def test_data_juicer_repetition_measures():
+    """Word / character n-gram repetition ratios and compression as Data-Juicer and Gopher define
+    them, with the recipe's thresholds, on clean multilingual text and on degraded copies."""
+    from filters.text_quality import char_repetition_ratio, compression_ratio, word_repetition_ratio
+
+    cfg = load_config(CONFIGS / "annotate.yaml", AnnotateConfig).heuristics
+    rules = TextRules(HeuristicsConfig(**{**cfg.__dict__, "max_ngram_repeats": 0, "max_duplicate_line_fraction": 0}))
+    clean = ["A red double-decker bus drives past Big Ben on a rainy afternoon in central London, with tourists "
+             "holding umbrellas on the pavement and a black taxi waiting at the lights beside the bridge.",
+             "一只橘色的猫躺在阳光下的窗台上，旁边放着一盆绿色的植物和一本打开的书，窗外是一条安静的小街，远处有几棵高大的梧桐树。",
+             "Квартира с видом на море: две спальни, просторная гостиная, современная кухня и большой балкон. Рядом "
+             "пляж, магазины и остановка автобуса.", "Shop now", "Kane and Gretzka celebrate"]
+    assert all(rules(t).ok for t in clean), [rules(t) for t in clean]
+    assert word_repetition_ratio("a b c d e f g h i j k " * 3, 10) > 0.5 and word_repetition_ratio("one two", 10) == 0
+    assert char_repetition_ratio("ha" * 150, 10) > 0.5 and char_repetition_ratio("abcdefghijklmnop", 10) == 0
+    assert compression_ratio("buy cheap shoes online " * 12) < 0.2 < 0.5 < compression_ratio(clean[0])
+    assert rules("buy cheap shoes online " * 12).reason == "repetitive_words"
+    assert rules("ha" * 150).reason == "repetitive_chars"
+    boiler = " ".join(f"Item {k}: add to cart, free shipping on orders over 50 dollars, see details." for k in range(8))
+    assert word_repetition_ratio(boiler, 10) <= 0.5  # numbered items: no 10-gram repeats whole
+    assert rules(boiler).reason == "low_compression_ratio"
+    assert TextRules(HeuristicsConfig(max_ngram_repeats=0))("buy cheap shoes online " * 12).ok  # all off by default
+
+
 @pytest.mark.parametrize("answer, score", [
     ("7", 7.0), ("Score: 8", 8.0), ("score=6.5", 6.5), ("I'd say 9/10.", 9.0), ("10", 10.0),
     ("3. The caption", 3.0), ("Score: 11", None), ("excellent", None), ("", None),
