@@ -225,8 +225,16 @@ def test_heartbeat_reports_rows_rate_and_failures():
 
 
 def _solid(color: str) -> bytes:
+    """One colour with faint darker stripes (a uniform image is `blank_image` in the COYO recipe)."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (320, 240), color)
+    draw = ImageDraw.Draw(im)
+    shade = tuple(int(c * 0.7) for c in im.getpixel((0, 0)))
+    for y in range(0, 240, 24):
+        draw.line([(0, y), (319, y)], fill=shade, width=2)
     buf = io.BytesIO()
-    Image.new("RGB", (320, 240), color).save(buf, "JPEG", quality=95)
+    im.save(buf, "JPEG", quality=95)
     return buf.getvalue()
 
 
