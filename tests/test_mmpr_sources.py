@@ -111,7 +111,10 @@ def test_mmpr_job_on_benchmark_parquet_writes_the_embedded_images(formats, tmp_p
 
     over = {"correctness": {"samples": 2, "max_pairs": 1},
             "sampling": {"max_new_tokens": 40, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "seed": 0},
-            "policy": {"prompt": {"max_num": 1, "use_thumbnail": False}}, "progress": False}
+            "policy": {"prompt": {"max_num": 1, "use_thumbnail": False}}, "progress": False,
+            # a hot, full-vocabulary continuation: it never reproduces the chosen answer, so a pair is certain
+            # whatever the sampled texts (they vary with float rounding across processes)
+            "continuation_sampling": {"max_new_tokens": 16, "temperature": 1.5, "top_k": 0, "top_p": 1.0, "seed": 0}}
     cfg = load_config(CONFIGS / "mmpr.yaml", MmprConfig, deep_merge({}, over))
     # our own schema as parquet, images as structs and no ground truth: Dropout NTP pairs
     docs = pq.read_table(formats["docvqa.parquet"]).to_pylist()
