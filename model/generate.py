@@ -65,7 +65,6 @@ class Generator:
         self.encoder = ChatEncoder(tok, self.prompt.template, resolve_system_prompt(self.prompt.template, self.prompt.system_prompt))
         stops = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
         self.stop_ids = sorted(i for i in stops if isinstance(i, int) and i >= 0 and i != tok.unk_token_id)
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.stop_ids[0]
 
     def _encode(self, req: GenerationRequest) -> tuple[list[int], list[torch.Tensor]]:
         images = [decode_image(Path(x).read_bytes() if isinstance(x, str) else bytes(x), self.data.max_pixels)
@@ -102,7 +101,7 @@ class Generator:
         model.eval()
         try:
             with attention.text_attention(self.loaded.language_model, attention.CACHED_SDPA):
-                out = sample(model, prompts, seeds, sampling, self.stop_ids, self.pad_id, self.loaded.device, keys)
+                out = sample(model, prompts, seeds, sampling, self.stop_ids, self.loaded.device, keys)
         finally:
             model.train(was_training)
         return [Generation(self.loaded.tokenizer.decode(o.token_ids, skip_special_tokens=True), o.token_ids,

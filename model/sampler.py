@@ -49,6 +49,13 @@ def reserved_cache(num_layers: int, reserve: int) -> Any:
             self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
             return self.keys, self.values
 
+        def adopt(self, keys: torch.Tensor, values: torch.Tensor, n: int) -> None:
+            """Take ready buffers (positions [0, n) filled, the rest room) without copying them."""
+            if not self.is_initialized:
+                self.lazy_initialization(keys, values)
+            self._k, self._v, self._n = keys, values, n
+            self.keys, self.values = keys[:, :, :n], values[:, :, :n]
+
         def _select(self, pick) -> None:
             if self._n:
                 self._k, self._v = pick(self._k), pick(self._v)
@@ -106,12 +113,10 @@ def shared_prefix(prompts: Sequence[Prompt], image_token_id: int) -> int:
     return max(0, min([n] + [p.ids.index(image_token_id) for p in prompts if image_token_id in p.ids]))
 
 
-def _prefill(model: Any, prompts: Sequence[Prompt], pad_id: int, device: torch.device,
-             reserve: int) -> tuple[torch.Tensor, Any, torch.Tensor]:
-    """The distinct prompts' last logits [U, V], one KV cache for all of them (each prompt's part
-    right-aligned, room for `reserve` more positions) and its attention mask: the shared prefix
-    computed once, then the rest of each prompt on a copy of it, unpadded (a padded batch of long
-    multi-tile prompts costs more than it saves)."""
+def _prefill(model: Any, prompts: Sequence[Prompt], device: torch.device) -> tuple[torch.Tensor, list[Any]]:
+    """The distinct prompts' last logits [U, V] and each one's KV cache: the shared prefix computed
+    once, then the rest of each prompt on a copy of it, unpadded (a padded batch of long multi-tile
+    prompts costs more than it saves)."""
     num_layers = model.config.get_text_config().num_hidden_layers
     shared = shared_prefix(prompts, int(model.config.image_token_id)) if len(prompts) > 1 else 0
     prefix = None
@@ -119,7 +124,7 @@ def _prefill(model: Any, prompts: Sequence[Prompt], pad_id: int, device: torch.d
         prefix = reserved_cache(num_layers, 0)
         ids = torch.tensor([prompts[0].ids[:shared]], device=device)
         model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=prefix, use_cache=True, logits_to_keep=1)
-    logits, parts = [], []
+    logits, caches = [], []
     for p in prompts:
         cache = reserved_cache(num_layers, 0)
         if prefix is not None:
@@ -131,43 +136,48 @@ def _prefill(model: Any, prompts: Sequence[Prompt], pad_id: int, device: torch.d
                     position_ids=torch.arange(shared, len(p.ids), device=device).unsqueeze(0), past_key_values=cache,
                     use_cache=True, logits_to_keep=1, **kwargs)
         logits.append(out.logits[0, -1].float().cpu())
-        parts.append(cache)
-    width = max(len(p.ids) for p in prompts)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    merged = reserved_cache(num_layers, reserve)
-    for layer in range(num_layers):
-        k0 = parts[0].layers[layer].keys
-        keys = k0.new_zeros((len(prompts), k0.shape[1], width, k0.shape[3]))
+        caches.append(cache)
+    return torch.stack(logits), caches
+
+
+def _rows_cache(caches: Sequence[Any], of_row: Sequence[int], lengths: Sequence[int], reserve: int) -> tuple[Any, torch.Tensor]:
+    """One cache for the sampling rows, row r holding its prompt's cache `caches[of_row[r]]`
+    right-aligned in `max(lengths)` positions plus `reserve` of room, and its attention mask."""
+    width = max(lengths)
+    rows = reserved_cache(len(caches[0].layers), reserve)
+    for layer, target in enumerate(rows.layers):
+        k0 = caches[0].layers[layer].keys
+        keys = k0.new_zeros((len(of_row), k0.shape[1], width + reserve, k0.shape[3]))
         values = torch.zeros_like(keys)
-        for row, (cache, p) in enumerate(zip(parts, prompts)):
-            keys[row, :, width - len(p.ids):] = cache.layers[layer].keys[0]
-            values[row, :, width - len(p.ids):] = cache.layers[layer].values[0]
-        merged.layers[layer].update(keys, values)
-    for row, p in enumerate(prompts):
-        mask[row, width - len(p.ids):] = 1
-    return torch.stack(logits), merged, mask
+        for row, (u, n) in enumerate(zip(of_row, lengths)):
+            keys[row, :, width - n:width] = caches[u].layers[layer].keys[0]
+            values[row, :, width - n:width] = caches[u].layers[layer].values[0]
+        target.adopt(keys, values, width)
+    mask = torch.zeros((len(of_row), width), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, width - n:] = 1
+    return rows, mask
 
 
 @torch.no_grad()
 def sample(model: Any, prompts: Sequence[Prompt], seeds: Sequence[int], sampling: SamplingConfig,
-           stop_ids: Sequence[int], pad_id: int, device: torch.device, groups: Sequence[int] | None = None) -> list[Sampled]:
+           stop_ids: Sequence[int], device: torch.device, groups: Sequence[int] | None = None) -> list[Sampled]:
     """Generate for every prompt (row r seeded with `seeds[r]`). Rows with the same `groups[r]`
     have the same prompt (ids and images): they share one prefill."""
     n = len(prompts)
     if n == 0 or sampling.max_new_tokens < 1:
         return [Sampled([], "length") for _ in prompts]
-    order: dict[int, int] = {}
+    first_row: dict[int, int] = {}  # group -> its first row, in order
     for row, g in enumerate(groups if groups is not None else range(n)):
-        order.setdefault(g, row)
-    slot_of = {g: k for k, g in enumerate(order)}
-    rows_group = torch.tensor([slot_of[g] for g in (groups if groups is not None else range(n))])
-    logits, cache, mask = _prefill(model, [prompts[row] for row in order.values()], pad_id, device,
-                                   sampling.max_new_tokens)
-    cache.batch_select_indices(rows_group.to(device))  # every sampling row gets its prompt's cache
-    mask = mask[rows_group]
+        first_row.setdefault(g, row)
+    slot = {g: k for k, g in enumerate(first_row)}
+    of_row = [slot[g] for g in (groups if groups is not None else range(n))]  # row -> its distinct prompt
+    logits, caches = _prefill(model, [prompts[row] for row in first_row.values()], device)
+    cache, mask = _rows_cache(caches, of_row, [len(p.ids) for p in prompts], sampling.max_new_tokens)
+    del caches
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     stop_set = set(stop_ids)
-    tokens = next_tokens(logits[rows_group], sampling, gens)
+    tokens = next_tokens(logits[of_row], sampling, gens)
     out: list[list[int]] = [[] for _ in range(n)]
     finish = ["length"] * n
     positions = torch.tensor([len(p.ids) for p in prompts])

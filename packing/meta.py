@@ -34,7 +34,7 @@ class MetaDataset:
     repeat_time: float = 1.0
     max_dynamic_patch: int | None = None
     data_augment: bool = False
-    length: int | None = None  # the row count the meta file declares (checked against what is read)
+    length: int | None = None  # the row count the meta file declares (kept as given; not checked)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:

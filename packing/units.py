@@ -90,8 +90,9 @@ def tile_images(sizes: Sequence[tuple[int, int]], limits: UnitLimits) -> list[Ti
 
 
 def unit_limits(rec: "Conversation | PreferencePair", limits: UnitLimits) -> UnitLimits:
-    """The recipe's limits, with the tiling a preference pair's policy sampled under (its `tiling`)
-    in place of the recipe's: the model trains on the view of the image that produced the answers."""
+    """The recipe's limits, with a record's own `tiling` in place of the recipe's: a preference
+    pair's (the view its policy sampled under, so the model trains on the image that produced the
+    answers) or a meta dataset's `max_dynamic_patch`."""
     tiling = getattr(rec, "tiling", None)
     if not tiling:
         return limits

@@ -217,7 +217,7 @@ def test_batched_sampling_gives_each_request_its_own_text(loaded, conv_sample):
         kwargs = {"pixel_values": torch.cat(pixels)} if pixels else {}
         with attention.text_attention(loaded.language_model, "sdpa"):
             ref = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 do_sample=False, max_new_tokens=6, eos_token_id=gen.stop_ids, pad_token_id=gen.pad_id,
+                                 do_sample=False, max_new_tokens=6, eos_token_id=gen.stop_ids, pad_token_id=gen.stop_ids[0],
                                  use_cache=True, **kwargs)[0, len(ids):].tolist()
         cut = next((k for k, t in enumerate(ref) if t in gen.stop_ids), len(ref))
         assert mine.token_ids == ref[:cut]

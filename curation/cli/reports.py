@@ -49,22 +49,13 @@ def print_pack_report(index: dict[str, Any], output: str, stream=None) -> None:
 
 
 def print_datasets(index: dict[str, Any], console) -> None:
-    """Per meta dataset: rows (copies included), kept, tokens, tiles, and its share of the tokens."""
-    from rich.table import Table
-
+    """The meta datasets' table, when the pack read a meta file."""
+    from curation.inspection.summary import datasets_table
     from packing.meta import datasets_from_stats
 
     datasets = datasets_from_stats(index.get("stats") or {})
-    if not datasets:
-        return
-    total = sum(d["tokens"] for d in datasets.values()) or 1
-    table = Table(title="meta datasets")
-    for col in ("dataset", "rows", "kept", "tokens", "tiles", "token share"):
-        table.add_column(col, justify="left" if col == "dataset" else "right")
-    for name, d in sorted(datasets.items()):
-        table.add_row(name, f"{d['rows']:,}", f"{d['kept']:,}", f"{d['tokens']:,}", f"{d['tiles']:,}",
-                      f"{d['tokens'] / total:.1%}")
-    console.print(table)
+    if datasets:
+        console.print(datasets_table(datasets))
 
 
 def print_plan_report(index: dict[str, Any], output: str, stream=None) -> None:

@@ -17,6 +17,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterator
 
+from curation.core.image_refs import image_values, split_images
 from curation.core.records import Rejection, RowRef, clean_uid, hash_uid
 from curation.core.rows import RowError, iter_raw_rows
 
@@ -87,15 +88,6 @@ def row_uid(raw: dict[str, Any], source_file: str, index: int) -> str:
         return clean_uid(str(rid))
     blob = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=_digest)
     return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-
-def _row_images(value: Any) -> tuple[list[str], list[bytes | None]]:
-    """Paths (`embedded:k` for image k given as bytes) and the embedded bytes, from an image field."""
-    from curation.core.image_refs import image_values
-
-    values = image_values(value, "image")
-    return ([v if isinstance(v, str) else f"embedded:{k}" for k, v in enumerate(values)],
-            [v if isinstance(v, bytes) else None for v in values])
 
 
 def _part_image(part: dict[str, Any]) -> str | bytes:
@@ -171,7 +163,7 @@ def parse_row(raw: dict[str, Any] | RowError, source_file: str, index: int) -> P
         return Rejection(RowRef(hash_uid(f"row:{source_file}:{index}", ""), source_file, index), "read", "malformed_row", str(raw))
     uid = row_uid(raw, source_file, index)
     try:
-        images, embedded = _row_images(raw.get("image", raw.get("images")))
+        images, embedded = split_images(image_values(raw.get("image", raw.get("images")), "image"))
         if "chosen" in raw or "rejected" in raw:
             meta = {k: raw[k] for k in ("chosen_meta", "rejected_meta") if k in raw}
             gt = raw.get("answer_gt")
@@ -186,8 +178,7 @@ def parse_row(raw: dict[str, Any] | RowError, source_file: str, index: int) -> P
         if part_images:
             if images:
                 raise ValueError("images given both in content parts and in `images`")
-            images = [v if isinstance(v, str) else f"embedded:{k}" for k, v in enumerate(part_images)]
-            embedded = [v if isinstance(v, bytes) else None for v in part_images]
+            images, embedded = split_images(part_images)
         return Conversation(uid, source_file, index, images, turns, embedded)
     except ValueError as err:
         return Rejection(RowRef(uid, source_file, index), "read", "malformed_row", str(err))

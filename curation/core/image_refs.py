@@ -27,6 +27,13 @@ def image_values(value: Any, key: str) -> list[str | bytes]:
     return out
 
 
+def split_images(values: list[str | bytes]) -> tuple[list[str], list[bytes | None]]:
+    """Image values as (paths, embedded): `embedded:k` stands in the paths for image k given as
+    bytes, whose bytes are `embedded[k]` (None for a real path)."""
+    return ([v if isinstance(v, str) else f"embedded:{k}" for k, v in enumerate(values)],
+            [v if isinstance(v, bytes) else None for v in values])
+
+
 def embedded_name(uid: str, k: int, data: bytes, ext: str) -> str:
     """A staged file name for a row's embedded image k: stable across reruns, distinct per content."""
     return f"{uid}-{k}-{hashlib.blake2b(data, digest_size=6).hexdigest()}.{ext}"

@@ -135,8 +135,8 @@ def _json_rows(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[tuple[int, dict[s
         return
     text = io.TextIOWrapper(stream, encoding="utf-8-sig")
     decoder = json.JSONDecoder()
-    buf, pos, index, done = text.read(chunk), 0, 0, False
-    pos = buf.index("[") + 1
+    buf = text.read(chunk)
+    pos, index, done = buf.index("[") + 1, 0, False
     while True:
         while True:  # skip whitespace and the comma before the next element
             while pos < len(buf) and buf[pos] in " \t\r\n,":

@@ -143,6 +143,19 @@ def _pack_stats(ss: ShardSet, dist: dict[str, Any]) -> dict[str, Any]:
             "sequences_per_pack": float(merged["segments"].mean()) if packs else None}
 
 
+def datasets_table(datasets: dict[str, dict[str, int]]):
+    """Per meta dataset: rows (copies included), kept, tokens, tiles, and its share of the tokens."""
+    from rich.table import Table
+
+    total = sum(d["tokens"] for d in datasets.values()) or 1
+    table = Table(title="meta datasets")
+    for col in ("dataset", "rows", "kept", "tokens", "tiles", "token share"):
+        table.add_column(col, justify="left" if col == "dataset" else "right")
+    for name, d in sorted(datasets.items()):
+        table.add_row(name, *(f"{d[k]:,}" for k in ("rows", "kept", "tokens", "tiles")), f"{d['tokens'] / total:.1%}")
+    return table
+
+
 def render(doc: dict[str, Any], console) -> None:
     """Terminal tables: overview, rejections per stage and reason, distributions with a bar per bin."""
     from rich.table import Table
@@ -166,12 +179,7 @@ def render(doc: dict[str, Any], console) -> None:
     over.add_row("accounting", "OK (inputs == kept + rejected == index)" if doc["accounting_ok"] else "MISMATCH")
     console.print(over)
     if doc.get("datasets"):
-        ds = Table(title="meta datasets")
-        for col in ("dataset", "rows", "kept", "tokens", "tiles"):
-            ds.add_column(col, justify="left" if col == "dataset" else "right")
-        for name, d in sorted(doc["datasets"].items()):
-            ds.add_row(name, *(f"{d[k]:,}" for k in ("rows", "kept", "tokens", "tiles")))
-        console.print(ds)
+        console.print(datasets_table(doc["datasets"]))
     if doc["rejected_by_stage"]:
         rej = Table(title="rejected per stage and reason")
         for col in ("stage", "reason", "rows"):

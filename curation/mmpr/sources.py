@@ -11,12 +11,11 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from curation.core.conversations import row_uid
+from curation.core.image_refs import image_values, split_images
+
 SCHEMAS = ("mmpr", "scienceqa", "aokvqa", "chartqa", "docvqa", "mathvista")
 LETTERS = string.ascii_uppercase
-
-
-from curation.core.conversations import row_uid
-from curation.core.image_refs import image_values
 
 
 class SchemaError(ValueError):
@@ -31,11 +30,6 @@ class Canonical:
     row: dict[str, Any]
     paths: list[str] = field(default_factory=list)
     embedded: list[bytes | None] = field(default_factory=list)
-
-
-def _split(images: list[str | bytes]) -> tuple[list[str], list[bytes | None]]:
-    return ([v if isinstance(v, str) else f"embedded:{k}" for k, v in enumerate(images)],
-            [v if isinstance(v, bytes) else None for v in images])
 
 
 def with_options(question: str, options: list[str]) -> str:
@@ -72,7 +66,7 @@ def _answers(value: Any, key: str) -> list[str]:
 
 def _row(raw: dict[str, Any], id_key: str | None, images: list[str | bytes], question: str, answer_gt: Any,
          answer_type: str, options: list[str] | None = None) -> Canonical:
-    paths, embedded = _split(images)
+    paths, embedded = split_images(images)
     row = {"image": paths, "question": question, "answer_gt": answer_gt, "answer_type": answer_type}
     if options:
         row["options"] = options
@@ -83,7 +77,7 @@ def _row(raw: dict[str, Any], id_key: str | None, images: list[str | bytes], que
 
 def _mmpr(raw: dict[str, Any], answer_type: str | None) -> Canonical:
     """Our own rows (`image` may also be an image struct), as they are: their content ids stay."""
-    paths, embedded = _split(image_values(raw.get("image", raw.get("images")), "image"))
+    paths, embedded = split_images(image_values(raw.get("image", raw.get("images")), "image"))
     row = dict(raw)
     if any(b is not None for b in embedded):
         row.pop("images", None)
