@@ -1,8 +1,11 @@
 """Annotate throughput: OCR images/s through the Beam stage (the pipeline's ReadShard, then
 RunInference with OcrHandler, on DirectRunner) vs the bare engine on the same images read from the
-same pair shard, and LLM-scored samples/s of one backend.
+same pair shard; LLM-scored samples/s of one backend, scoring from the digits' probabilities (one
+forward pass) vs parsing generated text (the old path), with their ratio; and the default rater's
+calibration on the probe set (ROC-AUC and clean-reject rate per score, gate state).
 
     python bench/annotate.py [--images 96] [--engine paddleocr] [--llm-samples 32] [--backend transformers]
+                             [--no-ocr] [--probes 300]
 
 Prints one JSON line. Both OCR timings include loading the models once, as a worker does; runs
 alternate and the best of each counts, so a noisy neighbour does not decide the overhead.
@@ -82,23 +85,52 @@ def through_beam(cfg, shard: tuple[str, dict], n: int) -> float:
     return elapsed
 
 
-def llm_rate(backend_name: str, n: int) -> float:
+class _TextOnly:
+    """The same backend without `label_probs`: the scorer falls back to generating and parsing text."""
+
+    def __init__(self, backend) -> None:
+        self.name, self.model, self.chat = backend.name, backend.model, backend.chat
+
+
+def _recipe(backend_name: str, probes: int):
     from curation.annotate.config import AnnotateConfig
     from curation.core.config import load_config
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs", "annotate.yaml")
+    over = {"llm": {"backend": backend_name, **({"vllm": {"enforce_eager": True, "max_model_len": 2048}}
+                                                 if backend_name == "vllm" else {})},
+            "quality": {"calibration": {"probes": probes}}}
+    return load_config(root, AnnotateConfig, over)
+
+
+def llm_rates(backend_name: str, n: int, probes: int) -> dict:
+    """Samples/s scoring by probabilities and by generated text (same backend, same captions), and
+    the default rater's calibration figures (cached like a real run's)."""
+    from curation.annotate.calibration import calibrate
     from curation.annotate.llm import build_backend
     from curation.annotate.quality import QualityScorer, ScoreInput
     from curation.samples.data import make_images
 
-    root = os.path.join(os.path.dirname(__file__), "..", "configs", "annotate.yaml")
-    over = {"llm": {"backend": backend_name, **({"vllm": {"enforce_eager": True, "max_model_len": 2048}}
-                                                 if backend_name == "vllm" else {})}}
-    cfg = load_config(root, AnnotateConfig, over)
+    cfg = _recipe(backend_name, probes)
     captions = [im.caption for im in make_images(0, max(n, 48))][:n]
-    scorer = QualityScorer(cfg.quality, build_backend(cfg.llm), cfg.llm.sampling)
+    backend = build_backend(cfg.llm)
+
+    def rate(b) -> float:
+        scorer = QualityScorer(cfg.quality, b, cfg.llm.sampling)
+        scorer.score([ScoreInput(captions[0])])  # warm (and, for probabilities, the few-shot history cache)
+        t = time.perf_counter()
+        for i in range(0, n, cfg.llm.batch_size):
+            scorer.score([ScoreInput(c) for c in captions[i:i + cfg.llm.batch_size]])
+        return n / (time.perf_counter() - t)
+
+    probs, text = rate(backend), rate(_TextOnly(backend))
     t = time.perf_counter()
-    for i in range(0, n, cfg.llm.batch_size):
-        scorer.score([ScoreInput(c) for c in captions[i:i + cfg.llm.batch_size]])
-    return n / (time.perf_counter() - t)
+    cal = calibrate(cfg, lambda llm: backend)
+    gates = {name: {k: g[k] for k in ("threshold", "auc", "clean_reject", "degraded_reject", "enforced")} for name, g in cal["gates"].items()}
+    return {"llm_backend": backend_name, "llm_samples": n, "llm_samples_per_s_probs": round(probs, 3),
+            "llm_samples_per_s_generate": round(text, 3), "probs_vs_generate": round(probs / text, 2),
+            "calibration_model": cal["model"], "calibration_probes": cal["probes"],
+            "calibration_s": round(time.perf_counter() - t, 1), "calibration": gates}
 
 
 def main() -> None:
@@ -108,7 +140,12 @@ def main() -> None:
     ap.add_argument("--llm-samples", type=int, default=32)
     ap.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs of each; the best counts (noisy 2-core boxes)")
+    ap.add_argument("--no-ocr", action="store_true", help="only the LLM figures")
+    ap.add_argument("--probes", type=int, default=300, help="calibration probe set size (the recipe's default: 300)")
     args = ap.parse_args()
+    if args.no_ocr:
+        print(json.dumps(llm_rates(args.backend, args.llm_samples, args.probes)))
+        return
 
     from curation.annotate.config import OcrConfig
     from curation.samples.text_images import text_images
@@ -131,8 +168,7 @@ def main() -> None:
         "ocr_pipeline_images_per_s": round(args.images / beam_s, 3),
         "overhead_pct": round(100.0 * (beam_s - engine_s) / engine_s, 2),
         "engine_runs_s": [round(x, 2) for x in engine_runs], "pipeline_runs_s": [round(x, 2) for x in beam_runs],
-        "llm_backend": args.backend,
-        "llm_samples_per_s": round(llm_rate(args.backend, args.llm_samples), 3),
+        **llm_rates(args.backend, args.llm_samples, args.probes),
     }))
 
 

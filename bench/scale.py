@@ -8,8 +8,8 @@ LAION-schema rows on DirectRunner multi_processing, with peak RSS per process an
    near-caption MinHash LSH dedup, declared-size tiling, SmolLM2 tokenizer, the greedy packer) on
    `--workers` SDK harness processes, polling every process's peak RSS (VmHWM) meanwhile.
 3. Checks every row is accounted for, and that every step that hands one worker a whole group
-   stays under its configured bound (write_shard: 1.1 x samples_per_shard; LSH buckets: max_bucket
-   + 1; one-worker union-find: components.max_local_edges; star rounds: max_local_edges). Exact
+   stays under its configured bound (write_shard: 1.1 x samples_per_shard; LSH verify tiles:
+   max_bucket; one-worker union-find: components.max_local_edges; star rounds: max_local_edges). Exact
    URL / caption groups stream through in two passes and are reported, not bounded.
 
 Prints one JSON line: rows, rows_per_s, peak_rss_mb (the largest SDK worker), max_group_size,
@@ -115,7 +115,7 @@ def bounds(cfg) -> dict[str, int]:
     dedup = cfg.ingest.metadata_dedup()
     out = {"write_shard": int(cfg.shards.samples_per_shard * 1.1)}
     if dedup is not None:
-        out.update(caption_bucket=dedup.max_bucket + 1, union_find_edges=dedup.components.max_local_edges,
+        out.update(caption_verify=dedup.max_bucket, union_find_edges=dedup.components.max_local_edges,
                    star=dedup.components.max_local_edges)
     return out
 

@@ -1,11 +1,15 @@
 """Dedup groups and buckets, as steps a distributed runner can wire together: exact-key groups, the
-hot-bucket policy, caption LSH memberships, bucket verification, image band memberships, and the
-decisions the components turn into.
+hot-bucket split, caption LSH memberships, bucket verification, the identical-pHash collapse and
+image table memberships, and the decisions the components turn into.
 
-The hot-bucket rule: a bucket (an LSH band of captions, a pHash band of images) is counted only up
-to `max_bucket + 1` members. Fewer than two: nothing to compare. More than `max_bucket`: hot, never
-compared pairwise; its members fall back to an exact key instead (the caption hash for captions, the
-whole pHash for images), grouped by that key and joined as a star on the minimum (`exact_stars`).
+The hot-bucket rule: a bucket (an LSH band of captions, a pHash table key of images) of two to
+`max_bucket` members is verified pairwise in one group. A bigger one is hot and split, never turned
+into exact-key grouping: its members are dealt into c = ceil(size / (max_bucket // 2)) chunks and
+every pair of chunks becomes one tile of at most `max_bucket` members, so every pair of the bucket
+is still verified in some tile (recall kept; cost size^2 / 2 checks, c memberships per member).
+Only above `max_split_chunks` chunks is a bucket sampled: the members whose hash falls below
+capacity / size are kept (deterministic), the rest skip this bucket and are counted - the one place
+recall can be lost, reported as `{kind}_hot_bucket_skipped`.
 
 Plain functions over plain values, no Beam: they take what a group-by-key hands them (a key and a
 re-iterable of values, walked without making a list where a group may be huge) and return what to
@@ -14,12 +18,15 @@ emit plus the sizes the caller records.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Literal
+import hashlib
+from typing import Any, Iterable, Iterator, Literal, NamedTuple
+
+import numpy as np
 
 from curation.core.records import Sample
-from filters.dedup import (CaptionMember, Decision, DupKey, ImageMember, caption_bucket_edges, caption_hash, dup_key,
-                           image_band_keys, member_id, node_uid, parse_phash, star)
-from filters.dedup_config import DedupConfig, NearCaptionConfig
+from filters.dedup import (CaptionMember, Decision, DupKey, ImageMember, bit_samples, caption_bucket_edges, dup_key,
+                           image_table_keys, member_id, node_uid, parse_phash, star)
+from filters.dedup_config import DedupConfig, NearCaptionConfig, NearImageConfig
 from filters.minhash import MinHasher, band_keys, shingles
 
 Edge = tuple[str, str]
@@ -71,30 +78,70 @@ def undecided(item):
 
 
 # ---------------------------------------------------------------------------------------------
-# The hot-bucket rule
+# The hot-bucket rule: verify, or split into tiles
 
-HOT_BUCKET = b""  # a membership that stands for "in a hot bucket": fall back to the exact caption key
-
-Verdict = Literal["single", "compare", "hot"]
+Verdict = Literal["single", "compare", "split"]
 
 
-def bucket_size(members: Iterable, limit: int) -> int:
-    """Members counted up to limit + 1 (a hot bucket is never walked to its end here)."""
+def bucket_size(members: Iterable) -> int:
+    """Members counted in one streaming pass (a hot bucket is walked, never listed)."""
     size = 0
     for _ in members:
         size += 1
-        if size > limit:
-            break
     return size
 
 
 def bucket_verdict(members: Iterable, max_bucket: int) -> tuple[int, Verdict]:
-    """(size counted up to max_bucket + 1, verdict): "single" below two members (nothing to
-    compare), "hot" above `max_bucket` (members fall back to exact keys), else "compare"."""
-    size = bucket_size(members, max_bucket)
+    """(size, verdict): "single" below two members (nothing to compare), "split" above
+    `max_bucket` (verified as tiles), else "compare"."""
+    size = bucket_size(members)
     if size < 2:
         return size, "single"
-    return size, "hot" if size > max_bucket else "compare"
+    return size, "split" if size > max_bucket else "compare"
+
+
+class Split(NamedTuple):
+    """How a hot bucket of `size` members is tiled: `chunks` chunks of at most `chunk` members;
+    a member is kept if its hash fraction is below `keep` (1.0 unless the bucket is sampled)."""
+
+    size: int
+    chunks: int
+    chunk: int
+    keep: float
+
+    @property
+    def tiles(self) -> int:
+        return self.chunks * (self.chunks + 1) // 2
+
+
+def split_plan(size: int, max_bucket: int, max_chunks: int) -> Split:
+    """The tiling of a hot bucket: chunks of max_bucket // 2, so a tile (two chunks) stays within
+    `max_bucket`; past `max_chunks` chunks, sample down to their capacity."""
+    chunk = max_bucket // 2
+    chunks = -(-size // chunk)
+    if chunks <= max_chunks:
+        return Split(size, chunks, chunk, 1.0)
+    return Split(size, max_chunks, chunk, max_chunks * chunk / size * 0.97)  # slack for the hash spread
+
+
+def _fraction(member: bytes | str) -> float:
+    data = member if isinstance(member, bytes) else member.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"hot-sample").digest(), "big") / 2.0 ** 64
+
+
+def split_tiles(members: Iterable[Any], plan: Split, ident=lambda m: m) -> Iterator[tuple[int, Any]]:
+    """A hot bucket's members -> (tile, member) for each of the `chunks` tiles each kept member
+    joins: member i of the kept ones sits in chunk i // chunk (any order will do - every pair of
+    kept members shares the tile of their two chunks), tile (a, b) is numbered a * chunks + b."""
+    i = 0
+    for m in members:
+        if (plan.keep < 1.0 and _fraction(ident(m)) >= plan.keep) or i >= plan.chunks * plan.chunk:
+            continue
+        a = i // plan.chunk
+        i += 1
+        for b in range(plan.chunks):
+            lo, hi = (a, b) if a <= b else (b, a)
+            yield lo * plan.chunks + hi, m
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,26 +170,19 @@ class CaptionBander:
                 yield band, mid
 
 
-def caption_bucket_memberships(band: bytes, members: Iterable[bytes], hot: bool) -> Iterator[tuple[bytes, bytes]]:
-    """A caption bucket of two or more -> (member id, band key) per member, or (member id,
-    HOT_BUCKET) per member of a hot bucket."""
-    key = HOT_BUCKET if hot else band
-    for mid in members:
-        yield mid, key
+def caption_tile_key(band: bytes, tile: int) -> bytes:
+    """The bucket key of one tile of a split caption bucket: the band key and the tile number."""
+    return band + tile.to_bytes(4, "big")
 
 
-def caption_memberships(buckets: Iterable[bytes], rows: Iterable[tuple[str, str]]) -> Iterator[tuple[str, Any]]:
-    """One member id's bucket memberships and its (node, caption) rows -> ("members", (band key,
-    CaptionMember)) per bucket it shares, in band order, and ("hot", (caption hash, node)) once if
-    it sat in a hot bucket. A member of no bucket of two or more yields nothing."""
-    buckets = set(buckets)
-    if not buckets:
-        return
+def caption_memberships(buckets: Iterable[bytes], rows: Iterable[tuple[str, str]]) -> Iterator[tuple[bytes, CaptionMember]]:
+    """One member id's bucket (or tile) memberships and its (node, caption) rows -> (bucket key,
+    CaptionMember) per bucket it shares, in key order. A member of no bucket of two or more yields
+    nothing."""
+    buckets = sorted(set(buckets))
     for node, caption in rows:
-        if HOT_BUCKET in buckets:
-            yield "hot", (caption_hash(caption), node)
-        for band in sorted(buckets - {HOT_BUCKET}):
-            yield "members", (band, CaptionMember(node, caption))
+        for band in buckets:
+            yield band, CaptionMember(node, caption)
 
 
 def verified_caption_edges(members: Iterable[CaptionMember], cfg: NearCaptionConfig) -> list[Edge]:
@@ -155,37 +195,41 @@ def verified_caption_edges(members: Iterable[CaptionMember], cfg: NearCaptionCon
 # Near-duplicate images
 
 
-def image_members(key: DupKey, cfg):
-    """A DupKey -> (band key, ImageMember) for each pHash band it is a member of, and for each band
-    value it probes (within `hamming // bands` bits); nothing for a missing or malformed pHash."""
+def phash_key(key: DupKey):
+    """A DupKey -> (its pHash, node) for the identical-pHash step; nothing for a missing or
+    malformed pHash."""
     value = parse_phash(key.phash)
-    if value is None:
-        return
-    members, probes = image_band_keys(value, cfg.hamming, cfg.num_bands())
-    for band in members:
-        yield band, ImageMember(key.node, value, False)
-    for band in probes:
-        yield band, ImageMember(key.node, value, True)
+    if value is not None:
+        yield value, key.node
 
 
-def hot_image_key(member: ImageMember) -> tuple[str, str] | None:
-    """A member of a hot image bucket -> (its whole pHash, node), the exact key it falls back to;
-    None for a probe (it is a member of its own buckets elsewhere)."""
-    if member.probe:
-        return None
-    return f"{member.phash:016x}", member.node
+def same_phash(item: tuple[int, Iterable[str]]) -> tuple[ImageMember, list[Edge]]:
+    """Nodes sharing one whole pHash (distance 0: near-duplicates by definition) -> (the minimum as
+    the one member that enters the LSH tables, star edges of the others onto it). A million blank
+    images become one member, not a million-member bucket in every table."""
+    phash, nodes = item
+    center, others = star(nodes)
+    return ImageMember(center, phash), [(node, center) for node in others]
+
+
+class ImageTables:
+    """Batches of ImageMembers -> (table key, (node, pHash)) for each of the recipe's L bit-sampling
+    tables: keys computed for the whole batch at once, a plain tuple per membership (the table
+    shuffle carries L of them per record: half the bytes and coder time of a NamedTuple)."""
+
+    def __init__(self, cfg: NearImageConfig) -> None:
+        self.samples = bit_samples(cfg.bits, cfg.num_tables(), cfg.seed)
+
+    def memberships(self, batch: list[ImageMember]) -> Iterator[tuple[int, tuple[str, int]]]:
+        keys = image_table_keys(np.array([m.phash for m in batch], dtype=np.uint64), self.samples)
+        for member, row in zip(batch, keys.tolist()):
+            value = tuple(member)
+            for key in row:
+                yield key, value
 
 
 # ---------------------------------------------------------------------------------------------
-# Hot-bucket fallback and decisions
-
-
-def exact_stars(item):
-    """Hot-bucket members grouped by their exact key -> star edges on the minimum."""
-    _, nodes = item
-    center, others = star(nodes)
-    for node in others:
-        yield node, center
+# Decisions
 
 
 def decide(label: tuple[str, str], reason: str) -> Decision:

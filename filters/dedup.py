@@ -2,8 +2,8 @@
 
 Every record becomes a `DupKey` whose `node` string sorts best-representative first (highest quality
 score, then smallest uid), so "the representative of a group" is always the minimum node and every
-step below is a min - independent of arrival order. Buckets (LSH bands for captions, multi-index
-hash bands for image pHashes) turn into star edges `(node, bucket component minimum)`, never all
+step below is a min - independent of arrival order. Buckets (LSH bands for captions, bit-sampling
+LSH tables for image pHashes) turn into star edges `(node, bucket component minimum)`, never all
 pairs; connected components over the edges run as one union-find when they fit a worker, else as
 large-star / small-star rounds (Kiveris et al., "Connected Components in MapReduce and Beyond").
 """
@@ -217,47 +217,31 @@ def _stars(labels: dict[str, str]) -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Near-duplicate images: multi-index hashing on the 64-bit pHash
+# Near-duplicate images: bit-sampling LSH on the 64-bit pHash
 
 
-def band_slices(bands: int) -> list[tuple[int, int]]:
-    """Split 64 bits into `bands` contiguous (shift, width) pieces, widths differing by at most 1."""
-    if not 1 <= bands <= 64:
-        raise ValueError("bands must be in 1..64")
-    widths = [64 // bands + (1 if i < 64 % bands else 0) for i in range(bands)]
-    out, shift = [], 64
-    for w in widths:
-        shift -= w
-        out.append((shift, w))
-    return out
+def bit_samples(bits: int, tables: int, seed: int) -> np.ndarray:
+    """(tables, bits) bit positions of the 64-bit pHash, each table's `bits` distinct ones drawn with
+    a seeded generator: every worker derives the same tables from the recipe."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.sort(rng.choice(64, bits, replace=False)) for _ in range(tables)]).astype(np.uint64)
 
 
-def _flips(width: int, radius: int) -> list[int]:
-    """Every XOR mask over `width` bits with 1..radius bits set."""
-    masks = []
-    for r in range(1, radius + 1):
-        for bits in combinations(range(width), r):
-            masks.append(sum(1 << b for b in bits))
-    return masks
-
-
-def image_band_keys(phash: int, hamming: int, bands: int) -> tuple[list[str], list[str]]:
-    """(member keys, probe keys) for one pHash. If two hashes differ in <= hamming bits, some band
-    differs in <= hamming // bands bits (pigeonhole), so a hash that probes every value within that
-    radius of each of its bands meets every neighbour as a member of at least one bucket."""
-    radius = hamming // bands
-    members, probes = [], []
-    for i, (shift, width) in enumerate(band_slices(bands)):
-        value = (phash >> shift) & ((1 << width) - 1)
-        members.append(f"{i}:{value:x}")
-        probes.extend(f"{i}:{value ^ mask:x}" for mask in _flips(width, radius))
-    return members, probes
+def image_table_keys(phashes: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """(n,) uint64 pHashes -> (n, tables) bucket keys: the table index above each hash's bits at
+    that table's sampled positions (equal keys = candidate pair, verified by exact Hamming distance)."""
+    tables, bits = samples.shape
+    h = np.asarray(phashes, dtype=np.uint64)[:, None]
+    keys = np.broadcast_to(np.arange(tables, dtype=np.uint64) << np.uint64(bits), (len(h), tables)).copy()
+    one = np.uint64(1)
+    for j in range(bits):
+        keys |= ((h >> samples[:, j]) & one) << np.uint64(j)
+    return keys
 
 
 class ImageMember(NamedTuple):
     node: str
     phash: int
-    probe: bool  # here only to look for members, not itself a member of the bucket
 
 
 def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -266,24 +250,28 @@ def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def image_bucket_edges(members: Sequence[ImageMember], hamming: int) -> list[tuple[str, str]]:
-    """Star edges inside one image bucket: member-member and probe-member pairs within `hamming`
-    bits, grouped by union-find into stars on each component's minimum."""
-    uniq = sorted({(m.node, m.probe): m for m in members}.values())
-    mem = [m for m in uniq if not m.probe]
-    if not mem or len(uniq) < 2:
+    """Star edges inside one image bucket (or tile of a split one): the components of the pairs
+    within `hamming` bits, each a star on its minimum node. All in numpy: a dense tile of
+    `max_bucket` near-identical hashes has half a million pairs, never listed in Python."""
+    mem = sorted(set(members))
+    if len(mem) < 2:
         return []
-    prb = [m for m in uniq if m.probe]
     mh = np.array([m.phash for m in mem], dtype=np.uint64)
-    pairs: list[tuple[str, str]] = []
-    if len(mem) > 1:
-        d = hamming_matrix(mh, mh)
-        ii, jj = np.nonzero(np.triu(d <= hamming, 1))
-        pairs += [(mem[i].node, mem[j].node) for i, j in zip(ii.tolist(), jj.tolist())]
-    if prb:
-        d = hamming_matrix(np.array([m.phash for m in prb], dtype=np.uint64), mh)
-        ii, jj = np.nonzero(d <= hamming)
-        pairs += [(prb[i].node, mem[j].node) for i, j in zip(ii.tolist(), jj.tolist()) if prb[i].node != mem[j].node]
-    return _stars(union_find(pairs))
+    labels = adjacency_components(hamming_matrix(mh, mh) <= hamming)
+    return [(mem[i].node, mem[root].node) for i, root in enumerate(labels.tolist()) if root != i]
+
+
+def adjacency_components(adj: np.ndarray) -> np.ndarray:
+    """Each row's component minimum index in a symmetric boolean adjacency matrix: min-label
+    propagation with pointer jumping, a few O(n^2) numpy passes."""
+    n = len(adj)
+    labels = np.arange(n)
+    while True:
+        new = np.minimum(labels, np.where(adj, labels[None, :], n).min(axis=1))
+        new = new[new]
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
 
 
 def split_decisions(elements: Iterable, key: Callable[[Decision], str]) -> tuple[dict[str, Decision], list]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -56,20 +57,45 @@ class NearCaptionConfig:
 
 @dataclass(frozen=True)
 class NearImageConfig:
-    """64-bit pHash within `hamming` bits, found by multi-index hashing over `bands` bands."""
+    """64-bit pHash within `hamming` bits, found by bit-sampling LSH: `tables` tables, each keyed by
+    `bits` seeded bit positions, every candidate verified by its exact Hamming distance.
+
+    Recall model: two hashes `d` bits apart share a table's key with p(d) = C(64-d, K) / C(64, K)
+    (the K sampled positions miss all d differing bits), so they meet in at least one of L tables
+    with 1 - (1 - p(d))^L; L defaults to the fewest tables reaching `recall` at d = `hamming`.
+    Cost model: L memberships per record; a table's bucket holds N / 2^K random hashes on average
+    (238 at N = 10^9, K = 22), so a record meets L * N / 2^K candidates."""
 
     enabled: bool = True
     hamming: int = 10
-    bands: int | None = None  # default hamming + 1: exact band matches suffice (no probes)
+    bits: int = 22  # K: mean bucket N / 2^K, under max_bucket at 10^9 records from K = 21
+    tables: int | None = None  # L; default: the fewest reaching `recall` at distance `hamming`
+    recall: float = 0.95
+    seed: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.hamming < 32:
             raise ConfigError("near_image: hamming in 0..31")
-        if self.bands is not None and not 1 <= self.bands <= 64:
-            raise ConfigError("near_image: bands in 1..64")
+        if not 1 <= self.bits <= 64 - self.hamming:
+            raise ConfigError(f"near_image: bits in 1..{64 - self.hamming} (64 - hamming)")
+        if self.tables is not None and not 1 <= self.tables <= 4096:
+            raise ConfigError("near_image: tables in 1..4096")
+        if not 0.0 < self.recall < 1.0:
+            raise ConfigError("near_image: recall in (0, 1)")
 
-    def num_bands(self) -> int:
-        return self.bands if self.bands is not None else min(64, self.hamming + 1)
+    def collision(self, d: int) -> float:
+        """p(d): the chance that hashes `d` bits apart share one table's key."""
+        return math.comb(64 - d, self.bits) / math.comb(64, self.bits)
+
+    def num_tables(self) -> int:
+        if self.tables is not None:
+            return self.tables
+        p = self.collision(self.hamming)
+        return max(1, math.ceil(math.log(1.0 - self.recall) / math.log1p(-p))) if p < 1.0 else 1
+
+    def expected_recall(self, d: int) -> float:
+        """1 - (1 - p(d))^L: the chance a pair `d` bits apart meets in some table."""
+        return 1.0 - (1.0 - self.collision(d)) ** self.num_tables()
 
 
 @dataclass(frozen=True)
@@ -92,11 +118,14 @@ class DedupConfig:
     exact: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     near_caption: NearCaptionConfig = field(default_factory=NearCaptionConfig)
     near_image: NearImageConfig = field(default_factory=NearImageConfig)
-    max_bucket: int = 1000  # a bucket with more members is hot: its members fall back to exact keys
+    max_bucket: int = 1000  # the most members compared pairwise in one group; a bigger bucket is hot
+    max_split_chunks: int = 32  # a hot bucket splits into up to this many chunks, compared pairwise as tiles
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="dedup"))
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_bucket < 2:
-            raise ConfigError("max_bucket: must be >= 2")
+        if self.max_bucket < 4:
+            raise ConfigError("max_bucket: must be >= 4")
+        if self.max_split_chunks < 2:
+            raise ConfigError("max_split_chunks: must be >= 2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from curation.core.config import ConfigError, build
+from filters.language import LanguageFilter
 from filters.metadata import CaptionLength, ClipSimilarity, DeclaredSize, Nsfw, PlaceholderCaption, Watermark
 from filters.pixels import AspectRatio, BlankImage, MaxArea, MinSide
 
@@ -15,6 +16,7 @@ METADATA_FILTERS = {
     "nsfw": Nsfw,
     "watermark": Watermark,
     "clip_similarity": ClipSimilarity,
+    "language": LanguageFilter,
 }
 PIXEL_FILTERS = {"min_side": MinSide, "aspect_ratio": AspectRatio, "max_area": MaxArea, "blank_image": BlankImage}
 _BY_SECTION = {"metadata_filters": METADATA_FILTERS, "pixel_filters": PIXEL_FILTERS}

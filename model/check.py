@@ -3,15 +3,17 @@
 Per pack: segments contiguous and within l_max / t_max; every image span is `<img>` + 256 x tiles
 `<IMG_CONTEXT>` + `</img>` and no image token strays outside one; labels only on supervised text
 (equal to the ids there, never on image tokens, counts as the json says); ids inside the vocabulary
-and decodable; stored images decode and re-tile; a finite loss. On every `verify_every`-th pack the
-per-segment losses of the packed row must equal those of each segment run alone (isolation).
+and decodable; stored images decode and re-tile; the derived position ids restart at 0 per segment,
+never decrease and advance 1 per text token and `data.v2pe_delta` per `<IMG_CONTEXT>` token; a finite
+loss. On every `verify_every`-th pack the per-segment losses of the packed row must equal those of
+each segment run alone (isolation). Check never augments: it sees the stored pixels.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from packing.format import PackedSample, iter_packs
 from packing.tokens import IGNORE_INDEX
 from packing.validate import LAYOUT_CHECKS, TokenIds, pack_problems
 
-CHECKS = ("segments", "image_tokens", "labels", "ids", "images", "loss", "isolation")
+CHECKS = ("segments", "image_tokens", "labels", "ids", "images", "positions", "loss", "isolation")
 
 
 @dataclass
@@ -63,6 +65,29 @@ def _decodes(tokenizer: Any, ids: np.ndarray, img_ctx: int) -> str | None:
     except Exception as err:  # noqa: BLE001 - any tokenizer failure is a failed check, not a crash
         return f"{type(err).__name__}: {err}"
     return None
+
+
+def position_problems(positions: torch.Tensor, ids: np.ndarray, bounds: Sequence[int], img_context: int,
+                      delta: float) -> list[str]:
+    """What is wrong with a row's position ids, judged from the ids alone: in each segment the first
+    sits at 0, none decreases, and each token advances exactly 1 (text) or `delta` (`<IMG_CONTEXT>`)."""
+    pos = positions.detach().cpu().double().numpy()
+    out = []
+    for k, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+        if e <= s:
+            continue
+        if pos[s] != 0:
+            out.append(f"segment {k} starts at position {pos[s]:g}, not 0")
+        steps = np.diff(pos[s:e])
+        if (steps < 0).any():
+            out.append(f"segment {k}: position decreases at token {s + 1 + int(np.argmax(steps < 0))}")
+        want = np.where(ids[s + 1:e] == img_context, delta, 1.0)
+        bad = np.flatnonzero(steps != want)
+        if bad.size:
+            t = int(bad[0])
+            out.append(f"segment {k}: token {s + 1 + t} advances the position by {steps[t]:g}, expected {want[t]:g} "
+                       f"({bad.size} such tokens)")
+    return out
 
 
 @torch.no_grad()
@@ -123,10 +148,14 @@ def _check_one(report: CheckReport, sample: PackedSample, loaded: Loaded, data: 
     if bad:
         fail("ids", f"tokenizer cannot decode: {bad}")
     try:
-        batch = assemble(sample, tokens, data).to(loaded.device)  # its layout was just checked
+        batch = assemble(sample, tokens, data)  # its layout was just checked; no epoch: never augmented
     except PackError as err:
         fail("images", str(err))
         return
+    for detail in position_problems(batch.position_ids, sample.input_ids, batch.cu_seqlens.tolist(),
+                                    tokens.img_context, data.v2pe_delta):
+        fail("positions", detail)
+    batch = batch.to(loaded.device)
     tl = forward_logps(loaded, batch)
     sums, counts = tl.per_segment()
     per_segment = sums / counts.clamp(min=1)

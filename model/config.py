@@ -64,11 +64,26 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """How packed rows become model inputs: loading, pixels, and the InternVL recipe options on them."""
+
     num_workers: int = 0  # DataLoader worker processes; shards are split between them
     shuffle_shards: bool = True  # reshuffled per epoch with the run's seed
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # InternVL: ImageNet statistics
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     max_pixels: int = 89_478_485  # Pillow's decompression-bomb limit for stored images
+    # InternVL 2.5 / 3 SFT: training re-encodes every tile as JPEG at a quality drawn from
+    # jpeg_quality (inclusive), seeded by (run seed, epoch, pack, image); never in `curate check`
+    jpeg_augment: bool = False
+    jpeg_quality: tuple[int, int] = (75, 100)
+    # V2PE (InternVL 3): each <IMG_CONTEXT> token advances the position id by this, a text token by 1;
+    # 1 = plain positions, else 1/2, 1/4, ... 1/256 (0.5 ... 0.00390625)
+    v2pe_delta: float = 1.0
+
+    def __post_init__(self) -> None:
+        if len(self.jpeg_quality) != 2 or not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
+            raise ConfigError(f"data.jpeg_quality: [low, high] with 1 <= low <= high <= 100, got {list(self.jpeg_quality)}")
+        if self.v2pe_delta not in [2.0 ** -k for k in range(9)]:
+            raise ConfigError(f"data.v2pe_delta: one of 1, 1/2, 1/4, ... 1/256, got {self.v2pe_delta}")
 
 
 @dataclass(frozen=True)
@@ -84,11 +99,12 @@ class MpoConfig:
     w_pref: float = 0.8
     w_quality: float = 0.2
     w_gen: float = 1.0
-    shift_momentum: float = 0.9  # BCO reward shift delta: running mean of the rewards
+    # the BCO reward shift delta is the running mean of the rewards, as TRL's bco_pair keeps it
+    reference_logps: bool = False  # score the frozen reference once into files beside the packs (no second model)
 
     def __post_init__(self) -> None:
-        if self.beta <= 0 or not 0 <= self.shift_momentum < 1:
-            raise ConfigError("beta > 0 and 0 <= shift_momentum < 1")
+        if self.beta <= 0:
+            raise ConfigError("mpo.beta must be > 0")
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,49 @@ class PromptConfig:
 
 
 @dataclass(frozen=True)
+class TrainableConfig:
+    """Which parts learn (InternVL's stages): MLP warm-up trains the projector only; ViT incremental
+    learning the vision tower and projector; full SFT everything. Frozen parts get no gradients and
+    no optimizer state."""
+
+    vision: bool = True
+    projector: bool = True
+    llm: bool = True  # the language model with its embeddings and (tied) head
+
+    def __post_init__(self) -> None:
+        if not (self.vision or self.projector or self.llm):
+            raise ConfigError("trainable: at least one of vision, projector, llm must be true")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out packs scored every `every` steps (loss and loss per source) into metrics.jsonl."""
+
+    data: str | None = None  # a packed shard folder not trained on
+    every: int = 0  # optimizer steps between evaluations (0: never)
+    max_packs: int | None = None  # the first N packs of the folder only
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or (self.every and not self.data):
+            raise ConfigError("eval.every >= 0, and eval.data names a packed folder when eval.every > 0")
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """`torchrun` training: ranks read disjoint packs of one global order."""
+
+    # shard streams the epoch order interleaves (shard k to stream k mod streams, read round robin);
+    # default world size x max(1, num_workers). Fixed at the first start, so a resumed run continues
+    # the same order, with any number of ranks.
+    streams: int | None = None
+    timeout_s: int = 1800
+
+    def __post_init__(self) -> None:
+        if self.streams is not None and self.streams < 1:
+            raise ConfigError("distributed.streams must be >= 1")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """configs/train.yaml: model, data, loss and optimizer for `curate train|generate|check`."""
 
@@ -133,7 +192,17 @@ class TrainConfig:
     log_every: int = 10
     output: str = "out/train"
     progress: bool = True
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    gradient_checkpointing: bool = False  # recompute each decoder / vision layer in backward: less memory, same gradients
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    max_packs: int | None = None  # train on the first N packs of each epoch's order only (overfit checks)
 
     def __post_init__(self) -> None:
         if min(self.steps, self.save_every, self.log_every, self.keep_checkpoints) < 1:
             raise ConfigError("steps, save_every, keep_checkpoints and log_every must be >= 1")
+        if self.max_packs is not None and self.max_packs < 1:
+            raise ConfigError("max_packs must be >= 1")
+        if self.loss == "mpo" and self.mpo.reference_logps and self.data.jpeg_augment:
+            raise ConfigError("mpo.reference_logps scores the reference on the stored pixels once; with "
+                              "data.jpeg_augment the policy would see other pixels: turn one of them off")

@@ -27,8 +27,15 @@ def packed_hidden(loaded: Loaded, batch: PackedBatch) -> torch.Tensor:
         feats = model.model.get_image_features(pixel_values=batch.pixel_values.to(embeds.dtype), return_dict=True).pooler_output
         flat = feats.reshape(-1, feats.shape[-1]).to(embeds.dtype)
         embeds = embeds.index_put((torch.zeros_like(batch.image_positions), batch.image_positions), flat[batch.feature_rows])
+    # V2PE rows carry float32 position ids. Qwen2's (and Llama's) rotary embedding computes
+    # position_ids[..., None].float() * inv_freq, so they rotate by their fractional value; they stay
+    # float32 whatever the model dtype (bf16 would round positions above 256 to 2 or more). Segment
+    # bounds come from cu_seqlens, never from the positions (which step by delta < 1 inside images).
+    positions = batch.position_ids[None]
+    if positions.is_floating_point():
+        positions = positions.float()
     # use_cache=False always: with a cache, transformers would drop the packed-sequence isolation
-    out = lm(inputs_embeds=embeds, position_ids=batch.position_ids[None], use_cache=False,
+    out = lm(inputs_embeds=embeds, position_ids=positions, use_cache=False,
              cu_seq_lens_q=batch.cu_seqlens, cu_seq_lens_k=batch.cu_seqlens,
              max_length_q=batch.max_seqlen, max_length_k=batch.max_seqlen)
     return out.last_hidden_state[0]

@@ -1,16 +1,19 @@
-"""Training losses on one packed row: NTP with InternVL's reductions, and MPO (DPO + BCO + SFT).
+"""Training losses on packed rows: NTP with InternVL's reductions, and MPO (DPO + BCO + SFT).
 
 NTP: loss = sum(ce * w) / sum(w) with w = 1 (token), 1/n (sample) or 1/sqrt(n) (square, InternVL
-2.5), n the supervised tokens of the token's sample. MPO (InternVL's Mixed Preference
-Optimization): w_pref * DPO(sigmoid) + w_quality * BCO(pair, reward shift delta = running mean of
-the rewards) + w_gen * SFT on the chosen answers, with sequence log-probs per segment against a
-frozen reference model.
+2.5), n the supervised tokens of the token's sample. As in InternVL's all-gather reduction, the
+sums run over the global batch (every row of every accumulation step on every rank): a sample's
+weight does not depend on its pack-mates, on how the samples were packed, or on grad_accum.
+MPO (InternVL's Mixed Preference Optimization): w_pref * DPO(sigmoid) + w_quality * BCO(pair, reward
+shift delta = running mean of the rewards, updated before use as TRL's `bco_pair`) + w_gen * SFT
+on the chosen answers, with sequence log-probs per segment against a frozen reference model.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +22,37 @@ from model.config import MpoConfig
 from model.forward import TokenLogps
 
 NTP_ROLES = ("sft", "pretrain")
+GEN_ROLES = ("chosen",) + NTP_ROLES  # MPO's generation (SFT) term
+IGNORE = -100
 
 
-def ntp_loss(tl: TokenLogps, reduction: str, segment_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted mean cross-entropy over the supervised tokens (of the segments in `segment_mask`)."""
+def reduction_weight(counts: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Each token's weight from its sample's supervised token count n."""
+    if reduction == "token":
+        return torch.ones_like(counts)
+    if reduction == "sample":
+        return 1.0 / counts
+    if reduction == "square":
+        return 1.0 / counts.sqrt()
+    raise ValueError(f"unknown NTP reduction {reduction!r}")
+
+
+def weight_total(targets: torch.Tensor, segment_ids: torch.Tensor, segments: Sequence[dict], reduction: str,
+                 roles: tuple[str, ...]) -> float:
+    """sum(w) over a row's supervised tokens in segments of `roles`, from its targets alone (no
+    forward): the row's share of the global normaliser."""
+    seg = segment_ids[targets != IGNORE]
+    counts = torch.bincount(seg, minlength=len(segments)).double()
+    keep = torch.tensor([s["role"] in roles for s in segments], dtype=torch.bool)
+    n = counts[keep.to(counts.device)]
+    n = n[n > 0]
+    return float((n * reduction_weight(n, reduction)).sum()) if n.numel() else 0.0
+
+
+def ntp_loss(tl: TokenLogps, reduction: str, segment_mask: torch.Tensor | None = None,
+             total: float | None = None) -> torch.Tensor:
+    """sum(ce * w) / total over the supervised tokens (of the segments in `segment_mask`); `total`
+    is the global sum(w) of the step, by default this row's own (a per-row mean)."""
     ce = -tl.logps
     seg = tl.segments
     if segment_mask is not None:
@@ -31,15 +61,8 @@ def ntp_loss(tl: TokenLogps, reduction: str, segment_mask: torch.Tensor | None =
     if ce.numel() == 0:
         return tl.logps.sum() * 0.0  # keeps the graph; a row with nothing to learn adds nothing
     counts = torch.zeros(tl.num_segments, dtype=ce.dtype, device=ce.device).index_add(0, seg, torch.ones_like(ce))
-    if reduction == "token":
-        w = torch.ones_like(ce)
-    elif reduction == "sample":
-        w = 1.0 / counts[seg]
-    elif reduction == "square":
-        w = 1.0 / counts[seg].sqrt()
-    else:
-        raise ValueError(f"unknown NTP reduction {reduction!r}")
-    return (ce * w).sum() / w.sum()
+    w = reduction_weight(counts[seg], reduction)
+    return (ce * w).sum() / (w.sum() if total is None else total)
 
 
 def segment_mask(segments: list[dict], roles: tuple[str, ...], device: torch.device) -> torch.Tensor:
@@ -62,14 +85,24 @@ def preference_pairs(segments: list[dict]) -> list[tuple[int, int]]:
 
 @dataclass
 class MpoState:
-    """The BCO reward shift: a running mean of the (chosen and rejected) rewards, saved with checkpoints."""
+    """The BCO reward shift: the running mean of the per-update mean rewards (TRL's RunningMoments
+    over `bco_pair` rewards), saved with checkpoints."""
 
     delta: float = 0.0
     seen: int = 0
 
-    def update(self, reward_mean: float, momentum: float) -> None:
-        self.delta = reward_mean if self.seen == 0 else momentum * self.delta + (1 - momentum) * reward_mean
+    def update(self, reward_mean: float) -> None:
         self.seen += 1
+        self.delta += (reward_mean - self.delta) / self.seen
+
+
+@dataclass(frozen=True)
+class StepNorm:
+    """The global batch's normalisers of one optimizer step: sum(w) of the NTP (MPO: SFT) tokens and
+    the preference pairs, summed over every row of the step on every rank; None: this row's own."""
+
+    tokens: float | None = None
+    pairs: float | None = None
 
 
 @dataclass
@@ -84,30 +117,41 @@ class MpoTerms:
     extra: dict = field(default_factory=dict)
 
 
-def mpo_loss(policy: TokenLogps, reference: TokenLogps, segments: list[dict], cfg: MpoConfig, state: MpoState,
-             sft_reduction: str = "token") -> MpoTerms:
-    """MPO on one packed row; segments with role sft/pretrain add to the generation (SFT) term."""
+def mpo_loss(policy: TokenLogps, reference: TokenLogps | torch.Tensor, segments: list[dict], cfg: MpoConfig, state: MpoState,
+             sft_reduction: str = "token", norm: StepNorm = StepNorm(),
+             reward_sum: Callable[[float, int], tuple[float, int]] = lambda s, n: (s, n)) -> MpoTerms:
+    """MPO on one packed row; segments with role sft/pretrain add to the generation (SFT) term.
+
+    Terms are this row's share of the step's means: pair sums over `norm.pairs` (default: this row's
+    pairs), SFT over `norm.tokens`. `reward_sum` turns this row's (reward sum, count) into the sums over
+    every rank's rows of the same micro-step, so the BCO shift sees the global mean before use."""
     pairs = preference_pairs(segments)
     pol_sum, _ = policy.per_segment()
-    ref_sum, _ = reference.per_segment()
+    ref_sum = reference.per_segment()[0] if isinstance(reference, TokenLogps) else reference  # per-segment sums
     device = pol_sum.device
-    gen_mask = segment_mask(segments, ("chosen",) + NTP_ROLES, device)
-    sft = ntp_loss(policy, sft_reduction, gen_mask)
+    sft = ntp_loss(policy, sft_reduction, segment_mask(segments, GEN_ROLES, device), norm.tokens)
     if not pairs:
+        total, count = reward_sum(0.0, 0)
+        if count:  # other ranks saw pairs in this micro-step: the shift moves for everyone
+            state.update(total / count)
         return MpoTerms(cfg.w_gen * sft, 0.0, 0.0, float(sft.detach()), 0.0, 0.0, 0)
     c = torch.tensor([p[0] for p in pairs], device=device)
     r = torch.tensor([p[1] for p in pairs], device=device)
     chosen_ratio = pol_sum[c] - ref_sum[c].detach()
     rejected_ratio = pol_sum[r] - ref_sum[r].detach()
     logits = cfg.beta * (chosen_ratio - rejected_ratio)
-    dpo = -F.logsigmoid(logits).mean()
     chosen_reward, rejected_reward = cfg.beta * chosen_ratio, cfg.beta * rejected_ratio
+    rewards = torch.cat([chosen_reward, rejected_reward]).detach()
+    total, count = reward_sum(float(rewards.sum()), int(rewards.numel()))
+    state.update(total / count)  # TRL: the running mean is updated with this batch before it is used
     delta = state.delta
-    bco = (-F.logsigmoid(chosen_reward - delta) - F.logsigmoid(-(rejected_reward - delta))).mean()
-    state.update(float(torch.cat([chosen_reward, rejected_reward]).mean().detach()), cfg.shift_momentum)
+    n_pairs = len(pairs) if norm.pairs is None else norm.pairs
+    dpo = -F.logsigmoid(logits).sum() / n_pairs
+    bco = (-F.logsigmoid(chosen_reward - delta) - F.logsigmoid(-(rejected_reward - delta))).sum() / n_pairs
     loss = cfg.w_pref * dpo + cfg.w_quality * bco + cfg.w_gen * sft
     margin = (chosen_reward - rejected_reward).detach()
-    return MpoTerms(loss, float(dpo.detach()), float(bco.detach()), float(sft.detach()), float(margin.mean()), float((margin > 0).float().mean()), len(pairs))
+    return MpoTerms(loss, float(dpo.detach()), float(bco.detach()), float(sft.detach()), float(margin.sum() / n_pairs),
+                    float((margin > 0).float().sum() / n_pairs), len(pairs))
 
 
 def is_finite(x: torch.Tensor | float) -> bool:

@@ -1,11 +1,15 @@
 """`curate train`: AdamW on packed rows (NTP or MPO), grad accumulation, bf16 autocast on CUDA,
-safetensors checkpoints that `from_pretrained` loads, and exact resume.
+several processes under `torchrun` (DDP: gloo on CPU, NCCL on GPU), InternVL's stages (frozen
+parts), gradient checkpointing, held-out evaluation, safetensors checkpoints that `from_pretrained`
+loads, and exact resume.
 
-A checkpoint folder holds the model (config, safetensors, tokenizer), `optimizer.pt` (tensors
-only: read back with `weights_only=True`) and `trainer_state.json` (step, data position, MPO reward
-shift) written last; it appears under its final name by one rename. Resuming restores all three
-and continues the same data order, so an interrupted run ends with the weights of an uninterrupted
-one (same worker count).
+Ranks read disjoint packs of one global order (model.batches.epoch_items): rank r takes items
+r, r + W, ... so W ranks with grad_accum a see, step by step, the very packs one process sees
+with grad_accum W x a; the loss normalisers are sums over that whole global batch (model.losses),
+so both give the same gradients. A checkpoint folder holds the model (config, safetensors,
+tokenizer), `optimizer.pt` (tensors only: read back with `weights_only=True`) and
+`trainer_state.json` (step, data position, MPO reward shift) written last, by rank 0; it appears
+under its final name by one rename. Resuming restores all three and continues the same data order.
 """
 
 from __future__ import annotations
@@ -23,16 +27,21 @@ from typing import Any, Callable
 
 import torch
 
+from model import distributed
 from model.batches import PackedBatch, PackedDataset, Position, loader
 from model.build import Loaded, load_model, save_checkpoint
 from model.config import TrainConfig
+from model.distributed import Dist, Forward
 from model.forward import forward_logps
-from model.losses import NTP_ROLES, MpoState, is_finite, mpo_loss, ntp_loss, segment_mask
+from model.losses import (GEN_ROLES, MpoState, StepNorm, is_finite, mpo_loss, ntp_loss, preference_pairs,
+                          reduction_weight, segment_mask, weight_total)
+from model.reference import ReferenceLogps
 
 log = logging.getLogger(__name__)
 
 STATE = "trainer_state.json"
 OPTIMIZER = "optimizer.pt"
+PARTS = {"vision": "vision_tower", "projector": "multi_modal_projector", "llm": "language_model"}
 
 
 class TrainError(RuntimeError):
@@ -43,7 +52,8 @@ class TrainError(RuntimeError):
 class TrainState:
     step: int = 0
     epoch: int = 0
-    consumed: dict[str, int] = field(default_factory=dict)
+    consumed: int = 0  # packs of this epoch's global order consumed, all ranks together
+    streams: int = 0  # the epoch order's shard streams, fixed at the first start (0: not yet)
     mpo: MpoState = field(default_factory=MpoState)
     tokens: int = 0
     rows: int = 0
@@ -57,6 +67,7 @@ class TrainResult:
     resumed_from: int
     seconds: float
     tokens: int
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -74,18 +85,40 @@ def checkpoints(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def row_loss(cfg: TrainConfig, policy: Loaded, reference: Loaded | None, batch: PackedBatch, state: TrainState
-             ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The configured loss of one packed row and what to log about it."""
-    tl = forward_logps(policy, batch)
+def set_trainable(loaded: Loaded, cfg: TrainConfig) -> dict[str, int]:
+    """Freeze the parts the recipe does not train (InternVL's stages); parameter counts per part."""
+    inner = loaded.model.model
+    counts = {}
+    for part, attr in PARTS.items():
+        module = getattr(inner, attr)
+        module.requires_grad_(getattr(cfg.trainable, part))
+        counts[part] = sum(p.numel() for p in module.parameters())
+    loaded.model.get_output_embeddings().requires_grad_(cfg.trainable.llm)  # tied to the embeddings
+    if cfg.gradient_checkpointing:
+        # non-reentrant: the only kind that works with DDP's unused-parameter search and frozen inputs
+        loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return counts
+
+
+def step_norm(cfg: TrainConfig, rows: list[PackedBatch], dist: Dist) -> StepNorm:
+    """The optimizer step's global normalisers, from the rows' targets alone (before any forward)."""
+    tokens = sum(weight_total(b.targets, b.segment_ids, b.segments, cfg.ntp.reduction, GEN_ROLES) for b in rows)
+    pairs = sum(len(preference_pairs(b.segments)) for b in rows) if cfg.loss == "mpo" else 0
+    tokens, pairs = dist.all_sum([tokens, pairs])
+    return StepNorm(tokens, pairs)
+
+
+def row_loss(cfg: TrainConfig, forward: Callable, reference: ReferenceLogps | None, batch: PackedBatch,
+             state: TrainState, norm: StepNorm = StepNorm(), dist: Dist = Dist()) -> tuple[torch.Tensor, dict[str, float]]:
+    """The configured loss of one packed row, as its share of the step's global loss, and what to log
+    about it (shares too: summed over the step's rows and ranks they give the step's figures)."""
+    tl = forward(batch)
     if cfg.loss == "ntp":
-        mask = segment_mask(batch.segments, NTP_ROLES + ("chosen",), tl.logps.device)
-        loss = ntp_loss(tl, cfg.ntp.reduction, mask)
+        loss = ntp_loss(tl, cfg.ntp.reduction, segment_mask(batch.segments, GEN_ROLES, tl.logps.device), norm.tokens)
         return loss, {"loss": float(loss.detach())}
     assert reference is not None
-    with torch.no_grad():
-        ref = forward_logps(reference, batch)
-    terms = mpo_loss(tl, ref, batch.segments, cfg.mpo, state.mpo, cfg.ntp.reduction)
+    terms = mpo_loss(tl, reference(batch), batch.segments, cfg.mpo, state.mpo, cfg.ntp.reduction, norm,
+                     lambda total, n: tuple(dist.all_sum([total, n])))
     return terms.loss, {"loss": float(terms.loss.detach()), "dpo": terms.dpo, "bco": terms.bco, "sft": terms.sft,
                         "reward_margin": terms.reward_margin, "reward_accuracy": terms.accuracy, "pairs": terms.pairs}
 
@@ -108,95 +141,176 @@ def _save(loaded: Loaded, optimizer: torch.optim.Optimizer, state: TrainState, o
 def _restore(optimizer: torch.optim.Optimizer, folder: Path, device: torch.device) -> TrainState:
     optimizer.load_state_dict(torch.load(folder / OPTIMIZER, map_location=device, weights_only=True))
     doc = json.loads((folder / STATE).read_text())
+    if not isinstance(doc.get("consumed"), int):
+        raise TrainError(f"{folder}: a checkpoint of an older trainer (per-shard data position); start a new output")
     doc["mpo"] = MpoState(**doc["mpo"])
     return TrainState(**doc)
 
 
+@torch.no_grad()
+def evaluate(cfg: TrainConfig, loaded: Loaded, dist: Dist) -> dict[str, float]:
+    """Loss of the held-out packs (the recipe's NTP reduction over all of them, every rank scoring
+    its share) and the same loss per source file of the segments."""
+    dataset = PackedDataset(cfg.eval.data, loaded.token_ids, dataclasses.replace(cfg.data, shuffle_shards=False),
+                            rank=dist.rank, world=dist.world, multiple=None, limit=cfg.eval.max_packs)
+    was_training = loaded.model.training
+    loaded.model.eval()
+    sums: dict[str, list[float]] = {}
+    for batch in loader(dataset, 0):
+        batch = batch.to(loaded.device)
+        ce, n = forward_logps(loaded, batch).per_segment()
+        n = n.double()
+        w = reduction_weight(n.clamp(min=1), cfg.ntp.reduction)
+        for k, seg in enumerate(batch.segments):
+            if seg["role"] in GEN_ROLES and n[k] > 0:
+                for key in ("", seg.get("source") or "?"):
+                    acc = sums.setdefault(key, [0.0, 0.0])
+                    acc[0] -= float(ce[k]) * float(w[k])
+                    acc[1] += float(n[k] * w[k])
+    loaded.model.train(was_training)
+    merged: dict[str, list[float]] = {}
+    for part in dist.gather(sums):
+        for key, (num, den) in part.items():
+            acc = merged.setdefault(key, [0.0, 0.0])
+            acc[0] += num
+            acc[1] += den
+    out = {"eval_loss": merged[""][0] / merged[""][1]} if "" in merged else {}
+    out.update({f"eval_loss/{key}": num / den for key, (num, den) in sorted(merged.items()) if key})
+    return out
+
+
 def train(cfg: TrainConfig, data: str, *, resume: bool = True, stop_after: int | None = None,
           on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train on the packed shard folder `data` until `cfg.steps` (or `stop_after` more steps, for tests)."""
+    """Train on the packed shard folder `data` until `cfg.steps` (or `stop_after` more steps, for
+    tests); under torchrun every rank calls this with the same arguments."""
+    from model.build import pick_device
+
+    dist, device = distributed.setup(pick_device(cfg.model.device), cfg.distributed.timeout_s)
+    try:
+        return _train(cfg, data, dist, device, resume, stop_after, on_step)
+    finally:
+        distributed.teardown(dist)
+
+
+def _train(cfg: TrainConfig, data: str, dist: Dist, device: torch.device, resume: bool, stop_after: int | None,
+           on_step: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
+    if dist.main:
+        output.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     found = checkpoints(output) if resume else []
     # resuming: the policy is the checkpoint, loaded as `model.checkpoint:` would load it
     model_cfg = dataclasses.replace(cfg.model, checkpoint=str(found[-1]), tokenizer=str(found[-1])) if found else cfg.model
-    policy = load_model(model_cfg)
+    policy = load_model(model_cfg, device)
+    set_trainable(policy, cfg)
     policy.model.train()
     reference = None
     if cfg.loss == "mpo":  # the frozen reference is the starting model, also when resuming
-        reference = load_model(cfg.model, policy.device)
-        reference.model.eval().requires_grad_(False)
+        reference = ReferenceLogps.prepare(cfg, data, dist, device)
     params = [p for p in policy.model.parameters() if p.requires_grad]
+    forward = Forward(policy, dist)
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
     state = TrainState()
     if found:
         state = _restore(optimizer, found[-1], policy.device)
         log.info("resumed from %s (step %d)", found[-1], state.step)
+    workers = cfg.data.num_workers
+    accum = cfg.optim.grad_accum
+    state.streams = state.streams or cfg.distributed.streams or dist.world * max(1, workers)
     resumed_from = state.step
     metrics = output / "metrics.jsonl"
     history = [h for h in _read_jsonl(metrics) if h["step"] <= state.step] if found else []
-    _write_jsonl(metrics, history)
-    autocast = policy.device.type == "cuda" and cfg.model.dtype == "float32"
-    workers = cfg.data.num_workers
+    if dist.main:
+        _write_jsonl(metrics, history)
     target = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
     last_saved = str(found[-1]) if found else None
+    evaluations: list[dict[str, Any]] = []
     started = time.perf_counter()
-    bar = _progress(cfg, state.step)
+    bar = _progress(cfg, state.step) if dist.main else None
     while state.step < target:
-        dataset = PackedDataset(data, policy.token_ids, cfg.data, cfg.model.seed,
-                                Position(state.epoch, dict(state.consumed)), workers)
-        if not state.consumed and len(dataset) < cfg.optim.grad_accum:
-            raise TrainError(f"{data}: {len(dataset)} packs, fewer than one optimizer step (grad_accum "
-                             f"{cfg.optim.grad_accum})")
-        accumulated: list[dict[str, float]] = []
-        pending: dict[str, int] = {}
+        dataset = PackedDataset(data, policy.token_ids, cfg.data, cfg.model.seed, Position(state.epoch, state.consumed),
+                                workers, rank=dist.rank, world=dist.world, streams=state.streams, multiple=accum,
+                                limit=cfg.max_packs, augment=True)
+        if state.consumed == 0 and len(dataset) < accum:
+            raise TrainError(f"{data}: {dataset.epoch_packs} packs, fewer than one optimizer step ({dist.world} ranks x "
+                             f"grad_accum {accum})")
+        rows: list[PackedBatch] = []
         for batch in loader(dataset, workers):
-            batch = batch.to(policy.device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                loss, info = row_loss(cfg, policy, reference, batch, state)
-            if not is_finite(loss):
-                raise TrainError(f"step {state.step + 1}: non-finite loss {float(loss)} on pack {batch.key}")
-            (loss / cfg.optim.grad_accum).backward()
-            accumulated.append(dict(info, tokens=batch.tokens))
-            pending[batch.shard] = batch.index + 1
-            if len(accumulated) < cfg.optim.grad_accum:
+            rows.append(batch)
+            if len(rows) < accum:
                 continue
-            lr = lr_at(state.step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.consumed.update(pending)
-            state.tokens += sum(a["tokens"] for a in accumulated)
-            state.rows += len(accumulated)
-            record = {"step": state.step, "lr": lr, "grad_norm": float(grad_norm), "epoch": state.epoch,
-                      **{k: sum(a[k] for a in accumulated) / len(accumulated) for k in accumulated[0] if k != "tokens"},
-                      "tokens": sum(a["tokens"] for a in accumulated)}
+            record = _step(cfg, state, rows, forward, reference, optimizer, params, dist)
+            rows = []
             history.append(record)
-            _append_jsonl(metrics, record)
-            accumulated, pending = [], {}
+            if dist.main:
+                _append_jsonl(metrics, record)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
-            elif state.step % cfg.log_every == 0:
-                log.info("step %d loss %.4f lr %.2e", state.step, record["loss"], lr)
+            elif dist.main and state.step % cfg.log_every == 0:
+                log.info("step %d loss %.4f lr %.2e", state.step, record["loss"], record["lr"])
             if on_step:
                 on_step(record)
+            if cfg.eval.every and (state.step % cfg.eval.every == 0 or state.step == target):
+                ev = {"step": state.step, **evaluate(cfg, policy, dist)}
+                evaluations.append(ev)
+                if dist.main:
+                    _append_jsonl(metrics, ev)
             if state.step % cfg.save_every == 0 or state.step == target:
-                last_saved = str(_save(policy, optimizer, state, output, cfg.keep_checkpoints))
+                if dist.main:
+                    last_saved = str(_save(policy, optimizer, state, output, cfg.keep_checkpoints))
+                dist.barrier()
             if state.step >= target:
                 break
-        else:  # the epoch ran out: rows of a partial accumulation are dropped, the next epoch starts clean
+        else:  # the epoch ran out (each rank read whole steps only): the next epoch starts clean
             optimizer.zero_grad(set_to_none=True)
             state.epoch += 1
-            state.consumed = {}
+            state.consumed = 0
             continue
         break
     if bar is not None:
         bar.close()
-    return TrainResult(state.step, history, last_saved, resumed_from, time.perf_counter() - started, state.tokens)
+    if not dist.main:
+        last_saved = str(checkpoints(output)[-1]) if checkpoints(output) else None
+    return TrainResult(state.step, history, last_saved, resumed_from, time.perf_counter() - started, state.tokens,
+                       evaluations)
+
+
+def _step(cfg: TrainConfig, state: TrainState, rows: list[PackedBatch], forward: Forward,
+          reference: ReferenceLogps | None, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+          dist: Dist) -> dict[str, Any]:
+    """One optimizer step over this rank's `rows` (grad_accum of them) as part of the global batch."""
+    device = forward.loaded.device
+    autocast = device.type == "cuda" and cfg.model.dtype == "float32"
+    norm = step_norm(cfg, rows, dist)
+    shares: dict[str, float] = {}
+    for i, batch in enumerate(rows):
+        batch = batch.to(device)
+        with forward.accumulating(last=i == len(rows) - 1):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                loss, info = row_loss(cfg, forward, reference, batch, state, norm, dist)
+            (loss * dist.world).backward()  # DDP averages gradients over ranks; the loss is already a global share
+        for k, v in info.items():
+            shares[k] = shares.get(k, 0.0) + v
+    keys = sorted(shares)
+    totals = dict(zip(keys + ["tokens"], dist.all_sum([shares[k] for k in keys] + [sum(b.tokens for b in rows)])))
+    if not is_finite(totals["loss"]):
+        raise TrainError(f"step {state.step + 1}: non-finite loss {totals['loss']} on packs "
+                         f"{', '.join(b.key for b in rows)} (or another rank's)")
+    lr = lr_at(state.step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.consumed += dist.world * len(rows)
+    state.tokens += int(totals["tokens"])
+    state.rows += dist.world * len(rows)
+    if "pairs" in totals:
+        totals["pairs"] = int(totals["pairs"])
+    return {"step": state.step, "lr": lr, "grad_norm": float(grad_norm), "epoch": state.epoch, **totals,
+            "tokens": int(totals["tokens"])}
 
 
 def _progress(cfg: TrainConfig, start: int):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from curation.core.config import ConfigError, ShardConfig
+from curation.core.records import UidConfig
 from packing.meta import MetaDataset
 
 
@@ -35,13 +36,25 @@ class PackConfig:
     buffer: int = 256  # packer buffer (items); planning is bounded by it
     image_root: str | None = None  # relative image paths resolve here; default: the jsonl's folder
     max_pixels: int = 89_478_485
+    # where row ids are unique: file (InternVL / LLaVA number them 0..N per file; the default, so files
+    # packed together never lose rows as dup_uid), source (the meta dataset's files), none (already global)
+    uid: UidConfig = field(default_factory=UidConfig)
+    # count InternVL's blank tile (its loader gives a sample with no image one dummy 448x448 tile,
+    # image_flags=0) toward t_max, so the tile budget matches its loader; token ids do not change
+    text_only_blank_tile: bool = False
     tiling: TilingConfig = field(default_factory=TilingConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="packed", samples_per_shard=5000))
     # an InternVL meta file's datasets (`curate pack --meta`, packing/meta.py): per annotation file its
     # image root, tile budget and repeat_time; empty: the --input files with the settings above
     datasets: list[MetaDataset] = field(default_factory=list)
+    # text-only : multimodal tokens to reach over the meta datasets (InternVL 3: [1, 3]), by one
+    # deterministic weight per dataset on its repeat_time (packing/meta.py ratio_weights); null: as given
+    target_ratio: list[float] | None = None
+    ratio_by: Literal["subsample", "repeat"] = "subsample"  # shrink the over-represented side, or repeat the scarce one
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.l_max < 16 or self.t_max < 1 or self.buffer < 1 or self.max_pixels < 1:
             raise ConfigError("l_max >= 16, t_max >= 1, buffer >= 1, max_pixels >= 1")
+        if self.target_ratio is not None and (len(self.target_ratio) != 2 or min(self.target_ratio) <= 0):
+            raise ConfigError("target_ratio: [text, multimodal], two positive numbers (e.g. [1, 3])")

@@ -88,9 +88,11 @@ def pack_members(key: str, units: list[PackUnit], plan: PackPlan,
             ids.append(seg.input_ids)
             labels.append(seg.labels)
             offset += n
-    tiles = sum(im["tiles"] for im in images)
+    blank = sum(u.blank_tiles for u in units)  # image-less samples' InternVL blank tiles, counted, not stored
+    tiles = sum(im["tiles"] for im in images) + blank
     meta = {"pack": key, "format_version": FORMAT_VERSION, "l_max": plan.l_max, "t_max": plan.t_max,
-            "tokens": offset, "tiles": tiles, "images": images, "segments": segments}
+            "tokens": offset, "tiles": tiles, "images": images, "segments": segments,
+            **({"blank_tiles": blank} if blank else {})}
     members = [
         (f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()),
         (f"{key}.input_ids.npy", _npy(np.concatenate(ids))),
@@ -106,7 +108,7 @@ def pack_members(key: str, units: list[PackUnit], plan: PackPlan,
 @dataclass(frozen=True)
 class PackedShardKind:
     """One flavour of packed shard for `write_packed_shard`: `curate pack`'s token packs, or `curate
-    plan`'s predicted packs. Units carry uid, source_file, source_row, tokens, tiles, truncated."""
+    plan`'s predicted packs. Units carry uid, source_file, source_row, tokens, tiles, truncated, text_only."""
 
     stage: str  # the stage of a later duplicate's `dup_uid` rejection
     manifest: pa.Schema
@@ -115,6 +117,7 @@ class PackedShardKind:
     pack: Callable[[str, list[Any]], tuple[list[tuple[str, bytes]], dict[str, Any]]]  # key, units -> members, index row
     kept_row: Callable[[Any, str], dict[str, Any]]  # unit, its pack -> manifest row
     rejected_row: Callable[[Rejection], dict[str, Any]]
+    stats: Callable[[list[dict[str, Any]]], dict[str, int]] | None = None  # manifest rows -> more index stats
 
 
 def write_packed_shard(shard: int, name: str, records: Iterable[Any], tar_file: IO[bytes], manifest_file: IO[bytes],
@@ -151,7 +154,8 @@ def write_packed_shard(shard: int, name: str, records: Iterable[Any], tar_file: 
         **rejection_counts(r for r in resolved if isinstance(r, Rejection)),
         stats={"packs": len(packs), "tokens": sum(r["tokens"] for r in rows), "tiles": sum(r["tiles"] for r in rows),
                "segments": sum(r["segments"] for r in rows), "truncated": sum(u.truncated for u in units),
-               "text_tokens": sum(u.tokens for u in units if u.tiles == 0), **dataset_stats(manifest)},
+               "text_tokens": sum(u.tokens for u in units if u.text_only), **dataset_stats(manifest),
+               **(kind.stats(manifest) if kind.stats else {})},
     )
     return report, {f"{name}.packs.parquet": packs_buf.getvalue()}
 

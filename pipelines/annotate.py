@@ -16,21 +16,42 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from curation.annotate.config import AnnotateConfig, LlmConfig, OcrConfig, QualityConfig
+from curation.annotate.config import AnnotateConfig, LanguageConfig, LlmConfig, OcrConfig, QualityConfig
 from curation.core.records import Rejection, Sample, record_uid
 from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, not_done, run_pair_shard_job
 
 NS = "curate.annotate"
 
 
-class _BatchedHandler(ModelHandler):
-    """What both model steps share: fixed batches, a metrics namespace, the accelerator hint."""
+def record_load(step: str) -> None:
+    """With CURATE_MODEL_LOAD_DIR set, one marker file per model copy loaded (process, time): how
+    many copies a job really loaded, which no per-bundle metric can see for a shared model."""
+    import os
+    import time
+    import uuid
 
-    def __init__(self, batch_size: int, accelerator: str | None, namespace: str) -> None:
+    folder = os.environ.get("CURATE_MODEL_LOAD_DIR")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{step}-{os.getpid()}-{uuid.uuid4().hex[:8]}"), "w") as f:
+            f.write(f"{time.time():.3f}\n")
+
+
+class _BatchedHandler(ModelHandler):
+    """What the model steps share: fixed batches, a metrics namespace, the accelerator hint, and
+    `share_across_processes`: one model per worker VM, served to every SDK process of the VM through
+    Beam's multi_process_shared (a GPU worker runs several SDK processes; each would load its own
+    copy of a 7B rater at gpu_memory_utilization 0.85). Shared models are proxies: only methods."""
+
+    def __init__(self, batch_size: int, accelerator: str | None, namespace: str, share: bool = False) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.accelerator = accelerator
         self.namespace = namespace
+        self.share = share
+
+    def share_model_across_processes(self) -> bool:
+        return self.share
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
@@ -45,41 +66,51 @@ class _BatchedHandler(ModelHandler):
 class OcrHandler(_BatchedHandler):
     """Samples -> PredictionResult(sample, OcrResult | OcrError), one engine per worker."""
 
-    def __init__(self, cfg: OcrConfig) -> None:
-        super().__init__(cfg.batch_size, cfg.accelerator, f"{NS}.ocr")
+    def __init__(self, cfg: OcrConfig, language: LanguageConfig | None = None) -> None:
+        super().__init__(cfg.batch_size, cfg.accelerator, f"{NS}.ocr", cfg.share_across_processes)
         self.cfg = cfg
+        self.language = language
 
     def load_model(self):
         from curation.annotate.ocr import build_ocr_engine
 
+        record_load("ocr")
         return build_ocr_engine(self.cfg)
 
     def run_inference(self, batch: Sequence[Sample], model, inference_args=None) -> Iterable[PredictionResult]:
-        results = model.recognize([s.image.data for s in batch])
+        from curation.annotate.steps import expected_script
+
+        # the script language ID expects picks the engine (Tesseract for what PP-OCR cannot read)
+        scripts = [expected_script(s, self.language) if self.language and self.language.enabled else None for s in batch]
+        results = model.recognize([s.image.data for s in batch], scripts)
         Metrics.counter(NS, "ocr_images").inc(len(batch))  # in the index's _metrics: what a resume re-ran
-        return [PredictionResult(s, r, model.name) for s, r in zip(batch, results)]
+        name = model.info()["name"]
+        return [PredictionResult(s, r, name) for s, r in zip(batch, results)]
 
 
 class QualityHandler(_BatchedHandler):
     """Samples -> PredictionResult(sample, QualityResult), one LLM backend per worker."""
 
-    def __init__(self, cfg: QualityConfig, llm: LlmConfig) -> None:
-        super().__init__(llm.batch_size, llm.accelerator, f"{NS}.llm")
+    def __init__(self, cfg: QualityConfig, llm: LlmConfig, enforce: dict[str, bool] | None = None) -> None:
+        super().__init__(llm.batch_size, llm.accelerator, f"{NS}.llm", llm.share_across_processes)
         self.cfg = cfg
         self.llm = llm
+        self.enforce = enforce  # per score: may it reject (the calibration gate); None: all may
 
     def load_model(self):
         from curation.annotate.llm import build_backend
         from curation.annotate.quality import QualityScorer
 
-        return QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling)
+        record_load("llm")
+        return QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling, self.enforce)
 
     def run_inference(self, batch: Sequence[Sample], model, inference_args=None) -> Iterable[PredictionResult]:
         from curation.annotate.steps import score_input
 
         results = model.score([score_input(s) for s in batch])
         Metrics.counter(NS, "llm_samples").inc(len(batch))
-        return [PredictionResult(s, r, model.backend.name) for s, r in zip(batch, results)]
+        backend = model.info()["backend"]
+        return [PredictionResult(s, r, backend) for s, r in zip(batch, results)]
 
 
 def _route(rec, counter: str):
@@ -91,17 +122,20 @@ def _route(rec, counter: str):
         yield rec
 
 
-def _rules(sample, cfg):
-    from curation.annotate.steps import apply_rules
+def _rules(sample, cfg: AnnotateConfig):
+    from curation.annotate.steps import apply_language, apply_rules
     from filters.text_quality import TextRules
 
-    yield from _route(apply_rules(sample, TextRules(cfg)), "rules")
+    ruled = apply_rules(sample, TextRules(cfg.heuristics))
+    if isinstance(ruled, Sample) and cfg.language.enabled:
+        ruled = apply_language(ruled, cfg.language)
+    yield from _route(ruled, "rules")
 
 
-def _after_ocr(pred: PredictionResult):
+def _after_ocr(pred: PredictionResult, language: LanguageConfig):
     from curation.annotate.steps import apply_ocr
 
-    yield from _route(apply_ocr(pred.example, pred.inference, pred.model_id), "ocr")
+    yield from _route(apply_ocr(pred.example, pred.inference, pred.model_id, language), "ocr")
 
 
 def _after_quality(pred: PredictionResult | Sample, cfg: AnnotateConfig):
@@ -133,14 +167,21 @@ def write_annotated_shard(shard: int, name: str, records, tar_file, manifest_fil
         fsio.write_atomic(fsio.join(output, rel), lambda f, data=sample.image.data: f.write(data))
         lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
         tasks[row["task"]] = tasks.get(row["task"], 0) + 1
+        if row.get("ocr_task_skipped"):  # an ocr draw whose text an engine flagged or dropped
+            key = f"ocr_skipped_{row['ocr_task_skipped']}"
+            tasks[key] = tasks.get(key, 0) + 1
     report.stats = {"conversations": len(lines), **{f"task_{k}": v for k, v in sorted(tasks.items())}}
     return report, {f"{name}.conversations.jsonl": "".join(line + "\n" for line in lines).encode()}
 
 
 def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[tuple[str, dict]], num_shards: int,
-                   output: str, fingerprint: str, previous: dict[str, Any], sources: list[str]) -> beam.PCollection:
-    """Wire the annotate graph on `p`; returns the PCollection holding the written index."""
+                   output: str, fingerprint: str, previous: dict[str, Any], sources: list[str],
+                   calibration: dict[str, Any] | None = None) -> beam.PCollection:
+    """Wire the annotate graph on `p`; returns the PCollection holding the written index.
+    `calibration` (calibration.calibrate) decides which scores may reject and goes into the index."""
     from functools import partial
+
+    from curation.annotate.calibration import enforced
 
     count = p | "NumShards" >> beam.Create([num_shards])
     n = beam.pvalue.AsSingleton(count)
@@ -156,15 +197,15 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[tuple[str
     )
     upstream = records | "UpstreamRejections" >> beam.Filter(lambda r: isinstance(r, Rejection))
     samples = records | "Samples" >> beam.Filter(lambda r: isinstance(r, Sample))
-    ruled = samples | "HeuristicRules" >> beam.FlatMap(_rules, cfg.heuristics).with_outputs("rejected", main="kept")
+    ruled = samples | "HeuristicRules" >> beam.FlatMap(_rules, cfg).with_outputs("rejected", main="kept")
     rejected = [upstream, ruled.rejected]
     kept = ruled.kept
     if cfg.ocr.enabled:
         ocr = (
             kept
             | "BeforeOcr" >> beam.Reshuffle()
-            | "Ocr" >> RunInference(OcrHandler(cfg.ocr))
-            | "OcrVerdict" >> beam.FlatMap(_after_ocr).with_outputs("rejected", main="kept")
+            | "Ocr" >> RunInference(OcrHandler(cfg.ocr, cfg.language))
+            | "OcrVerdict" >> beam.FlatMap(_after_ocr, cfg.language).with_outputs("rejected", main="kept")
         )
         rejected.append(ocr.rejected)
         kept = ocr.kept
@@ -172,7 +213,7 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[tuple[str
         kept = (
             kept
             | "BeforeLlm" >> beam.Reshuffle()
-            | "QualityScore" >> RunInference(QualityHandler(cfg.quality, cfg.llm))
+            | "QualityScore" >> RunInference(QualityHandler(cfg.quality, cfg.llm, enforced(calibration)))
         )
     quality = kept | "QualityVerdict" >> beam.FlatMap(_after_quality, cfg).with_outputs("rejected", main="kept")
     rejected.append(quality.rejected)
@@ -183,11 +224,18 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[tuple[str
     )
     return keyed | "Write" >> WriteShards(output, cfg.shards.prefix, "pairs", fingerprint,
                                           partial(write_annotated_shard, output=output), count, previous, NS,
-                                          extra={"source": "+".join(sources), "annotate_of": sources})
+                                          extra={"source": "+".join(sources), "annotate_of": sources,
+                                                 **({"calibration": calibration} if calibration else {})})
 
 
 def run_annotate(cfg: AnnotateConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) an annotate job over pair-shard folders; returns the index."""
-    return run_pair_shard_job(
-        cfg, inputs, output, beam_args, "annotate", NS,
-        lambda p, shards, n, out, fp, prev, sources: build_annotate(p, cfg, shards, n, out, fp, prev, sources))
+    """Run (or resume, or skip if finished) an annotate job over pair-shard folders; returns the index.
+    When there is work and the LLM scores, the rater is first measured on the probe set (cached)."""
+
+    def build(p, shards, n, out, fp, prev, sources):
+        from curation.annotate.calibration import calibrate
+
+        calibration = calibrate(cfg) if cfg.quality.enabled and cfg.quality.calibration.enabled else None
+        return build_annotate(p, cfg, shards, n, out, fp, prev, sources, calibration)
+
+    return run_pair_shard_job(cfg, inputs, output, beam_args, "annotate", NS, build)

@@ -1,8 +1,8 @@
 """Dedup: pair shards -> exact (URL, caption, image bytes) and near-duplicate (MinHash LSH on captions,
-multi-index pHash on images) decisions -> the same records re-sharded, duplicates rejected.
+bit-sampling LSH on image pHashes) decisions -> the same records re-sharded, duplicates rejected.
 
 Only wiring: keys and edges live in filters/dedup.py, exact groups, the hot-bucket rule and bucket
-memberships in filters/buckets.py, component steps and their routing in filters/components.py. No
+memberships and the split of hot buckets in filters/buckets.py, component steps and their routing in filters/components.py. No
 step holds all keys or signatures in one process: exact groups and buckets are GroupByKeys,
 components are one union-find only while the edge list fits a worker (`components.max_local_edges`),
 else rounds of large-star / small-star. `DedupDecisions` is reused by ingest to dedup metadata before download.
@@ -19,7 +19,8 @@ from filters.dedup_config import ComponentsConfig, DedupConfig
 from curation.core.records import record_uid
 from curation.core.shards import shard_of, write_pair_shard
 from filters import buckets, components
-from filters.dedup import EXACT_KEYS, Decision, DupKey, apply_decisions, image_bucket_edges, member_id, normalize_edge
+from filters.dedup import (EXACT_KEYS, Decision, DupKey, ImageMember, apply_decisions, image_bucket_edges, member_id,
+                           normalize_edge)
 from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, group_size, not_done, run_pair_shard_job
 
 NS = "curate.dedup"
@@ -180,87 +181,143 @@ class CaptionBands(_DedupFn):
 
 class _Buckets(_DedupFn):
     """The hot-bucket rule applied to one bucket, counted as `{kind}_hot_buckets`,
-    `{kind}_hot_bucket_members` and the `group_size_{kind}_bucket` distribution."""
+    `{kind}_hot_bucket_members`, `{kind}_split_tiles`, `{kind}_hot_bucket_skipped` (members a sampled
+    bucket left out: the one recall loss) and the `group_size_{kind}_bucket` distribution."""
 
     KIND = ""
 
     def setup(self) -> None:
         self.hot = Metrics.counter(self.namespace, f"{self.KIND}_hot_buckets")
         self.hot_members = Metrics.counter(self.namespace, f"{self.KIND}_hot_bucket_members")
+        self.tiles = Metrics.counter(self.namespace, f"{self.KIND}_split_tiles")
+        self.skipped = Metrics.counter(self.namespace, f"{self.KIND}_hot_bucket_skipped")
 
-    def verdict(self, members) -> str:
+    def plan(self, members) -> tuple[str, buckets.Split | None]:
+        """(verdict, the split plan of a hot bucket, else None), sizes of two or more recorded (most
+        buckets are singletons: one metric update each would cost more than the bucket)."""
         size, verdict = buckets.bucket_verdict(members, self.cfg.max_bucket)
-        group_size(self.namespace, f"{self.KIND}_bucket", size)  # max_bucket + 1: hot, not compared pairwise
-        if verdict == "hot":
-            self.hot.inc()
-        return verdict
+        if verdict == "single":
+            return verdict, None
+        group_size(self.namespace, f"{self.KIND}_bucket", size)
+        if verdict != "split":
+            return verdict, None
+        plan = buckets.split_plan(size, self.cfg.max_bucket, self.cfg.max_split_chunks)
+        self.hot.inc()
+        self.hot_members.inc(size)
+        self.tiles.inc(plan.tiles)
+        return verdict, plan
+
+    def split(self, members, plan: buckets.Split, ident=lambda m: m):
+        """A hot bucket's (tile, member) pairs, the members a sampled bucket left out counted."""
+        emitted = 0
+        for tile, m in buckets.split_tiles(members, plan, ident):
+            emitted += 1
+            yield tile, m
+        self.skipped.inc(plan.size - emitted // plan.chunks)  # each kept member joins `chunks` tiles
 
 
 class CaptionBucket(_Buckets):
     """(band key, member ids) -> (member id, band key) for each member of a bucket of 2..max_bucket,
-    (member id, buckets.HOT_BUCKET) for each member of a hot one (counted); singletons end here."""
+    (member id, band key + tile) per tile for each member of a hot one; singletons end here."""
 
     KIND = "caption"
 
     def process(self, item):
         band, members = item
-        verdict = self.verdict(members)
+        verdict, plan = self.plan(members)
         if verdict == "single":
             return
-        hot = verdict == "hot"
-        for membership in buckets.caption_bucket_memberships(band, members, hot):
-            if hot:
-                self.hot_members.inc()
-            yield membership
+        if plan is None:
+            for mid in members:
+                yield mid, band
+            return
+        for tile, mid in self.split(members, plan):
+            yield mid, buckets.caption_tile_key(band, tile)
 
 
 def _caption_memberships(item):
-    """CoGroup per member id of its bucket memberships and its (node, caption) -> (band key,
-    CaptionMember) per bucket, and (caption hash, node) to the "hot" output."""
+    """CoGroup per member id of its bucket memberships and its (node, caption) -> (bucket key,
+    CaptionMember) per bucket or tile."""
     _, groups = item
-    for tag, value in buckets.caption_memberships(groups["buckets"], groups["rows"]):
-        yield beam.pvalue.TaggedOutput("hot", value) if tag == "hot" else value
+    yield from buckets.caption_memberships(groups["buckets"], groups["rows"])
+
+
+def _verify_size(namespace: str, kind: str, members: list) -> list:
+    """A group about to be verified pairwise, its size recorded (at most max_bucket) and its pairs
+    counted as `{kind}_candidate_pairs` (the verification cost)."""
+    n = len(members)
+    group_size(namespace, f"{kind}_verify", n)
+    Metrics.counter(namespace, f"{kind}_candidate_pairs").inc(n * (n - 1) // 2)
+    return members
 
 
 class VerifyBucket(_DedupFn):
-    """(band key, CaptionMembers) of a bucket of 2..max_bucket -> star edges over the pairs whose
-    true Jaccard reaches the threshold."""
+    """(band key, CaptionMembers) of a bucket of 2..max_bucket or a tile -> star edges over the pairs
+    whose true Jaccard reaches the threshold."""
 
     def setup(self) -> None:
         self.candidates = Metrics.counter(self.namespace, "caption_bucket_edges")
 
     def process(self, item):
-        edges = buckets.verified_caption_edges(item[1], self.cfg.near_caption)
+        members = _verify_size(self.namespace, "caption", list(item[1]))
+        edges = buckets.verified_caption_edges(members, self.cfg.near_caption)
         self.candidates.inc(len(edges))
         yield from edges
 
 
+class ImageTableKeys(_DedupFn):
+    """Batches of ImageMembers -> (table key, (node, pHash)) for each bit-sampling table (tables
+    built once per worker)."""
+
+    def setup(self) -> None:
+        self.tables = buckets.ImageTables(self.cfg.near_image)
+
+    def process(self, batch):
+        yield from self.tables.memberships(batch)
+
+
+def _same_phash(item):
+    """(pHash, nodes) -> the member entering the tables; identical-pHash star edges tagged "edges"."""
+    member, edges = buckets.same_phash(item)
+    yield member
+    for edge in edges:
+        yield beam.pvalue.TaggedOutput("edges", edge)
+
+
 class ImageBucket(_Buckets):
-    """(bucket key, ImageMembers) -> star edges; a hot bucket (> max_bucket) sends its members to the
-    exact path instead (keyed by the whole pHash) and is counted."""
+    """(table key, ImageMembers) -> star edges within `hamming` bits; a hot bucket (> max_bucket)
+    sends (key, tile) -> member to the "tiles" output instead, verified there tile by tile."""
 
     KIND = "image"
-    HOT = "hot"
+    TILES = "tiles"
 
     def setup(self) -> None:
         super().setup()
         self.candidates = Metrics.counter(self.namespace, "image_bucket_edges")
 
     def process(self, item):
-        _, members = item
-        verdict = self.verdict(members)
+        key, members = item
+        verdict, plan = self.plan(members)
         if verdict == "single":
             return
-        if verdict == "hot":
-            for m in members:
-                self.hot_members.inc()
-                key = buckets.hot_image_key(m)
-                if key is not None:
-                    yield beam.pvalue.TaggedOutput(self.HOT, key)
+        if plan is not None:
+            for tile, m in self.split(members, plan, lambda m: m[0]):
+                yield beam.pvalue.TaggedOutput(self.TILES, ((key, tile), m))
             return
-        edges = image_bucket_edges(list(members), self.cfg.near_image.hamming)
+        yield from self.verify(item)
+
+    def verify(self, item):
+        members = _verify_size(self.namespace, self.KIND, [ImageMember(*m) for m in item[1]])
+        edges = image_bucket_edges(members, self.cfg.near_image.hamming)
         self.candidates.inc(len(edges))
         yield from edges
+
+
+class VerifyImageTile(ImageBucket):
+    """((table key, tile), ImageMembers) of a split bucket -> star edges within `hamming` bits."""
+
+    def process(self, item):
+        yield from self.verify(item)
 
 
 class NearDuplicates(beam.PTransform):
@@ -274,32 +331,40 @@ class NearDuplicates(beam.PTransform):
 
     def expand(self, keys):
         if self.kind == "caption":
-            edges, hot = self._caption(keys)
+            edges = self._caption(keys)
             reason = "near_dup_caption"
         else:
-            found = (
-                keys
-                | "Bands" >> beam.FlatMap(buckets.image_members, self.cfg.near_image)
-                | "GroupBuckets" >> beam.GroupByKey()
-                | "Buckets" >> beam.ParDo(ImageBucket(self.cfg, self.namespace)).with_outputs(ImageBucket.HOT, main="edges")
-            )
-            edges, hot = found.edges, found.hot
+            edges = self._image(keys)
             reason = "near_dup_image"
-        hot_edges = (
-            hot
-            | "GroupHotByExactKey" >> beam.GroupByKey()
-            | "HotStars" >> beam.FlatMap(buckets.exact_stars)
-        )
-        labels = (
-            (edges, hot_edges)
-            | "AllEdges" >> beam.Flatten()
-            | "Components" >> ConnectedComponents(self.cfg.components, self.namespace)
-        )
+        labels = edges | "Components" >> ConnectedComponents(self.cfg.components, self.namespace)
         return labels | "Decide" >> beam.Map(buckets.decide, reason)
+
+    def _image(self, keys):
+        """Identical pHashes collapse onto one member first; members go through the L tables; every
+        bucket is verified whole, or as the tiles of its split."""
+        same = (
+            keys
+            | "ByPhash" >> beam.FlatMap(buckets.phash_key)
+            | "GroupPhash" >> beam.GroupByKey()
+            | "SamePhash" >> beam.FlatMap(_same_phash).with_outputs("edges", main="members")
+        )
+        found = (
+            same.members
+            | "BatchMembers" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+            | "Tables" >> beam.ParDo(ImageTableKeys(self.cfg, self.namespace))
+            | "GroupBuckets" >> beam.GroupByKey()
+            | "Buckets" >> beam.ParDo(ImageBucket(self.cfg, self.namespace)).with_outputs(ImageBucket.TILES, main="edges")
+        )
+        tiled = (
+            found.tiles
+            | "GroupTiles" >> beam.GroupByKey()
+            | "VerifyTiles" >> beam.ParDo(VerifyImageTile(self.cfg, self.namespace))
+        )
+        return (same.edges, found.edges, tiled) | "AllEdges" >> beam.Flatten()
 
     def _caption(self, keys):
         """Band keys and member ids only through the band shuffle; the captions of members of
-        non-singleton buckets join back by id for verification."""
+        non-singleton buckets (and tiles of hot ones) join back by id for verification."""
         memberships = (
             keys
             | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
@@ -312,14 +377,12 @@ class NearDuplicates(beam.PTransform):
              "rows": keys | "CaptionById" >> beam.Map(lambda k: (member_id(k.node), (k.node, k.caption)))}
             | "JoinCaptions" >> beam.CoGroupByKey()
             | "Members" >> beam.FlatMap(_caption_memberships).with_output_types(tuple[bytes, Any])
-                                                                    .with_outputs("hot", main="members")
         )
-        edges = (
-            members.members
+        return (
+            members
             | "GroupCandidates" >> beam.GroupByKey()
             | "Verify" >> beam.ParDo(VerifyBucket(self.cfg, self.namespace))
         )
-        return edges, members.hot
 
 
 class DedupDecisions(beam.PTransform):

@@ -8,6 +8,8 @@ from typing import IO, Callable, TypeVar
 
 from apache_beam.io.filesystems import FileSystems
 
+from curation.core.jobstate import InputFile
+
 T = TypeVar("T")
 
 
@@ -63,15 +65,16 @@ def read_json(path: str) -> object:
     return json.loads(read_bytes(path))
 
 
-def match(patterns: list[str]) -> list[tuple[str, int]]:
-    """(path, size) for every file matching the globs, sorted; error if a glob matches nothing."""
-    files: dict[str, int] = {}
+def match(patterns: list[str]) -> list[InputFile]:
+    """(path, size, modification time) for every file matching the globs, sorted by path; error if
+    a glob matches nothing."""
+    files: dict[str, InputFile] = {}
     for pattern, result in zip(patterns, FileSystems.match(patterns)):
         if not result.metadata_list:
             raise FileNotFoundError(f"no input files match {pattern!r}")
         for meta in result.metadata_list:
-            files[meta.path] = meta.size_in_bytes
-    return sorted(files.items())
+            files[meta.path] = InputFile(meta.path, meta.size_in_bytes, getattr(meta, "last_updated_in_seconds", None))
+    return [files[path] for path in sorted(files)]
 
 
 def listdir(directory: str, suffix: str = "") -> list[str]:

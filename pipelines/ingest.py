@@ -22,8 +22,8 @@ from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not
 NS = "curate.ingest"
 
 
-class ReadFile(beam.DoFn):
-    """path -> every row as Pair or Rejection (malformed rows included)."""
+class SplitFile(beam.DoFn):
+    """path -> (path, Split) per work item of the file (parquet row groups, line-format byte ranges)."""
 
     def __init__(self, cfg: IngestConfig, namespace: str = NS) -> None:
         self.cfg = cfg
@@ -32,11 +32,36 @@ class ReadFile(beam.DoFn):
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
 
+        from curation.core.rows import detect_format, plan_splits
+
+        fmt = detect_format(path, self.cfg.source.format)
+        with FileSystems.open(path) as f:
+            splits = plan_splits(f, fmt, path, self.cfg.source.split_rows)
+        Metrics.counter(self.namespace, "read_splits").inc(len(splits))
+        for split in splits:
+            yield path, split
+
+
+class ReadFile(beam.DoFn):
+    """path, or (path, Split) -> every row (of that split) as Pair or Rejection (malformed rows
+    included), its `source_file` the path relative to `root` (the input globs' fixed prefix,
+    rows.input_root), its `source_row` the row's index in the file."""
+
+    def __init__(self, cfg: IngestConfig, namespace: str = NS, root: str = "") -> None:
+        self.cfg = cfg
+        self.namespace = namespace
+        self.root = root
+
+    def process(self, element):
+        from apache_beam.io.filesystems import FileSystems
+
+        from curation.core.rows import WHOLE, relative_name
         from curation.ingest.sources import read_pairs
 
+        path, split = element if isinstance(element, tuple) else (element, WHOLE)
         inputs = Metrics.counter(self.namespace, "inputs")
         with FileSystems.open(path) as f:
-            for rec in read_pairs(f, self.cfg.source, path):
+            for rec in read_pairs(f, self.cfg.source, path, relative_name(path, self.root), split):
                 inputs.inc()
                 yield rec
 
@@ -228,11 +253,13 @@ class MetadataSteps(beam.PTransform):
 
 
 def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: str, fingerprint: str,
-                 previous: dict[str, Any]) -> beam.PCollection:
-    """Wire the ingest graph on `p`; returns the PCollection holding the written index."""
+                 previous: dict[str, Any], root: str = "") -> beam.PCollection:
+    """Wire the ingest graph on `p` (file names recorded relative to `root`); returns the
+    PCollection holding the written index."""
     prefix = cfg.shards.prefix
     done = frozenset(previous)
-    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadFile(cfg), cfg.shards.samples_per_shard)
+    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadFile(cfg, NS, root), cfg.shards.samples_per_shard,
+                                                SplitFile(cfg))
     n = beam.pvalue.AsSingleton(num_shards)
     keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     kept, rejected = keyed | "Metadata" >> MetadataSteps(cfg)
@@ -254,13 +281,16 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
 
 def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) an ingest job; returns the index document."""
+    from curation.core.rows import input_root
     from pipelines import fsio
 
-    # Progress bars, staging and the thread count do not change the output: not in the fingerprint.
+    # Progress bars, staging, read splits and the thread count do not change the output: not in the fingerprint.
     semantic = dataclasses.replace(cfg, progress=True, stage_images=True,
+                                   source=dataclasses.replace(cfg.source, split_rows=0),
                                    download=dataclasses.replace(cfg.download, threads=1))
+    root = input_root(inputs)
     index = run_sharded_job(inputs, output, semantic,
-                            lambda p, files, out, fp, prev: build_ingest(p, cfg, files, out, fp, prev), NS, beam_args)
+                            lambda p, files, out, fp, prev: build_ingest(p, cfg, files, out, fp, prev, root), NS, beam_args)
     staging = fsio.join(output, STAGING)
     if fsio.exists(staging):  # every shard is written: the staged copies are no longer needed
         fsio.delete(staging)

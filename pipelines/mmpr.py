@@ -20,7 +20,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from curation.mmpr.pairs import MmprTask
 from curation.mmpr.config import MmprConfig, PolicyConfig
 from pipelines import fsio
-from pipelines.annotate import _BatchedHandler
+from pipelines.annotate import _BatchedHandler, record_load
 from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
 NS = "curate.mmpr"
@@ -58,7 +58,7 @@ class PolicyHandler(_BatchedHandler):
     samples in one batch), `continue` continues each Dropout NTP prefix once."""
 
     def __init__(self, policy: PolicyConfig, cfg: MmprConfig, mode: str) -> None:
-        super().__init__(policy.batch_size, policy.accelerator, f"{NS}.{mode}")
+        super().__init__(policy.batch_size, policy.accelerator, f"{NS}.{mode}", policy.share_across_processes)
         self.policy = policy
         self.cfg = cfg
         self.mode = mode
@@ -67,21 +67,23 @@ class PolicyHandler(_BatchedHandler):
         from curation.mmpr.policy import build_policy
 
         self.bar = worker_bar(f"mmpr {self.mode}", "question") if self.cfg.progress else None
+        record_load(f"mmpr-{self.mode}")
         return build_policy(self.policy)
 
     def run_inference(self, batch: Sequence[MmprTask], model, inference_args=None) -> Iterable[PredictionResult]:
         from curation.mmpr.pairs import continuation_request, sample_requests
 
+        info = model.info()
         if self.mode == "sample":
-            requests = [sample_requests(t, self.cfg, model.per_request_seed) for t in batch]
+            requests = [sample_requests(t, self.cfg, info["per_request_seed"]) for t in batch]
             sampling = self.cfg.sampling
         else:
-            requests = [[continuation_request(t, self.cfg, model.per_request_seed)] for t in batch]
+            requests = [[continuation_request(t, self.cfg, info["per_request_seed"])] for t in batch]
             sampling = self.cfg.continue_sampling
         flat = model.generate([r for rs in requests for r in rs], sampling)
         out, start = [], 0
         for task, rs in zip(batch, requests):
-            out.append(PredictionResult(task, flat[start:start + len(rs)], model.label))
+            out.append(PredictionResult(task, flat[start:start + len(rs)], info["label"]))
             start += len(rs)
         if getattr(self, "bar", None) is not None:
             self.bar.update(len(batch))

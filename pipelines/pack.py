@@ -2,7 +2,8 @@
 
 Only wiring: parsing lives in curation/core/conversations.py, tiling and tokens in packing/, the packer
 and the packed-shard format in packing/. Every input row ends in one manifest row, kept (with its
-pack) or rejected with a reason.
+pack) or rejected with a reason. A recipe with a `target_ratio` runs a counting pass over its meta
+datasets first (each row encoded once more) to choose the per-dataset weights.
 """
 
 from __future__ import annotations
@@ -27,22 +28,25 @@ class ReadConversations(beam.DoFn):
     """path -> every row as Conversation, PreferencePair or Rejection, image paths resolved; images
     a row carries as bytes (HF parquet, data URIs) are staged under `{output}/_embedded/`."""
 
-    def __init__(self, cfg: PackConfig, output: str) -> None:
+    def __init__(self, cfg: PackConfig, output: str, root: str = "") -> None:
         self.cfg = cfg
         self.output = output
+        self.root = root  # --input files are named relative to it (rows.input_root)
         self.datasets = {_file_key(d.annotation): d for d in cfg.datasets}
 
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
 
         from curation.core.conversations import read_conversations
+        from curation.core.rows import relative_name
         from packing.meta import dataset_rows
 
         ds = self.datasets.get(_file_key(path))
+        name = posixpath.basename(path) if ds else relative_name(path, self.root)
         root = ds.root if ds else self.cfg.image_root or posixpath.dirname(path)
         inputs = Metrics.counter(NS, "inputs")
         with FileSystems.open(path) as f:
-            for rec in read_conversations(f, path):
+            for rec in read_conversations(f, path, source_file=name, uid=self.cfg.uid, source=ds.name if ds else ""):
                 inputs.inc()
                 if ds is None:
                     yield self._resolved(rec, root)
@@ -97,14 +101,20 @@ class Encode(beam.DoFn):
 
         cfg = self.cfg
         encoder = ChatEncoder(load_tokenizer(cfg.tokenizer), cfg.template, resolve_system_prompt(cfg.template, cfg.system_prompt))
-        limits = UnitLimits(cfg.l_max, cfg.t_max, cfg.tiling.max_num, cfg.tiling.min_num, cfg.tiling.use_thumbnail, cfg.truncate)
+        limits = UnitLimits(cfg.l_max, cfg.t_max, cfg.tiling.max_num, cfg.tiling.min_num, cfg.tiling.use_thumbnail, cfg.truncate,
+                            cfg.text_only_blank_tile)
         self.builder = UnitBuilder(encoder, limits)
         self.units = Metrics.counter(NS, "units")
         self.rejected = Metrics.counter(NS, "encode_rejected")
         self.tokens = Metrics.distribution(NS, "unit_tokens")
         self.bar = worker_bar("encode", "sample") if cfg.progress else None
 
-    def _header(self, path: str):
+    def _header(self, path: str, by_content: bool):
+        """(width, height, ext) from the file's header, and the image's identity within its sample:
+        its path, or (`by_content`, a multi-image sample) a hash of its bytes, so a repeat is stored once."""
+        import hashlib
+        import io
+
         from apache_beam.io.filesystems import FileSystems
 
         from packing.tokens import EncodeError
@@ -112,7 +122,10 @@ class Encode(beam.DoFn):
 
         try:
             with FileSystems.open(path, compression_type="uncompressed") as f:
-                return read_header(f, self.cfg.max_pixels)
+                if not by_content:
+                    return read_header(f, self.cfg.max_pixels), path
+                data = f.read()
+            return read_header(io.BytesIO(data), self.cfg.max_pixels), hashlib.blake2b(data, digest_size=16).hexdigest()
         except EncodeError:
             raise
         except Exception as err:  # noqa: BLE001 - missing or unreadable file: that row's problem
@@ -128,7 +141,8 @@ class Encode(beam.DoFn):
             yield element
             return
         try:
-            unit = self.builder.build(rec, [self._header(p) for p in rec.images])
+            looked = [self._header(p, len(rec.images) > 1) for p in rec.images]
+            unit = self.builder.build(rec, [h for h, _ in looked], [k for _, k in looked])
         except EncodeError as err:
             self.rejected.inc()
             yield shard, Rejection(RowRef(rec.uid, rec.source_file, rec.source_row), "encode", err.reason, err.detail)
@@ -146,13 +160,80 @@ def uid_of(rec) -> str:
     return rec.uid
 
 
+def _sides(element):
+    _, unit = element
+    if isinstance(unit, Rejection):
+        return
+    from packing.meta import token_sides
+
+    side = token_sides(unit)
+    if side is not None:
+        yield (side[0], side[1]), side[2]
+
+
+def count_dataset_tokens(cfg: PackConfig, output: str, beam_args: list[str] | None = None) -> dict[str, dict[str, int]]:
+    """The target ratio's counting pass: every meta dataset read, encoded once per row (repeat_time
+    1) and summed into {dataset: {text, multimodal}} tokens; kept in `{output}/_dataset_tokens.json`
+    under the pass's own fingerprint, so a rerun (or a resumed job) counts nothing again."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from curation.core.jobstate import input_identity, job_fingerprint
+
+    once = dataclasses.replace(cfg, progress=False, target_ratio=None,
+                               datasets=[dataclasses.replace(d, repeat_time=1.0, ratio_weight=1.0) for d in cfg.datasets])
+    path = fsio.join(output, "_dataset_tokens.json")
+    key = job_fingerprint(once, input_identity(fsio.match([d.annotation for d in cfg.datasets])))
+    if fsio.exists(path) and fsio.read_json(path).get("fingerprint") == key:
+        return fsio.read_json(path)["counts"]
+
+    def write(pairs):
+        counts: dict[str, dict[str, int]] = {d.name: {"text": 0, "multimodal": 0} for d in cfg.datasets}
+        for (name, side), n in pairs:
+            counts[name][side] = int(n)
+        fsio.write_json(path, {"fingerprint": key, "counts": counts})
+
+    options = PipelineOptions(beam_args or [])
+    if not any(a.startswith("--runner") for a in beam_args or []):
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    with beam.Pipeline(options=options) as p:
+        _ = (
+            p
+            | "InputFiles" >> beam.Create([d.annotation for d in cfg.datasets])
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadRows" >> beam.ParDo(ReadConversations(once, output))
+            | "Key" >> beam.Map(lambda rec: (0, rec))
+            | "SpreadEncode" >> beam.Reshuffle()
+            | "Encode" >> beam.ParDo(Encode(once))
+            | "Sides" >> beam.FlatMap(_sides)
+            | "Sum" >> beam.CombinePerKey(sum)
+            | "All" >> beam.combiners.ToList()
+            | "Write" >> beam.Map(write)
+        )
+    return fsio.read_json(path)["counts"]
+
+
+def with_target_ratio(cfg: PackConfig, output: str, beam_args: list[str] | None = None) -> tuple[PackConfig, dict | None]:
+    """The recipe with each meta dataset's ratio weight set (a counting pass first), and the
+    `_index.json` record of the weights; the recipe unchanged without a target ratio."""
+    if cfg.target_ratio is None:
+        return cfg, None
+    if not cfg.datasets:
+        raise ValueError("target_ratio weights meta datasets: give a --meta file")
+    from packing.meta import ratio_weights
+
+    counts = count_dataset_tokens(cfg, output, beam_args)
+    plan = ratio_weights(counts, cfg.datasets, cfg.target_ratio, cfg.ratio_by)
+    datasets = [dataclasses.replace(d, ratio_weight=plan.weights[d.name]) for d in cfg.datasets]
+    return dataclasses.replace(cfg, datasets=datasets), {**plan.record(), "by": cfg.ratio_by, "counts": counts}
+
+
 def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str, fingerprint: str,
-               previous: dict[str, Any]) -> beam.PCollection:
+               previous: dict[str, Any], root: str = "", ratio: dict[str, Any] | None = None) -> beam.PCollection:
     """Wire the pack graph on `p`; returns the PCollection holding the written index."""
     from packing.format import PackPlan, write_pack_shard
 
     prefix = cfg.shards.prefix
-    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadConversations(cfg, output), cfg.shards.samples_per_shard)
+    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadConversations(cfg, output, root), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
     write = functools.partial(write_pack_shard, plan=PackPlan(cfg.l_max, cfg.t_max, cfg.buffer), read_image=fsio.read_bytes)
     return (
@@ -163,7 +244,7 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
         | "Encode" >> beam.ParDo(Encode(cfg))
         | "Write" >> WriteShards(output, prefix, "packs", fingerprint, write, num_shards, previous, NS,
                                  extra={"l_max": cfg.l_max, "t_max": cfg.t_max, "tokenizer": cfg.tokenizer,
-                                        "template": cfg.template})
+                                        "template": cfg.template, **({"ratio": ratio} if ratio else {})})
     )
 
 
@@ -172,11 +253,15 @@ def run_pack(cfg: PackConfig, inputs: list[str], output: str, beam_args: list[st
     meta datasets (`cfg.datasets`) are read beside `inputs`."""
     from packing.tokens import load_tokenizer
 
+    from curation.core.rows import input_root
+
+    root = input_root(list(inputs)) if inputs else ""
     inputs = [d.annotation for d in cfg.datasets] + list(inputs)
     if not inputs:
         raise ValueError("nothing to pack: give --input files or a --meta file")
+    cfg, ratio = with_target_ratio(cfg, output, beam_args)  # a counting pass first, when the recipe has a target ratio
     return run_sharded_job(
         inputs, output, dataclasses.replace(cfg, progress=True),
-        lambda p, files, out, fp, prev: build_pack(p, cfg, files, out, fp, prev), NS, beam_args,
+        lambda p, files, out, fp, prev: build_pack(p, cfg, files, out, fp, prev, root, ratio), NS, beam_args,
         # fail before the pipeline starts; this also builds the builtin tokenizer once, not per worker
         preflight=lambda: load_tokenizer(cfg.tokenizer))

@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 from curation.plan.config import PlanConfig
 from curation.plan.planner import PlanRow
 from curation.core.records import Rejection, record_uid
-from pipelines.ingest import ReadFile
+from pipelines.ingest import ReadFile, SplitFile
 from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 
 NS = "curate.plan"
@@ -64,7 +64,7 @@ def _slim(element):
 
 
 def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str, fingerprint: str,
-               previous: dict[str, Any]) -> beam.PCollection:
+               previous: dict[str, Any], root: str = "") -> beam.PCollection:
     """Wire the plan graph on `p`; returns the PCollection holding the written index.
 
     Unlike ingest (which must not download a duplicate), the dedup Decisions are not joined back
@@ -74,7 +74,8 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
     from pipelines.ingest import MetadataDecisions
 
     prefix = cfg.shards.prefix
-    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadFile(cfg.ingest, NS), cfg.shards.samples_per_shard)
+    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadFile(cfg.ingest, NS, root), cfg.shards.samples_per_shard,
+                                                SplitFile(cfg.ingest, NS))
     n = beam.pvalue.AsSingleton(num_shards)
     keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     kept, rejected, decisions = keyed | "Metadata" >> MetadataDecisions(cfg.ingest, NS)
@@ -93,17 +94,20 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
         | "Records" >> beam.Flatten()
         | "Write" >> WriteShards(output, prefix, "plan", fingerprint, write, num_shards, previous, NS,
                                  extra={"source": cfg.ingest.source.name, "l_max": pack.l_max, "t_max": pack.t_max,
-                                        "tokenizer": pack.tokenizer, "template": pack.template, "style": cfg.style})
+                                        "tokenizer": pack.tokenizer, "template": pack.template, "style": cfg.style,
+                                        **({"missing_size": dataclasses.asdict(cfg.missing_size)}
+                                           if cfg.missing_size.sizes else {})})
     )
 
 
 def run_plan(cfg: PlanConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a plan job; returns the index document."""
+    from curation.core.rows import input_root
     from packing.tokens import load_tokenizer
 
     # Download knobs and progress bars do not change a plan: not in the fingerprint.
     ingest = dataclasses.replace(cfg.ingest, progress=True, stage_images=True, download=type(cfg.ingest.download)())
     semantic = dataclasses.replace(cfg, progress=True, ingest=ingest, pack=dataclasses.replace(cfg.pack, progress=True))
     return run_sharded_job(inputs, output, semantic,
-                           lambda p, files, out, fp, prev: build_plan(p, cfg, files, out, fp, prev), NS, beam_args,
+                           lambda p, files, out, fp, prev: build_plan(p, cfg, files, out, fp, prev, input_root(inputs)), NS, beam_args,
                            preflight=lambda: load_tokenizer(cfg.pack.tokenizer))

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from curation.core.jobstate import JobState, job_fingerprint
+from curation.core.jobstate import JobState, input_identity as files_identity, job_fingerprint
 from curation.core.shards import INDEX_NAME, PROGRESS_DIR, ShardReport, build_index, shard_name
 from pipelines import fsio
 
@@ -26,23 +26,23 @@ log = logging.getLogger(__name__)
 
 class ReadAndCount(beam.PTransform):
     """Input file paths -> (records read by `read`, a singleton PCollection of the shard count from
-    the number of records), the shared front of every stage that reads files."""
+    the number of records), the shared front of every stage that reads files. With `split`, each
+    file is first cut into work items (path -> (path, piece)) spread over the workers on their own."""
 
-    def __init__(self, files: list[str], read: beam.DoFn, samples_per_shard: int) -> None:
+    def __init__(self, files: list[str], read: beam.DoFn, samples_per_shard: int, split: beam.DoFn | None = None) -> None:
         super().__init__()
         self.files = files
         self.read = read
         self.samples_per_shard = samples_per_shard
+        self.split = split
 
     def expand(self, p):
         from curation.core.shards import num_shards_for
 
-        rows = (
-            p
-            | "InputFiles" >> beam.Create(self.files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRows" >> beam.ParDo(self.read)
-        )
+        items = p | "InputFiles" >> beam.Create(self.files) | "SpreadFiles" >> beam.Reshuffle()
+        if self.split is not None:
+            items = items | "SplitFiles" >> beam.ParDo(self.split) | "SpreadSplits" >> beam.Reshuffle()
+        rows = items | "ReadRows" >> beam.ParDo(self.read)
         num_shards = (
             rows
             | "CountRows" >> beam.combiners.Count.Globally()
@@ -273,13 +273,14 @@ def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Ca
 
     `build(p, files, output, fingerprint, previous)` wires the graph; `preflight` runs only when
     there is work to do, before the output folder is claimed. The job's identity is its config plus
-    the input file names and sizes, or `input_identity` when the caller knows better (shard hashes)."""
-    import os
-
+    the input files' full paths, sizes and modification times (and the root they are named relative
+    to), or `input_identity` when the caller knows better (shard hashes)."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+    from curation.core.rows import input_root
+
     matched = fsio.match(inputs)
-    identity = input_identity if input_identity is not None else [(os.path.basename(path), size) for path, size in matched]
+    identity = input_identity if input_identity is not None else files_identity(matched, input_root(inputs))
     fingerprint = job_fingerprint(semantic_cfg, identity)
     state = JobState(output, fingerprint, fsio)
     finished = state.finished()
@@ -297,7 +298,7 @@ def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Ca
     if not any(a.startswith("--runner") for a in beam_args or []):
         options.view_as(StandardOptions).runner = "DirectRunner"
     with beam.Pipeline(options=options) as p:
-        build(p, [path for path, _ in matched], output, fingerprint, previous)
+        build(p, [f.path for f in matched], output, fingerprint, previous)
     index = fsio.read_json(state.index_path())
     index["_metrics"] = job_metrics(p.result, namespace)
     return index

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,12 +22,14 @@ from tests.conftest import CONFIGS, local_config
 pytestmark = pytest.mark.slow
 
 
+CALIBRATION_CACHE = tempfile.mkdtemp(prefix="curate-test-calibration-")
+
+
 def _cfg(**over) -> AnnotateConfig:
-    # Thresholds 0: the offline 135M rater answers almost only 1 or 10, so with the production
-    # thresholds which samples survive is its coin toss; the thresholds acting is tested in
-    # test_llm.py / test_text_quality.py. Here every scored sample is kept and OCR is checked on all.
+    # The production thresholds: the offline 135M rater fails its calibration on the probe set (a
+    # 24-probe subset here), so its quality score rejects nothing and every scored sample is kept.
     base = {"shards": {"samples_per_shard": 40}, "progress": False, "llm": {"batch_size": 16},
-            "quality": {"threshold": 0, "repetition_threshold": 0}}
+            "quality": {"calibration": {"probes": 24, "cache_dir": CALIBRATION_CACHE}}}
     from curation.core.config import deep_merge
 
     return load_config(CONFIGS / "annotate.yaml", AnnotateConfig, deep_merge(base, over))
@@ -55,6 +59,12 @@ def text_pair_folder(folder: Path) -> Path:
     broken = Pair(uid="broken", url="http://example.org/b.jpg", caption="A photo of a broken file on a desk.",
                   source="test", source_file="extra.jsonl", source_row=9)
     samples.append(Sample(broken, ImageInfo(b"\xff\xd8\xff\xe0 truncated", "jpg", 10, 10, 10, 10, "JPEG", "1" * 64, "0" * 16)))
+    from curation.samples.text_images import font_files, render
+
+    cyrillic = render(["ГОРОДСКАЯ БИБЛИОТЕКА"], font_files()[0], 40, 0.0, False, 11)  # DejaVu has Cyrillic
+    sign = Pair(uid="cyr0", url="http://example.org/c.png", caption="Вывеска городской библиотеки в центре города.",
+                source="test", source_file="extra.jsonl", source_row=11)
+    samples.append(Sample(sign, ImageInfo(cyrillic, "png", 10, 10, 10, 10, "PNG", "2" * 64, "0" * 16)))
     repetitive = Pair(uid="rep", url="http://example.org/r.jpg", caption="cheap shoes " * 12,
                       source="test", source_file="extra.jsonl", source_row=10)
     samples.append(Sample(repetitive, samples[0].image))
@@ -99,6 +109,19 @@ def test_every_input_row_is_accounted_for(ingested, with_text_images, annotated)
     assert index["_metrics"]["inputs"] == inputs
 
 
+def test_the_offline_rater_may_not_reject_and_its_calibration_is_in_the_index(annotated):
+    out, index = annotated
+    gates = index["calibration"]["gates"]
+    assert index["calibration"]["model"] == "builtin:smollm2" and index["calibration"]["probes"] == 24
+    assert not gates["quality"]["enforced"] and gates["quality"]["clean_reject"] > 0.05
+    assert "low_quality_score" not in index["reasons"] and "llm_unparseable" not in index["reasons"]
+    if not gates["repetition"]["enforced"]:
+        assert "repetitive_text" not in index["reasons"]
+    metas = [json.loads(g["json"]) for s in index["shards"] for _, g in iter_tar_groups(str(out / s["tar"]))]
+    below = [m for m in metas if m["quality"]["score"] < 7]
+    assert below and all(any(u.startswith("low_quality_score") for u in m["quality"]["unenforced"]) for m in below)
+
+
 def test_kept_samples_carry_ocr_scores_and_a_conversation(annotated):
     out, index = annotated
     kept = {}
@@ -107,11 +130,23 @@ def test_kept_samples_carry_ocr_scores_and_a_conversation(annotated):
     assert kept and len(kept) == index["totals"]["kept"]
     for uid, group in kept.items():
         meta = json.loads(group["json"])
-        assert meta["ocr"]["engine"] == "paddleocr" and "text_area_fraction" in meta["ocr"]
-        assert 0 <= meta["quality"]["score"] <= 10 and meta["quality"]["raw"]["score"]["backend"] == "transformers"
+        assert meta["ocr"]["engine"] in ("paddleocr", "tesseract:rus+ukr+eng") and "text_area_fraction" in meta["ocr"]
+        assert meta["language"]["caption"]["lang"] and 0 < meta["language"]["caption"]["confidence"] <= 1
+        assert 0 <= meta["quality"]["score"] <= 9 and meta["quality"]["raw"]["score"]["backend"] == "transformers"
+        dist = meta["quality"]["distributions"]["score"]
+        assert dist["mean"] == meta["quality"]["score"] and dist["entropy"] > 0 and dist["mass"] > 0
         assert meta["conversation"]["id"] == uid
     signs = [json.loads(g["json"]) for u, g in kept.items() if u.startswith("text")]
-    assert len(signs) == 4
+    assert len(signs) == 4 and all(m["language"]["caption"]["lang"] == "en" for m in signs)
+    assert all(m["ocr"]["engine"] == "paddleocr" and m["language"]["ocr"]["lang"] for m in signs)
+    russian = json.loads(kept["cyr0"]["json"])
+    assert russian["language"]["caption"]["lang"] == "ru"
+    if shutil.which("tesseract"):  # .ci/run installs Debian's tesseract-ocr with its Russian pack
+        from curation.samples.text_images import char_similarity
+
+        assert russian["ocr"]["engine"] == "tesseract:rus+ukr+eng"
+        read = " ".join(line["text"] for line in russian["ocr"]["lines"])
+        assert char_similarity("ГОРОДСКАЯ БИБЛИОТЕКА", read) > 0.8, read
     for meta in signs:  # the rendered text was read
         assert meta["caption"].removeprefix("A sign that reads ").rstrip(".").upper() in " ".join(
             line["text"] for line in meta["ocr"]["lines"]).upper()
@@ -208,8 +243,14 @@ def test_inspect_shows_and_validates_annotations(annotated, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["accounting_ok"] and summary["stats"]["conversations"] == summary["kept"]
     assert summary["rejected_by_stage"]["annotate"]["repetitive_ngrams"] == 1
+    assert summary["calibration"]["gates"] == index["calibration"]["gates"]
     assert main(["inspect", "summary", str(out)]) == 0
-    assert "conversations" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "conversations" in text and "rater calibration" in text and "NOT enforced" in text
+    assert main(["inspect", "report", str(out), "-o", str(out.parent / "report.html")]) == 0
+    page = (out.parent / "report.html").read_text()
+    assert "id='calibration'" in page and "ROC-AUC" in page and "NOT enforced" in page
+    assert "id='unenforced'" in page and "<td>low_quality_score</td>" in page
 
 
 def test_model_steps_carry_the_accelerator_hint_and_nothing_else_does():
@@ -229,3 +270,22 @@ def test_model_steps_carry_the_accelerator_hint_and_nothing_else_does():
         if env is not None and any(gpu.encode() in v for v in env.resource_hints.values()):
             hinted.add(t.unique_name.split("/")[0])
     assert hinted == {"Ocr", "QualityScore"}
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_models_shared_across_sdk_processes_load_once(with_text_images, annotated, tmp_path, monkeypatch, share):
+    """DirectRunner multi_processing with 2 SDK processes: each loads its own OCR engine, unless
+    `ocr.share_across_processes` serves one engine to both (Beam's multi_process_shared), as on a
+    Dataflow GPU VM; the output is the same bytes either way."""
+    from pipelines.annotate import run_annotate
+
+    loads = tmp_path / "loads"
+    monkeypatch.setenv("CURATE_MODEL_LOAD_DIR", str(loads))  # the SDK processes inherit it
+    out = tmp_path / "out"
+    cfg = _cfg(ocr={"share_across_processes": share, "batch_size": 2}, quality={"enabled": False})
+    index = run_annotate(cfg, [str(with_text_images)], str(out),
+                         ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
+    copies = len(list(loads.glob("ocr-*")))
+    assert copies == 1 if share else copies >= 1, sorted(p.name for p in loads.iterdir())
+    assert index["totals"]["kept"] > 0

@@ -1,5 +1,6 @@
 """Dedup logic without Beam: representative order, components (union-find and large/small-star agree),
-multi-index hashing finds every pHash pair within the radius, bucket verification, shard round trip."""
+bit-sampling LSH on pHashes (recall as modelled, buckets bounded far past the old 64-value bands),
+hot-bucket splitting, bucket verification, shard round trip."""
 
 import io
 import random
@@ -14,9 +15,10 @@ from curation.ingest.config import IngestConfig
 from curation.core.records import Rejection, Sample
 from curation.samples.dups import Planted, caption_truth, planted_captions, write_pair_folder
 from curation.core.shards import iter_tar_groups, read_pair_shard, write_pair_shard
-from filters.dedup import (CaptionMember, Decision, ImageMember, apply_decisions, caption_bucket_edges,
-                           image_band_keys, image_bucket_edges, large_star, node_id, node_uid, normalize_edge,
+from filters.dedup import (CaptionMember, Decision, ImageMember, apply_decisions, bit_samples, caption_bucket_edges,
+                           image_bucket_edges, image_table_keys, large_star, node_id, node_uid, normalize_edge,
                            representative_of, small_star, star, union_find)
+from filters.dedup_config import NearImageConfig
 from filters.minhash import jaccard, shingles
 
 
@@ -76,21 +78,34 @@ def _flip(value: int, bits: list[int]) -> int:
     return value
 
 
-@pytest.mark.parametrize("hamming,bands", [(10, None), (10, 4), (6, 3), (3, 4)])
-def test_multi_index_hashing_meets_every_pair_within_the_radius(hamming, bands):
-    rng = random.Random(hamming * 100 + (bands or 0))
-    m = bands or hamming + 1
-    for _ in range(300):
-        a = rng.getrandbits(64)
-        d = rng.randint(0, hamming)
-        b = _flip(a, rng.sample(range(64), d))
-        ma, pa = image_band_keys(a, hamming, m)
-        mb, pb = image_band_keys(b, hamming, m)
-        assert set(ma) & (set(mb) | set(pb)) or set(mb) & set(pa), (hex(a), hex(b), d)
-    # and the radius is not wider than needed: probes cover exactly hamming // bands bits per band
-    _, probes = image_band_keys(0, hamming, m)
-    assert len(probes) == sum(sum(len(list(combinations(range(w), r))) for r in range(1, hamming // m + 1))
-                              for w in [64 // m + (1 if i < 64 % m else 0) for i in range(m)])
+def _keys(hashes, cfg: NearImageConfig) -> np.ndarray:
+    return image_table_keys(np.array(hashes, dtype=np.uint64), bit_samples(cfg.bits, cfg.num_tables(), cfg.seed))
+
+
+@pytest.mark.parametrize("hamming", [4, 10])
+def test_bit_sampling_meets_pairs_as_often_as_the_recall_model_says(hamming):
+    cfg = NearImageConfig(hamming=hamming)
+    assert cfg.expected_recall(hamming) >= cfg.recall > cfg.expected_recall(hamming) - 0.01  # L is the fewest tables
+    rng = random.Random(hamming)
+    a = [rng.getrandbits(64) for _ in range(600)]
+    b = [_flip(x, rng.sample(range(64), hamming)) for x in a]  # every pair at the worst distance
+    met = (_keys(a, cfg) == _keys(b, cfg)).any(axis=1).mean()
+    assert met >= cfg.recall - 0.03, met
+    # and a stranger almost never shares a key
+    c = [rng.getrandbits(64) for _ in range(600)]
+    assert (_keys(a, cfg) == _keys(c, cfg)).any(axis=1).mean() < 0.01
+
+
+def test_image_buckets_stay_bounded_on_100k_random_hashes():
+    """The old 11 bands of 5-6 bits put 100k hashes in buckets of about 1,600 (over max_bucket);
+    tables of 22 sampled bits keep them tiny, and at 10^9 hashes their mean is N / 2^22 = 238."""
+    cfg = NearImageConfig(tables=40)  # every table samples alike: 40 of the 307 are enough to look at
+    hashes = np.random.default_rng(0).integers(0, 2**64 - 1, 100_000, dtype=np.uint64, endpoint=True)
+    keys = _keys(hashes, cfg)
+    _, counts = np.unique(keys, return_counts=True)
+    assert 100_000 / 2 ** (64 // 11) > DedupConfig().max_bucket  # what the old scheme did
+    assert counts.max() <= 8 and keys.shape == (100_000, 40)
+    assert len(set(keys[:, 0] >> np.uint64(cfg.bits))) == 1 and len(set(keys[0] >> np.uint64(cfg.bits))) == 40
 
 
 def test_image_buckets_give_the_brute_force_threshold_components():
@@ -100,22 +115,31 @@ def test_image_buckets_give_the_brute_force_threshold_components():
     for g, base in enumerate(bases):
         hashes[f"g{g}-0"] = base
         for v in range(int(rng.integers(0, 4))):
-            hashes[f"g{g}-{v + 1}"] = _flip(base, [int(b) for b in rng.choice(64, int(rng.integers(0, 14)), replace=False)])
+            hashes[f"g{g}-{v + 1}"] = _flip(base, [int(b) for b in rng.choice(64, int(rng.integers(0, 9)), replace=False)])
     k = 8
-    for bands in (None, 3):
-        m = bands or k + 1
-        buckets = {}
-        for uid, h in hashes.items():
-            members, probes = image_band_keys(h, k, m)
-            for key in members:
-                buckets.setdefault(key, []).append(ImageMember(node_id(uid, None), h, False))
-            for key in probes:
-                buckets.setdefault(key, []).append(ImageMember(node_id(uid, None), h, True))
-        edges = [e for ms in buckets.values() for e in image_bucket_edges(ms, k)]
-        found = union_find(edges)
-        brute = union_find((node_id(a, None), node_id(b, None)) for a, b in combinations(sorted(hashes), 2)
-                           if bin(hashes[a] ^ hashes[b]).count("1") <= k)
-        assert found == brute
+    cfg = NearImageConfig(hamming=k, recall=0.9999)
+    uids = sorted(hashes)
+    buckets = {}
+    for uid, row in zip(uids, _keys([hashes[u] for u in uids], cfg).tolist()):
+        for key in row:
+            buckets.setdefault(key, []).append(ImageMember(node_id(uid, None), hashes[uid]))
+    edges = [e for ms in buckets.values() for e in image_bucket_edges(ms, k)]
+    brute = union_find((node_id(a, None), node_id(b, None)) for a, b in combinations(uids, 2)
+                       if bin(hashes[a] ^ hashes[b]).count("1") <= k)
+    assert union_find(edges) == brute and len(brute) > 40
+    # a dense tile and a long chain: components in numpy, the same as union-find's
+    from filters.dedup import adjacency_components
+
+    chain = np.zeros((50, 50), dtype=bool)
+    chain[np.arange(49), np.arange(1, 50)] = chain[np.arange(1, 50), np.arange(49)] = True
+    chain[[20, 21], [21, 20]] = False  # two paths, 0..20 and 21..49
+    assert adjacency_components(chain).tolist() == [0] * 21 + [21] * 29
+    chain[[10, 40], [40, 10]] = True  # joined in their middles
+    assert adjacency_components(chain).tolist() == [0] * 50
+    assert adjacency_components(np.ones((5, 5), dtype=bool)).tolist() == [0] * 5
+    assert adjacency_components(np.eye(3, dtype=bool)).tolist() == [0, 1, 2]
+    # verification is exact: a bucket of strangers links nothing
+    assert image_bucket_edges([ImageMember("a", 0), ImageMember("b", 2**64 - 1), ImageMember("a", 0)], k) == []
 
 
 def test_caption_bucket_verification_stops_lucky_collisions():
@@ -163,6 +187,9 @@ def test_dedup_config_errors_are_one_clear_line():
         build(DedupConfig, {"near_caption": {"bands": 20, "rows": 8}}, "")
     with pytest.raises(ConfigError, match="near_image.hamming"):
         build(DedupConfig, {"near_image": {"hamming": "ten"}}, "")
+    with pytest.raises(ConfigError, match="bits in 1..54"):
+        build(DedupConfig, {"near_image": {"bits": 60}}, "")
+    assert build(DedupConfig, {}, "").near_image.num_tables() == 307  # configs/dedup.yaml's figure
     with pytest.raises(ConfigError, match="shingle"):
         build(DedupConfig, {"near_caption": {"shingle": "token"}}, "")
     cfg = build(IngestConfig, {"source": {"name": "s", "columns": {"url": "u"}}, "dedup": {"score_field": None}}, "")
@@ -187,43 +214,77 @@ class _Walked:
             yield x
 
 
-def test_hot_bucket_rule_counts_only_to_max_bucket_plus_one():
-    from filters.buckets import HOT_BUCKET, bucket_size, bucket_verdict, caption_bucket_memberships
+def test_bucket_verdicts_walk_without_listing():
+    from filters.buckets import bucket_size, bucket_verdict
 
     hot = _Walked(f"m{i}" for i in range(50))
-    assert bucket_verdict(hot, 10) == (11, "hot") and hot.walked == 11  # never walked to its end
+    assert bucket_verdict(hot, 10) == (50, "split") and hot.walked == 50
     assert bucket_verdict(["a", "b"], 10) == (2, "compare") and bucket_verdict(["a"], 10) == (1, "single")
-    assert bucket_verdict(["m"] * 10, 10) == (10, "compare") and bucket_size([], 3) == 0
-    assert list(caption_bucket_memberships(b"band", [b"x", b"y"], True)) == [(b"x", HOT_BUCKET), (b"y", HOT_BUCKET)]
-    assert list(caption_bucket_memberships(b"band", [b"x", b"y"], False)) == [(b"x", b"band"), (b"y", b"band")]
+    assert bucket_verdict(["m"] * 10, 10) == (10, "compare") and bucket_size([]) == 0
 
 
-def test_caption_memberships_send_hot_members_to_their_exact_caption_key():
-    from filters.buckets import HOT_BUCKET, caption_memberships
-    from filters.dedup import caption_hash
+def _tiles(members, plan):
+    from filters.buckets import split_tiles
+
+    tiles = {}
+    for tile, m in split_tiles(members, plan):
+        tiles.setdefault(tile, set()).add(m)
+    return tiles
+
+
+def test_a_hot_bucket_splits_into_bounded_tiles_that_cover_every_pair():
+    from filters.buckets import split_plan
+
+    members = [f"m{i:04d}" for i in range(1234)]
+    plan = split_plan(len(members), max_bucket=100, max_chunks=32)
+    assert (plan.chunks, plan.chunk, plan.keep, plan.tiles) == (25, 50, 1.0, 325)
+    tiles = _tiles(members, plan)
+    assert len(tiles) == plan.tiles and max(len(t) for t in tiles.values()) <= 100
+    covered = {p for t in tiles.values() for p in combinations(sorted(t), 2)}
+    assert covered == set(combinations(members, 2))  # no pair of the bucket goes unverified
+    random.Random(1).shuffle(members)  # another arrival order: other tiles, the same pairs
+    assert {p for t in _tiles(members, plan).values() for p in combinations(sorted(t), 2)} == covered
+
+
+def test_a_bucket_past_max_chunks_is_sampled_deterministically_and_counted():
+    from filters.buckets import split_plan
+
+    members = [f"m{i:05d}".encode() for i in range(8000)]
+    plan = split_plan(len(members), max_bucket=100, max_chunks=8)
+    assert plan.chunks == 8 and plan.keep < 1.0
+    tiles = _tiles(members, plan)
+    kept = set().union(*tiles.values())
+    assert 300 < len(kept) <= plan.chunks * plan.chunk and max(len(t) for t in tiles.values()) <= 100
+    assert {p for t in tiles.values() for p in combinations(sorted(t), 2)} == set(combinations(sorted(kept), 2))
+    assert set().union(*_tiles(members[::-1], plan).values()) == kept  # a function of the members, not their order
+
+
+def test_caption_memberships_of_buckets_and_tiles():
+    from filters.buckets import caption_memberships, caption_tile_key
 
     row = (node_id("a", None), "A red bicycle!")
-    out = list(caption_memberships([b"b2", HOT_BUCKET, b"b1", b"b2"], [row]))
-    assert out == [("hot", (caption_hash("a red bicycle"), row[0])),
-                   ("members", (b"b1", CaptionMember(*row))), ("members", (b"b2", CaptionMember(*row)))]
-    assert list(caption_memberships([b"b1"], [row])) == [("members", (b"b1", CaptionMember(*row)))]
+    tile = caption_tile_key(b"b0", 3)
+    assert tile == b"b0\x00\x00\x00\x03" and tile != caption_tile_key(b"b0", 4)
+    out = list(caption_memberships([b"b2", tile, b"b1", b"b2"], [row]))
+    assert out == [(b"b0\x00\x00\x00\x03", CaptionMember(*row)), (b"b1", CaptionMember(*row)), (b"b2", CaptionMember(*row))]
     assert list(caption_memberships([], [row])) == []  # in no bucket of two or more
 
 
-def test_hot_image_members_fall_back_to_the_whole_phash():
-    from filters.buckets import hot_image_key, image_members
+def test_identical_phashes_collapse_onto_one_table_member():
+    from filters.buckets import ImageTables, phash_key, same_phash
     from filters.dedup import DupKey
 
-    assert hot_image_key(ImageMember("n", 0xAB, False)) == ("00000000000000ab", "n")
-    assert hot_image_key(ImageMember("n", 0xAB, True)) is None  # a probe is not a member here
-    cfg = DedupConfig().near_image
-    members = list(image_members(DupKey("n", None, "", None, "00000000000000ab"), cfg))
-    assert sum(not m.probe for _, m in members) == cfg.num_bands() and all(m.phash == 0xAB for _, m in members)
-    assert list(image_members(DupKey("n", None, "", None, "not-hex"), cfg)) == []
+    nodes = [node_id(u, None) for u in ("c", "a", "b")]
+    assert same_phash((0xAB, nodes)) == (ImageMember(nodes[1], 0xAB), [(nodes[0], nodes[1]), (nodes[2], nodes[1])])
+    assert list(phash_key(DupKey("n", None, "", None, "00000000000000ab"))) == [(0xAB, "n")]
+    assert list(phash_key(DupKey("n", None, "", None, "not-hex"))) == []
+    cfg = NearImageConfig(tables=12)
+    keys = list(ImageTables(cfg).memberships([ImageMember("n", 0xAB), ImageMember("m", 0xAB)]))
+    assert len({k for k, _ in keys}) == 12 and [m for _, m in keys] == [("n", 0xAB)] * 12 + [("m", 0xAB)] * 12
 
 
 def test_exact_groups_keep_the_minimum_and_decide_the_rest():
-    from filters.buckets import decide, exact_duplicates, exact_group, exact_stars
+    from filters.buckets import decide, exact_duplicates, exact_group
     from filters.dedup import DupKey
 
     keys = [DupKey(node_id(u, s), None, "c", None, None) for u, s in (("b", 0.1), ("a", 0.9), ("c", None))]
@@ -232,7 +293,6 @@ def test_exact_groups_keep_the_minimum_and_decide_the_rest():
     assert [(d.uid, d.reason, d.rep) for d in exact_duplicates(keys, rep, "dup_caption")] == \
            [("b", "dup_caption", "a"), ("c", "dup_caption", "a")]
     assert list(exact_duplicates([rep, rep], rep, "dup_url")) == []  # the same node twice is not a duplicate
-    assert sorted(exact_stars(("k", ["z", "x", "y"]))) == [("y", "x"), ("z", "x")]
     assert decide((node_id("b", None), node_id("a", None)), "near_dup_image") == \
            Decision(node_id("b", None), "near_dup_image", "a")
 

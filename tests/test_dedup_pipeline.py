@@ -121,7 +121,8 @@ def test_images_under_reencode_resize_and_crop(tmp_path):
     assert result["true_pairs"] > 200
     assert result["recall"] >= 0.95 and result["precision"] >= 0.95, result
     assert index["reasons"]["near_dup_image"] > 100 and "near_dup_caption" not in index["reasons"]
-    # multi-index hashing is exact: the components are those of the brute-force pHash graph
+    # bit-sampling LSH with exact verification: the components are those of the brute-force pHash graph
+    # (the planted variants sit a few bits apart, where the recall model is 1 - 1e-9)
     rows = {r["uid"]: r for r in manifest(tmp_path / "in")}
     k = config().near_image.hamming
     brute = closure({(a, b) for a, b in combinations(sorted(rows), 2)
@@ -131,21 +132,30 @@ def test_images_under_reencode_resize_and_crop(tmp_path):
     assert found == components_to_pairs({u: brute.get(u, u) for u in rows if u not in exact_dups})
 
 
-def test_hot_buckets_fall_back_to_exact_keys_and_are_counted(tmp_path):
+def test_hot_buckets_are_split_verified_and_counted_never_exact_grouped(tmp_path):
     recs = [Planted(f"h{i:04d}", f"stock photo {i % 7} by agency", i % 7) for i in range(300)]  # boilerplate
     recs += planted_captions(30, seed=2)
     write_pair_folder(tmp_path / "in", recs)
     cfg = config(exact={"caption": False, "image": False}, near_image={"enabled": False}, max_bucket=20)
     index = run_dedup(cfg, [str(tmp_path / "in")], str(tmp_path / "out"))
     m = index["_metrics"]
-    assert m["caption_hot_buckets"] >= 1 and m["caption_hot_bucket_members"] >= 300
-    assert m["group_size_caption_bucket_max"] == cfg.max_bucket + 1  # counting stops there: a hot bucket is never compared
+    assert m["caption_hot_buckets"] >= 1 and m["caption_hot_bucket_members"] >= 300 and m["caption_split_tiles"] > 1
+    assert m["group_size_caption_bucket_max"] >= 300 // 7 > cfg.max_bucket  # a hot bucket is walked, never listed
+    assert m["group_size_caption_verify_max"] <= cfg.max_bucket  # what is compared pairwise stays bounded
+    assert m.get("caption_hot_bucket_skipped", 0) == 0
     assert len(recs) / m["shards_written"] <= m["group_size_write_shard_max"] <= len(recs)  # >= the mean shard
     rows = {r["uid"]: r for r in manifest(tmp_path / "out")}
-    # the 300 boilerplate rows still collapse onto one representative per exact caption
+    # the 300 boilerplate rows collapse onto one representative per caption, verified in the tiles
     kept_boiler = [u for u, r in rows.items() if u.startswith("h") and r["status"] == "kept"]
     assert len(kept_boiler) == 7
+    assert {r["reason"] for u, r in rows.items() if u.startswith("h") and r["status"] != "kept"} == {"near_dup_caption"}
     assert index["totals"]["inputs"] == len(recs) == index["totals"]["kept"] + sum(index["reasons"].values())
+    # splitting loses nothing: with buckets big enough never to be hot, the output is byte-identical
+    whole = run_dedup(config(exact={"caption": False, "image": False}, near_image={"enabled": False}),
+                      [str(tmp_path / "in")], str(tmp_path / "whole"))
+    assert "caption_hot_buckets" not in whole["_metrics"] and whole["totals"] == index["totals"]
+    assert {k: v for k, v in outputs(tmp_path / "whole").items() if k != "_index.json"} == \
+           {k: v for k, v in outputs(tmp_path / "out").items() if k != "_index.json"}
 
 
 def test_cli_dedup_and_a_rerun_does_nothing(captions, tmp_path, capsys):

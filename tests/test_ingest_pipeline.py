@@ -113,7 +113,7 @@ def test_coyo_profile_end_to_end(sample, tmp_path):
     index = run_ingest(local_config("coyo.yaml"), [str(sample["coyo"])], str(tmp_path / "coyo"), [])
     assert check_outcomes(tmp_path / "coyo", sample["expected"]) == []
     rows = [r for p in sorted((tmp_path / "coyo").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-    assert all(r["uid"].isdigit() for r in rows)  # COYO ids are the uids
+    assert all(r["uid"].startswith("coyo--") and r["uid"][6:].isdigit() for r in rows)  # COYO ids, in the source's namespace
     assert index["source"] == "coyo"
 
 

@@ -24,7 +24,7 @@ from curation.core.config import SamplingConfig  # noqa: E402
 from curation.core.config import load_config  # noqa: E402
 from curation.annotate.llm import LlmError, LlmResponse, build_backend
 from packing.tokens import builtin_model_dir  # noqa: E402
-from curation.annotate.quality import QualityScorer, ScoreInput  # noqa: E402
+from curation.annotate.quality import QualityScorer, ScoreInput, render  # noqa: E402
 from tests.conftest import CONFIGS  # noqa: E402
 
 GOOD = "A red double-decker bus drives past a stone clock tower on a cloudy day."
@@ -37,20 +37,25 @@ def _recipe(**llm) -> AnnotateConfig:
 
 
 def _check_scoring(backend, cfg: AnnotateConfig):
-    """Scores parse, the thresholds act, the repetitive caption is caught by the LLM's repetition prompt."""
+    """Scores come from the digits' probabilities (mean, entropy, mass recorded), the thresholds
+    act, and an unenforced gate records instead of rejecting."""
     scorer = QualityScorer(cfg.quality, backend, cfg.llm.sampling)
     good, rep = scorer.score([ScoreInput(GOOD), ScoreInput(REPETITIVE)])
     for res in (good, rep):
-        assert res.score is not None and 0 <= res.score <= 10, res
-        assert res.repetition_score is not None and 0 <= res.repetition_score <= 10, res
-        assert res.raw["score"]["backend"] == backend.name and res.raw["score"]["text"]
-    assert rep.repetition_score < cfg.quality.repetition_threshold and rep.reason == "repetitive_text", rep
-    assert good.reason is None or good.reason == "low_quality_score"
-    assert (good.reason is None) == (good.score >= cfg.quality.threshold)
-    # the threshold acts: the same answers with a threshold above the score reject
-    strict = QualityScorer(type(cfg.quality)(**{**cfg.quality.__dict__, "threshold": good.score + 0.5}),
-                           backend, cfg.llm.sampling)
-    assert strict.score([ScoreInput(GOOD)])[0].reason == "low_quality_score"
+        for kind in ("score", "repetition_score"):
+            dist = res.distributions[kind]
+            assert 0 <= getattr(res, kind) <= 9 and dist["mean"] == getattr(res, kind), res
+            assert dist["mass"] > 0.5 and 0 < dist["entropy"] <= 2.3026, res  # the rater answers a digit
+            raw = res.raw[kind]
+            assert raw["backend"] == backend.name and len(raw["probs"]) == 10 and "text" not in raw
+            assert sum(raw["probs"]) == pytest.approx(dist["mass"], abs=1e-3)
+    assert good.score != rep.score  # a continuous score, not the same greedy digit
+    assert (good.reason is None) == (good.score >= cfg.quality.threshold and good.repetition_score >= 3)
+    # the threshold acts: the same scores with a threshold above them reject; with the gate open they are recorded
+    strict_cfg = type(cfg.quality)(**{**cfg.quality.__dict__, "threshold": good.score + 0.5, "repetition_threshold": 0})
+    assert QualityScorer(strict_cfg, backend, cfg.llm.sampling).score([ScoreInput(GOOD)])[0].reason == "low_quality_score"
+    (open_,) = QualityScorer(strict_cfg, backend, cfg.llm.sampling, {"quality": False}).score([ScoreInput(GOOD)])
+    assert open_.reason is None and open_.unenforced[0].startswith("low_quality_score: caption score")
     return good, rep
 
 
@@ -97,10 +102,22 @@ def test_builtin_model_folder_is_a_plain_hf_checkpoint():
 def test_transformers_backend_scores(transformers_backend):
     cfg = _recipe()
     good, rep = _check_scoring(transformers_backend, cfg)
-    assert rep.raw["repetition_score"]["finish_reason"] in ("stop", "length")
-    # greedy: the same batch answers the same
-    again = QualityScorer(cfg.quality, transformers_backend, cfg.llm.sampling).score([ScoreInput(GOOD)])[0]
-    assert again.score == good.score and again.raw["score"]["text"] == good.raw["score"]["text"]
+    assert rep.raw["repetition_score"]["cached_prefix_tokens"] > 100  # the few-shot history ran once
+    # one conversation at a time: the same scores alone, first or second in a batch
+    scorer = QualityScorer(cfg.quality, transformers_backend, cfg.llm.sampling)
+    alone = scorer.score([ScoreInput(GOOD)])[0]
+    second = scorer.score([ScoreInput(REPETITIVE), ScoreInput(GOOD)])[1]
+    assert alone.to_json() == second.to_json() == good.to_json()
+    # the probabilities are the model's: the digits' share of a plain full forward pass's softmax
+    import torch
+
+    conv = render(cfg.quality.prompts["caption"], cfg.quality.system_prompt, ScoreInput(GOOD))
+    text = transformers_backend.tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    ids = transformers_backend.tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        p = transformers_backend.lm(ids).logits[0, -1].softmax(-1)
+    digits = [transformers_backend.tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+    assert good.raw["score"]["probs"] == pytest.approx([float(p[i]) for i in digits], abs=1e-3)
     _check_continuation(transformers_backend)
     _check_seeds(transformers_backend)
 
@@ -119,7 +136,11 @@ def test_vllm_engine_scores():
     cfg = _recipe(backend="vllm", vllm=VLLM_KWARGS)
     backend = build_backend(cfg.llm)
     good, rep = _check_scoring(backend, cfg)
-    assert rep.raw["score"]["completion_tokens"] >= 1 and rep.raw["score"]["prompt_tokens"] > 50
+    assert rep.raw["score"]["prompt_tokens"] > 50
+    # the same model through the other engine: the same distribution, up to the top-20 cut and float rounding
+    tf = QualityScorer(cfg.quality, build_backend(_recipe().llm), cfg.llm.sampling).score([ScoreInput(GOOD)])[0]
+    assert good.score == pytest.approx(tf.score, abs=0.3) and good.raw["score"]["probs"] == pytest.approx(
+        tf.raw["score"]["probs"], abs=0.02)
     _check_continuation(backend)
     _check_seeds(backend)
 
@@ -152,7 +173,7 @@ def test_openai_backend_against_a_real_vllm_server(tmp_path):
                 time.sleep(1)
         cfg = _recipe(backend="openai", model="smollm2", base_url=f"http://127.0.0.1:{port}/v1")
         backend = build_backend(cfg.llm)
-        good, rep = _check_scoring(backend, cfg)
+        good, rep = _check_scoring(backend, cfg)  # from top_logprobs
         assert rep.raw["score"]["id"] and rep.raw["score"]["model"] == "smollm2"
         _check_continuation(backend)
         _check_seeds(backend)
@@ -210,5 +231,13 @@ def test_openai_backend_retries_and_reports_errors_per_request():
         assert isinstance(got[2], LlmError) and "HTTP 500" in got[2].detail and _Flaky.hits["always-500"] == 2
         assert isinstance(got[3], LlmError) and "malformed" in got[3].detail
         assert isinstance(got[4], LlmError) and "Timeout" in got[4].detail
+        # this server gives no logprobs: scores fall back to its generated text, and it is not asked again
+        quality = _recipe().quality
+        scorer = QualityScorer(type(quality)(**{**quality.__dict__, "repetition": None}), backend, SamplingConfig())
+        before = dict(_Flaky.hits)
+        (res,) = scorer.score([ScoreInput("fine")])
+        assert res.score == 8 and res.raw["score"]["text"] == "8" and "distributions" not in res.to_json()
+        assert backend._no_logprobs and sum(_Flaky.hits.values()) - sum(before.values()) == 2  # probs, then text
+        assert backend.label_probs([[{"role": "user", "content": "fine"}]], ["1"]) == [None]
     finally:
         server.shutdown()

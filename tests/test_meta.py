@@ -84,12 +84,13 @@ def test_pack_meta_mixture(conv_sample, tmp_path):
     assert sum(d["tokens"] for d in per.values()) == index["stats"]["tokens"]
     # docs' max_dynamic_patch 2: no image of that dataset tiles past it; caps keeps the recipe's 12
     budgets: dict[str, set[int]] = {"caps": set(), "docs": set()}
+    dataset_of = {r["uid"]: r["source_file"].split("/")[0] for r in manifest}
     for s in index["shards"]:
         with tarfile.open(out / s["tar"]) as tar:
             for m in tar.getmembers():
                 if m.name.endswith(".json"):
                     for im in json.loads(tar.extractfile(m).read())["images"]:
-                        budgets.get(im["unit"].split("-")[0], set()).add(im["max_num"])
+                        budgets.get(dataset_of.get(im["unit"], ""), set()).add(im["max_num"])
     assert budgets["docs"] and max(budgets["docs"]) <= 2 and max(budgets["caps"]) > 2
     assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
     shown = subprocess.run([sys.executable, "-m", "curation.cli", "inspect", "summary", str(out), "--json"],

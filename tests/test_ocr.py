@@ -111,3 +111,80 @@ def test_reading_order_groups_rows_left_to_right():
 
     lines = [line("right", 200, 12), line("second", 10, 60), line("left", 10, 10)]
     assert [ln.text for ln in reading_order(lines)] == ["left", "right", "second"]
+
+
+def test_detection_is_sized_to_the_image():
+    """auto: a small crop grows at most det_max_upscale x towards det_min_long, a large image goes as
+    it is and the engine caps its long side (never min / 736's 10x upscale of a 362 x 78 crop)."""
+    import numpy as np
+
+    from curation.annotate.ocr import det_limits, sized_for_detection
+
+    cfg = OcrConfig()
+    assert det_limits(cfg) == ("max", 960) and det_limits(OcrConfig(det_limit_type="min", det_limit_side_len=736)) == ("min", 736)
+    crop = sized_for_detection(np.zeros((78, 362, 3), np.uint8), cfg)
+    assert crop.shape[:2] == (round(78 * 640 / 362), 640)
+    tiny = sized_for_detection(np.zeros((40, 100, 3), np.uint8), cfg)
+    assert tiny.shape[:2] == (80, 200)  # capped at 2x
+    big = np.zeros((800, 1200, 3), np.uint8)
+    assert sized_for_detection(big, cfg) is big
+    assert sized_for_detection(np.zeros((78, 362, 3), np.uint8), OcrConfig(det_limit_type="min")).shape[:2] == (78, 362)
+
+
+def test_a_small_crop_is_read_with_boxes_in_its_own_pixels(engine):
+    im = next(i for i in IMAGES if "flat" in i.name)
+    img = Image.open(io.BytesIO(im.data)).convert("RGB")
+    small = img.resize((img.width // 3, img.height // 3), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, "PNG")
+    res = engine.recognize([buf.getvalue()])[0]
+    assert isinstance(res, OcrResult) and res.lines
+    assert all(0 <= x <= small.width + 2 and 0 <= y <= small.height + 2 for line in res.lines for x, y in line.box)
+
+
+CYRILLIC = ["НОВОСТИ ЭКОНОМИКИ", "ГОРОДСКАЯ БИБЛИОТЕКА"]
+
+
+def _cyrillic_sign(seed: int = 0) -> bytes:
+    from curation.samples.text_images import font_files, render
+
+    return render(CYRILLIC, font_files()[0], 40, 0.0, False, seed)  # DejaVu Sans has Cyrillic
+
+
+@pytest.fixture(scope="module")
+def routed():
+    import shutil
+
+    if shutil.which("tesseract") is None:
+        pytest.skip("Debian's tesseract-ocr is not installed (.ci/run installs it)")
+    return build_ocr_engine(OcrConfig())
+
+
+def test_cyrillic_images_go_to_tesseract_and_are_read(routed):
+    """PP-OCRv6's recogniser has no Cyrillic letters: it reads Cyrillic as Latin look-alikes. With the
+    caption's language written in Cyrillic, the image goes to Tesseract's rus+ukr packs."""
+    assert "cyrillic" not in routed.covered and {"han", "latin"} <= routed.covered
+    assert routed.engine_for("cyrillic")[1] == "tesseract:rus+ukr+eng"
+    data = _cyrillic_sign()
+    alone = routed.primary.recognize([data])[0]
+    assert isinstance(alone, OcrResult)
+    assert char_similarity(" ".join(CYRILLIC), " ".join(ln.text for ln in alone.lines)) < 0.5
+    res = routed.recognize([data], ["cyrillic"])[0]
+    assert isinstance(res, OcrResult) and res.engine == "tesseract:rus+ukr+eng"
+    assert char_similarity(" ".join(CYRILLIC), " ".join(ln.text for ln in res.lines)) > 0.8
+    assert not any(ln.flag for ln in res.lines)
+
+
+def test_lines_an_engine_cannot_read_or_in_another_script_are_flagged(routed):
+    from curation.annotate.config import TesseractConfig
+
+    no_tesseract = build_ocr_engine(OcrConfig(tesseract=TesseractConfig(enabled=False)))
+    latin = next(im for im in IMAGES if "flat" in im.name)
+    # captioned in Russian, read by an engine without Cyrillic: whatever it reads is not to be trusted
+    res = no_tesseract.recognize([latin.data], ["cyrillic"])[0]
+    assert res.lines and all(ln.flag == "script_not_covered" for ln in res.lines)
+    assert res.features()["ocr_flagged_lines"] == len(res.lines)
+    mixed = routed.recognize([latin.data], ["han"])[0]  # Latin text on an image captioned in Chinese
+    assert mixed.lines and all(ln.flag == "script_mismatch" for ln in mixed.lines)
+    plain = routed.recognize([latin.data], ["latin"])[0]
+    assert not any(ln.flag for ln in plain.lines) and "flag" not in plain.lines[0].to_json()

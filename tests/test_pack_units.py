@@ -27,7 +27,7 @@ def test_rows_parse_into_conversations_pairs_or_reasoned_rejections():
         json.dumps({"conversations": [{"from": "pretrain", "value": "text"}]}),
         json.dumps({"id": "bad_img", "image": [1], "conversations": [{"from": "gpt", "value": "a"}]}),
     )
-    assert isinstance(out[0], Conversation) and out[0].uid == "a_1" and out[0].turns[0] == Turn("user", "q")
+    assert isinstance(out[0], Conversation) and out[0].uid == "a-2e1" and out[0].turns[0] == Turn("user", "q")
     assert isinstance(out[1], PreferencePair) and out[1].method == "dropout_ntp"
     assert [r.reason for r in out[2:4]] == ["malformed_row", "malformed_row"]
     assert isinstance(out[4], Conversation) and len(out[4].uid) == 32  # no id: a content hash

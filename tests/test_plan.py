@@ -162,3 +162,46 @@ def test_plan_overrides_may_name_another_recipe():
     cfg = load_plan_config(PLAN, {"ingest": {"recipe": "coyo.yaml", "shards": {"samples_per_shard": 7}}})
     assert cfg.ingest.source.name == "coyo" and cfg.ingest.shards.samples_per_shard == 7
     assert cfg.ingest.metadata_dedup().near_caption.enabled  # plan.yaml's dedup section still applies
+
+
+@pytest.mark.slow
+def test_a_plan_of_url_and_text_metadata_assumes_sizes_and_marks_them_estimated(tmp_path):
+    """A scraped URL + TEXT list (no sizes): without `missing_size` every row is `no_declared_size`
+    and nothing is planned; with a size distribution the plan predicts packs, tokens and tiles, each
+    such row marked estimated in its manifest row and counted in the index."""
+
+    from curation.plan.planner import iter_plan_packs
+    from pipelines.plan import run_plan
+
+    gen = generate_laion(tmp_path / "full", 400, part_rows=400, seed=5)
+    table = pq.read_table(gen.files[0])
+    (tmp_path / "input").mkdir()
+    pq.write_table(table.select(["URL", "TEXT"]), tmp_path / "input" / "part.parquet")  # like many scraped lists
+    glob = [str(tmp_path / "input" / "*.parquet")]
+    none = run_plan(load_plan_config(PLAN, QUIET), glob, str(tmp_path / "none"))
+    assert none["stats"]["packs"] == 0 and none["reasons"]["no_declared_size"] > 0
+    assert none["stats"]["estimated_rows"] == 0
+
+    sizes = [[640, 480, 3], [448, 448, 1], [1600, 400, 1]]  # 4:1 fails laion.yaml's aspect filter, as it would after download
+    cfg = load_plan_config(PLAN, {**QUIET, "missing_size": {"sizes": sizes}})
+    index = run_plan(cfg, glob, str(tmp_path / "assumed"))
+    stats = index["stats"]
+    assert "no_declared_size" not in index["reasons"] and stats["packs"] > 0
+    assert index["totals"]["kept"] == stats["estimated_kept"] > 0 and stats["estimated_tokens"] == stats["tokens"]
+    assert stats["estimated_tiles"] == stats["tiles"] and index["missing_size"]["sizes"] == sizes
+    assert index["totals"]["inputs"] == 400 == index["totals"]["kept"] + sum(index["reasons"].values())
+    rows = _manifest(tmp_path / "assumed")
+    planned = [r for r in rows if r["status"] == "kept" or r["stage"] == "plan"]
+    assert all(r["estimated"] for r in planned) and stats["estimated_rows"] == sum(r["estimated"] for r in rows)
+    assert not any(r["estimated"] for r in rows if r["stage"] in ("read", "metadata", "dedup"))
+    want = {tile_image(*stored_size(w, h, cfg.ingest.image), cfg.pack.tiling.max_num).tiles for w, h, _ in sizes[:2]}
+    kept = [r for r in rows if r["status"] == "kept"]
+    assert {r["tiles"] for r in kept} == want == {13, 1}  # each assumed size tiled as ingest + pack would
+    wide = [r for r in rows if r["reason"] == "bad_aspect_ratio"]
+    assert wide and all(r["estimated"] and r["detail"].startswith("assumed size 1600x400") for r in wide)
+    drawn = {cfg.missing_size.draw(r["uid"]) for r in kept}
+    assert {(r["width"], r["height"]) for r in kept} == {stored_size(w, h, cfg.ingest.image) for w, h in drawn}
+    share = sum(cfg.missing_size.draw(r["uid"]) == (640, 480) for r in kept) / len(kept)
+    assert 0.6 < share < 0.9  # weight 3 of the 4 that pass the filters
+    with open(tmp_path / "assumed" / index["shards"][0]["tar"], "rb") as f:
+        assert all(u.get("estimated") for pack in iter_plan_packs(f) for u in pack.meta["units"])

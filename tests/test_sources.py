@@ -32,7 +32,7 @@ def test_laion400m_schema():
                   "HEIGHT": [480.0], "WIDTH": [640.0], "LICENSE": ["?"], "NSFW": ["UNLIKELY"], "similarity": [0.33]})
     (p,) = read_pairs(parquet_bytes(t), source("laion400m.yaml"), "part-0.parquet")
     assert isinstance(p, Pair)
-    assert p.uid == "123456789"  # float id read as an integer id
+    assert p.uid == "laion400m--123456789"  # float id read as an integer id, in the source's namespace
     assert (p.declared_width, p.declared_height) == (640, 480)
     assert p.nsfw_tag == "UNLIKELY" and p.clip_similarity == pytest.approx(0.33) and p.license == "?"
 
@@ -53,7 +53,7 @@ def test_coyo_schema_and_extra_columns():
                   "clip_similarity_vitl14": [0.27], "nsfw_score_opennsfw2": [0.01], "nsfw_score_gantman": [0.02],
                   "watermark_score": [0.1], "aesthetic_score_laion_v2": [5.1], "num_faces": [0]})
     (p,) = read_pairs(parquet_bytes(t), source("coyo.yaml"), "coyo.parquet")
-    assert p.uid == "4000000001" and p.clip_similarity_l14 == pytest.approx(0.27)
+    assert p.uid == "coyo--4000000001" and p.clip_similarity_l14 == pytest.approx(0.27)
     assert p.nsfw_score_gantman == pytest.approx(0.02) and p.extra == {"num_faces": 0}
 
 
@@ -61,7 +61,7 @@ def test_datacomp_schema_csv_and_tsv():
     text = "uid,url,text,original_width,original_height,clip_b32_similarity_score,clip_l14_similarity_score,sha256\n" \
            "00a1b2.c3,http://x.example/c.jpg,a red bus,1024.0,768,0.3,0.25,deadbeef\n"
     (p,) = read_pairs(io.BytesIO(text.encode()), source("datacomp.yaml"), "pool.csv")
-    assert p.uid == "00a1b2_c3"  # dots never reach a webdataset key
+    assert p.uid == "datacomp--00a1b2-2ec3"  # dots never reach a webdataset key (escaped, not replaced)
     assert (p.declared_width, p.declared_height) == (1024, 768)
     tsv = text.replace(",", "\t").encode()
     (q,) = read_pairs(io.BytesIO(tsv), source("datacomp.yaml"), "pool.tsv")

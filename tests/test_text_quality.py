@@ -147,7 +147,7 @@ def test_quality_config_errors():
 def test_annotate_recipe_loads():
     cfg = load_config(CONFIGS / "annotate.yaml", AnnotateConfig)
     assert cfg.ocr.engine == "paddleocr" and cfg.llm.backend == "transformers" and cfg.quality.threshold == 7
-    assert set(cfg.conversations.caption_prompts) == {"en", "zh"}
+    assert {"en", "zh", "ru"} <= set(cfg.conversations.caption_prompts) and cfg.language.enabled
 
 
 def _conv_cfg() -> ConversationConfig:

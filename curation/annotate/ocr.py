@@ -10,6 +10,7 @@ stock PaddleOCR models are one config line away (`det_model` / `rec_model` with 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import struct
@@ -31,9 +32,13 @@ class OcrLine:
     text: str
     confidence: float
     box: tuple[tuple[int, int], ...]
+    flag: str | None = None  # script_not_covered | script_mismatch: never the target of an OCR task
 
     def to_json(self) -> dict:
-        return {"text": self.text, "confidence": round(self.confidence, 4), "box": [list(p) for p in self.box]}
+        out = {"text": self.text, "confidence": round(self.confidence, 4), "box": [list(p) for p in self.box]}
+        if self.flag:
+            out["flag"] = self.flag
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,8 @@ class OcrResult:
     lines: tuple[OcrLine, ...]
     width: int
     height: int
+    low_confidence: int = 0  # lines read below ocr.min_confidence and dropped
+    engine: str = ""  # which engine read it (tesseract:rus+ukr for a routed image)
 
     def features(self) -> dict[str, float | int]:
         """Image-level text features: characters, lines, text area fraction, mean confidence."""
@@ -51,7 +58,8 @@ class OcrResult:
         frac = min(1.0, area / float(self.width * self.height)) if self.width and self.height else 0.0
         conf = (sum(line.confidence * len(line.text) for line in self.lines) / chars) if chars else 0.0
         return {"ocr_chars": chars, "ocr_lines": len(self.lines), "text_area_fraction": round(frac, 4),
-                "ocr_mean_confidence": round(conf, 4)}
+                "ocr_mean_confidence": round(conf, 4), "ocr_low_confidence_lines": self.low_confidence,
+                "ocr_flagged_lines": sum(1 for line in self.lines if line.flag)}
 
     def text(self) -> str:
         return "\n".join(line.text for line in self.lines)
@@ -130,6 +138,27 @@ def decode_for_ocr(data: bytes, max_pixels: int, max_side: int) -> tuple[np.ndar
     return np.asarray(img), w, h
 
 
+def sized_for_detection(arr: np.ndarray, cfg: "OcrConfig") -> np.ndarray:
+    """`det_limit_type: auto`: an image whose long side is under `det_min_long` grows towards it, at
+    most `det_max_upscale` times; larger ones go as they are (the engine caps the long side at
+    `det_limit_side_len`). Boxes map back through the array's width, so they stay in original pixels."""
+    if cfg.det_limit_type != "auto":
+        return arr
+    h, w = arr.shape[:2]
+    factor = min(cfg.det_max_upscale, cfg.det_min_long / max(h, w))
+    if factor <= 1.0:
+        return arr
+    from PIL import Image
+
+    img = Image.fromarray(arr).resize((round(w * factor), round(h * factor)), Image.Resampling.BICUBIC)
+    return np.asarray(img)
+
+
+def det_limits(cfg: "OcrConfig") -> tuple[str, int]:
+    """(limit type, side) the engine is built with: auto caps the long side (never upscales)."""
+    return ("max" if cfg.det_limit_type == "auto" else cfg.det_limit_type), cfg.det_limit_side_len
+
+
 def _line(text: str, score: float, poly, scale: float) -> OcrLine:
     pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2) / scale
     return OcrLine(text=str(text), confidence=float(score), box=tuple((int(round(x)), int(round(y))) for x, y in pts))
@@ -151,7 +180,7 @@ class _BatchedEngine:
             if isinstance(decoded, OcrError):
                 out[i] = decoded
                 continue
-            arrays.append(decoded[0])
+            arrays.append(sized_for_detection(decoded[0], self.cfg))
             where.append(i)
             sizes.append(decoded[1:])
         if arrays:
@@ -169,8 +198,9 @@ class _BatchedEngine:
                     out[i] = res
                     continue
                 scale = arr.shape[1] / w
-                lines = [_line(t, s, p, scale) for t, s, p in res if str(t).strip() and s >= self.cfg.min_confidence]
-                out[i] = OcrResult(reading_order(lines), w, h)
+                read = [(t, s, p) for t, s, p in res if str(t).strip()]
+                lines = [_line(t, s, p, scale) for t, s, p in read if s >= self.cfg.min_confidence]
+                out[i] = OcrResult(reading_order(lines), w, h, len(read) - len(lines), self.name)
         return out  # type: ignore[return-value]
 
     def _run(self, arrays: list[np.ndarray]) -> list[list[tuple[str, float, object]]]:
@@ -192,7 +222,7 @@ class PaddleOcrEngine(_BatchedEngine):
         logging.getLogger("paddlex").setLevel(logging.WARNING)
         kwargs = dict(text_detection_model_name=cfg.det_model, text_recognition_model_name=cfg.rec_model,
                       use_doc_orientation_classify=False, use_doc_unwarping=False, use_textline_orientation=False,
-                      device=cfg.device, text_det_limit_side_len=cfg.det_limit_side_len, text_det_limit_type=cfg.det_limit_type,
+                      device=cfg.device, text_det_limit_type=det_limits(cfg)[0], text_det_limit_side_len=det_limits(cfg)[1],
                       text_rec_score_thresh=0.0)
         if cfg.engine_backend:
             kwargs["engine"] = cfg.engine_backend
@@ -221,7 +251,7 @@ class RapidOcrEngine(_BatchedEngine):
 
         self.ocr = RapidOCR(params={"Global.use_cls": False, "Global.log_level": "error",
                                     "Global.max_side_len": cfg.max_side, "Global.text_score": 0.0,
-                                    "Det.limit_side_len": cfg.det_limit_side_len, "Det.limit_type": cfg.det_limit_type})
+                                    "Det.limit_type": det_limits(cfg)[0], "Det.limit_side_len": det_limits(cfg)[1]})
 
     def _run(self, arrays):
         out = []
@@ -234,12 +264,151 @@ class RapidOcrEngine(_BatchedEngine):
         return out
 
 
-ENGINES = {"paddleocr": PaddleOcrEngine, "rapidocr": RapidOcrEngine}
+class TesseractEngine(_BatchedEngine):
+    """Tesseract 5 (Debian's `tesseract-ocr` and its language packs) through its command line, TSV
+    out: words grouped into lines, boxes in pixels, confidence / 100. For scripts the PP-OCR
+    recognition model has no characters for (Cyrillic, Hangul, Arabic, ...)."""
+
+    name = "tesseract"
+
+    def __init__(self, cfg: "OcrConfig", languages: str = "eng") -> None:
+        super().__init__(cfg)
+        import shutil
+
+        self.binary = shutil.which(cfg.tesseract.binary) or cfg.tesseract.binary
+        self.languages = languages
+        if not Path(self.binary).exists():
+            raise RuntimeError(f"ocr.tesseract: {cfg.tesseract.binary!r} not found (apt-get install tesseract-ocr "
+                               "tesseract-ocr-rus ...)")
+
+    def installed_languages(self) -> set[str]:
+        import subprocess
+
+        out = subprocess.run([self.binary, "--list-langs"], capture_output=True, text=True, timeout=30).stdout
+        return {line.strip() for line in out.splitlines()[1:] if line.strip()}
+
+    def with_languages(self, languages: str) -> "TesseractEngine":
+        clone = object.__new__(TesseractEngine)
+        clone.__dict__.update(self.__dict__, languages=languages)
+        return clone
+
+    def _run(self, arrays):
+        return [self._one(arr) for arr in arrays]
+
+    def _one(self, arr: np.ndarray) -> list[tuple[str, float, object]]:
+        import subprocess
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "PNG")
+        run = subprocess.run([self.binary, "stdin", "stdout", "-l", self.languages, "--psm", str(self.cfg.tesseract.psm),
+                              "tsv"], input=buf.getvalue(), capture_output=True, timeout=self.cfg.tesseract.timeout_s)
+        if run.returncode:
+            raise RuntimeError(f"tesseract exit {run.returncode}: {run.stderr.decode(errors='replace')[-200:]}")
+        lines: dict[tuple[str, ...], list[list[str]]] = {}
+        for row in run.stdout.decode("utf-8", errors="replace").splitlines()[1:]:
+            f = row.split("\t")
+            if len(f) == 12 and f[0] == "5" and f[11].strip() and float(f[10]) >= 0:
+                lines.setdefault((f[1], f[2], f[3], f[4]), []).append(f)
+        out = []
+        for words in lines.values():
+            x0 = min(int(w[6]) for w in words)
+            y0 = min(int(w[7]) for w in words)
+            x1 = max(int(w[6]) + int(w[8]) for w in words)
+            y1 = max(int(w[7]) + int(w[9]) for w in words)
+            conf = sum(float(w[10]) for w in words) / len(words) / 100.0
+            out.append((" ".join(w[11] for w in words), conf, [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+        return out
 
 
-def build_ocr_engine(cfg: "OcrConfig") -> OcrEngine:
-    """The configured engine, with its models loaded (call once per worker)."""
-    return ENGINES[cfg.engine](cfg)
+ENGINES = {"paddleocr": PaddleOcrEngine, "rapidocr": RapidOcrEngine, "tesseract": TesseractEngine}
+
+
+def rec_characters(cfg: "OcrConfig") -> list[str] | None:
+    """The primary engine's recognition character list (the offline PP-OCRv6 model's), if known."""
+    if cfg.engine == "tesseract" or not cfg.offline_models:
+        return None
+    import yaml
+
+    _, rec = paddle_model_dirs()
+    with open(rec / "inference.yml", encoding="utf-8") as f:
+        return yaml.safe_load(f)["PostProcess"]["character_dict"]
+
+
+class RoutedOcrEngine:
+    """The configured engine, with images whose expected script (from the caption's language) its
+    recognition model cannot write sent to Tesseract with that script's language packs. Lines are
+    flagged `script_not_covered` when no engine here can read the expected script, and
+    `script_mismatch` when a line is in another script than the caption's language is written in."""
+
+    def __init__(self, cfg: "OcrConfig") -> None:
+        from filters.language import scripts_covered
+
+        self.cfg = cfg
+        self.primary = ENGINES[cfg.engine](cfg)
+        self.name = self.primary.name
+        chars = rec_characters(cfg)
+        self.covered = scripts_covered(chars) if chars else frozenset({"latin", "han"})
+        self.tesseract: TesseractEngine | None = None
+        self.tesseract_scripts: dict[str, str] = {}
+        if cfg.tesseract.enabled and cfg.engine != "tesseract":
+            try:
+                self.tesseract = TesseractEngine(cfg)
+            except RuntimeError:
+                self.tesseract = None  # not installed: those images are read by the primary engine and flagged
+            if self.tesseract is not None:
+                have = self.tesseract.installed_languages()
+                for script, langs in cfg.tesseract.languages.items():
+                    if all(part in have for part in langs.split("+")):
+                        self.tesseract_scripts[script] = langs
+
+    def info(self) -> dict[str, str]:
+        """The engine's name, as a method: a model shared across processes is a proxy (methods only)."""
+        return {"name": self.name}
+
+    def engine_for(self, script: str | None) -> tuple[_BatchedEngine, str]:
+        """(engine, its name) to read an image whose text is expected in `script`."""
+        if script is None or script in self.covered or script not in self.tesseract_scripts or self.tesseract is None:
+            return self.primary, self.primary.name
+        langs = self.tesseract_scripts[script]
+        return self.tesseract.with_languages(langs), f"tesseract:{langs}"
+
+    def recognize(self, images: Sequence[bytes], scripts: Sequence[str | None] | None = None
+                  ) -> list[OcrResult | OcrError]:
+        scripts = list(scripts) if scripts is not None else [None] * len(images)
+        out: list[OcrResult | OcrError | None] = [None] * len(images)
+        groups: dict[str, tuple[_BatchedEngine, list[int]]] = {}
+        for i, script in enumerate(scripts):
+            engine, label = self.engine_for(script)
+            groups.setdefault(label, (engine, []))[1].append(i)
+        for label, (engine, where) in groups.items():
+            for i, res in zip(where, engine.recognize([images[i] for i in where])):
+                out[i] = self._flag(res, scripts[i], label) if isinstance(res, OcrResult) else res
+        return out  # type: ignore[return-value]
+
+    def _flag(self, res: "OcrResult", script: str | None, engine: str) -> "OcrResult":
+        from filters.language import main_script
+
+        if script is None:
+            return dataclasses.replace(res, engine=engine)
+        readable = engine.startswith("tesseract") or script in self.covered
+        lines = []
+        for line in res.lines:
+            found = main_script(line.text)
+            flag = None
+            if not readable:
+                flag = "script_not_covered"
+            elif found is not None and found != script and not {found, script} <= {"han", "kana"}:
+                flag = "script_mismatch"
+            lines.append(dataclasses.replace(line, flag=flag))
+        return dataclasses.replace(res, lines=tuple(lines), engine=engine)
+
+
+def build_ocr_engine(cfg: "OcrConfig") -> RoutedOcrEngine:
+    """The configured engine (and Tesseract for the scripts it cannot read), with its models
+    loaded (call once per worker)."""
+    return RoutedOcrEngine(cfg)
 
 
 # ---------------------------------------------------------------------------------------------

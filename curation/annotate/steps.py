@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from curation.annotate.config import AnnotateConfig
+from curation.annotate.config import AnnotateConfig, LanguageConfig
 from curation.annotate.ocr import OcrError, OcrResult
 from curation.annotate.quality import QualityResult, ScoreInput
 from curation.core.records import Rejection, Sample
@@ -41,12 +41,45 @@ def apply_rules(sample: Sample, rules: TextRules) -> Sample | Rejection:
     return Rejection(sample.pair, STAGE, verdict.reason, verdict.detail)  # type: ignore[arg-type]
 
 
-def apply_ocr(sample: Sample, result: OcrResult | OcrError, engine: str) -> Sample | Rejection:
-    """OCR lines and image-level text features into the json; an unreadable image is rejected."""
+def apply_language(sample: Sample, cfg: LanguageConfig) -> Sample | Rejection:
+    """The caption's language into the json (`language.caption`); with a `keep` list, a caption
+    confidently in another language is rejected."""
+    from filters.language import LanguageFilter, detect
+
+    guess = detect(sample.pair.caption, tuple(cfg.candidates))
+    if cfg.keep:
+        verdict = LanguageFilter(cfg.keep, cfg.min_confidence, cfg.candidates).judge(guess)
+        if not verdict.ok:
+            return Rejection(sample.pair, STAGE, verdict.reason, verdict.detail)  # type: ignore[arg-type]
+    meta = meta_of(sample)
+    meta["language"] = {"caption": guess.to_json()}
+    return with_meta(sample, meta)
+
+
+def expected_script(sample: Sample, cfg: LanguageConfig) -> str | None:
+    """The script the image's text is expected in, from the caption's language (or letters)."""
+    from filters.language import LanguageGuess, expected_script as script
+
+    found = (meta_of(sample).get("language") or {}).get("caption")
+    guess = LanguageGuess(found["lang"], found["confidence"]) if found else None
+    return script(sample.pair.caption, guess, cfg.min_confidence)
+
+
+def apply_ocr(sample: Sample, result: OcrResult | OcrError, engine: str, language: LanguageConfig | None = None
+              ) -> Sample | Rejection:
+    """OCR lines (flagged where the engine cannot read the expected script or a line is in another
+    one), image-level text features and the OCR text's language into the json; an unreadable image
+    is rejected."""
     if isinstance(result, OcrError):
         return Rejection(sample.pair, STAGE, result.reason, f"ocr: {result.detail}")
     meta = meta_of(sample)
-    meta["ocr"] = {"engine": engine, "lines": [line.to_json() for line in result.lines], **result.features()}
+    meta["ocr"] = {"engine": result.engine or engine, "lines": [line.to_json() for line in result.lines],
+                   **result.features()}
+    text = "\n".join(line.text for line in result.lines if not line.flag)
+    if language is not None and language.enabled and text.strip():
+        from filters.language import detect
+
+        meta.setdefault("language", {})["ocr"] = detect(text, tuple(language.candidates)).to_json()
     return with_meta(sample, meta)
 
 
@@ -64,10 +97,17 @@ def apply_quality(sample: Sample, result: QualityResult | None, cfg: AnnotateCon
     meta = meta_of(sample)
     if result is not None:
         meta["quality"] = result.to_json()
-    lines = [line["text"] for line in (meta.get("ocr") or {}).get("lines", [])]
-    meta["conversation"] = build_conversation(sample.pair.uid, "", sample.pair.caption, lines, cfg.conversations,
-                                              sample.image.width, sample.image.height)
+    ocr = meta.get("ocr") or {}
+    languages = meta.get("language") or {}
+    meta["conversation"] = build_conversation(
+        sample.pair.uid, "", sample.pair.caption, ocr.get("lines", []), cfg.conversations, sample.image.width,
+        sample.image.height, caption_lang=_sure(languages.get("caption"), cfg.language),
+        ocr_lang=_sure(languages.get("ocr"), cfg.language), low_confidence=int(ocr.get("ocr_low_confidence_lines", 0)))
     return with_meta(sample, meta)
+
+
+def _sure(guess: dict[str, Any] | None, cfg: LanguageConfig) -> str | None:
+    return guess["lang"] if guess and guess.get("lang") and guess["confidence"] >= cfg.min_confidence else None
 
 
 def conversation_row(sample: Sample, image_path: str) -> dict[str, Any] | None:

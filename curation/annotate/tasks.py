@@ -17,7 +17,8 @@ TASKS = ("caption", "ocr", "pretrain")
 
 
 def language(text: str) -> str:
-    """`zh` when a fifth or more of the letters are Chinese characters, else `en`."""
+    """`zh` when a fifth or more of the letters are Chinese characters, else `en`: the fallback
+    where language ID is off or unsure."""
     letters = [c for c in text if c.isalpha()]
     if letters and sum(1 for c in letters if _CJK.match(c)) * 5 >= len(letters):
         return "zh"
@@ -49,23 +50,36 @@ def _prompt(uid: str, prompts: dict[str, list[str]], lang: str, seed: int, salt:
     return options[int(_draw(uid, seed, salt) * len(options))]
 
 
-def build_conversation(uid: str, image: str, caption: str, ocr_lines: Sequence[str], cfg: ConversationConfig,
-                       width: int | None = None, height: int | None = None) -> dict[str, Any]:
-    """One InternVL jsonl row for a kept pair; `task` records which builder made it."""
-    ocr_text = "\n".join(line for line in ocr_lines if line.strip())
+def build_conversation(uid: str, image: str, caption: str, ocr_lines: Sequence[str | dict[str, Any]],
+                       cfg: ConversationConfig, width: int | None = None, height: int | None = None, *,
+                       caption_lang: str | None = None, ocr_lang: str | None = None,
+                       low_confidence: int = 0) -> dict[str, Any]:
+    """One InternVL jsonl row for a kept pair; `task` records which builder made it. OCR lines are
+    strings or the json's line dicts: a line an engine flagged (`script_not_covered`,
+    `script_mismatch`) never becomes an OCR target. An `ocr` draw that flagged or dropped
+    low-confidence lines left without text becomes captioning with `ocr_task_skipped` naming why."""
+    texts = [ln if isinstance(ln, str) else ln["text"] for ln in ocr_lines
+             if isinstance(ln, str) or not ln.get("flag")]
+    flags = [ln["flag"] for ln in ocr_lines if isinstance(ln, dict) and ln.get("flag")]
+    ocr_text = "\n".join(line for line in texts if line.strip())
     task = pick_task(uid, cfg, len(ocr_text.replace("\n", "")))
+    skipped = None
+    if task == "caption" and pick_task(uid, cfg, cfg.min_ocr_chars) == "ocr" and (flags or low_confidence):
+        skipped = max(sorted(set(flags)), key=flags.count) if flags else "low_confidence"
     if task == "pretrain":
         turns = [{"from": "pretrain", "value": f"<image>\n{caption}"}]
     elif task == "ocr":
-        prompt = _prompt(uid, cfg.ocr_prompts, language(ocr_text), cfg.seed, "ocr")
+        prompt = _prompt(uid, cfg.ocr_prompts, ocr_lang or language(ocr_text), cfg.seed, "ocr")
         turns = [{"from": "human", "value": f"<image>\n{prompt}"}, {"from": "gpt", "value": ocr_text}]
     else:
-        prompt = _prompt(uid, cfg.caption_prompts, language(caption), cfg.seed, "caption")
+        prompt = _prompt(uid, cfg.caption_prompts, caption_lang or language(caption), cfg.seed, "caption")
         turns = [{"from": "human", "value": f"<image>\n{prompt}"}, {"from": "gpt", "value": caption}]
     row: dict[str, Any] = {"id": uid, "image": image}
     if width and height:
         row.update(width=width, height=height)
     row.update(task=task, conversations=turns)
+    if skipped:
+        row["ocr_task_skipped"] = skipped
     return row
 
 

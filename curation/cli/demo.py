@@ -73,6 +73,9 @@ class DemoModel:
     recipe: str = "train.yaml"
     verify_every: int = 5  # `curate check`: packed == unpacked losses on every N-th pack
     train_steps: int = 8  # a short `curate train` on the packed output: the loss must stay finite and move
+    overfit_steps: int = 30  # then the same recipe on the first pack alone: it must learn it
+    overfit_lr: float = 0.003
+    overfit_min_drop: float = 0.3  # the loss on that pack must fall by at least this share
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -243,6 +246,16 @@ def _demo_model(demo: DemoConfig, out: Path, args: argparse.Namespace) -> int:
         problems.append("check saw no packs")
     if not all(math.isfinite(x) for x in losses) or len(set(losses)) < 2:
         problems.append(f"train losses not finite or not moving: {losses}")
+    m = demo.model
+    over = {"output": str(out / "train-overfit"), "steps": m.overfit_steps, "max_packs": 1, "save_every": m.overfit_steps,
+            "data": {"shuffle_shards": False}, "optim": {"lr": m.overfit_lr, "grad_accum": 1}}
+    _, fit_cfg = _demo_recipe(m.recipe, TrainConfig, deep_merge(m.overrides, over), args)
+    print(f"\n== overfit check: {fit_cfg.steps} steps on the first pack of {packed} (lr {m.overfit_lr}) -> {fit_cfg.output}")
+    fit = [h["loss"] for h in train(fit_cfg, packed, resume=False).history]
+    drop = 1 - min(fit[-3:]) / fit[0]
+    print(f"loss {fit[0]:.4f} -> {fit[-1]:.4f}: {drop:.0%} lower (must be at least {m.overfit_min_drop:.0%})")
+    if not drop >= m.overfit_min_drop:
+        problems.append(f"the model core did not learn one pack: loss {fit[0]:.4f} -> {fit[-1]:.4f} ({drop:.0%} lower)")
     return unexpected(problems)
 
 

@@ -2,6 +2,7 @@
 
   curate check out/packed [--config configs/train.yaml] [--verify-every 10] [--json]
   curate train --config configs/train.yaml --data out/packed [--loss mpo] [--steps N] [--output DIR]
+  torchrun --nproc_per_node 8 -m curation.cli train --config configs/train.yaml --data out/packed
   curate generate --config configs/train.yaml --image a.jpg --prompt "Describe the image."
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -69,6 +71,8 @@ def cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     cfg = _config(args, {"loss": args.loss, "steps": args.steps, "output": args.output})
     result = train(cfg, args.data, resume=not args.no_resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for all
+        return 0
     first = result.history[0]["loss"] if result.history else float("nan")
     last = result.history[-1]["loss"] if result.history else float("nan")
     print(f"trained {cfg.loss} to step {result.steps} (resumed from {result.resumed_from}): loss {first:.4f} -> {last:.4f}, "

@@ -55,7 +55,7 @@ def print_datasets(index: dict[str, Any], console) -> None:
 
     datasets = datasets_from_stats(index.get("stats") or {})
     if datasets:
-        console.print(datasets_table(datasets))
+        console.print(datasets_table(datasets, index.get("ratio")))
 
 
 def print_plan_report(index: dict[str, Any], output: str, stream=None) -> None:
@@ -69,7 +69,9 @@ def print_plan_report(index: dict[str, Any], output: str, stream=None) -> None:
         Console(file=stream or sys.stdout, width=100).print(
             f"planned: {kept} samples -> {stats.get('packs', 0)} packs (l_max {index['l_max']}, t_max {index['t_max']}), "
             f"{stats.get('tokens', 0):,} tokens, {stats.get('tiles', 0):,} tiles, {stats.get('tokens', 0) / kept:.0f} tokens "
-            f"and {stats.get('tiles', 0) / kept:.2f} tiles per sample, {stats.get('truncated', 0)} truncated")
+            f"and {stats.get('tiles', 0) / kept:.2f} tiles per sample, {stats.get('truncated', 0)} truncated"
+            + (f"; estimated: {stats['estimated_kept']} samples planned on an assumed size (missing_size)"
+               if stats.get("estimated_kept") else ""))
 
 
 def print_mmpr_report(index: dict[str, Any], output: str, stream=None) -> None:

@@ -1,4 +1,4 @@
-"""`curate ingest | dedup | annotate | mmpr | pack | plan`: load and check the recipe (before Beam
+"""`curate ingest | dedup | annotate | mmpr | translate | pack | plan`: load and check the recipe (before Beam
 is imported), run the stage's pipeline, print its report; exit 1 when the accounting does not add up.
 Everything after `--` is a Beam pipeline option, passed untouched."""
 
@@ -65,6 +65,13 @@ def cmd_mmpr(args: argparse.Namespace, beam_args: list[str]) -> int:
                       row_files=True)
 
 
+def cmd_translate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from curation.annotate.translate import TranslateConfig
+
+    return _run_stage(args, beam_args, TranslateConfig, "pipelines.translate.run_translate", print_ingest_report,
+                      row_files=True)
+
+
 def cmd_pack(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.meta:  # an InternVL meta file: its datasets join the recipe (checked before Beam starts)
         from packing.meta import load_meta
@@ -100,6 +107,8 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
          "annotate.yaml", "a pair-shard folder (an ingest or dedup output)"),
         ("mmpr", cmd_mmpr, "questions -> sampled answers -> MMPR preference pairs (correctness, Dropout NTP)",
          "mmpr.yaml", "question jsonl / parquet glob (ours, or ScienceQA, A-OKVQA, ChartQA, DocVQA, MathVista files)"),
+        ("translate", cmd_translate, "conversation jsonl -> LLM translation (en <-> zh, any recipe pair), checked -> "
+         "translated conversation shards", "translate.yaml", "conversation jsonl / json / parquet glob"),
         ("pack", cmd_pack, "conversation / preference jsonl -> InternVL 2.5 packed shards", "pack.yaml", "jsonl glob"),
         ("plan", cmd_plan, "metadata -> filters, dedup, tiles and tokens from declared sizes -> planned packs (no download)",
          "plan.yaml", "metadata glob"),

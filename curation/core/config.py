@@ -145,9 +145,24 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe's mapping; `extends: other.yaml` (relative to this file) is the base its keys merge over,
+    so a variant recipe (a training stage, say) holds only what differs."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: extends itself through {' -> '.join(p.name for p in _seen)}")
+    data = load_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected a recipe file name, got {type(base).__name__}")
+    return deep_merge(load_recipe(path.parent / base, _seen + (path.resolve(),)), data)
+
+
 def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None = None) -> T:
-    """Load YAML at `path` into `cls`; every error names the file."""
-    return load_config_data(path, cls, load_yaml(path), overrides)
+    """Load the recipe at `path` (with its `extends:` chain) into `cls`; every error names the file."""
+    return load_config_data(path, cls, load_recipe(path), overrides)
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

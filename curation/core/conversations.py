@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Iterator
 
 from curation.core.image_refs import image_values, split_images
-from curation.core.records import Rejection, RowRef, clean_uid, hash_uid
+from curation.core.records import Rejection, RowRef, UidConfig, hash_uid
 from curation.core.rows import RowError, iter_raw_rows
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
@@ -81,11 +81,13 @@ def _digest(value: Any) -> str:
     return str(value)
 
 
-def row_uid(raw: dict[str, Any], source_file: str, index: int) -> str:
-    """The row's own id when it has one, else a hash of the row's content (stable across reruns)."""
+def row_uid(raw: dict[str, Any], source_file: str, index: int, uid: UidConfig = UidConfig("none"),
+            source: str = "") -> str:
+    """The row's own id when it has one, in its namespace (`uid`: per file, per source or none),
+    else a hash of the row's content (stable across reruns, global by itself)."""
     rid = raw.get("id")
-    if isinstance(rid, (str, int)) and not isinstance(rid, bool) and clean_uid(str(rid)):
-        return clean_uid(str(rid))
+    if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid).strip():
+        return uid.uid(str(rid).strip(), source, source_file)
     blob = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=_digest)
     return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
@@ -157,11 +159,13 @@ def _text(raw: dict[str, Any], key: str) -> str:
     return value
 
 
-def parse_row(raw: dict[str, Any] | RowError, source_file: str, index: int) -> PackInput | Rejection:
-    """One jsonl row -> Conversation, PreferencePair or a `malformed_row` rejection."""
+def parse_row(raw: dict[str, Any] | RowError, source_file: str, index: int, uid_cfg: UidConfig = UidConfig("none"),
+              source: str = "") -> PackInput | Rejection:
+    """One jsonl row -> Conversation, PreferencePair or a `malformed_row` rejection (`unreadable_file`
+    for a row the reader never reached); its id namespaced by `uid_cfg`."""
     if isinstance(raw, RowError):
-        return Rejection(RowRef(hash_uid(f"row:{source_file}:{index}", ""), source_file, index), "read", "malformed_row", str(raw))
-    uid = row_uid(raw, source_file, index)
+        return Rejection(RowRef(hash_uid(f"row:{source_file}:{index}", ""), source_file, index), "read", raw.reason, str(raw))
+    uid = row_uid(raw, source_file, index, uid_cfg, source)
     try:
         images, embedded = split_images(image_values(raw.get("image", raw.get("images")), "image"))
         if "chosen" in raw or "rejected" in raw:
@@ -184,13 +188,15 @@ def parse_row(raw: dict[str, Any] | RowError, source_file: str, index: int) -> P
         return Rejection(RowRef(uid, source_file, index), "read", "malformed_row", str(err))
 
 
-def read_conversations(f: IO[bytes], name: str, fmt: str = "auto") -> Iterator[PackInput | Rejection]:
+def read_conversations(f: IO[bytes], name: str, fmt: str = "auto", source_file: str | None = None,
+                       uid: UidConfig = UidConfig("none"), source: str = "") -> Iterator[PackInput | Rejection]:
     """Every row of a conversation / preference file (jsonl, JSON array or parquet, by extension
-    unless `fmt` says), parsed or rejected; a file that stops being readable (bad compression, say)
-    ends with one `unreadable_file` rejection."""
+    unless `fmt` says), parsed or rejected, `source_file` its name relative to the input root
+    (default: its base name) and ids namespaced by `uid` (`source`: the name of the dataset it
+    belongs to); rows the reader cannot reach are `unreadable_file` rejections (rows.iter_raw_rows)."""
     from curation.core.rows import detect_format
 
-    base = posixpath.basename(name.rstrip("/"))
+    base = source_file if source_file is not None else posixpath.basename(name.rstrip("/"))
     next_index = 0
     try:
         try:
@@ -199,7 +205,7 @@ def read_conversations(f: IO[bytes], name: str, fmt: str = "auto") -> Iterator[P
             fmt = "jsonl"
         for index, raw in iter_raw_rows(f, fmt, parquet_batch_rows=64):
             next_index = index + 1
-            yield parse_row(raw, base, index)
+            yield parse_row(raw, base, index, uid, source)
     except Exception as err:  # noqa: BLE001 - any reader failure is data, not a crash
         yield Rejection(RowRef(hash_uid(f"row:{base}:{next_index}", ""), base, next_index), "read", "unreadable_file",
                         f"{fmt} reader stopped: {type(err).__name__}: {str(err)[:200]}")

@@ -1,9 +1,9 @@
 """Which job owns an output folder, and what a previous run of it already finished.
 
-A job is its config (stripped of knobs that do not change output) plus its inputs, hashed into a
-fingerprint. The first run writes `_job.json` with it; a rerun with the same fingerprint resumes
-(skips shards with a progress marker) or, once `_index.json` carries the fingerprint, does nothing;
-a different fingerprint is an `OutputConflict`.
+A job is its config (stripped of knobs that do not change output) plus its inputs (full path, size
+and modification time of each file), hashed into a fingerprint. The first run writes `_job.json`
+with it; a rerun with the same fingerprint resumes (skips shards with a progress marker) or, once
+`_index.json` carries the fingerprint, does nothing; a different fingerprint is an `OutputConflict`.
 
 No filesystem of its own: `JobState` reads and writes through the `JobFiles` it is given (Beam's
 FileSystems in pipelines, via `pipelines/fsio.py`, whose module satisfies the protocol as it is).
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from curation.core.shards import INDEX_NAME, PROGRESS_DIR, ShardReport
 
@@ -43,8 +43,28 @@ class JobFiles(Protocol):
         """Paths directly under `directory` ending with `suffix`, sorted; [] if it does not exist."""
 
 
-def job_fingerprint(semantic_cfg: Any, files: list[tuple[str, int]]) -> str:
-    """Config (already stripped of knobs that do not change output) + input file names and sizes."""
+class InputFile(NamedTuple):
+    """An input file as a glob matched it: path, size and modification time (seconds; None where
+    the filesystem does not say)."""
+
+    path: str
+    size: int
+    mtime: float | None
+
+
+def input_identity(files: list[InputFile], root: str = "") -> dict[str, Any]:
+    """What makes two runs' inputs the same: each file's full path (local paths made absolute),
+    size and modification time, so an input edited in place (same size or not) is another job; and
+    the input root the files are named relative to (it names `source_file` and file-scoped uids)."""
+    import os
+
+    paths = sorted((f.path if "://" in f.path else os.path.abspath(f.path), f.size, f.mtime) for f in files)
+    return {"root": root, "files": paths}
+
+
+def job_fingerprint(semantic_cfg: Any, files: Any) -> str:
+    """Config (already stripped of knobs that do not change output) + the inputs' identity
+    (`input_identity`, or what a stage knows better: the hashes of its input shards)."""
     from curation.core.config import config_fingerprint
 
     blob = json.dumps({"config": config_fingerprint(semantic_cfg), "inputs": files}, sort_keys=True)

@@ -39,6 +39,7 @@ PLAN_MANIFEST = pa.schema([
     ("status", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
     ("declared_width", pa.int64()), ("declared_height", pa.int64()), ("width", pa.int32()), ("height", pa.int32()),
     ("tiles", pa.int32()), ("tokens", pa.int32()), ("truncated", pa.bool_()), ("pack", pa.string()),
+    ("estimated", pa.bool_()),  # planned on an assumed size (plan.yaml missing_size), not a declared one
 ])
 
 # Plan shards: one row per predicted pack.
@@ -53,4 +54,12 @@ MMPR_MANIFEST = pa.schema([
     ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("question", pa.string()),
     ("answer_gt", pa.string()), ("answer_type", pa.string()), ("samples", pa.int32()), ("correct", pa.int32()),
     ("pairs", pa.int32()), ("methods", pa.string()), ("notes", pa.string()),
+])
+
+# Translated conversation shards (`curate translate`): one row per input conversation row.
+TRANSLATE_MANIFEST = pa.schema([
+    ("uid", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()), ("status", pa.string()),
+    ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("translated_id", pa.string()),
+    ("source_language", pa.string()), ("source_confidence", pa.float64()), ("target_language", pa.string()),
+    ("output_confidence", pa.float64()), ("turns", pa.int32()), ("llm_requests", pa.int32()),
 ])

@@ -24,6 +24,7 @@ REASONS: dict[str, str] = {
     "nsfw": "NSFW tag or score above threshold",
     "watermark": "watermark score above threshold",
     "low_clip_similarity": "CLIP image-text similarity below threshold",
+    "language_not_kept": "caption confidently in a language outside the recipe's `language.keep` list",
     # dedup (detail ends with the kept representative's uid: highest quality score, then smallest uid)
     "dup_url": "exact duplicate of another row's normalised URL",
     "dup_caption": "same caption as another row after normalisation (case, punctuation, spacing)",
@@ -81,9 +82,9 @@ REASONS: dict[str, str] = {
     "repetitive_words": "word n-grams repeat (Data-Juicer word repetition ratio above the threshold)",
     "repetitive_chars": "character n-grams repeat (Data-Juicer character repetition ratio above the threshold)",
     "low_compression_ratio": "the text compresses far more than natural text does (repetition, boilerplate)",
-    "low_quality_score": "the LLM's domain-specific 0-10 quality score is below the threshold",
-    "repetitive_text": "the LLM's 0-10 repetition score is below the threshold",
-    "llm_unparseable": "the LLM's answer holds no 0-10 score",
+    "low_quality_score": "the LLM's domain-specific 0-9 quality score is below the threshold",
+    "repetitive_text": "the LLM's 0-9 repetition score is below the threshold",
+    "llm_unparseable": "no score digit carries probability mass (or, from a server without logprobs, the answer holds no 0-9 score)",
     "llm_error": "the LLM backend failed on this sample (server error, timeout, engine error)",
     # mmpr (preference pairs)
     "no_parseable_answer": "no sampled response has a final answer to check",
@@ -98,6 +99,15 @@ REASONS: dict[str, str] = {
     "too_long": "pack: above l_max tokens even after text-only truncation (never cut inside an image); "
                 "mmpr: every sampled response hit max_new_tokens",
     "too_many_tiles": "the sample's images need more than t_max tiles",
+    # translate (`curate translate`: conversations into another language, each output checked)
+    "no_translation_pair": "translate: the row's detected language is the source of no recipe pair (or detected below min_confidence)",
+    "image_bytes_in_row": "translate: the row carries an image as bytes (HF parquet); translated jsonl names image files",
+    "translation_empty": "translate: a turn's translation came back empty",
+    "translation_truncated": "translate: the LLM stopped at max_new_tokens inside a turn's translation",
+    "translation_wrong_language": "translate: the translation is not detected as the target language with min_confidence",
+    "translation_length_ratio": "translate: a turn's translated / source length is outside the pair's bounds",
+    "translation_placeholders": "translate: a turn's <image> placeholder count changed in translation",
+    "translation_echo": "translate: the translation repeats the source text verbatim (across scripts: any 4+ characters of a turn)",
     # plan (metadata-only dry run)
     "no_declared_size": "plan: the row declares no image width/height, so its tiles cannot be planned",
 }

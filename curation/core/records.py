@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Literal, Protocol, TypeVar
 
 from curation.core.reasons import check_reason
 
@@ -28,12 +28,57 @@ NUMERIC_FIELDS: dict[str, type] = {
 TEXT_FIELDS = ("nsfw_tag", "license", "source_hash", "image_phash")
 MAPPABLE_FIELDS = ("uid", "url", "caption", "image_path", *NUMERIC_FIELDS, *TEXT_FIELDS)
 
-_UID_BAD = re.compile(r"[^A-Za-z0-9_-]")
+_UID_SAFE = re.compile(r"[A-Za-z0-9_]+")
+UID_MAX = 128  # characters; a longer uid keeps a prefix and a hash of the whole
+
+
+def _uid_key(text: str) -> str:
+    """`text` as webdataset-key characters, injectively: [A-Za-z0-9_] as they are, every other
+    character as `-xx` per UTF-8 byte (no dots, no path characters; `a.b` and `a_b` stay apart)."""
+    out, pos = [], 0
+    for m in _UID_SAFE.finditer(text):
+        out += [f"-{b:02x}" for b in text[pos:m.start()].encode("utf-8", "surrogatepass")]
+        out.append(m.group())
+        pos = m.end()
+    out += [f"-{b:02x}" for b in text[pos:].encode("utf-8", "surrogatepass")]
+    return "".join(out)
+
+
+def _limited(uid: str, whole: str) -> str:
+    """A uid over UID_MAX: its prefix, `-z` (no escape makes it) and a hash of `whole`, still injective."""
+    if len(uid) <= UID_MAX:
+        return uid
+    digest = hashlib.blake2b(whole.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"{uid[:UID_MAX - 34]}-z{digest}"
 
 
 def clean_uid(raw: str) -> str:
-    """Make a source id safe as a webdataset key: no dots, no path characters."""
-    return _UID_BAD.sub("_", raw.strip())[:128]
+    """A source id as a webdataset key (no dots: webdataset splits keys at the first one), and
+    injective: two different ids never become one uid."""
+    return _limited(_uid_key(raw), raw)
+
+
+@dataclass(frozen=True)
+class UidConfig:
+    """Where a row's own id is unique, so rows of files or sources read together never collide as
+    `dup_uid`: `file` (ids numbered per file, as InternVL / LLaVA jsonl: 0..N in each), `source`
+    (ids unique across the dataset's files, as COYO's `id`), `none` (ids already global). Rows
+    without an id get a hash of url + caption (or of the row), global by itself, in every mode."""
+
+    namespace: Literal["file", "source", "none"] = "file"
+
+    def uid(self, raw_id: str, source: str, source_file: str) -> str:
+        """The uid of a row whose id is `raw_id`: `{namespace}--{id}` (`--` is in no key, so the split
+        is unique), the namespace a 12-hex hash of the source and the file's name (relative to the
+        input root), or the source's name; the id alone under `none` or when the source has no name."""
+        if self.namespace == "file":
+            where = f"{source}\x00{source_file}".encode("utf-8", "surrogatepass")
+            head = hashlib.blake2b(where, digest_size=6).hexdigest()
+        elif self.namespace == "source" and source:
+            head = _uid_key(source)
+        else:
+            return clean_uid(raw_id)
+        return _limited(f"{head}--{_uid_key(raw_id)}", f"{head}\x00{raw_id}")
 
 
 R = TypeVar("R")

@@ -1,7 +1,8 @@
 """Raw rows out of metadata and conversation files (parquet, csv / tsv, jsonl, and `.json`: a JSON
 array of rows, as LLaVA and ShareGPT ship them, streamed, or jsonl under a .json name), one at a time
 with their index in the file, so every row can be accounted for; a row that cannot be parsed is a
-`RowError` value, never an exception."""
+`RowError` value, never an exception, and rows the reader cannot reach (a corrupt row group, a stream
+that breaks) are `Unread` values. Also where a file's name is taken from: relative to the input root."""
 
 from __future__ import annotations
 
@@ -9,13 +10,51 @@ import csv
 import io
 import json
 import sys
+from dataclasses import dataclass
 from typing import IO, Any, Iterator
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 class RowError(Exception):
-    """A row that cannot be read; the message becomes the rejection detail."""
+    """A row that cannot be parsed; the message becomes the rejection detail."""
+
+    reason = "malformed_row"
+
+
+class Unread(RowError):
+    """Rows the reader could not reach: one per row of a parquet row group that fails to decode (the
+    footer knows how many), or, for line formats, one for the whole unread rest of the stream (its row
+    count cannot be known), its detail naming the byte offset where reading stopped."""
+
+    reason = "unreadable_file"
+
+
+_GLOB_CHARS = "*?[{"
+
+
+def input_root(patterns: list[str]) -> str:
+    """The folder input files are named relative to: the fixed prefix of the glob (up to its last
+    `/` before any wildcard), the longest common folder of them given several; '' if none."""
+    roots = []
+    for pattern in patterns:
+        cut = min((i for i in (pattern.find(c) for c in _GLOB_CHARS) if i >= 0), default=len(pattern))
+        roots.append(pattern[:pattern.rfind("/", 0, cut) + 1])
+    common = roots[0] if len(roots) == 1 else _common_prefix(roots)
+    return common[:common.rfind("/") + 1]
+
+
+def _common_prefix(names: list[str]) -> str:
+    first, last = min(names, default=""), max(names, default="")
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
+def relative_name(path: str, root: str) -> str:
+    """`path` as recorded in `source_file`: relative to the input root (the whole path outside it)."""
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def detect_format(name: str, declared: str = "auto") -> str:
@@ -29,29 +68,144 @@ def detect_format(name: str, declared: str = "auto") -> str:
     raise ValueError(f"{name}: cannot tell the metadata format from the extension; set source.format")
 
 
-def iter_raw_rows(f: IO[bytes], fmt: str, parquet_batch_rows: int = 8192) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    """Yield (row index, raw mapping or RowError) for every row of a metadata file (parquet decoded
-    `parquet_batch_rows` at a time: few where rows hold images)."""
+@dataclass(frozen=True)
+class Split:
+    """One work item of an input file (`plan_splits`): its rows from `first_row` on, as parquet row
+    groups [start, stop) or the byte range [start, stop) of a line format (a csv's header, bytes
+    [0, header_end), read first); stop -1: the whole file, as one item."""
+
+    first_row: int = 0
+    start: int = 0
+    stop: int = -1
+    header_end: int = 0
+
+
+WHOLE = Split()
+_COMPRESSED = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".deflate", ".zip")
+
+
+def iter_raw_rows(f: IO[bytes], fmt: str, parquet_batch_rows: int = 8192,
+                  split: Split = WHOLE) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """Yield (row index in the file, raw mapping, RowError or Unread) for every row of a metadata
+    file, or of one `split` of it (parquet decoded `parquet_batch_rows` at a time: few where rows
+    hold images); a reader failure is data."""
     if fmt == "parquet":
-        yield from _parquet_rows(f, parquet_batch_rows)
-    elif fmt in ("csv", "tsv"):
-        yield from _csv_rows(f, "\t" if fmt == "tsv" else ",")
-    elif fmt == "jsonl":
-        yield from _jsonl_rows(f)
-    elif fmt == "json":
-        yield from _json_rows(f)
-    else:
+        yield from _parquet_rows(f, parquet_batch_rows, split)
+        return
+    readers = {"csv": lambda s: _csv_rows(s, ","), "tsv": lambda s: _csv_rows(s, "\t"), "jsonl": _jsonl_rows,
+               "json": _json_rows}
+    if fmt not in readers:
         raise ValueError(f"unknown metadata format {fmt!r}")
+    head = b""
+    if split.stop >= 0:  # a byte range: the csv header, then the range
+        f.seek(0)
+        head = f.read(split.header_end)
+        f.seek(split.start)
+        f = _Range(f, split.stop - split.start)
+    stream = _Prefixed(head, f)  # counts the bytes read, for the detail of a stream that breaks
+    index = split.first_row
+    try:
+        for i, row in readers[fmt](io.BufferedReader(stream)):
+            yield split.first_row + i, row
+            index = split.first_row + i + 1
+        return
+    except Exception as err:  # noqa: BLE001 - the rest of the stream cannot be read: one row says so
+        at = stream.offset - len(head) + (split.start if split.stop >= 0 else 0)
+        yield index, Unread(f"{fmt} reader stopped after byte {at} of the (decompressed) stream; rows from {index} "
+                            f"on{' in its split' if split.stop >= 0 else ''} are unread (their count is unknown): {_why(err)}")
 
 
-def _parquet_rows(f: IO[bytes], batch_rows: int) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+def plan_splits(f: IO[bytes], fmt: str, name: str, split_rows: int) -> list[Split]:
+    """Cut one input file into work items of about `split_rows` rows, so one big file keeps many
+    workers busy: parquet by row groups (from the footer), csv / tsv / jsonl by byte ranges at row
+    boundaries found in one pass over the bytes (the csv module's own records; rows counted as the
+    reader counts them, so `source_row` stays the row's index in its file). Compressed files, JSON
+    arrays, a file the pass cannot read and `split_rows` 0 are one item."""
+    if split_rows <= 0 or fmt == "json" or name.lower().endswith(_COMPRESSED):
+        return [WHOLE]
+    try:
+        if fmt == "parquet":
+            return _parquet_splits(f, split_rows)
+        return _line_splits(f, fmt, split_rows)
+    except Exception:  # noqa: BLE001 - the reader of the whole file reports what is wrong with it
+        return [WHOLE]
+
+
+def _parquet_splits(f: IO[bytes], split_rows: int) -> list[Split]:
     import pyarrow.parquet as pq
 
-    index = 0
-    for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
-        for row in batch.to_pylist():
-            yield index, row
-            index += 1
+    meta = pq.ParquetFile(f).metadata
+    splits, first, start, rows = [], 0, 0, 0
+    for group in range(meta.num_row_groups):
+        rows += meta.row_group(group).num_rows
+        if rows - first >= split_rows or group == meta.num_row_groups - 1:
+            splits.append(Split(first, start, group + 1))
+            first, start = rows, group + 1
+    return splits if len(splits) > 1 else [WHOLE]
+
+
+def _line_splits(f: IO[bytes], fmt: str, split_rows: int) -> list[Split]:
+    offset, header_end = 0, 0
+
+    def lines():  # the file's lines as text, `offset` at the end of the last one handed out
+        nonlocal offset
+        for k, line in enumerate(f):
+            offset += len(line)
+            if fmt != "jsonl" and b"\r" in line.rstrip(b"\r\n"):
+                raise ValueError("a lone CR: the byte scan and the csv text reader could disagree on lines")
+            yield line.decode("utf-8-sig" if k == 0 else "utf-8", "surrogateescape")
+
+    if fmt == "jsonl":
+        records = (line.strip() for line in lines())
+    else:
+        records = csv.reader(lines(), delimiter="\t" if fmt == "tsv" else ",")  # csv.Error: one item
+        if next(records, None) is None:
+            return [WHOLE]
+        header_end = offset
+    splits, first, start, rows = [], 0, header_end, 0
+    for record in records:
+        if not record:
+            continue  # a blank line, not a row (as the readers skip it)
+        rows += 1
+        if rows - first == split_rows:
+            splits.append(Split(first, start, offset, header_end))
+            first, start = rows, offset
+    if rows > first:
+        splits.append(Split(first, start, offset, header_end))
+    return splits if len(splits) > 1 else [WHOLE]
+
+
+def _why(err: Exception) -> str:
+    """A reader failure as one short line of a rejection's detail."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+
+
+def _parquet_rows(f: IO[bytes], batch_rows: int, split: Split) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """Row group by row group (those of `split`): a group that fails to decode is one `Unread` per
+    row it did not yield (the footer knows how many), and the next group is read as usual."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f)
+    except Exception as err:  # noqa: BLE001 - no footer: how many rows it held is unknown
+        yield split.first_row, Unread(f"parquet reader stopped: {_why(err)} (footer unreadable, row count unknown: "
+                                      "one row for the file)")
+        return
+    start = split.first_row
+    groups = range(pf.metadata.num_row_groups) if split.stop < 0 else range(split.start, split.stop)
+    for group in groups:
+        rows = pf.metadata.row_group(group).num_rows
+        index = start
+        try:
+            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group]):
+                for row in batch.to_pylist():
+                    yield index, row
+                    index += 1
+        except Exception as err:  # noqa: BLE001 - that row group's remaining rows are unread
+            detail = f"parquet reader stopped: {_why(err)} (row group {group}, rows {start}..{start + rows - 1})"
+            for i in range(index, start + rows):
+                yield i, Unread(detail)
+        start += rows
 
 
 def _has_surrogates(values: Any) -> bool:
@@ -103,10 +257,11 @@ def _jsonl_rows(f: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | RowError]]
 
 
 class _Prefixed(io.RawIOBase):
-    """Bytes already read from a file, then the rest of it."""
+    """Bytes already read from a file, then the rest of it; `offset` counts the bytes handed out."""
 
     def __init__(self, head: bytes, rest: IO[bytes]) -> None:
         self.head, self.rest = head, rest
+        self.offset = 0
 
     def readable(self) -> bool:
         return True
@@ -115,10 +270,29 @@ class _Prefixed(io.RawIOBase):
         if self.head:
             n = min(len(b), len(self.head))
             b[:n], self.head = self.head[:n], self.head[n:]
-            return n
-        data = self.rest.read(len(b))
-        b[:len(data)] = data
-        return len(data)
+        else:
+            data = self.rest.read(len(b))
+            n = len(data)
+            b[:n] = data
+        self.offset += n
+        return n
+
+
+class _Range(io.RawIOBase):
+    """The next `size` bytes of a file (positioned at the range's start), then end of file."""
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self.f, self.left = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.f.read(min(len(b), self.left)) if self.left > 0 else b""
+        n = len(data)
+        b[:n] = data
+        self.left -= n
+        return n
 
 
 MAX_JSON_ROW = 64 << 20  # characters one array element may take

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from curation.core.fs import join, open_binary
 from curation.core.shards import INDEX_NAME
 
-KINDS = {"pairs": "pair", "packs": "packed", "mmpr": "preference", "plan": "plan"}  # index kind -> the name users see
+KINDS = {"pairs": "pair", "packs": "packed", "mmpr": "preference", "plan": "plan", "translate": "conversation"}  # index kind -> the name users see
 
 
 class InspectError(RuntimeError):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from curation.core.config import ConfigError, ShardConfig
-from curation.core.records import MAPPABLE_FIELDS
+from curation.core.records import MAPPABLE_FIELDS, UidConfig
 from filters.dedup_config import DedupConfig, ExactDedupConfig, NearCaptionConfig, NearImageConfig
 
 
@@ -20,6 +20,10 @@ class SourceConfig:
     keep_extra_columns: bool = True
     image_root: str | None = None  # for jsonl with local image paths
     caption_from_conversation: bool = False  # InternVL/LLaVA jsonl: first gpt turn is the caption
+    uid: UidConfig = field(default_factory=UidConfig)  # where the id column's ids are unique: file | source | none
+    # rows per read work item: parquet row groups / csv and jsonl byte ranges gathered up to it, so one
+    # big file keeps many workers busy (output unchanged; 0: one work item per file)
+    split_rows: int = 250_000
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.columns) - set(MAPPABLE_FIELDS))
@@ -27,6 +31,8 @@ class SourceConfig:
             raise ConfigError(f"columns.{bad[0]}: unknown canonical field (expected one of: {', '.join(MAPPABLE_FIELDS)})")
         if "url" not in self.columns and "image_path" not in self.columns:
             raise ConfigError("columns: map `url` or `image_path` to a column")
+        if self.split_rows < 0:
+            raise ConfigError("split_rows: must be >= 0 (0: one read work item per file)")
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import math
 import posixpath
 from typing import IO, Any, Iterator
 
-from curation.core.rows import RowError, detect_format, iter_raw_rows
+from curation.core.rows import WHOLE, RowError, Split, detect_format, iter_raw_rows
 from curation.ingest.config import SourceConfig
-from curation.core.records import NUMERIC_FIELDS, TEXT_FIELDS, Pair, Rejection, clean_uid, hash_uid
+from curation.core.records import NUMERIC_FIELDS, TEXT_FIELDS, Pair, Rejection, hash_uid
 
 
 def _to_number(value: Any, tp: type) -> int | float | None:
@@ -61,8 +61,8 @@ def _caption_from_conversation(row: dict[str, Any]) -> str:
 
 def row_to_pair(raw: dict[str, Any] | RowError, cfg: SourceConfig, source_file: str, index: int) -> Pair | Rejection:
     """Map one raw row onto a Pair, or a Rejection that still identifies the row."""
-    if isinstance(raw, RowError):
-        return Rejection(_placeholder_pair(cfg, source_file, index), "read", "malformed_row", str(raw))
+    if isinstance(raw, RowError):  # malformed_row, or unreadable_file for a row the reader never reached
+        return Rejection(_placeholder_pair(cfg, source_file, index), "read", raw.reason, str(raw))
     cols = cfg.columns
     try:
         url = raw.get(cols["url"]) if "url" in cols else None
@@ -83,7 +83,7 @@ def row_to_pair(raw: dict[str, Any] | RowError, cfg: SourceConfig, source_file: 
             sid = source_id
             if isinstance(sid, float) and sid.is_integer():
                 sid = int(sid)
-            uid = clean_uid(str(sid))
+            uid = cfg.uid.uid(str(sid).strip(), cfg.name, source_file)  # surrounding blanks are no part of an id
         else:
             uid = hash_uid(locator, caption)
         pair = Pair(uid=uid, url=url or (image_path or ""), caption=caption, source=cfg.name,
@@ -112,14 +112,18 @@ def _placeholder_pair(cfg: SourceConfig, source_file: str, index: int) -> Pair:
     return Pair(uid=uid, url="", caption="", source=cfg.name, source_file=source_file, source_row=index)
 
 
-def read_pairs(f: IO[bytes], cfg: SourceConfig, name: str) -> Iterator[Pair | Rejection]:
-    """Every row of one metadata file as a Pair or a Rejection. A file that breaks mid-way (a
-    corrupt parquet footer, say) ends with one `unreadable_file` rejection at the row it stopped."""
+def read_pairs(f: IO[bytes], cfg: SourceConfig, name: str, source_file: str | None = None,
+               split: Split = WHOLE) -> Iterator[Pair | Rejection]:
+    """Every row of one metadata file (or of one `split` of it, rows.plan_splits) as a Pair or a
+    Rejection, `source_file` its name relative to the input root (default: its base name), with the
+    row's index in the file. Rows the reader cannot reach are `unreadable_file`
+    rejections: one per row of a parquet row group that fails, one for the unread rest of a line
+    format's stream (its detail names the byte offset), one for a file without a readable footer."""
     fmt = detect_format(name, cfg.format)
-    base = posixpath.basename(name.rstrip("/"))
-    next_index = 0
+    base = source_file if source_file is not None else posixpath.basename(name.rstrip("/"))
+    next_index = split.first_row
     try:
-        for index, raw in iter_raw_rows(f, fmt):
+        for index, raw in iter_raw_rows(f, fmt, split=split):
             next_index = index + 1
             yield row_to_pair(raw, cfg, base, index)
     except Exception as err:  # noqa: BLE001 - any reader failure is data, not a crash

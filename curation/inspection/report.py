@@ -10,7 +10,7 @@ import io
 from typing import Any
 
 from curation.core.shardset import ShardSet
-from curation.inspection.summary import summarize
+from curation.inspection.summary import CALIBRATION_COLUMNS, calibration_rows, summarize
 from curation.core.shards import iter_tar_groups
 
 THUMB = 160
@@ -84,6 +84,24 @@ def _rejected_examples(ss: ShardSet, per_reason: int) -> dict[str, list[dict[str
     return dict(sorted(examples.items()))
 
 
+def _unenforced_examples(ss: ShardSet, per_reason: int) -> dict[str, list[tuple[str, str, str]]]:
+    """Kept annotate samples an open calibration gate stopped from being rejected: per reason, (uid,
+    caption, detail), from the first few shards (a report samples, it does not scan a whole dataset)."""
+    import json
+
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for entry in ss.shards[:4]:
+        with ss.open_tar(entry) as f:
+            for key, group in iter_tar_groups(f):
+                quality = json.loads(group.get("json", b"{}")).get("quality") or {}
+                for item in quality.get("unenforced", []):
+                    reason, _, detail = item.partition(": ")
+                    bucket = out.setdefault(reason, [])
+                    if len(bucket) < per_reason:
+                        bucket.append((key, group.get("txt", b"").decode("utf-8", "replace"), detail))
+    return dict(sorted(out.items()))
+
+
 def render_report(ss: ShardSet, thumbnails: int = 48, per_reason: int = 4) -> str:
     doc = summarize(ss)
     e = html.escape
@@ -108,6 +126,17 @@ def render_report(ss: ShardSet, thumbnails: int = 48, per_reason: int = 4) -> st
     parts.append("</table><h2>Rejected per stage and reason</h2><table id='reasons'><tr><th>stage</th><th>reason</th><th>rows</th></tr>")
     for stage, reasons in doc["rejected_by_stage"].items():
         parts += [f"<tr><td>{e(stage)}</td><td>{e(r)}</td><td>{n}</td></tr>" for r, n in reasons.items()]
+    if doc.get("calibration"):
+        cal = doc["calibration"]
+        parts.append(f"</table><h2>Rater calibration</h2><p>{e(str(cal.get('model')))} ({e(str(cal.get('backend')))}) "
+                     f"on {cal.get('probes')} labelled probes: a score rejects only where its gate is enforced</p>"
+                     "<table id='calibration'><tr>" + "".join(f"<th>{e(c)}</th>" for c in CALIBRATION_COLUMNS) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in calibration_rows(cal)]
+        parts.append("</table><h3>Kept because a gate is not enforced (what the score alone would have rejected)</h3>"
+                     "<table id='unenforced'><tr><th>would be</th><th>uid</th><th>caption</th><th>detail</th></tr>")
+        for reason, rows_ in _unenforced_examples(ss, per_reason).items():
+            parts += [f"<tr><td>{e(reason)}</td><td>{e(uid)}</td><td>{e(cap[:160])}</td><td>{e(detail[:200])}</td></tr>"
+                      for uid, cap, detail in rows_]
     parts.append("</table><h2>Distributions</h2><div class='plots'>")
     for name, d in doc["distributions"].items():
         if d.get("count"):

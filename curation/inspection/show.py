@@ -30,18 +30,26 @@ def _save(folder: str | Path, name: str, data: bytes) -> Path:
     return path
 
 
+def uid_matches(uid: str, wanted: str) -> bool:
+    """`wanted` is the uid itself, or the row's own id under a uid namespace (`{namespace}--{id}`)."""
+    from curation.core.records import clean_uid
+
+    return uid == wanted or uid.endswith("--" + clean_uid(wanted))
+
+
 def find_pair(ss: ShardSet, uid: str | None = None, index: int | None = None) -> dict[str, Any]:
     """A pair sample by uid (its shard is found by the same hash the writer used) or by position
     among kept samples; returns {"manifest": row, "members": {suffix: bytes} or None}."""
     if uid is not None:
         n = ss.index["num_shards"]
         name = shard_name(ss.index["prefix"], shard_of(uid, n), n)
-        entries = [e for e in ss.shards if e["name"] == name] or ss.shards
-        for entry in entries:
-            rows = [r for r in ss.manifest(entry).to_pylist() if r["uid"] == uid]
+        first = [e for e in ss.shards if e["name"] == name]
+        for entry in first + [e for e in ss.shards if e not in first]:  # the uid's own shard, else a source id
+            rows = [r for r in ss.manifest(entry).to_pylist() if uid_matches(r["uid"], uid)]
             if rows:
                 row = next((r for r in rows if r["status"] == "kept"), rows[0])
-                return {"manifest": row, "members": _members(ss, entry, uid) if row["status"] == "kept" else None}
+                found = row["uid"]
+                return {"manifest": row, "members": _members(ss, entry, found) if row["status"] == "kept" else None}
         raise InspectError(f"no sample with uid {uid!r} in {ss.folder}")
     seen = 0
     for entry in ss.shards:
@@ -144,7 +152,7 @@ def find_pack(ss: ShardSet, index: int | None = None, key: str | None = None, re
         n = entry.get("stats", {}).get("packs", 0)
         wanted = key
         if key is not None and not key.startswith(entry["name"].replace("-", "_")):
-            rows = [r for r in ss.manifest(entry, ["uid", "status", "pack"]).to_pylist() if r["uid"] == key]
+            rows = [r for r in ss.manifest(entry, ["uid", "status", "pack"]).to_pylist() if uid_matches(r["uid"], key)]
             wanted = next((r["pack"] for r in rows if r["status"] == "kept"), None)
             if wanted is None:
                 seen += n

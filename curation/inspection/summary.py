@@ -104,6 +104,8 @@ def summarize(ss: ShardSet) -> dict[str, Any]:
         doc["samples"] = doc["kept"]
         if ss.index.get("stats"):  # stage totals, e.g. annotate's conversations per task
             doc["stats"] = dict(ss.index["stats"])
+        if ss.index.get("calibration"):  # annotate: the rater measured on the probe set, and its gates
+            doc["calibration"] = ss.index["calibration"]
     elif ss.kind == "preference":
         for name, values in sorted(merged.items()):
             dist[name] = distribution(values)
@@ -136,24 +138,49 @@ def _pack_stats(ss: ShardSet, dist: dict[str, Any]) -> dict[str, Any]:
 
     stats = ss.index.get("stats") or {}
     extra = {"datasets": datasets_from_stats(stats), "text_tokens": stats.get("text_tokens"),
-             "tokens": stats.get("tokens")}
+             "tokens": stats.get("tokens"), **({"ratio": ss.index["ratio"]} if ss.index.get("ratio") else {})}
     return {**extra, "packs": packs, "l_max": l_max, "t_max": t_max, "samples": ss.index["totals"]["kept"],
             "mean_token_fill": float(merged["fill"].mean()) if packs else None,
             "mean_tile_fill": float(merged["tile_fill"].mean()) if packs else None,
             "sequences_per_pack": float(merged["segments"].mean()) if packs else None}
 
 
-def datasets_table(datasets: dict[str, dict[str, int]]):
-    """Per meta dataset: rows (copies included), kept, tokens, tiles, and its share of the tokens."""
+def datasets_table(datasets: dict[str, dict[str, int]], ratio: dict[str, Any] | None = None):
+    """Per meta dataset: rows (copies included), kept, tokens, tiles, and its share of the tokens;
+    with a target ratio (`_index.json` `ratio`), the weight it gave each dataset and the ratios."""
     from rich.table import Table
 
     total = sum(d["tokens"] for d in datasets.values()) or 1
-    table = Table(title="meta datasets")
-    for col in ("dataset", "rows", "kept", "tokens", "tiles", "token share"):
+    title = "meta datasets"
+    if ratio:
+        a, b = ratio["target"]
+        title += (f" (target text : multimodal {a:g} : {b:g} by {ratio.get('by', 'subsample')}; "
+                  f"1 : {1 / ratio['before']:.2f} before the weights, 1 : {1 / ratio['expected']:.2f} expected)")
+    table = Table(title=title)
+    cols = ("dataset", "rows", "kept", "tokens", "tiles", "token share") + (("ratio weight",) if ratio else ())
+    for col in cols:
         table.add_column(col, justify="left" if col == "dataset" else "right")
     for name, d in sorted(datasets.items()):
-        table.add_row(name, *(f"{d[k]:,}" for k in ("rows", "kept", "tokens", "tiles")), f"{d['tokens'] / total:.1%}")
+        weight = (f"{ratio['weights'].get(name, 1.0):.4g}",) if ratio else ()
+        table.add_row(name, *(f"{d[k]:,}" for k in ("rows", "kept", "tokens", "tiles")), f"{d['tokens'] / total:.1%}",
+                      *weight)
     return table
+
+
+def calibration_rows(cal: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Per LLM score: threshold, ROC-AUC, clean-reject rate, gate state (enforced, or why not)."""
+    rows = []
+    for name, g in cal.get("gates", {}).items():
+        auc = "-" if g.get("auc") is None else f"{g['auc']:.3f}"
+        rej, caught = ("-" if g.get(k) is None else f"{g[k]:.1%}" for k in ("clean_reject", "degraded_reject"))
+        state = "enforced" if g.get("enforced") else f"NOT enforced: {g.get('why', '')}"
+        rows.append((name, f"{g.get('threshold'):g}", auc, rej, caught, f"{g.get('clean', 0)}/{g.get('degraded', 0)}",
+                     state))
+    return rows
+
+
+CALIBRATION_COLUMNS = ("score", "threshold", "ROC-AUC", "clean reject", "degraded reject", "clean/degraded probes",
+                       "gate")
 
 
 def render(doc: dict[str, Any], console) -> None:
@@ -179,7 +206,15 @@ def render(doc: dict[str, Any], console) -> None:
     over.add_row("accounting", "OK (inputs == kept + rejected == index)" if doc["accounting_ok"] else "MISMATCH")
     console.print(over)
     if doc.get("datasets"):
-        console.print(datasets_table(doc["datasets"]))
+        console.print(datasets_table(doc["datasets"], doc.get("ratio")))
+    if doc.get("calibration"):
+        cal = doc["calibration"]
+        t = Table(title=f"rater calibration: {cal.get('model')} ({cal.get('backend')}) on {cal.get('probes')} probes")
+        for col in CALIBRATION_COLUMNS:
+            t.add_column(col)
+        for row in calibration_rows(cal):
+            t.add_row(*row)
+        console.print(t)
     if doc["rejected_by_stage"]:
         rej = Table(title="rejected per stage and reason")
         for col in ("stage", "reason", "rows"):

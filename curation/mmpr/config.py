@@ -91,6 +91,7 @@ class PolicyConfig:
     llm: LlmConfig = field(default_factory=LlmConfig)  # the other backends (llm.backend follows `backend`)
     batch_size: int = 8  # questions per batched generation (each with all its samples)
     accelerator: str | None = None  # Beam resource hint for this step on Dataflow
+    share_across_processes: bool = False  # one policy per worker VM for all its SDK processes (docs/runbook.md)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -47,6 +47,9 @@ class Policy(Protocol):
     def generate(self, requests: Sequence[PolicyRequest], sampling: "SamplingConfig") -> list[PolicyResponse | LlmError]:
         """One response per request; a failure is that request's LlmError, never an exception."""
 
+    def info(self) -> dict[str, Any]:
+        """{"label", "per_request_seed"}: what the pipeline asks of a policy that may be a proxy."""
+
 
 def without_placeholders(text: str) -> str:
     """The text with every `<image>` placeholder (and the line break InternVL puts after it) removed."""
@@ -106,6 +109,10 @@ class ModelCorePolicy:
         self.label = cfg.label
         self.generator = Generator(load_model(cfg.model), cfg.prompt, cfg.data)
 
+    def info(self) -> dict[str, Any]:
+        """Label and seeding, as a method: a model shared across processes is a proxy (methods only)."""
+        return {"label": self.label, "per_request_seed": self.per_request_seed}
+
     def generate(self, requests, sampling):
         from model.generate import GenerationRequest
 
@@ -138,6 +145,9 @@ class ChatPolicy:
         self.images = cfg.sees_images
         self.backend = build_backend(cfg.llm)
         self.per_request_seed = self.backend.per_request_seed
+
+    def info(self) -> dict[str, Any]:
+        return {"label": self.label, "per_request_seed": self.per_request_seed}
 
     def generate(self, requests, sampling):
         out: list[PolicyResponse | LlmError | None] = [None] * len(requests)

@@ -44,7 +44,7 @@ def read_tasks(f: IO[bytes], name: str, source: MmprSourceConfig | None = None) 
                 except SchemaError as err:
                     raw = RowError(str(err))
             if isinstance(raw, RowError):
-                yield MmprTask(hash_uid(f"row:{base}:{index}", ""), base, index).reject("read", "malformed_row", str(raw))
+                yield MmprTask(hash_uid(f"row:{base}:{index}", ""), base, index).reject("read", raw.reason, str(raw))
             else:
                 yield parse_item(raw, base, index, schema, source.answer_type)
     except Exception as err:  # noqa: BLE001 - any reader failure is data, not a crash

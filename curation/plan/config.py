@@ -6,9 +6,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from curation.core.config import ShardConfig, deep_merge, load_config_data, load_yaml
+from curation.core.config import ConfigError, ShardConfig, deep_merge, load_config_data, load_yaml
 from curation.ingest.config import IngestConfig
 from packing.config import PackConfig
+
+
+@dataclass(frozen=True)
+class MissingSize:
+    """What a plan assumes for a row with no declared size (many scraped URL + TEXT lists).
+
+    `sizes`: [[width, height, weight], ...] - a size distribution (one entry: a fixed size). Each
+    sizeless row draws one size by a seeded hash of its uid, so the plan's tiles follow the
+    distribution's own spread of aspect ratios (a mean size would not: InternVL's grid is not
+    linear in size) and reruns give the same plan. Such rows are marked `estimated`. Empty: they
+    are rejected `no_declared_size`, as a plan cannot know their tiles."""
+
+    sizes: list[list[float]] = field(default_factory=list)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for entry in self.sizes:
+            if len(entry) not in (2, 3) or min(entry) <= 0 or any(int(x) != x or x < 1 for x in entry[:2]):
+                raise ConfigError(f"missing_size.sizes: {entry!r}: [width, height] or [width, height, weight], "
+                                  "whole pixels >= 1 and a weight > 0")
+
+    def draw(self, uid: str) -> tuple[int, int]:
+        """The assumed (width, height) of a sizeless row: the uid's hashed point on the cumulative weights."""
+        from packing.meta import hashed_fraction
+
+        weights = [e[2] if len(e) == 3 else 1.0 for e in self.sizes]
+        point = hashed_fraction(uid, self.seed) * sum(weights)
+        for entry, w in zip(self.sizes, weights):
+            point -= w
+            if point < 0:
+                return int(entry[0]), int(entry[1])
+        return int(self.sizes[-1][0]), int(self.sizes[-1][1])
 
 
 @dataclass(frozen=True)
@@ -21,6 +53,7 @@ class PlanConfig:
     pack: PackConfig = field(default_factory=PackConfig)
     style: Literal["caption", "pretrain"] = "caption"  # the conversation each pair becomes (annotate.tasks.plain_tasks)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="plan", samples_per_shard=10_000))
+    missing_size: MissingSize = field(default_factory=MissingSize)  # rows with no declared size: assumed, or rejected
     progress: bool = True
 
 

@@ -2,7 +2,9 @@
 
 A pair that passes the ingest recipe's metadata filters becomes a `PlannedUnit`: its declared size
 goes through the pixel filters and ingest's resize, the stored size through InternVL tiling, and
-the captioning conversation `curate pack` would build through the real tokenizer and template. The
+the captioning conversation `curate pack` would build through the real tokenizer and template. A
+row with no declared size gets one drawn from the recipe's `missing_size` distribution (else it is
+rejected `no_declared_size`); its manifest row says `estimated`, the index counts `estimated_rows`. The
 shard writer applies the recipe's dedup decisions, then the real packer places the units, so a
 plan shows packs, tokens, tiles and every rejection with its reason; `bench/scale.py` runs it over
 1M generated rows.
@@ -10,6 +12,7 @@ plan shows packs, tokens, tiles and every rejection with its reason; `bench/scal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ class PlanRow:
     declared_width: int | None
     declared_height: int | None
     node: str = ""  # its dedup node (rows that share a uid have different nodes), once it reached dedup
+    estimated: bool = False  # planned on an assumed size (missing_size), not a declared one
 
     @staticmethod
     def of(pair: Pair, node: str = "") -> "PlanRow":
@@ -55,6 +59,11 @@ class PlannedUnit(FromRow):
     tiles: int
     tokens: int
     truncated: bool
+
+    @property
+    def text_only(self) -> bool:
+        """A planned pair always has its image."""
+        return False
 
 
 class UnitPlanner:
@@ -79,6 +88,7 @@ class UnitPlanner:
         self.pixel_filters = build_filters(cfg.ingest.pixel_filters, "pixel_filters")
         self.image = cfg.ingest.image
         self.tasks = plain_tasks(cfg.style)
+        self.missing = cfg.missing_size
 
     def turns(self, pair: Pair) -> list:
         """The conversation `curate pack` would get for this pair: the one pair -> conversation builder's."""
@@ -96,18 +106,23 @@ class UnitPlanner:
 
         row = PlanRow.of(pair, dup_key(pair, self.score_field).node)
         w, h = pair.declared_width, pair.declared_height
+        assumed = ""
         if not w or not h or w < 1 or h < 1:
-            return Rejection(row, STAGE, check_reason("no_declared_size"), f"declared size {w}x{h}: tiles cannot be planned")
+            if not self.missing.sizes:
+                return Rejection(row, STAGE, check_reason("no_declared_size"), f"declared size {w}x{h}: tiles cannot be planned")
+            w, h = self.missing.draw(pair.uid)
+            row = dataclasses.replace(row, estimated=True)
+            assumed = f"assumed size {w}x{h} (missing_size): "
         for check in self.pixel_filters:
             verdict = check(w, h)
             if not verdict.ok:
-                return Rejection(row, check.stage, check_reason(verdict.reason), verdict.detail)
+                return Rejection(row, check.stage, check_reason(verdict.reason), assumed + verdict.detail)
         sw, sh = stored_size(w, h, self.image)
         conv = Conversation(pair.uid, pair.source_file, pair.source_row, [pair.url], self.turns(pair))
         try:
             unit = self.builder.build(conv, [(sw, sh, self.image.encode_format)])
         except EncodeError as err:
-            return Rejection(row, STAGE, check_reason(err.reason), err.detail)
+            return Rejection(row, STAGE, check_reason(err.reason), assumed + err.detail)
         return PlannedUnit(row, sw, sh, unit.tiles, unit.tokens, unit.truncated)
 
 
@@ -134,7 +149,9 @@ def apply_plan_decisions(elements: Iterable) -> list[PlannedUnit | Rejection]:
     out = []
     for rec in records:
         d = decided.get(rec.row.node) if rec.row.node else None
-        out.append(Rejection(rec.row, "dedup", d.reason, d.detail) if d is not None else rec)
+        # a duplicate's fate does not hang on an assumed size: its row is not `estimated`
+        out.append(Rejection(dataclasses.replace(rec.row, estimated=False), "dedup", d.reason, d.detail)
+                   if d is not None else rec)
     return out
 
 
@@ -143,7 +160,8 @@ def _plan_pack(key: str, group: list[PlannedUnit], l_max: int, t_max: int) -> tu
     tokens, tiles = sum(u.tokens for u in group), sum(u.tiles for u in group)
     doc = {"pack": key, "l_max": l_max, "t_max": t_max, "tokens": tokens, "tiles": tiles,
            "units": [{"uid": u.uid, "url": u.row.url, "width": u.width, "height": u.height, "tiles": u.tiles,
-                      "tokens": u.tokens, "truncated": u.truncated} for u in group]}
+                      "tokens": u.tokens, "truncated": u.truncated, **({"estimated": True} if u.row.estimated else {})}
+                     for u in group]}
     row = {"pack": key, "units": len(group), "tokens": tokens, "tiles": tiles, "fill": tokens / l_max,
            "tile_fill": tiles / t_max, "segments": len(group)}
     return [(f"{key}.json", json.dumps(doc, ensure_ascii=False, sort_keys=True).encode())], row
@@ -151,7 +169,15 @@ def _plan_pack(key: str, group: list[PlannedUnit], l_max: int, t_max: int) -> tu
 
 def _row_fields(p: PlanRow) -> dict[str, Any]:
     return {"uid": p.uid, "url": p.url, "source_file": p.source_file, "source_row": p.source_row,
-            "declared_width": p.declared_width, "declared_height": p.declared_height}
+            "declared_width": p.declared_width, "declared_height": p.declared_height, "estimated": p.estimated}
+
+
+def _estimated_stats(manifest: list[dict[str, Any]]) -> dict[str, int]:
+    """Index stats of the rows planned on an assumed size: rows, and of them kept, tokens, tiles."""
+    est = [r for r in manifest if r["estimated"]]
+    kept = [r for r in est if r["status"] == "kept"]
+    return {"estimated_rows": len(est), "estimated_kept": len(kept),
+            "estimated_tokens": sum(r["tokens"] for r in kept), "estimated_tiles": sum(r["tiles"] for r in kept)}
 
 
 def _kept_row(u: PlannedUnit, pack: str) -> dict[str, Any]:
@@ -173,7 +199,7 @@ def write_plan_shard(shard: int, name: str, records: Iterable, tar_file: IO[byte
 
     kind = PackedShardKind(stage=STAGE, manifest=PLAN_MANIFEST, index=PLAN_INDEX, row=lambda u: u.row,
                            pack=lambda key, group: _plan_pack(key, group, l_max, t_max), kept_row=_kept_row,
-                           rejected_row=_rejected_row)
+                           rejected_row=_rejected_row, stats=_estimated_stats)
     return write_packed_shard(shard, name, apply_plan_decisions(records), tar_file, manifest_file,
                               plan=PackPlan(l_max, t_max, buffer), kind=kind)
 

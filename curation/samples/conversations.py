@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -107,7 +108,9 @@ def check_pack_outcomes(output: str | Path, expected_path: str | Path) -> list[s
         if path.name.endswith(".packs.parquet"):
             continue
         for row in pq.read_table(path).to_pylist():
-            where = f"{row['source_file']}:{row['source_row']}"
+            # source_file is relative to the input root (a meta dataset's: {dataset}/{file}); the
+            # sample's promises name files by their own name
+            where = f"{posixpath.basename(row['source_file'])}:{row['source_row']}"
             seen.add(where)
             got = "kept" if row["status"] == "kept" else row["reason"]
             if expected.get(where) != got:

@@ -39,6 +39,7 @@ class Planted:
     caption: str
     group: int
     image: bytes | None = None
+    phash: str | None = None  # without an image: the blank image's pHash (bench/dedup_scale.py plants them)
 
 
 def _vocabulary(rng: np.random.Generator, size: int) -> list[str]:
@@ -181,8 +182,8 @@ def _blank_jpeg() -> bytes:
     return _jpeg(Image.new("RGB", (64, 64), (128, 128, 128)))
 
 
-def _blank_image() -> ImageInfo:
-    return ImageInfo(_blank_jpeg(), "jpg", 64, 64, 64, 64, "JPEG", "0" * 64, "0" * 16)
+def _blank_image(phash: str | None = None) -> ImageInfo:
+    return ImageInfo(_blank_jpeg(), "jpg", 64, 64, 64, 64, "JPEG", "0" * 64, phash or "0" * 16)
 
 
 def write_pair_folder(out_dir: str | Path, records: list[Planted], samples_per_shard: int = 500,
@@ -201,7 +202,7 @@ def write_pair_folder(out_dir: str | Path, records: list[Planted], samples_per_s
     for row, r in enumerate(records):
         pair = Pair(uid=r.uid, url=f"https://example.com/{r.uid}.jpg", caption=r.caption, source="planted",
                     source_file="planted.jsonl", source_row=(source_rows or {}).get(r.uid, row), clip_similarity=(scores or {}).get(r.uid))
-        image = process_image(r.image, cfg) if r.image is not None else _blank_image()
+        image = process_image(r.image, cfg) if r.image is not None else _blank_image(r.phash)
         if not isinstance(image, ImageInfo):
             raise ValueError(f"{r.uid}: generated image rejected: {image}")
         samples.append(Sample(pair, image))
