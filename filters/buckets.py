@@ -131,14 +131,17 @@ def _fraction(member: bytes | str) -> float:
 
 def split_tiles(members: Iterable[Any], plan: Split, ident=lambda m: m) -> Iterator[tuple[int, Any]]:
     """A hot bucket's members -> (tile, member) for each of the `chunks` tiles each kept member
-    joins: member i of the kept ones sits in chunk i // chunk (any order will do - every pair of
-    kept members shares the tile of their two chunks), tile (a, b) is numbered a * chunks + b."""
-    i = 0
-    for m in members:
-        if (plan.keep < 1.0 and _fraction(ident(m)) >= plan.keep) or i >= plan.chunks * plan.chunk:
-            continue
+    joins: member i sits in chunk i // chunk (any order will do - every pair of kept members
+    shares the tile of their two chunks), tile (a, b) is numbered a * chunks + b. A sampled bucket
+    keeps the members whose hash falls under `keep`, lowest hashes first up to the tiles' capacity
+    (at most chunks x chunk members held), so what is kept does not depend on the order GroupByKey
+    hands the members over."""
+    if plan.keep < 1.0:
+        sampled = [(f, ident(m), m) for m in members if (f := _fraction(ident(m))) < plan.keep]
+        sampled.sort(key=lambda t: (t[0], t[1]))
+        members = [m for _, _, m in sampled[:plan.chunks * plan.chunk]]
+    for i, m in enumerate(members):
         a = i // plan.chunk
-        i += 1
         for b in range(plan.chunks):
             lo, hi = (a, b) if a <= b else (b, a)
             yield lo * plan.chunks + hi, m

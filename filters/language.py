@@ -99,9 +99,11 @@ class LanguageFilter:
 _SCRIPT_PREFIXES = {"LATIN": "latin", "CYRILLIC": "cyrillic", "CJK": "han", "HIRAGANA": "kana", "KATAKANA": "kana",
                     "HANGUL": "hangul", "ARABIC": "arabic", "GREEK": "greek", "HEBREW": "hebrew",
                     "DEVANAGARI": "devanagari", "THAI": "thai", "BENGALI": "bengali", "TAMIL": "tamil",
-                    "GEORGIAN": "georgian", "ARMENIAN": "armenian"}
+                    "GEORGIAN": "georgian", "ARMENIAN": "armenian", "GURMUKHI": "gurmukhi", "GUJARATI": "gujarati",
+                    "TELUGU": "telugu"}
 # the script a language is written in (ISO 639-1; the rest: latin)
-LANGUAGE_SCRIPTS = {**{c: "cyrillic" for c in ("ru", "uk", "be", "bg", "mk", "sr", "kk", "mn")},
+# (the rest: latin; languages written in several scripts, such as Serbian, are left to the letters)
+LANGUAGE_SCRIPTS = {**{c: "cyrillic" for c in ("ru", "uk", "be", "bg", "mk", "kk", "mn")},
                     "zh": "han", "ja": "kana", "ko": "hangul", **{c: "arabic" for c in ("ar", "fa", "ur")},
                     "el": "greek", "he": "hebrew", **{c: "devanagari" for c in ("hi", "mr")}, "th": "thai",
                     "bn": "bengali", "ta": "tamil", "ka": "georgian", "hy": "armenian"}
@@ -132,8 +134,16 @@ def main_script(text: str) -> str | None:
     return max(counts, key=lambda s: (counts[s], s)) if counts else None
 
 
+LATIN_LANGUAGES = frozenset(
+    "af az bs ca cs cy da de en eo es et eu fi fr ga hr hu id is it la lg lt lv mi ms nb nl nn pl pt ro "
+    "sk sl so sn sq st sv sw tl tn tr ts vi xh yo zu".split())
+
+
 def script_of_language(lang: str | None) -> str | None:
-    return None if lang is None else LANGUAGE_SCRIPTS.get(lang, "latin")
+    """The script `lang` is written in; None where this table does not know (the caller looks at the letters)."""
+    if lang is None:
+        return None
+    return LANGUAGE_SCRIPTS.get(lang) or ("latin" if lang in LATIN_LANGUAGES else None)
 
 
 def scripts_covered(characters: list[str] | str, min_letters: int = 20) -> frozenset[str]:
@@ -151,5 +161,7 @@ def expected_script(text: str, guess: LanguageGuess | None, min_confidence: floa
     """The script an image's text is expected in: that of the caption's language when language ID
     is sure of it, else that of the caption's own letters (a brand name says little)."""
     if guess is not None and guess.lang is not None and guess.confidence >= min_confidence:
-        return script_of_language(guess.lang)
+        known = script_of_language(guess.lang)
+        if known is not None:
+            return known
     return main_script(text)

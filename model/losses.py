@@ -5,15 +5,18 @@ NTP: loss = sum(ce * w) / sum(w) with w = 1 (token), 1/n (sample) or 1/sqrt(n) (
 sums run over the global batch (every row of every accumulation step on every rank): a sample's
 weight does not depend on its pack-mates, on how the samples were packed, or on grad_accum.
 MPO (InternVL's Mixed Preference Optimization): w_pref * DPO(sigmoid) + w_quality * BCO(pair, reward
-shift delta = running mean of the rewards, updated before use as TRL's `bco_pair`) + w_gen * SFT
-on the chosen answers, with sequence log-probs per segment against a frozen reference model.
+shift delta = running mean of the rewards) + w_gen * SFT on the chosen answers, with sequence
+log-probs per segment against a frozen reference model. TRL's `bco_pair` updates the running mean
+with each micro-batch before using it, which makes the shift depend on how a step is cut into
+micro-batches and ranks; here every row of an optimizer step uses the mean of the steps before it,
+and the step's global mean is added after it, so any rank / grad_accum layout trains the same.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,8 +88,8 @@ def preference_pairs(segments: list[dict]) -> list[tuple[int, int]]:
 
 @dataclass
 class MpoState:
-    """The BCO reward shift: the running mean of the per-update mean rewards (TRL's RunningMoments
-    over `bco_pair` rewards), saved with checkpoints."""
+    """The BCO reward shift: the running mean of the optimizer steps' global mean rewards, saved with
+    checkpoints."""
 
     delta: float = 0.0
     seen: int = 0
@@ -114,26 +117,24 @@ class MpoTerms:
     reward_margin: float
     accuracy: float
     pairs: int = 0
+    reward_sum: float = 0.0  # this row's chosen + rejected rewards, for the step's shift update
+    reward_count: int = 0
     extra: dict = field(default_factory=dict)
 
 
 def mpo_loss(policy: TokenLogps, reference: TokenLogps | torch.Tensor, segments: list[dict], cfg: MpoConfig, state: MpoState,
-             sft_reduction: str = "token", norm: StepNorm = StepNorm(),
-             reward_sum: Callable[[float, int], tuple[float, int]] = lambda s, n: (s, n)) -> MpoTerms:
+             sft_reduction: str = "token", norm: StepNorm = StepNorm()) -> MpoTerms:
     """MPO on one packed row; segments with role sft/pretrain add to the generation (SFT) term.
 
     Terms are this row's share of the step's means: pair sums over `norm.pairs` (default: this row's
-    pairs), SFT over `norm.tokens`. `reward_sum` turns this row's (reward sum, count) into the sums over
-    every rank's rows of the same micro-step, so the BCO shift sees the global mean before use."""
+    pairs), SFT over `norm.tokens`. The BCO shift is `state.delta` as it stood before the step; the
+    row's (reward sum, count) come back for the trainer's once-per-step update (`MpoState.update`)."""
     pairs = preference_pairs(segments)
     pol_sum, _ = policy.per_segment()
     ref_sum = reference.per_segment()[0] if isinstance(reference, TokenLogps) else reference  # per-segment sums
     device = pol_sum.device
     sft = ntp_loss(policy, sft_reduction, segment_mask(segments, GEN_ROLES, device), norm.tokens)
     if not pairs:
-        total, count = reward_sum(0.0, 0)
-        if count:  # other ranks saw pairs in this micro-step: the shift moves for everyone
-            state.update(total / count)
         return MpoTerms(cfg.w_gen * sft, 0.0, 0.0, float(sft.detach()), 0.0, 0.0, 0)
     c = torch.tensor([p[0] for p in pairs], device=device)
     r = torch.tensor([p[1] for p in pairs], device=device)
@@ -142,8 +143,6 @@ def mpo_loss(policy: TokenLogps, reference: TokenLogps | torch.Tensor, segments:
     logits = cfg.beta * (chosen_ratio - rejected_ratio)
     chosen_reward, rejected_reward = cfg.beta * chosen_ratio, cfg.beta * rejected_ratio
     rewards = torch.cat([chosen_reward, rejected_reward]).detach()
-    total, count = reward_sum(float(rewards.sum()), int(rewards.numel()))
-    state.update(total / count)  # TRL: the running mean is updated with this batch before it is used
     delta = state.delta
     n_pairs = len(pairs) if norm.pairs is None else norm.pairs
     dpo = -F.logsigmoid(logits).sum() / n_pairs
@@ -151,7 +150,7 @@ def mpo_loss(policy: TokenLogps, reference: TokenLogps | torch.Tensor, segments:
     loss = cfg.w_pref * dpo + cfg.w_quality * bco + cfg.w_gen * sft
     margin = (chosen_reward - rejected_reward).detach()
     return MpoTerms(loss, float(dpo.detach()), float(bco.detach()), float(sft.detach()), float(margin.sum() / n_pairs),
-                    float((margin > 0).float().sum() / n_pairs), len(pairs))
+                    float((margin > 0).float().sum() / n_pairs), len(pairs), float(rewards.sum()), int(rewards.numel()))
 
 
 def is_finite(x: torch.Tensor | float) -> bool:

@@ -1,7 +1,8 @@
 """MPO's frozen reference: a second model kept in memory, or its per-segment log-prob sums scored
 once into `reference_logps.json` in the train output (so training holds one model).
 
-The file names the reference model and each packed shard's sha256 from the data's `_index.json`;
+The file names the reference model (recipe, checkpoint file sizes and mtimes), the input settings
+that change what it sees, and each packed shard's sha256 from the data's `_index.json`;
 its own sha256 sits beside it in `reference_logps.json.sha256`. Both are checked before use: a
 changed pack or model, or an edited file, means scoring again, never training on stale numbers.
 """
@@ -74,9 +75,16 @@ class ReferenceLogps:
 
 
 def _identity(cfg: TrainConfig, data: str) -> dict[str, Any]:
-    """What the numbers depend on: the reference model recipe and every shard's sha256."""
+    """What the numbers depend on: the reference model recipe (and its checkpoint file's size and
+    mtime), the input settings that change what it sees (positions, normalisation), and every
+    shard's sha256."""
     shards = {e["name"]: e.get("sha256") for e in ShardSet.open(data).shards}
-    return {"model": dataclasses.asdict(cfg.model), "shards": shards}
+    weights = None
+    if cfg.model.checkpoint:
+        files = sorted(Path(cfg.model.checkpoint).glob("*.safetensors"))
+        weights = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    inputs = {k: getattr(cfg.data, k) for k in ("v2pe_delta", "mean", "std", "max_pixels")}
+    return {"model": dataclasses.asdict(cfg.model), "weights": weights, "inputs": inputs, "shards": shards}
 
 
 def _score(cfg: TrainConfig, data: str, dist: Dist, device: torch.device) -> dict[str, list[float]]:
@@ -85,9 +93,10 @@ def _score(cfg: TrainConfig, data: str, dist: Dist, device: torch.device) -> dic
     dataset = PackedDataset(data, loaded.token_ids, dataclasses.replace(cfg.data, shuffle_shards=False),
                             rank=dist.rank, world=dist.world, multiple=None)
     mine: dict[str, list[float]] = {}
-    with torch.no_grad():
+    autocast = device.type == "cuda" and cfg.model.dtype == "float32"  # as the policy trains
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         for batch in loader(dataset, 0):
-            mine[f"{batch.shard}/{batch.index}"] = forward_logps(loaded, batch.to(device)).per_segment()[0].tolist()
+            mine[f"{batch.shard}/{batch.index}"] = forward_logps(loaded, batch.to(device)).per_segment()[0].float().tolist()
     log.info("scored %d packs with the frozen reference", len(mine))
     table: dict[str, list[float]] = {}
     for part in dist.gather(mine):

@@ -5,7 +5,7 @@ loads, and exact resume.
 
 Ranks read disjoint packs of one global order (model.batches.epoch_items): rank r takes items
 r, r + W, ... so W ranks with grad_accum a see, step by step, the very packs one process sees
-with grad_accum W x a; the loss normalisers are sums over that whole global batch (model.losses),
+with grad_accum W x a (given the same `distributed.streams`); the loss normalisers are sums over that whole global batch (model.losses),
 so both give the same gradients. A checkpoint folder holds the model (config, safetensors,
 tokenizer), `optimizer.pt` (tensors only: read back with `weights_only=True`) and
 `trainer_state.json` (step, data position, MPO reward shift) written last, by rank 0; it appears
@@ -109,7 +109,7 @@ def step_norm(cfg: TrainConfig, rows: list[PackedBatch], dist: Dist) -> StepNorm
 
 
 def row_loss(cfg: TrainConfig, forward: Callable, reference: ReferenceLogps | None, batch: PackedBatch,
-             state: TrainState, norm: StepNorm = StepNorm(), dist: Dist = Dist()) -> tuple[torch.Tensor, dict[str, float]]:
+             state: TrainState, norm: StepNorm = StepNorm()) -> tuple[torch.Tensor, dict[str, float]]:
     """The configured loss of one packed row, as its share of the step's global loss, and what to log
     about it (shares too: summed over the step's rows and ranks they give the step's figures)."""
     tl = forward(batch)
@@ -117,10 +117,10 @@ def row_loss(cfg: TrainConfig, forward: Callable, reference: ReferenceLogps | No
         loss = ntp_loss(tl, cfg.ntp.reduction, segment_mask(batch.segments, GEN_ROLES, tl.logps.device), norm.tokens)
         return loss, {"loss": float(loss.detach())}
     assert reference is not None
-    terms = mpo_loss(tl, reference(batch), batch.segments, cfg.mpo, state.mpo, cfg.ntp.reduction, norm,
-                     lambda total, n: tuple(dist.all_sum([total, n])))
+    terms = mpo_loss(tl, reference(batch), batch.segments, cfg.mpo, state.mpo, cfg.ntp.reduction, norm)
     return terms.loss, {"loss": float(terms.loss.detach()), "dpo": terms.dpo, "bco": terms.bco, "sft": terms.sft,
-                        "reward_margin": terms.reward_margin, "reward_accuracy": terms.accuracy, "pairs": terms.pairs}
+                        "reward_margin": terms.reward_margin, "reward_accuracy": terms.accuracy, "pairs": terms.pairs,
+                        "_reward_sum": terms.reward_sum, "_reward_count": terms.reward_count}
 
 
 def _save(loaded: Loaded, optimizer: torch.optim.Optimizer, state: TrainState, output: Path, keep: int) -> Path:
@@ -219,9 +219,13 @@ def _train(cfg: TrainConfig, data: str, dist: Dist, device: torch.device, resume
     state.streams = state.streams or cfg.distributed.streams or dist.world * max(1, workers)
     resumed_from = state.step
     metrics = output / "metrics.jsonl"
-    history = [h for h in _read_jsonl(metrics) if h["step"] <= state.step] if found else []
-    if dist.main:
+    history = []
+    if dist.main:  # rank 0 alone reads and rewrites the log; the others read it after the barrier
+        history = [h for h in _read_jsonl(metrics) if h["step"] <= state.step] if found else []
         _write_jsonl(metrics, history)
+    dist.barrier()
+    if not dist.main and found:
+        history = [h for h in _read_jsonl(metrics) if h["step"] <= state.step]
     target = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
     last_saved = str(found[-1]) if found else None
     evaluations: list[dict[str, Any]] = []
@@ -288,7 +292,7 @@ def _step(cfg: TrainConfig, state: TrainState, rows: list[PackedBatch], forward:
         batch = batch.to(device)
         with forward.accumulating(last=i == len(rows) - 1):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                loss, info = row_loss(cfg, forward, reference, batch, state, norm, dist)
+                loss, info = row_loss(cfg, forward, reference, batch, state, norm)
             (loss * dist.world).backward()  # DDP averages gradients over ranks; the loss is already a global share
         for k, v in info.items():
             shares[k] = shares.get(k, 0.0) + v
@@ -309,6 +313,9 @@ def _step(cfg: TrainConfig, state: TrainState, rows: list[PackedBatch], forward:
     state.rows += dist.world * len(rows)
     if "pairs" in totals:
         totals["pairs"] = int(totals["pairs"])
+    reward_sum, reward_count = totals.pop("_reward_sum", 0.0), totals.pop("_reward_count", 0)
+    if reward_count:  # the BCO shift moves once per step, by the global batch's mean reward
+        state.mpo.update(reward_sum / reward_count)
     return {"step": state.step, "lr": lr, "grad_norm": float(grad_norm), "epoch": state.epoch, **totals,
             "tokens": int(totals["tokens"])}
 

@@ -37,6 +37,34 @@ def record_load(step: str) -> None:
             f.write(f"{time.time():.3f}\n")
 
 
+class Serialized:
+    """One call at a time into a model that several SDK processes share: Beam's manager server runs
+    each client's calls on its own thread, and neither vLLM, transformers generation nor PaddleX is
+    thread-safe. Methods only (what a proxy can call)."""
+
+    def __init__(self, model: Any) -> None:
+        import threading
+
+        self._model = model
+        self._lock = threading.Lock()
+
+    def _call(self, name: str, *args, **kwargs):
+        with self._lock:
+            return getattr(self._model, name)(*args, **kwargs)
+
+    def info(self):
+        return self._call("info")
+
+    def recognize(self, *args, **kwargs):
+        return self._call("recognize", *args, **kwargs)
+
+    def score(self, *args, **kwargs):
+        return self._call("score", *args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        return self._call("generate", *args, **kwargs)
+
+
 class _BatchedHandler(ModelHandler):
     """What the model steps share: fixed batches, a metrics namespace, the accelerator hint, and
     `share_across_processes`: one model per worker VM, served to every SDK process of the VM through
@@ -52,6 +80,10 @@ class _BatchedHandler(ModelHandler):
 
     def share_model_across_processes(self) -> bool:
         return self.share
+
+    def served(self, model: Any) -> Any:
+        """The loaded model, behind a lock when several processes will call it."""
+        return Serialized(model) if self.share else model
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
@@ -75,7 +107,7 @@ class OcrHandler(_BatchedHandler):
         from curation.annotate.ocr import build_ocr_engine
 
         record_load("ocr")
-        return build_ocr_engine(self.cfg)
+        return self.served(build_ocr_engine(self.cfg))
 
     def run_inference(self, batch: Sequence[Sample], model, inference_args=None) -> Iterable[PredictionResult]:
         from curation.annotate.steps import expected_script
@@ -102,7 +134,7 @@ class QualityHandler(_BatchedHandler):
         from curation.annotate.quality import QualityScorer
 
         record_load("llm")
-        return QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling, self.enforce)
+        return self.served(QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling, self.enforce))
 
     def run_inference(self, batch: Sequence[Sample], model, inference_args=None) -> Iterable[PredictionResult]:
         from curation.annotate.steps import score_input

@@ -68,7 +68,7 @@ class PolicyHandler(_BatchedHandler):
 
         self.bar = worker_bar(f"mmpr {self.mode}", "question") if self.cfg.progress else None
         record_load(f"mmpr-{self.mode}")
-        return build_policy(self.policy)
+        return self.served(build_policy(self.policy))
 
     def run_inference(self, batch: Sequence[MmprTask], model, inference_args=None) -> Iterable[PredictionResult]:
         from curation.mmpr.pairs import continuation_request, sample_requests

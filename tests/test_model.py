@@ -113,12 +113,18 @@ def test_mpo_loss_prefers_the_chosen_answer():
     good = TokenLogps(torch.tensor([-1.0, -3.0]), torch.arange(2), torch.tensor([0, 1]), 2)
     bad = TokenLogps(torch.tensor([-3.0, -1.0]), torch.arange(2), torch.tensor([0, 1]), 2)
     g, b = mpo_loss(good, ref, segs, cfg, MpoState()), mpo_loss(bad, ref, segs, cfg, MpoState())
+    assert g.reward_count == 2 and g.reward_sum == pytest.approx(0.0)  # rewards +1 and -1, for the step's shift
     assert g.accuracy == 1.0 and b.accuracy == 0.0 and g.reward_margin == pytest.approx(2.0)
     assert g.dpo == pytest.approx(-np.log(1 / (1 + np.exp(-2.0))), rel=1e-5)
     assert g.loss < b.loss and g.sft == pytest.approx(1.0)
     state = MpoState()
     mpo_loss(good, ref, segs, cfg, state)
-    assert state.seen == 1 and state.delta == pytest.approx(0.0)  # rewards +1 and -1 average to 0
+    assert state.seen == 0  # the loss reads the shift; the trainer moves it once per optimizer step
+    state.update(1.0)
+    state.update(3.0)
+    assert state.seen == 2 and state.delta == pytest.approx(2.0)  # the running mean of the steps' means
+    shifted = mpo_loss(good, ref, segs, cfg, state)
+    assert shifted.bco != g.bco
 
 
 def cfg_for(tmp_path: Path, **over) -> TrainConfig:

@@ -92,10 +92,11 @@ def test_the_same_samples_packed_two_ways_give_the_same_gradient(packed):
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_equal_one_process_with_grad_accum_2(packed, tmp_path):
-    one = train(build(TrainConfig, recipe(tmp_path / "one", steps=4, optim={"grad_accum": 2}), ""), str(packed))
+@pytest.mark.parametrize("loss", ["ntp", "mpo"])
+def test_two_gloo_ranks_equal_one_process_with_grad_accum_2(packed, tmp_path, loss):
+    one = train(build(TrainConfig, recipe(tmp_path / "one", steps=4, loss=loss, optim={"grad_accum": 2}), ""), str(packed))
     config = tmp_path / "two.yaml"
-    config.write_text(yaml.safe_dump(recipe(tmp_path / "two", steps=4, optim={"grad_accum": 1})))
+    config.write_text(yaml.safe_dump(recipe(tmp_path / "two", steps=4, loss=loss, optim={"grad_accum": 1})))
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "curation.cli", "train", "--config", str(config), "--data", str(packed)],
@@ -106,6 +107,9 @@ def test_two_gloo_ranks_equal_one_process_with_grad_accum_2(packed, tmp_path):
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(one.history, two)) < 1e-5
     assert [a["tokens"] for a in one.history] == [b["tokens"] for b in two]
     assert len({h["loss"] for h in two}) > 1  # it trained
+    if loss == "mpo":  # the BCO shift moved the same way under both layouts
+        assert sum(h["pairs"] for h in two) >= 1
+        assert max(abs(a["bco"] - b["bco"]) for a, b in zip(one.history, two)) < 1e-5
 
 
 def test_stages_freeze_what_they_should(packed, tmp_path):

@@ -154,9 +154,13 @@ class TransformersBackend:
         with self._lock, torch.inference_mode():
             cache = self._prefix_cache(prefix) if prefix else None
             x = torch.tensor([suffix], device=self.cfg.device)
-            logits = self.lm(x, past_key_values=cache, use_cache=cache is not None, logits_to_keep=1).logits[0, -1]
-            if cache is not None:
-                cache.crop(-len(suffix))  # back to the shared history for the next sample
+            try:
+                logits = self.lm(x, past_key_values=cache, use_cache=cache is not None, logits_to_keep=1).logits[0, -1]
+            finally:
+                for layer in (cache.layers if cache is not None else []):  # back to the shared history for
+                    extra = layer.get_seq_length() - len(prefix)             # the next sample, also after an
+                    if extra > 0:                                            # error part-way through the layers
+                        layer.crop(-extra)
             p = logits.float().softmax(-1)
             probs = [float(p[group].sum()) for group in label_ids]
         return LabelProbs(probs, {"backend": self.name, "model": self.model, "prompt_tokens": len(full),

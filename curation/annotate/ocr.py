@@ -307,7 +307,7 @@ class TesseractEngine(_BatchedEngine):
         if run.returncode:
             raise RuntimeError(f"tesseract exit {run.returncode}: {run.stderr.decode(errors='replace')[-200:]}")
         lines: dict[tuple[str, ...], list[list[str]]] = {}
-        for row in run.stdout.decode("utf-8", errors="replace").splitlines()[1:]:
+        for row in run.stdout.decode("utf-8", errors="replace").split("\n")[1:]:  # not splitlines: \x0c etc. are text
             f = row.split("\t")
             if len(f) == 12 and f[0] == "5" and f[11].strip() and float(f[10]) >= 0:
                 lines.setdefault((f[1], f[2], f[3], f[4]), []).append(f)

@@ -156,7 +156,7 @@ def _line_splits(f: IO[bytes], fmt: str, split_rows: int) -> list[Split]:
             yield line.decode("utf-8-sig" if k == 0 else "utf-8", "surrogateescape")
 
     if fmt == "jsonl":
-        records = (line.strip() for line in lines())
+        records = (line.strip(" \t\n\r\x0b\x0c") for line in lines())  # ASCII whitespace only, as _jsonl_rows' bytes.strip()
     else:
         records = csv.reader(lines(), delimiter="\t" if fmt == "tsv" else ",")  # csv.Error: one item
         if next(records, None) is None:
