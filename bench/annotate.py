@@ -133,6 +133,38 @@ def llm_rates(backend_name: str, n: int, probes: int) -> dict:
             "calibration_s": round(time.perf_counter() - t, 1), "calibration": gates}
 
 
+def text_rates(repeats: int) -> dict:
+    """Samples/s of the caption steps before any model: the heuristic rules (the recipe's) and
+    language ID (lingua, all 75 languages, its load timed apart) on the 128 short alt texts of
+    curation/samples/languages.py; the best of `repeats`."""
+    from curation.annotate.config import AnnotateConfig
+    from curation.core.config import load_config
+    from curation.samples.languages import labelled
+    from filters.language import detect
+    from filters.text_quality import TextRules
+
+    texts = [t for t, _ in labelled()]
+    recipe = os.path.join(os.path.dirname(__file__), "..", "configs", "annotate.yaml")
+    rules = TextRules(load_config(recipe, AnnotateConfig).heuristics)
+    t0 = time.perf_counter()
+    detect("warm up: load every language model")
+    load_s = time.perf_counter() - t0
+
+    def best(fn) -> float:
+        runs = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for text in texts:
+                fn(text)
+            runs.append(time.perf_counter() - t)
+        return len(texts) / min(runs)
+
+    right = sum(detect(t).lang == lang for t, lang in labelled())
+    return {"rules_samples_per_s": round(best(rules), 1), "langid_samples_per_s": round(best(detect), 1),
+            "langid_load_s": round(load_s, 1), "langid_accuracy_alt_texts": round(right / len(texts), 4),
+            "text_samples": len(texts)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=96)
@@ -142,9 +174,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs of each; the best counts (noisy 2-core boxes)")
     ap.add_argument("--no-ocr", action="store_true", help="only the LLM figures")
     ap.add_argument("--probes", type=int, default=300, help="calibration probe set size (the recipe's default: 300)")
+    ap.add_argument("--text-only", action="store_true", help="only the rules and language-ID figures")
     args = ap.parse_args()
+    if args.text_only:
+        print(json.dumps(text_rates(args.repeats)))
+        return
     if args.no_ocr:
-        print(json.dumps(llm_rates(args.backend, args.llm_samples, args.probes)))
+        print(json.dumps({**text_rates(args.repeats), **llm_rates(args.backend, args.llm_samples, args.probes)}))
         return
 
     from curation.annotate.config import OcrConfig
@@ -168,7 +204,7 @@ def main() -> None:
         "ocr_pipeline_images_per_s": round(args.images / beam_s, 3),
         "overhead_pct": round(100.0 * (beam_s - engine_s) / engine_s, 2),
         "engine_runs_s": [round(x, 2) for x in engine_runs], "pipeline_runs_s": [round(x, 2) for x in beam_runs],
-        **llm_rates(args.backend, args.llm_samples, args.probes),
+        **text_rates(args.repeats), **llm_rates(args.backend, args.llm_samples, args.probes),
     }))
 
 
