@@ -68,3 +68,24 @@ def conv_sample(tmp_path_factory) -> dict[str, Path]:
     from curation.samples.conversations import write_conversations
 
     return write_conversations(tmp_path_factory.mktemp("convs"))
+
+
+# One tile per image keeps rows short (256 image tokens per image) so CPU training steps take ~0.1 s.
+def small_pack_config():
+    from curation.core.config import ShardConfig
+    from packing.config import PackConfig, TilingConfig
+
+    return PackConfig(l_max=2048, t_max=8, progress=False, tiling=TilingConfig(max_num=1),
+                      shards=ShardConfig(prefix="packed", samples_per_shard=12))
+
+
+@pytest.fixture(scope="session")
+def packed(conv_sample, tmp_path_factory) -> Path:
+    """The conversation / preference sample packed small, once per session, for the model-core tests
+    (read only: tests that change packs copy them first)."""
+    from pipelines.pack import run_pack
+
+    out = tmp_path_factory.mktemp("model") / "packed"
+    run_pack(small_pack_config(), [str(conv_sample["conversations"]), str(conv_sample["preferences"])], str(out))
+    return out
+

@@ -20,8 +20,7 @@ from model.build import load_model
 from model.check import check_packs, position_problems
 from model.config import DataConfig, ModelConfig
 from model.forward import forward_logps
-from pipelines.pack import run_pack
-from tests.test_model import SMALL, all_packs, multi_segment_packs
+from tests.test_model import all_packs, multi_segment_packs  # `packed`: conftest's small packs
 
 ROOT = Path(__file__).resolve().parent.parent
 IMG = 7  # <IMG_CONTEXT> in the synthetic rows below
@@ -96,11 +95,6 @@ def test_recipe_values_are_checked_when_the_config_loads():
 
 # -- on real packs through the tiny model -----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def packed(conv_sample, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("augment") / "packed"
-    run_pack(SMALL, [str(conv_sample["conversations"]), str(conv_sample["preferences"])], str(out))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from packing.config import PackConfig, TilingConfig
-from curation.core.config import ShardConfig, build
+from curation.core.config import build
 from model import attention
 from model.batches import build_batch, unpack
 from model.build import load_model
@@ -28,20 +27,8 @@ from model.losses import MpoState, mpo_loss, ntp_loss
 from model.train import train
 from packing.format import iter_packs
 from packing.tokens import IGNORE_INDEX
-from pipelines.pack import run_pack
 
 pytestmark = pytest.mark.slow
-
-# One tile per image keeps rows short (256 image tokens per image) so CPU steps take ~0.1 s.
-SMALL = PackConfig(l_max=2048, t_max=8, progress=False, tiling=TilingConfig(max_num=1),
-                   shards=ShardConfig(prefix="packed", samples_per_shard=12))
-
-
-@pytest.fixture(scope="module")
-def packed(conv_sample, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("model") / "packed"
-    run_pack(SMALL, [str(conv_sample["conversations"]), str(conv_sample["preferences"])], str(out))
-    return out
 
 
 @pytest.fixture(scope="module")

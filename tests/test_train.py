@@ -23,17 +23,11 @@ from model.build import load_model
 from model.config import ModelConfig, TrainConfig
 from model.distributed import Dist, Forward
 from model.train import row_loss, set_trainable, step_norm, train, TrainState
-from pipelines.pack import run_pack
-from tests.test_model import SMALL, all_packs  # the model tests' small packs: one tile per image
+from tests.test_model import all_packs  # `packed`: conftest's small packs (one tile per image)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def packed(conv_sample, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("train") / "packed"
-    run_pack(SMALL, [str(conv_sample["conversations"]), str(conv_sample["preferences"])], str(out))
-    return out
 
 
 def recipe(tmp_path: Path, **over) -> dict:
