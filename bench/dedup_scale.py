@@ -30,6 +30,7 @@ pairs per record.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -149,7 +150,7 @@ def run(kind: str, records: list[Planted], cfg: DedupConfig, related, work: Path
             "records_per_s": round(n / seconds, 1), "seconds": round(seconds, 1), "write_s": round(write_s, 1),
             "peak_rss_mb": max([runner, *workers]), "runner_peak_rss_mb": runner, "worker_peak_rss_mb": workers,
             "accounted": index["totals"]["inputs"] == n == index["totals"]["kept"] + sum(index["reasons"].values()),
-            "reasons": index["reasons"], "cores": os.cpu_count()}
+            "totals": index["totals"], "reasons": index["reasons"], "cores": os.cpu_count()}
 
 
 def main() -> None:
@@ -191,10 +192,12 @@ def main() -> None:
                                                     "shards": {"samples_per_shard": args.samples_per_shard}})
             nc = cfg.near_caption
             recs = (boilerplate(args.hot) + planted_captions(args.captions // 3 + 1, seed=args.seed))[: args.captions]
-            sets = {r.uid: shingles(r.caption, nc.shingle, nc.ngram) for r in recs}
+            @functools.lru_cache(maxsize=100_000)  # shingled on demand: 10^6 sets beside the runner crowd it
+            def shingled(caption: str) -> frozenset:
+                return frozenset(shingles(caption, nc.shingle, nc.ngram))
 
             def similar(a: Planted, b: Planted) -> bool:
-                return jaccard(sets[a.uid], sets[b.uid]) >= nc.threshold
+                return jaccard(shingled(a.caption), shingled(b.caption)) >= nc.threshold
 
             out = run("caption", recs, cfg, similar, work, beam_args, args.samples_per_shard)
             bands, rows = nc.lsh()

@@ -1,6 +1,6 @@
 """Dedup groups and buckets, as steps a distributed runner can wire together: exact-key groups, the
-hot-bucket split, caption LSH memberships, bucket verification, the identical-pHash collapse and
-image table memberships, and the decisions the components turn into.
+hot-bucket split, caption LSH memberships, bucket verification, the identical-pHash collapse (the
+image tables themselves: filters/image_lsh.py), and the decisions the components turn into.
 
 The hot-bucket rule: a bucket (an LSH band of captions, a pHash table key of images) of two to
 `max_bucket` members is verified pairwise in one group. A bigger one is hot and split, never turned
@@ -21,12 +21,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Iterable, Iterator, Literal, NamedTuple
 
-import numpy as np
-
 from curation.core.records import Sample
-from filters.dedup import (CaptionMember, Decision, DupKey, ImageMember, bit_samples, caption_bucket_edges, dup_key,
-                           image_table_keys, member_id, node_uid, parse_phash, star)
-from filters.dedup_config import DedupConfig, NearCaptionConfig, NearImageConfig
+from filters.dedup import (CaptionMember, Decision, DupKey, ImageMember, caption_bucket_edges, dup_key, member_id,
+                           node_uid, parse_phash, star)
+from filters.dedup_config import DedupConfig, NearCaptionConfig
 from filters.minhash import MinHasher, band_keys, shingles
 
 Edge = tuple[str, str]
@@ -213,22 +211,6 @@ def same_phash(item: tuple[int, Iterable[str]]) -> tuple[ImageMember, list[Edge]
     phash, nodes = item
     center, others = star(nodes)
     return ImageMember(center, phash), [(node, center) for node in others]
-
-
-class ImageTables:
-    """Batches of ImageMembers -> (table key, (node, pHash)) for each of the recipe's L bit-sampling
-    tables: keys computed for the whole batch at once, a plain tuple per membership (the table
-    shuffle carries L of them per record: half the bytes and coder time of a NamedTuple)."""
-
-    def __init__(self, cfg: NearImageConfig) -> None:
-        self.samples = bit_samples(cfg.bits, cfg.num_tables(), cfg.seed)
-
-    def memberships(self, batch: list[ImageMember]) -> Iterator[tuple[int, tuple[str, int]]]:
-        keys = image_table_keys(np.array([m.phash for m in batch], dtype=np.uint64), self.samples)
-        for member, row in zip(batch, keys.tolist()):
-            value = tuple(member)
-            for key in row:
-                yield key, value
 
 
 # ---------------------------------------------------------------------------------------------

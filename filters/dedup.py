@@ -2,9 +2,9 @@
 
 Every record becomes a `DupKey` whose `node` string sorts best-representative first (highest quality
 score, then smallest uid), so "the representative of a group" is always the minimum node and every
-step below is a min - independent of arrival order. Buckets (LSH bands for captions, bit-sampling
-LSH tables for image pHashes) turn into star edges `(node, bucket component minimum)`, never all
-pairs; connected components over the edges run as one union-find when they fit a worker, else as
+step below is a min - independent of arrival order. Caption LSH buckets turn into star edges
+`(node, bucket component minimum)`, never all pairs (image tables: filters/image_lsh.py);
+connected components over the edges run as one union-find when they fit a worker, else as
 large-star / small-star rounds (Kiveris et al., "Connected Components in MapReduce and Beyond").
 """
 
@@ -15,8 +15,6 @@ import math
 import struct
 from itertools import combinations
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
-
-import numpy as np
 
 from filters.exact import normalize_url
 from filters.minhash import jaccard, normalize_caption, shingles
@@ -220,58 +218,9 @@ def _stars(labels: dict[str, str]) -> list[tuple[str, str]]:
 # Near-duplicate images: bit-sampling LSH on the 64-bit pHash
 
 
-def bit_samples(bits: int, tables: int, seed: int) -> np.ndarray:
-    """(tables, bits) bit positions of the 64-bit pHash, each table's `bits` distinct ones drawn with
-    a seeded generator: every worker derives the same tables from the recipe."""
-    rng = np.random.default_rng(seed)
-    return np.stack([np.sort(rng.choice(64, bits, replace=False)) for _ in range(tables)]).astype(np.uint64)
-
-
-def image_table_keys(phashes: np.ndarray, samples: np.ndarray) -> np.ndarray:
-    """(n,) uint64 pHashes -> (n, tables) bucket keys: the table index above each hash's bits at
-    that table's sampled positions (equal keys = candidate pair, verified by exact Hamming distance)."""
-    tables, bits = samples.shape
-    h = np.asarray(phashes, dtype=np.uint64)[:, None]
-    keys = np.broadcast_to(np.arange(tables, dtype=np.uint64) << np.uint64(bits), (len(h), tables)).copy()
-    one = np.uint64(1)
-    for j in range(bits):
-        keys |= ((h >> samples[:, j]) & one) << np.uint64(j)
-    return keys
-
-
 class ImageMember(NamedTuple):
     node: str
     phash: int
-
-
-def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise Hamming distances between two uint64 arrays."""
-    return np.bitwise_count(a[:, None] ^ b[None, :])
-
-
-def image_bucket_edges(members: Sequence[ImageMember], hamming: int) -> list[tuple[str, str]]:
-    """Star edges inside one image bucket (or tile of a split one): the components of the pairs
-    within `hamming` bits, each a star on its minimum node. All in numpy: a dense tile of
-    `max_bucket` near-identical hashes has half a million pairs, never listed in Python."""
-    mem = sorted(set(members))
-    if len(mem) < 2:
-        return []
-    mh = np.array([m.phash for m in mem], dtype=np.uint64)
-    labels = adjacency_components(hamming_matrix(mh, mh) <= hamming)
-    return [(mem[i].node, mem[root].node) for i, root in enumerate(labels.tolist()) if root != i]
-
-
-def adjacency_components(adj: np.ndarray) -> np.ndarray:
-    """Each row's component minimum index in a symmetric boolean adjacency matrix: min-label
-    propagation with pointer jumping, a few O(n^2) numpy passes."""
-    n = len(adj)
-    labels = np.arange(n)
-    while True:
-        new = np.minimum(labels, np.where(adj, labels[None, :], n).min(axis=1))
-        new = new[new]
-        if np.array_equal(new, labels):
-            return labels
-        labels = new
 
 
 def split_decisions(elements: Iterable, key: Callable[[Decision], str]) -> tuple[dict[str, Decision], list]:

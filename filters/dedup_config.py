@@ -63,8 +63,9 @@ class NearImageConfig:
     Recall model: two hashes `d` bits apart share a table's key with p(d) = C(64-d, K) / C(64, K)
     (the K sampled positions miss all d differing bits), so they meet in at least one of L tables
     with 1 - (1 - p(d))^L; L defaults to the fewest tables reaching `recall` at d = `hamming`.
-    Cost model: L memberships per record; a table's bucket holds N / 2^K random hashes on average
-    (238 at N = 10^9, K = 22), so a record meets L * N / 2^K candidates."""
+    Cost model: L memberships per record (8 bytes each, packed: filters/image_lsh.py); a table's
+    bucket holds N / 2^K random hashes on average (238 at N = 10^9, K = 22), so a record meets
+    L * N / 2^K candidates."""
 
     enabled: bool = True
     hamming: int = 10
@@ -72,8 +73,15 @@ class NearImageConfig:
     tables: int | None = None  # L; default: the fewest reaching `recall` at distance `hamming`
     recall: float = 0.95
     seed: int = 1
+    # memberships are shuffled as packed 8-byte pHashes (filters/image_lsh.py): up to
+    # `partition_members` members, tables are grouped into `table_groups` partitions holding every
+    # member once; past it, each table splits into 2^s partitions of about that many by key prefix
+    partition_members: int = 4_000_000
+    table_groups: int = 32
 
     def __post_init__(self) -> None:
+        if self.partition_members < 1000 or self.table_groups < 1:
+            raise ConfigError("near_image: partition_members >= 1000, table_groups >= 1")
         if not 0 <= self.hamming < 32:
             raise ConfigError("near_image: hamming in 0..31")
         if not 1 <= self.bits <= 64 - self.hamming:

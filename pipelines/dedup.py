@@ -1,9 +1,10 @@
 """Dedup: pair shards -> exact (URL, caption, image bytes) and near-duplicate (MinHash LSH on captions,
 bit-sampling LSH on image pHashes) decisions -> the same records re-sharded, duplicates rejected.
 
-Only wiring: keys and edges live in filters/dedup.py, exact groups, the hot-bucket rule and bucket
-memberships and the split of hot buckets in filters/buckets.py, component steps and their routing in filters/components.py. No
-step holds all keys or signatures in one process: exact groups and buckets are GroupByKeys,
+Only wiring: keys and edges live in filters/dedup.py, exact groups, the hot-bucket rule and caption
+bucket memberships in filters/buckets.py, the packed image table partitions in filters/image_lsh.py,
+component steps and their routing in filters/components.py. No step holds all keys or signatures in
+one process: exact groups, caption buckets and image table partitions are GroupByKeys,
 components are one union-find only while the edge list fits a worker (`components.max_local_edges`),
 else rounds of large-star / small-star. `DedupDecisions` is reused by ingest to dedup metadata before download.
 """
@@ -13,14 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from filters.dedup_config import ComponentsConfig, DedupConfig
 from curation.core.records import record_uid
 from curation.core.shards import shard_of, write_pair_shard
-from filters import buckets, components
-from filters.dedup import (EXACT_KEYS, Decision, DupKey, ImageMember, apply_decisions, image_bucket_edges, member_id,
-                           normalize_edge)
+from filters import buckets, components, image_lsh
+from filters.dedup import EXACT_KEYS, Decision, DupKey, apply_decisions, member_id, normalize_edge
 from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, group_size, not_done, run_pair_shard_job
 
 NS = "curate.dedup"
@@ -265,17 +266,6 @@ class VerifyBucket(_DedupFn):
         yield from edges
 
 
-class ImageTableKeys(_DedupFn):
-    """Batches of ImageMembers -> (table key, (node, pHash)) for each bit-sampling table (tables
-    built once per worker)."""
-
-    def setup(self) -> None:
-        self.tables = buckets.ImageTables(self.cfg.near_image)
-
-    def process(self, batch):
-        yield from self.tables.memberships(batch)
-
-
 def _same_phash(item):
     """(pHash, nodes) -> the member entering the tables; identical-pHash star edges tagged "edges"."""
     member, edges = buckets.same_phash(item)
@@ -284,40 +274,52 @@ def _same_phash(item):
         yield beam.pvalue.TaggedOutput("edges", edge)
 
 
-class ImageBucket(_Buckets):
-    """(table key, ImageMembers) -> star edges within `hamming` bits; a hot bucket (> max_bucket)
-    sends (key, tile) -> member to the "tiles" output instead, verified there tile by tile."""
+class ImageTableParts(_DedupFn):
+    """Batches of ImageMembers -> (partition, packed pHashes): per group of tables while a table fits
+    one partition, else per table and bucket-key prefix (its width from the member count)."""
 
-    KIND = "image"
-    TILES = "tiles"
+    def setup(self) -> None:
+        self.lsh = image_lsh.ImageLsh(self.cfg.near_image, self.cfg.max_bucket, self.cfg.max_split_chunks)
+
+    def process(self, batch, members: int):
+        phashes = np.array([m.phash for m in batch], dtype=np.uint64)
+        yield from self.lsh.partitions(phashes, self.lsh.prefix_bits(members))
+
+
+class SampledImageBuckets(ImageTableParts):
+    """(partition, packed pHashes) -> full keys of its buckets so hot they are sampled (rare: past
+    max_bucket x max_split_chunks / 2 members), for the first-table rule of the verify pass."""
+
+    def process(self, item, members: int):
+        part, blobs = item
+        yield from self.lsh.sampled_keys(part, blobs, self.lsh.prefix_bits(members))
+
+
+class VerifyImagePartition(ImageTableParts):
+    """(partition, packed pHashes) -> (low pHash, high pHash) of every pair within `hamming` bits
+    that one of its tables is the first to find, counted as `image_candidate_pairs` (pairs compared),
+    `image_bucket_edges` (pairs emitted) and the hot-bucket counters of the captions' rule;
+    `group_size_image_bucket` (largest bucket), `group_size_image_verify` (largest group compared
+    pairwise, at most max_bucket) and `group_size_image_partition` (hashes one group held)."""
 
     def setup(self) -> None:
         super().setup()
-        self.candidates = Metrics.counter(self.namespace, "image_bucket_edges")
+        self.counters = {name: Metrics.counter(self.namespace, f"image_{name}") for name in (
+            "candidate_pairs", "bucket_edges", "hot_buckets", "hot_bucket_members", "split_tiles", "hot_bucket_skipped")}
 
-    def process(self, item):
-        key, members = item
-        verdict, plan = self.plan(members)
-        if verdict == "single":
-            return
-        if plan is not None:
-            for tile, m in self.split(members, plan, lambda m: m[0]):
-                yield beam.pvalue.TaggedOutput(self.TILES, ((key, tile), m))
-            return
-        yield from self.verify(item)
-
-    def verify(self, item):
-        members = _verify_size(self.namespace, self.KIND, [ImageMember(*m) for m in item[1]])
-        edges = image_bucket_edges(members, self.cfg.near_image.hamming)
-        self.candidates.inc(len(edges))
-        yield from edges
-
-
-class VerifyImageTile(ImageBucket):
-    """((table key, tile), ImageMembers) of a split bucket -> star edges within `hamming` bits."""
-
-    def process(self, item):
-        yield from self.verify(item)
+    def process(self, item, members: int, sampled: list[int]):
+        part, blobs = item
+        pairs, st = self.lsh.pairs(part, blobs, self.lsh.prefix_bits(members), np.array(sorted(sampled), dtype=np.uint64))
+        group_size(self.namespace, "image_partition", st.members)
+        if st.max_bucket >= 2:
+            group_size(self.namespace, "image_bucket", st.max_bucket)
+            group_size(self.namespace, "image_verify", st.max_verified)
+        for name, value in (("candidate_pairs", st.candidate_pairs), ("bucket_edges", st.pairs), ("hot_buckets", st.hot),
+                            ("hot_bucket_members", st.hot_members), ("split_tiles", st.tiles),
+                            ("hot_bucket_skipped", st.skipped)):
+            if value:
+                self.counters[name].inc(value)
+        yield from pairs
 
 
 class NearDuplicates(beam.PTransform):
@@ -340,27 +342,37 @@ class NearDuplicates(beam.PTransform):
         return labels | "Decide" >> beam.Map(buckets.decide, reason)
 
     def _image(self, keys):
-        """Identical pHashes collapse onto one member first; members go through the L tables; every
-        bucket is verified whole, or as the tiles of its split."""
+        """Identical pHashes collapse onto one member first; members go through the L tables as
+        packed partitions, each verified in numpy; found (pHash, pHash) pairs join back to nodes."""
         same = (
             keys
             | "ByPhash" >> beam.FlatMap(buckets.phash_key)
             | "GroupPhash" >> beam.GroupByKey()
             | "SamePhash" >> beam.FlatMap(_same_phash).with_outputs("edges", main="members")
         )
-        found = (
+        members = beam.pvalue.AsSingleton(same.members | "CountMembers" >> beam.combiners.Count.Globally())
+        parts = (
             same.members
-            | "BatchMembers" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
-            | "Tables" >> beam.ParDo(ImageTableKeys(self.cfg, self.namespace))
-            | "GroupBuckets" >> beam.GroupByKey()
-            | "Buckets" >> beam.ParDo(ImageBucket(self.cfg, self.namespace)).with_outputs(ImageBucket.TILES, main="edges")
+            | "BatchMembers" >> beam.BatchElements(min_batch_size=1024, max_batch_size=8192)
+            | "TableParts" >> beam.ParDo(ImageTableParts(self.cfg, self.namespace), members=members)
+            | "GroupParts" >> beam.GroupByKey()
         )
-        tiled = (
-            found.tiles
-            | "GroupTiles" >> beam.GroupByKey()
-            | "VerifyTiles" >> beam.ParDo(VerifyImageTile(self.cfg, self.namespace))
+        sampled = beam.pvalue.AsList(
+            parts | "SampledBuckets" >> beam.ParDo(SampledImageBuckets(self.cfg, self.namespace), members=members))
+        pairs = parts | "VerifyParts" >> beam.ParDo(VerifyImagePartition(self.cfg, self.namespace), members=members,
+                                                    sampled=sampled)
+        nodes = same.members | "NodeByPhash" >> beam.Map(lambda m: (m.phash, m.node))
+        low = (
+            {"node": nodes, "pairs": pairs}
+            | "JoinLowNode" >> beam.CoGroupByKey()
+            | "LowNode" >> beam.FlatMap(image_lsh.low_node)
         )
-        return (same.edges, found.edges, tiled) | "AllEdges" >> beam.Flatten()
+        edges = (
+            {"node": nodes, "low": low}
+            | "JoinHighNode" >> beam.CoGroupByKey()
+            | "NodeEdges" >> beam.FlatMap(image_lsh.node_edges)
+        )
+        return (same.edges, edges) | "AllEdges" >> beam.Flatten()
 
     def _caption(self, keys):
         """Band keys and member ids only through the band shuffle; the captions of members of
@@ -456,7 +468,8 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[tuple[str, dict
         | "SkipDoneShards" >> beam.Filter(todo, num_shards=n)
     )
     return keyed | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_dedup_shard, count, previous, NS,
-                                          extra={"source": "+".join(sources), "dedup_of": sources})
+                                          extra={"source": "+".join(sources), "dedup_of": sources},
+                                          expected_rows=sum(entry["rows"] for _, entry in shards))
 
 
 def run_dedup(cfg: DedupConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Dedup logic without Beam: representative order, components (union-find and large/small-star agree),
-bit-sampling LSH on pHashes (recall as modelled, buckets bounded far past the old 64-value bands),
+bit-sampling LSH on pHashes (recall as modelled, buckets bounded far past the old 64-value bands,
+packed partitions finding every reachable pair once),
 hot-bucket splitting, bucket verification, shard round trip."""
 
 import io
@@ -15,10 +16,10 @@ from curation.ingest.config import IngestConfig
 from curation.core.records import Rejection, Sample
 from curation.samples.dups import Planted, caption_truth, planted_captions, write_pair_folder
 from curation.core.shards import iter_tar_groups, read_pair_shard, write_pair_shard
-from filters.dedup import (CaptionMember, Decision, ImageMember, apply_decisions, bit_samples, caption_bucket_edges,
-                           image_bucket_edges, image_table_keys, large_star, node_id, node_uid, normalize_edge,
-                           representative_of, small_star, star, union_find)
+from filters.dedup import (CaptionMember, Decision, ImageMember, apply_decisions, caption_bucket_edges, large_star,
+                           node_id, node_uid, normalize_edge, representative_of, small_star, star, union_find)
 from filters.dedup_config import NearImageConfig
+from filters.image_lsh import ImageLsh, sampled_bits
 from filters.minhash import jaccard, shingles
 
 
@@ -78,8 +79,11 @@ def _flip(value: int, bits: list[int]) -> int:
     return value
 
 
-def _keys(hashes, cfg: NearImageConfig) -> np.ndarray:
-    return image_table_keys(np.array(hashes, dtype=np.uint64), bit_samples(cfg.bits, cfg.num_tables(), cfg.seed))
+def _meet(a, b, cfg: NearImageConfig) -> np.ndarray:
+    """Whether each pair (a[i], b[i]) shares the key of at least one of the recipe's tables."""
+    masks = ImageLsh(cfg, 1000, 32).masks
+    x = np.array(a, dtype=np.uint64) ^ np.array(b, dtype=np.uint64)
+    return ((x[:, None] & masks[None, :]) == 0).any(axis=1)
 
 
 @pytest.mark.parametrize("hamming", [4, 10])
@@ -89,57 +93,98 @@ def test_bit_sampling_meets_pairs_as_often_as_the_recall_model_says(hamming):
     rng = random.Random(hamming)
     a = [rng.getrandbits(64) for _ in range(600)]
     b = [_flip(x, rng.sample(range(64), hamming)) for x in a]  # every pair at the worst distance
-    met = (_keys(a, cfg) == _keys(b, cfg)).any(axis=1).mean()
+    met = _meet(a, b, cfg).mean()
     assert met >= cfg.recall - 0.03, met
     # and a stranger almost never shares a key
     c = [rng.getrandbits(64) for _ in range(600)]
-    assert (_keys(a, cfg) == _keys(c, cfg)).any(axis=1).mean() < 0.01
+    assert _meet(a, c, cfg).mean() < 0.01
 
 
 def test_image_buckets_stay_bounded_on_100k_random_hashes():
     """The old 11 bands of 5-6 bits put 100k hashes in buckets of about 1,600 (over max_bucket);
     tables of 22 sampled bits keep them tiny, and at 10^9 hashes their mean is N / 2^22 = 238."""
     cfg = NearImageConfig(tables=40)  # every table samples alike: 40 of the 307 are enough to look at
+    lsh = ImageLsh(cfg, 1000, 32)
     hashes = np.random.default_rng(0).integers(0, 2**64 - 1, 100_000, dtype=np.uint64, endpoint=True)
-    keys = _keys(hashes, cfg)
-    _, counts = np.unique(keys, return_counts=True)
+    sizes = [np.unique(sampled_bits(hashes, lsh.samples[t]), return_counts=True)[1].max() for t in range(40)]
     assert 100_000 / 2 ** (64 // 11) > DedupConfig().max_bucket  # what the old scheme did
-    assert counts.max() <= 8 and keys.shape == (100_000, 40)
-    assert len(set(keys[:, 0] >> np.uint64(cfg.bits))) == 1 and len(set(keys[0] >> np.uint64(cfg.bits))) == 40
+    assert max(sizes) <= 8 and lsh.samples.shape == (40, 22) and len({tuple(r) for r in lsh.samples.tolist()}) == 40
 
 
-def test_image_buckets_give_the_brute_force_threshold_components():
-    rng = np.random.default_rng(5)
-    bases = [int(x) for x in rng.integers(0, 2**63, 40, dtype=np.int64)]
-    hashes = {}
-    for g, base in enumerate(bases):
-        hashes[f"g{g}-0"] = base
-        for v in range(int(rng.integers(0, 4))):
-            hashes[f"g{g}-{v + 1}"] = _flip(base, [int(b) for b in rng.choice(64, int(rng.integers(0, 9)), replace=False)])
-    k = 8
-    cfg = NearImageConfig(hamming=k, recall=0.9999)
-    uids = sorted(hashes)
-    buckets = {}
-    for uid, row in zip(uids, _keys([hashes[u] for u in uids], cfg).tolist()):
-        for key in row:
-            buckets.setdefault(key, []).append(ImageMember(node_id(uid, None), hashes[uid]))
-    edges = [e for ms in buckets.values() for e in image_bucket_edges(ms, k)]
-    brute = union_find((node_id(a, None), node_id(b, None)) for a, b in combinations(uids, 2)
-                       if bin(hashes[a] ^ hashes[b]).count("1") <= k)
-    assert union_find(edges) == brute and len(brute) > 40
-    # a dense tile and a long chain: components in numpy, the same as union-find's
-    from filters.dedup import adjacency_components
+def _partition_pairs(lsh: ImageLsh, hashes: list[int], s: int, batch: int = 50):
+    """The Beam stage's three steps by hand: batches -> partitions -> group -> sampled keys -> pairs."""
+    parts: dict[int, list[bytes]] = {}
+    for i in range(0, len(hashes), batch):
+        for part, blob in lsh.partitions(np.array(hashes[i:i + batch], dtype=np.uint64), s):
+            parts.setdefault(part, []).append(blob)
+    sampled = np.array(sorted(k for p, b in parts.items() for k in lsh.sampled_keys(p, b, s)), dtype=np.uint64)
+    pairs, stats = [], []
+    for part, blobs in sorted(parts.items()):
+        found, st = lsh.pairs(part, blobs, s, sampled)
+        pairs += found
+        stats.append(st)
+    return pairs, stats, parts
 
-    chain = np.zeros((50, 50), dtype=bool)
-    chain[np.arange(49), np.arange(1, 50)] = chain[np.arange(1, 50), np.arange(49)] = True
-    chain[[20, 21], [21, 20]] = False  # two paths, 0..20 and 21..49
-    assert adjacency_components(chain).tolist() == [0] * 21 + [21] * 29
-    chain[[10, 40], [40, 10]] = True  # joined in their middles
-    assert adjacency_components(chain).tolist() == [0] * 50
-    assert adjacency_components(np.ones((5, 5), dtype=bool)).tolist() == [0] * 5
-    assert adjacency_components(np.eye(3, dtype=bool)).tolist() == [0, 1, 2]
-    # verification is exact: a bucket of strangers links nothing
-    assert image_bucket_edges([ImageMember("a", 0), ImageMember("b", 2**64 - 1), ImageMember("a", 0)], k) == []
+
+def _reachable(lsh: ImageLsh, hashes: list[int], hamming: int) -> set[tuple[int, int]]:
+    """Brute force: every pair within `hamming` bits that shares some table's key."""
+    a = np.array(sorted(hashes), dtype=np.uint64)
+    out = set()
+    for i in range(len(a)):
+        x = a[i] ^ a[i + 1:]
+        hit = (np.bitwise_count(x) <= hamming) & ((x[:, None] & lsh.masks[None, :]) == 0).any(axis=1)
+        out |= {(int(a[i]), int(a[i + 1 + j])) for j in np.flatnonzero(hit)}
+    return out
+
+
+def _planted_hashes(groups: int, hamming: int, blank: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    hashes = set()
+    for _ in range(groups):
+        base = rng.getrandbits(64)
+        hashes |= {base} | {_flip(base, rng.sample(range(64), rng.randint(1, hamming))) for _ in range(rng.randint(0, 4))}
+    while len(hashes) < 4 * groups + blank:  # near-blank: distinct hashes 1-3 bits from zero, hot in every table
+        hashes.add(_flip(0, rng.sample(range(64), rng.randint(1, 3))))
+    return sorted(hashes)
+
+
+@pytest.mark.parametrize("max_bucket,prefix_bits,groups", [(10**6, 0, 32), (20, 0, 7), (20, 2, 32)])
+def test_image_partitions_find_every_reachable_pair_once_in_any_layout(max_bucket, prefix_bits, groups):
+    """Packed partitions (groups of whole tables, or one table split by key prefix), buckets
+    verified whole or as tiles of a hot bucket: exactly the brute-force pairs within `hamming` that
+    share a table, each emitted by one table only, whatever the batch order."""
+    cfg = NearImageConfig(hamming=8, tables=60, table_groups=groups)
+    lsh = ImageLsh(cfg, max_bucket, 32)
+    hashes = _planted_hashes(300, 8, 400, seed=0)
+    pairs, stats, parts = _partition_pairs(lsh, hashes, prefix_bits)
+    assert len(pairs) == len(set(pairs)) and set(pairs) == _reachable(lsh, hashes, 8) and len(pairs) > 10_000
+    if prefix_bits:  # one table per partition, split by key prefix: each membership shipped once
+        assert len(parts) == 60 * 2 ** prefix_bits and sum(st.members for st in stats) == 60 * len(hashes)
+    else:  # groups of ceil(60 / groups) tables: each member shipped once per group
+        assert len(parts) == -(-60 // -(-60 // groups)) and all(st.members == len(hashes) for st in stats)
+        assert sorted(t for p in parts for t in lsh.tables_of(p, 0)) == list(range(60))
+    assert max(st.max_verified for st in stats) <= max_bucket and sum(st.skipped for st in stats) == 0
+    assert (sum(st.hot for st in stats) > 0) == (max_bucket == 20)  # the near-blank family is hot in every table
+    assert sorted(_partition_pairs(lsh, hashes[::-1], prefix_bits, batch=37)[0]) == sorted(pairs)
+    # verification is exact: strangers in one bucket link nothing
+    far, _ = lsh.pairs(0, [np.array([0, 2**64 - 1], dtype=np.uint64).tobytes()], 0, np.zeros(0, dtype=np.uint64))
+    assert far == []
+
+
+def test_a_sampled_image_bucket_is_counted_and_its_pairs_are_still_found_elsewhere():
+    """Past max_split_chunks a hot bucket keeps a sample (counted as skipped); a pair left out of
+    it is still emitted by another table it shares, so only pairs that every shared table sampled
+    are lost."""
+    cfg = NearImageConfig(hamming=8, tables=60)
+    hashes = _planted_hashes(300, 8, 400, seed=0)
+    lsh = ImageLsh(cfg, 20, 4)
+    pairs, stats, _ = _partition_pairs(lsh, hashes, 0)
+    reachable = _reachable(lsh, hashes, 8)
+    assert sum(st.skipped for st in stats) > 0 and set(pairs) <= reachable
+    groups = {p for p in reachable if max(bin(h).count("1") for h in p) > 3}  # pairs outside the blank family
+    assert groups and groups <= set(pairs)
+    assert sorted(_partition_pairs(lsh, hashes[::-1], 0, batch=37)[0]) == sorted(pairs)  # a function of the members
+    assert lsh.prefix_bits(4_000_000) == 0 and lsh.prefix_bits(10**9) == 8  # 238 partitions of a table at 10^9
 
 
 def test_caption_bucket_verification_stops_lucky_collisions():
@@ -271,16 +316,17 @@ def test_caption_memberships_of_buckets_and_tiles():
 
 
 def test_identical_phashes_collapse_onto_one_table_member():
-    from filters.buckets import ImageTables, phash_key, same_phash
+    from filters.buckets import phash_key, same_phash
     from filters.dedup import DupKey
 
     nodes = [node_id(u, None) for u in ("c", "a", "b")]
     assert same_phash((0xAB, nodes)) == (ImageMember(nodes[1], 0xAB), [(nodes[0], nodes[1]), (nodes[2], nodes[1])])
     assert list(phash_key(DupKey("n", None, "", None, "00000000000000ab"))) == [(0xAB, "n")]
     assert list(phash_key(DupKey("n", None, "", None, "not-hex"))) == []
-    cfg = NearImageConfig(tables=12)
-    keys = list(ImageTables(cfg).memberships([ImageMember("n", 0xAB), ImageMember("m", 0xAB)]))
-    assert len({k for k, _ in keys}) == 12 and [m for _, m in keys] == [("n", 0xAB)] * 12 + [("m", 0xAB)] * 12
+    parts = list(ImageLsh(NearImageConfig(tables=12, table_groups=4), 1000, 32).partitions(
+        np.array([0xCD, 0xAB], dtype=np.uint64), 0))
+    assert [p for p, _ in parts] == list(range(4))  # one packed, sorted blob per group of 3 tables
+    assert all(np.frombuffer(b, dtype=np.uint64).tolist() == [0xAB, 0xCD] for _, b in parts)
 
 
 def test_exact_groups_keep_the_minimum_and_decide_the_rest():

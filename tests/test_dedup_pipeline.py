@@ -112,6 +112,49 @@ def test_multi_processing_distributed_components_and_input_layout_give_identical
     assert {k: v for k, v in relaid.items() if k != "_index.json"} == {k: v for k, v in reference.items() if k != "_index.json"}
 
 
+def _near_blank_family(n: int, groups: int, seed: int) -> list[Planted]:
+    """`n` distinct near-blank pHashes (1-3 bits from zero: one hot bucket in every table) and
+    `groups` random pHashes with a variant 1-6 bits away, as records without an image."""
+    rng = random.Random(seed)
+    blank: set[int] = set()
+    while len(blank) < n:
+        blank.add(sum(1 << b for b in rng.sample(range(64), rng.randint(1, 3))))
+    recs = [Planted(f"b{i:04d}", f"blank {i}", -1, phash=f"{h:016x}") for i, h in enumerate(sorted(blank))]
+    for g in range(groups):
+        base = rng.getrandbits(64)
+        variant = base ^ sum(1 << b for b in rng.sample(range(64), rng.randint(1, 6)))
+        recs += [Planted(f"g{g:03d}-0", f"group {g} a", g, phash=f"{base:016x}"),
+                 Planted(f"g{g:03d}-1", f"group {g} b", g, phash=f"{variant:016x}")]
+    return recs
+
+
+def test_hot_image_buckets_are_split_or_sampled_and_counted(tmp_path):
+    """Packed image table partitions through the Beam stage: a near-blank family makes a hot bucket
+    in every table; split into tiles it gives byte-identical output to buckets never hot, sampled it
+    is counted and the planted pairs outside it are all still found."""
+    recs = _near_blank_family(120, 30, seed=5)
+    write_pair_folder(tmp_path / "in", recs, samples_per_shard=100)
+    only_images = {"exact": {"caption": False, "image": False}, "near_caption": {"enabled": False},
+                   "near_image": {"hamming": 8}}
+    runs = {}
+    for name, extra in (("whole", {}), ("split", {"max_bucket": 20}), ("sampled", {"max_bucket": 20, "max_split_chunks": 2})):
+        runs[name] = run_dedup(config(**only_images, **extra), [str(tmp_path / "in")], str(tmp_path / name), MULTI)
+    whole, split, sampled = (runs[k]["_metrics"] for k in ("whole", "split", "sampled"))
+    assert "image_hot_buckets" not in whole and whole["group_size_image_bucket_max"] > 40  # the family shares key 0
+    assert split["image_hot_buckets"] >= 100 and split["image_split_tiles"] > split["image_hot_buckets"]
+    assert split["group_size_image_verify_max"] <= 20 < split["group_size_image_bucket_max"]
+    assert split.get("image_hot_bucket_skipped", 0) == 0
+    assert split["group_size_image_partition_max"] == len(recs)  # a whole table per partition at this size
+    assert {k: v for k, v in outputs(tmp_path / "split").items() if k != "_index.json"} == \
+           {k: v for k, v in outputs(tmp_path / "whole").items() if k != "_index.json"}
+    assert sampled["image_hot_bucket_skipped"] > 0 and sampled["group_size_image_verify_max"] <= 20
+    groups = {u: rep for u, rep in representatives(tmp_path / "sampled").items() if u.startswith("g")}
+    assert groups == {u: rep for u, rep in representatives(tmp_path / "whole").items() if u.startswith("g")}
+    assert all(groups[f"g{g:03d}-0"] == groups[f"g{g:03d}-1"] for g in range(30))  # every planted pair found
+    for index in runs.values():
+        assert index["totals"]["inputs"] == len(recs) == index["totals"]["kept"] + sum(index["reasons"].values())
+
+
 def test_images_under_reencode_resize_and_crop(tmp_path):
     recs = planted_images(150, seed=4)
     write_pair_folder(tmp_path / "in", recs, samples_per_shard=200)
@@ -195,3 +238,18 @@ def test_ingest_dedups_captions_before_download(sample, tmp_path):
     m = index["_metrics"]
     after_dedup = [r for r in manifest(tmp_path / "out") if r["stage"] not in ("read", "metadata", "dedup")]
     assert m["downloaded"] + m.get("download_failed", 0) == len(after_dedup)
+
+
+def test_rows_lost_between_read_and_write_fail_the_job_without_an_index(tmp_path):
+    """The writers must get every row the inputs hold (dedup maps rows one to one): an input index
+    that promises one row more than its shard holds stands in for a runner that dropped one."""
+    import json
+
+    write_pair_folder(tmp_path / "in", planted_captions(20, seed=3), samples_per_shard=30)
+    index_path = tmp_path / "in" / "_index.json"
+    index = json.loads(index_path.read_text())
+    index["shards"][0]["rows"] += 1
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(Exception, match="1 missing"):
+        run_dedup(config(**NO_IMAGES), [str(tmp_path / "in")], str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "_index.json").exists()

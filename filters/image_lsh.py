@@ -1,0 +1,296 @@
+"""Near-duplicate images by bit-sampling LSH over 64-bit pHashes, in packed partitions.
+
+A record is one membership in each of the L tables. Sending each membership as its own element
+(key, node) made the table shuffle 307 elements of about 91 bytes per record at `hamming` 10.
+Here a batch of members becomes packed uint64 arrays of bare pHashes keyed by partition. While
+a whole table fits one partition (at most `partition_members` members), a partition serves a group
+of tables (`table_groups` partitions in all) and gets each member once: 8 x table_groups bytes a
+record. Past that, a partition is one table and the top `s` bits of its bucket key, 2^s chosen so
+it holds about `partition_members` hashes: 8 bytes a membership. Each table of a partition group
+is sorted by bucket key in numpy; every bucket of two or more is verified by exact Hamming distance, a hot one (over
+`max_bucket`) tile by tile as `filters.buckets.split_plan` says, and sampled only past
+`max_split_chunks`. After the identical-pHash collapse a pHash names one member, so pairs come out
+as (pHash, pHash) and join back to nodes only for the found pairs.
+
+A pair sharing keys in many tables is emitted once: by the first table it shares, tables whose
+bucket was sampled not counting (`sampled_keys`, a first pass over the same groups: there one of
+the two may have been left out). So a pair is lost only if every table it shares was sampled; one
+found in a sampled bucket is also emitted by a later unsampled table it shares, a duplicate the
+components take.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from filters.buckets import split_plan
+from filters.dedup_config import NearImageConfig
+
+U64 = np.uint64
+ONE = U64(1)
+SMALL_RUN = 32  # buckets up to this size are verified together by offset comparisons, bigger ones one by one
+PAIR_CHUNK = 65_536  # rows of the first-table check at a time
+
+
+def bit_samples(bits: int, tables: int, seed: int) -> np.ndarray:
+    """(tables, bits) bit positions of the 64-bit pHash, each table's `bits` distinct ones drawn with
+    a seeded generator: every worker derives the same tables from the recipe."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.sort(rng.choice(64, bits, replace=False)) for _ in range(tables)]).astype(U64)
+
+
+def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise Hamming distances between two uint64 arrays."""
+    return np.bitwise_count(a[:, None] ^ b[None, :])
+
+
+def table_masks(samples: np.ndarray) -> np.ndarray:
+    """(tables,) uint64 masks of each table's sampled bits: two hashes share a table's key iff
+    their XOR has none of its bits."""
+    masks = np.zeros(len(samples), dtype=U64)
+    for j in range(samples.shape[1]):
+        masks |= ONE << samples[:, j]
+    return masks
+
+
+def sampled_bits(phashes: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Each hash's bits at `positions` packed low to high: (n,) with positions (k,) -> (n,), or
+    per row with positions (n, k)."""
+    out = np.zeros(len(phashes), dtype=U64)
+    for j in range(positions.shape[-1]):
+        out |= ((phashes >> positions[..., j]) & ONE) << U64(j)
+    return out
+
+
+def sample_fraction(phashes: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random fraction in [0, 1) per pHash (splitmix64): which members a sampled
+    bucket keeps, a function of the members alone, not of their arrival order."""
+    with np.errstate(over="ignore"):
+        z = phashes + U64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+        z = z ^ (z >> U64(31))
+    return (z >> U64(11)).astype(np.float64) / float(1 << 53)
+
+
+@dataclass
+class PartitionStats:
+    """What one partition group did, for the stage's metrics."""
+
+    members: int = 0
+    max_bucket: int = 0  # the largest bucket seen (hot ones included)
+    max_verified: int = 0  # the largest group compared pairwise (<= max_bucket of the recipe)
+    candidate_pairs: int = 0  # pairs whose distance was computed
+    pairs: int = 0  # pairs within `hamming` emitted
+    hot: int = 0
+    hot_members: int = 0
+    tiles: int = 0
+    skipped: int = 0  # members a sampled bucket left out
+
+
+class ImageLsh:
+    """The recipe's L bit-sampling tables, and the steps over their packed partitions."""
+
+    def __init__(self, cfg: NearImageConfig, max_bucket: int, max_split_chunks: int) -> None:
+        self.cfg = cfg
+        self.max_bucket = max_bucket
+        self.max_split_chunks = max_split_chunks
+        self.tables = cfg.num_tables()
+        self.bits = cfg.bits
+        self.samples = bit_samples(cfg.bits, self.tables, cfg.seed)
+        self.masks = table_masks(self.samples)
+        self.group = -(-self.tables // cfg.table_groups)  # tables per partition while a table fits one
+
+    def prefix_bits(self, members: int) -> int:
+        """s: each table splits into 2^s partitions by the top s bits of its bucket key, so one
+        holds about members / 2^s <= `partition_members` hashes."""
+        if members <= self.cfg.partition_members:
+            return 0
+        return min(self.bits, math.ceil(math.log2(members / self.cfg.partition_members)))
+
+    def tables_of(self, part: int, s: int) -> range:
+        """The tables one partition serves: a group of `group` whole tables at s = 0 (every member
+        shipped once per group, not once per table), else the one table whose key prefix it holds."""
+        if s == 0:
+            return range(part * self.group, min((part + 1) * self.group, self.tables))
+        return range(part >> s, (part >> s) + 1)
+
+    def partitions(self, phashes: np.ndarray, s: int) -> Iterator[tuple[int, bytes]]:
+        """A batch of distinct pHashes -> (partition, packed uint64 pHashes) for every partition the
+        batch reaches: table group at s = 0, else table << s | key prefix."""
+        phashes = np.sort(np.asarray(phashes, dtype=U64))
+        if not len(phashes):
+            return
+        if s == 0:
+            blob = phashes.tobytes()
+            for g in range(-(-self.tables // self.group)):
+                yield g, blob
+            return
+        top = self.samples[:, self.bits - s:]  # (L, s): a bucket key's top s bits
+        prefix = np.stack([sampled_bits(phashes, top[t]) for t in range(self.tables)], axis=1)  # (n, L)
+        part = ((np.arange(self.tables, dtype=U64) << U64(s))[None, :] | prefix).ravel()
+        order = np.argsort(part, kind="stable")
+        part, ph = part[order], np.repeat(phashes, self.tables)[order]
+        starts = np.flatnonzero(np.r_[True, part[1:] != part[:-1]])
+        for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(part)]):
+            yield int(part[a]), ph[a:b].tobytes()
+
+    # -- one partition group
+
+    @staticmethod
+    def _hashes(blobs: Iterable[bytes]) -> np.ndarray:
+        return np.sort(np.concatenate([np.frombuffer(b, dtype=U64) for b in blobs]))
+
+    def _buckets(self, ph: np.ndarray, t: int):
+        """(pHashes sorted by (table t's bucket key, pHash), their keys, bucket starts, sizes)."""
+        key = sampled_bits(ph, self.samples[t])
+        order = np.argsort(key, kind="stable")
+        key, ph = key[order], ph[order]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
+        sizes = np.diff(np.r_[starts, len(key)])
+        return ph, key, starts, sizes
+
+    def _full_key(self, t: int, key) -> int:
+        return (int(t) << self.bits) | int(key)
+
+    def _sampled(self, size: int) -> bool:
+        return split_plan(size, self.max_bucket, self.max_split_chunks).keep < 1.0
+
+    def sampled_keys(self, part: int, blobs: Iterable[bytes], s: int) -> list[int]:
+        """The first pass: full keys (table << bits | bucket) of this partition's sampled buckets."""
+        ph, out = self._hashes(blobs), []
+        for t in self.tables_of(part, s):
+            _, key, starts, sizes = self._buckets(ph, t)
+            hot = np.flatnonzero(sizes > self.max_bucket)
+            out += [self._full_key(t, key[starts[i]]) for i in hot.tolist() if self._sampled(int(sizes[i]))]
+        return out
+
+    def pairs(self, part: int, blobs: Iterable[bytes], s: int,
+              sampled: np.ndarray) -> tuple[list[tuple[int, int]], PartitionStats]:
+        """One partition -> ((low pHash, high pHash) within `hamming`, stats): each pair once, by the
+        first table it shares outside sampled buckets (`sampled`: sorted full keys)."""
+        hashes = self._hashes(blobs)
+        st = PartitionStats(members=len(hashes))
+        out: list[tuple[int, int]] = []
+        for t in self.tables_of(part, s):
+            out += self._table_pairs(hashes, t, sampled, st)
+        st.pairs = len(out)
+        return out, st
+
+    def _table_pairs(self, hashes: np.ndarray, t: int, sampled: np.ndarray, st: PartitionStats) -> list[tuple[int, int]]:
+        """Table t's buckets over one partition's hashes, verified; the pairs t is first to share."""
+        ph, key, starts, sizes = self._buckets(hashes, t)
+        if len(sizes):
+            st.max_bucket = max(st.max_bucket, int(sizes.max()))
+        h = self.cfg.hamming
+        found: list[tuple[np.ndarray, np.ndarray]] = []
+        cut = min(SMALL_RUN, self.max_bucket)
+        small = (sizes >= 2) & (sizes <= cut)
+        if small.any():
+            st.max_verified = max(st.max_verified, int(sizes[small].max()))
+            idx = np.flatnonzero(np.repeat(small, sizes))
+            k, v = key[idx], ph[idx]
+            for d in range(1, int(sizes[small].max())):
+                i = np.flatnonzero(k[:-d] == k[d:])  # runs are contiguous: same key d apart = same bucket
+                if not len(i):
+                    break
+                st.candidate_pairs += len(i)
+                a, b = v[i], v[i + d]
+                near = np.bitwise_count(a ^ b) <= h
+                found.append((a[near], b[near]))
+        for i in np.flatnonzero(sizes > cut).tolist():
+            run = ph[starts[i]:starts[i] + sizes[i]]
+            if len(run) <= self.max_bucket:
+                st.max_verified = max(st.max_verified, len(run))
+                st.candidate_pairs += len(run) * (len(run) - 1) // 2
+                found.append(self._within(run, run, h, same=True))
+            else:
+                found.append(self._hot(run, st))
+        return self._first_table(found, t, sampled)
+
+    def _within(self, a: np.ndarray, b: np.ndarray, h: int, same: bool) -> tuple[np.ndarray, np.ndarray]:
+        near = hamming_matrix(a, b) <= h
+        if same:
+            near = np.triu(near, k=1)
+        i, j = np.nonzero(near)
+        return a[i], b[j]
+
+    def _hot(self, run: np.ndarray, st: PartitionStats) -> tuple[np.ndarray, np.ndarray]:
+        """A hot bucket verified tile by tile (every pair of chunks of max_bucket // 2), sampled down
+        to its tiles' capacity past `max_split_chunks` (lowest fractions kept, counted)."""
+        plan = split_plan(len(run), self.max_bucket, self.max_split_chunks)
+        st.hot += 1
+        st.hot_members += len(run)
+        st.tiles += plan.tiles
+        if plan.keep < 1.0:
+            frac = sample_fraction(run)
+            order = np.lexsort((run, frac))
+            kept = order[frac[order] < plan.keep][:plan.chunks * plan.chunk]
+            st.skipped += len(run) - len(kept)
+            run = run[np.sort(kept)]
+        chunks = [run[c * plan.chunk:(c + 1) * plan.chunk] for c in range(plan.chunks)]
+        st.max_verified = max(st.max_verified, min(len(run), 2 * plan.chunk))
+        out_a, out_b = [], []
+        for x in range(plan.chunks):
+            for y in range(x, plan.chunks):
+                a, b = chunks[x], chunks[y]
+                if not len(a) or not len(b):
+                    continue
+                st.candidate_pairs += len(a) * (len(a) - 1) // 2 if x == y else len(a) * len(b)
+                pa, pb = self._within(a, b, self.cfg.hamming, same=x == y)
+                out_a.append(pa)
+                out_b.append(pb)
+        empty = np.zeros(0, dtype=U64)
+        return np.concatenate(out_a) if out_a else empty, np.concatenate(out_b) if out_b else empty
+
+    def _first_table(self, found: list[tuple[np.ndarray, np.ndarray]], t: int,
+                     sampled: np.ndarray) -> list[tuple[int, int]]:
+        """Verified pairs of table t -> those for which t is the first table they share, tables where
+        their bucket was sampled not counting."""
+        if not found:
+            return []
+        lo, hi = _ordered(np.concatenate([a for a, _ in found]), np.concatenate([b for _, b in found]))
+        if not len(lo) or t == 0:
+            return list(zip(lo.tolist(), hi.tolist()))
+        keep = np.ones(len(lo), dtype=bool)
+        masks = self.masks[:t]
+        for c in range(0, len(lo), PAIR_CHUNK):
+            x = (lo[c:c + PAIR_CHUNK] ^ hi[c:c + PAIR_CHUNK])[:, None]
+            earlier = (x & masks[None, :]) == 0  # (rows, t): shares that earlier table's key
+            if len(sampled):
+                e, tt = np.nonzero(earlier)
+                if len(e):
+                    full = (tt.astype(U64) << U64(self.bits)) | sampled_bits(lo[c + e], self.samples[tt])
+                    skip = np.isin(full, sampled)
+                    earlier[e[skip], tt[skip]] = False
+            keep[c:c + PAIR_CHUNK] = ~earlier.any(axis=1)
+        return list(zip(lo[keep].tolist(), hi[keep].tolist()))
+
+
+def _ordered(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Found pairs back to nodes: a pHash names one member after the identical-pHash collapse
+
+
+def low_node(item: tuple[int, dict]) -> Iterator[tuple[int, str]]:
+    """CoGroup by the low pHash of its member node and the high pHashes paired with it -> (high
+    pHash, low node) per pair."""
+    _, groups = item
+    for node in groups["node"]:
+        for high in groups["pairs"]:
+            yield high, node
+
+
+def node_edges(item: tuple[int, dict]) -> Iterator[tuple[str, str]]:
+    """CoGroup by the high pHash of its member node and the low nodes paired with it -> node edges."""
+    _, groups = item
+    for node in groups["node"]:
+        for low in groups["low"]:
+            yield low, node
