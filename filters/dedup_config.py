@@ -90,6 +90,8 @@ class NearImageConfig:
             raise ConfigError("near_image: tables in 1..4096")
         if not 0.0 < self.recall < 1.0:
             raise ConfigError("near_image: recall in (0, 1)")
+        if (self.num_tables() - 1).bit_length() + self.bits > 64:  # full keys table << bits | bucket, uint64
+            raise ConfigError(f"near_image: {self.num_tables()} tables of {self.bits} bits do not fit 64-bit bucket keys")
 
     def collision(self, d: int) -> float:
         """p(d): the chance that hashes `d` bits apart share one table's key."""

@@ -234,6 +234,10 @@ def test_dedup_config_errors_are_one_clear_line():
         build(DedupConfig, {"near_image": {"hamming": "ten"}}, "")
     with pytest.raises(ConfigError, match="bits in 1..54"):
         build(DedupConfig, {"near_image": {"bits": 60}}, "")
+    with pytest.raises(ConfigError, match="do not fit 64-bit bucket keys"):
+        build(DedupConfig, {"near_image": {"hamming": 4, "bits": 58, "tables": 200}}, "")
+    with pytest.raises(ConfigError, match="table_groups"):
+        build(DedupConfig, {"near_image": {"table_groups": 0}}, "")
     assert build(DedupConfig, {}, "").near_image.num_tables() == 307  # configs/dedup.yaml's figure
     with pytest.raises(ConfigError, match="shingle"):
         build(DedupConfig, {"near_caption": {"shingle": "token"}}, "")
