@@ -178,7 +178,7 @@ class RowsLost(RuntimeError):
 
 class WriteIndex(beam.DoFn):
     """All reports -> fill in shards that got no records -> `_index.json`, written last. A stage
-    that maps rows one to one (dedup, annotate) passes `expected_rows`: if the shards' rows differ,
+    that maps rows one to one (dedup) passes `expected_rows`: if the shards' rows differ,
     the runner lost (or repeated) rows and the job fails instead of finishing with them missing."""
 
     def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable,
@@ -208,8 +208,8 @@ class WriteIndex(beam.DoFn):
             raise RowsLost(
                 f"{self.output}: the shard writers got {got} rows, the inputs hold {self.expected_rows} "
                 f"({self.expected_rows - got} missing): the runner dropped rows between read and write (seen on "
-                f"DirectRunner multi_processing past about 2 GiB through one shuffle). No index written; delete "
-                f"the folder and rerun smaller or on a distributed runner.")
+                f"DirectRunner multi_processing at 10^6 pair records; in_memory kept them). No index written; "
+                f"delete the folder and rerun smaller, in_memory, or on a distributed runner.")
         fsio.write_json(fsio.join(self.output, INDEX_NAME), index)
         yield index
 

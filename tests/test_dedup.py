@@ -184,7 +184,7 @@ def test_a_sampled_image_bucket_is_counted_and_its_pairs_are_still_found_elsewhe
     groups = {p for p in reachable if max(bin(h).count("1") for h in p) > 3}  # pairs outside the blank family
     assert groups and groups <= set(pairs)
     assert sorted(_partition_pairs(lsh, hashes[::-1], 0, batch=37)[0]) == sorted(pairs)  # a function of the members
-    assert lsh.prefix_bits(4_000_000) == 0 and lsh.prefix_bits(10**9) == 8  # 238 partitions of a table at 10^9
+    assert lsh.prefix_bits(4_000_000) == 0 and lsh.prefix_bits(10**9) == 8  # 2^8 partitions of a table at 10^9
 
 
 def test_caption_bucket_verification_stops_lucky_collisions():
