@@ -127,7 +127,7 @@ def _fraction(member: bytes | str) -> float:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"hot-sample").digest(), "big") / 2.0 ** 64
 
 
-def split_tiles(members: Iterable[Any], plan: Split, ident=lambda m: m) -> Iterator[tuple[int, Any]]:
+def split_tiles(members: Iterable[Any], plan: Split) -> Iterator[tuple[int, Any]]:
     """A hot bucket's members -> (tile, member) for each of the `chunks` tiles each kept member
     joins: member i sits in chunk i // chunk (any order will do - every pair of kept members
     shares the tile of their two chunks), tile (a, b) is numbered a * chunks + b. A sampled bucket
@@ -135,9 +135,8 @@ def split_tiles(members: Iterable[Any], plan: Split, ident=lambda m: m) -> Itera
     (at most chunks x chunk members held), so what is kept does not depend on the order GroupByKey
     hands the members over."""
     if plan.keep < 1.0:
-        sampled = [(f, ident(m), m) for m in members if (f := _fraction(ident(m))) < plan.keep]
-        sampled.sort(key=lambda t: (t[0], t[1]))
-        members = [m for _, _, m in sampled[:plan.chunks * plan.chunk]]
+        sampled = sorted((f, m) for m in members if (f := _fraction(m)) < plan.keep)
+        members = [m for _, m in sampled[:plan.chunks * plan.chunk]]
     for i, m in enumerate(members):
         a = i // plan.chunk
         for b in range(plan.chunks):

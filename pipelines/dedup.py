@@ -208,10 +208,10 @@ class _Buckets(_DedupFn):
         self.tiles.inc(plan.tiles)
         return verdict, plan
 
-    def split(self, members, plan: buckets.Split, ident=lambda m: m):
+    def split(self, members, plan: buckets.Split):
         """A hot bucket's (tile, member) pairs, the members a sampled bucket left out counted."""
         emitted = 0
-        for tile, m in buckets.split_tiles(members, plan, ident):
+        for tile, m in buckets.split_tiles(members, plan):
             emitted += 1
             yield tile, m
         self.skipped.inc(plan.size - emitted // plan.chunks)  # each kept member joins `chunks` tiles
