@@ -72,7 +72,7 @@ def through_beam(cfg, shard: tuple[str, dict], n: int) -> float:
     p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
     _ = (
         p
-        | beam.Create([shard])
+        | beam.Create([(0, *shard)])  # an InputShard: (input number, folder, entry)
         | beam.ParDo(ReadShard(False, NS, "bench"))
         | RunInference(OcrHandler(cfg))
         | beam.Map(_count)

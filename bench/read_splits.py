@@ -73,7 +73,7 @@ def run(path: Path, split_rows: int, workers: int) -> dict:
                             f"--direct_num_workers={workers}"])
     start = time.perf_counter()
     with beam.Pipeline(options=opts) as p:
-        rows, _ = p | "Read" >> ReadAndCount([str(path)], ReadFile(cfg, root=input_root([str(path)])), 10_000,
+        rows, _, _ = p | "Read" >> ReadAndCount([str(path)], ReadFile(cfg, root=input_root([str(path)])), 10_000,
                                              SplitFile(cfg))
         _ = (rows | "RowNumbers" >> beam.Map(lambda r: (1, r.source_row))
              | "Sum" >> beam.CombineGlobally(lambda xs: tuple(map(sum, zip(*xs))) if xs else (0, 0))

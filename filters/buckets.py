@@ -22,8 +22,8 @@ import hashlib
 from typing import Any, Iterable, Iterator, Literal, NamedTuple
 
 from curation.core.records import Sample
-from filters.dedup import (CaptionMember, Decision, DupKey, ImageMember, caption_bucket_edges, dup_key, member_id,
-                           node_uid, parse_phash, star)
+from filters.dedup import (CaptionMember, Decision, DupKey, ImageMember, Row, caption_bucket_edges, dup_key, member_id,
+                           parse_phash, resolve_chain, star)
 from filters.dedup_config import DedupConfig, NearCaptionConfig
 from filters.minhash import MinHasher, band_keys, shingles
 
@@ -56,16 +56,27 @@ def exact_group(group: Iterable[DupKey]) -> tuple[DupKey | None, int]:
 
 def exact_duplicates(group: Iterable[DupKey], rep: DupKey, reason: str) -> Iterator[Decision]:
     """A second pass over an exact-key group: a `reason` Decision for every node but `rep`'s."""
-    rep_uid = node_uid(rep.node)
     for key in group:
         if key.node != rep.node:
-            yield Decision(key.node, reason, rep_uid)
+            yield Decision(key.node, reason, rep.node)
 
 
-def sample_dup_keys(rec, score_field: str | None):
-    """A record -> its DupKey if it is a Sample (a rejection upstream takes no part in dedup)."""
+def sample_dup_keys(row: Row, score_field: str | None):
+    """A `Row` -> its DupKey (under the row's node) if it is a Sample (a rejection upstream takes
+    no part in dedup)."""
+    rec = row.record
     if isinstance(rec, Sample):
-        yield dup_key(rec.pair, score_field, rec.image.sha256, rec.image.phash)
+        yield dup_key(rec.pair, score_field, rec.image.sha256, rec.image.phash, node=row.node)
+
+
+def resolve_chains(item):
+    """CoGroup by representative node of the decisions naming it ("dups") and its own resolved
+    decision from a later cascade step, if any ("later") -> the decisions onto the record kept in
+    the end (streamed: a representative of a million duplicates holds no list)."""
+    _, groups = item
+    later = next(iter(groups["later"]), None)
+    for decision in groups["dups"]:
+        yield resolve_chain(decision, later)
 
 
 def undecided(item):
@@ -219,4 +230,4 @@ def same_phash(item: tuple[int, Iterable[str]]) -> tuple[ImageMember, list[Edge]
 def decide(label: tuple[str, str], reason: str) -> Decision:
     """A component label (node, component minimum) -> the node is a `reason` duplicate of the minimum."""
     node, root = label
-    return Decision(node, reason, node_uid(root))
+    return Decision(node, reason, root)

@@ -14,7 +14,7 @@ import hashlib
 import math
 import struct
 from itertools import combinations
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from filters.exact import normalize_url
 from filters.minhash import jaccard, normalize_caption, shingles
@@ -63,11 +63,14 @@ class DupKey(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """One record is a duplicate of `rep` (a uid) for `reason`."""
+    """The record `node` is a `reason` duplicate of the record `rep` (a node). `via` is the node it
+    matched when that one was itself removed by a later step of the cascade: `rep` is then the
+    record kept for the whole chain (`resolve_chain`)."""
 
     node: str
     reason: str
     rep: str
+    via: str = ""
 
     @property
     def uid(self) -> str:
@@ -75,7 +78,29 @@ class Decision(NamedTuple):
 
     @property
     def detail(self) -> str:
-        return f"{DETAIL[self.reason]} {self.rep}"
+        """`{words} {uid}` naming the kept representative last (`representative_of`), with the
+        record it matched first when that one is a duplicate too."""
+        if self.via:
+            return f"{DETAIL[self.reason]} {node_uid(self.via)}, a duplicate of {node_uid(self.rep)}"
+        return f"{DETAIL[self.reason]} {node_uid(self.rep)}"
+
+
+def resolve_chain(decision: Decision, later: Decision | None) -> Decision:
+    """A decision whose representative a later cascade step removed (`later`, that
+    representative's own decision, already resolved) -> the same decision onto the record that
+    step kept; unchanged when its representative survives."""
+    if later is None:
+        return decision
+    return decision._replace(rep=later.rep, via=decision.via or decision.rep)
+
+
+class Row(NamedTuple):
+    """A record with the dedup node that names it: unique per input row even where uids repeat
+    (overlapping inputs, one folder given twice, `uid.namespace: none`), so a Decision removes
+    exactly the row it was made for."""
+
+    node: str
+    record: Any
 
 
 def score_of(pair, field: str | None) -> float | None:
@@ -91,12 +116,36 @@ def score_of(pair, field: str | None) -> float | None:
         return None
 
 
-def dup_key(pair, score_field: str | None, sha256: str | None = None, phash: str | None = None) -> DupKey:
-    """The DupKey of a pair; the tiebreak tells rows apart that share a uid (before write-time dedup)."""
-    tiebreak = hashlib.blake2b(f"{pair.source_file}\x00{pair.source_row}".encode("utf-8", "surrogatepass"),
-                               digest_size=8).hexdigest()
+def origin_tiebreak(*parts: object) -> str:
+    """A short stable hash of what tells one input row from every other (its file and row within
+    one input; its input, shard and position where several inputs may repeat rows)."""
+    text = "\x00".join(str(p) for p in parts)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def pair_node(pair, score_field: str | None, origin: tuple = ()) -> str:
+    """The node of a pair: its score and uid, then its source file and row, then `origin` (where
+    one input row can arrive more than once: the input, shard and position it was read from)."""
+    tiebreak = origin_tiebreak(pair.source_file, pair.source_row)
+    if origin:
+        tiebreak += origin_tiebreak(*origin)
+    return node_id(pair.uid, score_of(pair, score_field), tiebreak)
+
+
+def origin_row(item: tuple[tuple, Any], score_field: str | None) -> Row:
+    """(origin, pair-shard record) as a shard reader tags it -> the record's `Row`."""
+    from curation.core.records import record_pair
+
+    origin, rec = item
+    return Row(pair_node(record_pair(rec), score_field, origin), rec)
+
+
+def dup_key(pair, score_field: str | None, sha256: str | None = None, phash: str | None = None,
+            node: str | None = None) -> DupKey:
+    """The DupKey of a pair under `node` (default `pair_node`: the tiebreak tells rows apart that
+    share a uid)."""
     url = normalize_url(pair.url) if pair.url else None
-    return DupKey(node_id(pair.uid, score_of(pair, score_field), tiebreak), url, pair.caption or "", sha256, phash)
+    return DupKey(node or pair_node(pair, score_field), url, pair.caption or "", sha256, phash)
 
 
 def caption_hash(caption: str) -> str:
@@ -236,14 +285,19 @@ def split_decisions(elements: Iterable, key: Callable[[Decision], str]) -> tuple
 
 
 def apply_decisions(elements: Iterable) -> list:
-    """One shard's records mixed with the Decisions for them -> the records, each kept sample
-    that a Decision names turned into a `dedup` Rejection (detail ends with the representative)."""
+    """One shard's `Row`s mixed with the Decisions for them -> the records in node order, each kept
+    sample whose node a Decision names turned into a `dedup` Rejection (detail ends with the
+    representative). Matched by node, never by uid: two rows sharing a uid are two rows. A Decision
+    whose row never arrived changes nothing here: the shard is short, which the row count before
+    the index catches (`RowsLost`)."""
     from curation.core.records import Rejection, Sample
 
-    decided, records = split_decisions(elements, lambda d: d.uid)
+    decided, rows = split_decisions(elements, lambda d: d.node)
+    rows.sort(key=lambda r: r.node)
     out = []
-    for rec in records:
-        d = decided.get(rec.pair.uid) if isinstance(rec, Sample) else None
+    for row in rows:
+        rec = row.record
+        d = decided.get(row.node) if isinstance(rec, Sample) else None
         out.append(Rejection(rec.pair, "dedup", d.reason, d.detail) if d is not None else rec)
     return out
 

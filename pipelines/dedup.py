@@ -21,8 +21,9 @@ from filters.dedup_config import ComponentsConfig, DedupConfig
 from curation.core.records import record_uid
 from curation.core.shards import shard_of, write_pair_shard
 from filters import buckets, components, image_lsh
-from filters.dedup import EXACT_KEYS, Decision, DupKey, apply_decisions, member_id, normalize_edge
-from pipelines.sharded_output import AssignShard, ReadShard, WriteShards, group_size, not_done, run_pair_shard_job
+from filters.dedup import EXACT_KEYS, Decision, DupKey, Row, apply_decisions, member_id, normalize_edge, origin_row
+from pipelines.sharded_output import (AssignShard, InputShard, ReadShard, WriteShards, group_size, not_done,
+                                      run_pair_shard_job)
 
 NS = "curate.dedup"
 
@@ -426,7 +427,24 @@ class DedupDecisions(beam.PTransform):
                 )
         if not decisions:
             return keys.pipeline | "NoDecisions" >> beam.Create([])
-        return decisions | "AllDecisions" >> beam.Flatten()
+        return self._resolve(decisions)
+
+    @staticmethod
+    def _resolve(steps: list) -> beam.PCollection:
+        """Per-step decisions in cascade order -> all of them, each naming the record kept in the end:
+        a step's representative survived that step but may be removed by a later one, so from the
+        last step back each step's decisions join (by representative) the resolved later ones (by
+        node)."""
+        resolved = steps[-1]
+        for i in range(len(steps) - 2, -1, -1):
+            chained = (
+                {"dups": steps[i] | f"ByRep{i}" >> beam.Map(lambda d: (d.rep, d)),
+                 "later": resolved | f"ByNode{i}" >> beam.Map(lambda d: (d.node, d))}
+                | f"JoinLater{i}" >> beam.CoGroupByKey()
+                | f"ResolveChains{i}" >> beam.FlatMap(buckets.resolve_chains)
+            )
+            resolved = (chained, resolved) | f"Resolved{i}" >> beam.Flatten()
+        return resolved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,7 +452,7 @@ class DedupDecisions(beam.PTransform):
 
 
 def write_dedup_shard(shard: int, name: str, elements, tar_file, manifest_file):
-    """Records and the Decisions that hash to this shard -> a pair shard with duplicates rejected."""
+    """Rows and the Decisions that hash to this shard -> a pair shard with duplicates rejected."""
     return write_pair_shard(shard, name, apply_decisions(elements), tar_file, manifest_file)
 
 
@@ -443,33 +461,42 @@ def decision_shard(d: Decision, num_shards: int):
     return shard_of(d.uid, num_shards), d
 
 
-def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[tuple[str, dict]], num_shards: int, output: str,
+def _row_uid(row: Row) -> str:
+    return record_uid(row.record)
+
+
+def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[InputShard], num_shards: int, output: str,
                 fingerprint: str, previous: dict[str, Any], sources: list[str]) -> beam.PCollection:
     """Wire the dedup graph on `p`; returns the PCollection holding the written index."""
     prefix = cfg.shards.prefix
-    records = (
+    # Each row tagged with where it was read (input, shard, position): rows repeated across inputs
+    # stay distinct nodes, and a Decision removes only the copy it names.
+    rows = (
         p
         | "InputShards" >> beam.Create(shards)
         | "SpreadShards" >> beam.Reshuffle()
-        | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "dedup"))
+        | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "dedup", origin=True))
+        | "Rows" >> beam.Map(origin_row, cfg.score_field)
     )
     decisions = (
-        records
+        rows
         | "DupKeys" >> beam.FlatMap(buckets.sample_dup_keys, cfg.score_field)
         | "Dedup" >> DedupDecisions(cfg, NS)
     )
     count = p | "NumShards" >> beam.Create([num_shards])
     n = beam.pvalue.AsSingleton(count)
     todo = not_done(prefix, frozenset(previous))
+    assigned = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=_row_uid)
+    decided = decisions | "DecisionShard" >> beam.Map(decision_shard, num_shards=n)
     keyed = (
-        (records | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid),
-         decisions | "DecisionShard" >> beam.Map(decision_shard, num_shards=n))
-        | "RecordsAndDecisions" >> beam.Flatten()
+        (assigned, decided)
+        | "RowsAndDecisions" >> beam.Flatten()
         | "SkipDoneShards" >> beam.Filter(todo, num_shards=n)
     )
     return keyed | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_dedup_shard, count, previous, NS,
                                           extra={"source": "+".join(sources), "dedup_of": sources},
-                                          expected_rows=sum(entry["rows"] for _, entry in shards))
+                                          assigned=assigned, decisions=decided,
+                                          rows_read=sum(s.entry["rows"] for s in shards))
 
 
 def run_dedup(cfg: DedupConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:

@@ -258,8 +258,8 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
     PCollection holding the written index."""
     prefix = cfg.shards.prefix
     done = frozenset(previous)
-    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadFile(cfg, NS, root), cfg.shards.samples_per_shard,
-                                                SplitFile(cfg))
+    rows, num_shards, read = p | "Read" >> ReadAndCount(files, ReadFile(cfg, NS, root), cfg.shards.samples_per_shard,
+                                                      SplitFile(cfg))
     n = beam.pvalue.AsSingleton(num_shards)
     keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     kept, rejected = keyed | "Metadata" >> MetadataSteps(cfg)
@@ -275,7 +275,7 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
         (downloaded, rejected_todo)
         | "Records" >> beam.Flatten()
         | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_staged_shard, num_shards, previous, NS,
-                                 extra={"source": cfg.source.name})
+                                 extra={"source": cfg.source.name}, assigned=keyed, rows_read=read)
     )
 
 

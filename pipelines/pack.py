@@ -175,7 +175,7 @@ def count_dataset_tokens(cfg: PackConfig, output: str, beam_args: list[str] | No
     """The target ratio's counting pass: every meta dataset read, encoded once per row (repeat_time
     1) and summed into {dataset: {text, multimodal}} tokens; kept in `{output}/_dataset_tokens.json`
     under the pass's own fingerprint, so a rerun (or a resumed job) counts nothing again."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from pipelines.local_runner import pipeline_options
 
     from curation.core.jobstate import input_identity, job_fingerprint
 
@@ -192,10 +192,7 @@ def count_dataset_tokens(cfg: PackConfig, output: str, beam_args: list[str] | No
             counts[name][side] = int(n)
         fsio.write_json(path, {"fingerprint": key, "counts": counts})
 
-    options = PipelineOptions(beam_args or [])
-    if not any(a.startswith("--runner") for a in beam_args or []):
-        options.view_as(StandardOptions).runner = "DirectRunner"
-    with beam.Pipeline(options=options) as p:
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         _ = (
             p
             | "InputFiles" >> beam.Create([d.annotation for d in cfg.datasets])
@@ -233,18 +230,19 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
     from packing.format import PackPlan, write_pack_shard
 
     prefix = cfg.shards.prefix
-    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadConversations(cfg, output, root), cfg.shards.samples_per_shard)
+    rows, num_shards, read = p | "Read" >> ReadAndCount(files, ReadConversations(cfg, output, root), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
     write = functools.partial(write_pack_shard, plan=PackPlan(cfg.l_max, cfg.t_max, cfg.buffer), read_image=fsio.read_bytes)
+    assigned = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
     return (
-        rows
-        | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
+        assigned
         | "SkipDoneShards" >> beam.Filter(not_done(prefix, frozenset(previous)), num_shards=n)
         | "SpreadEncode" >> beam.Reshuffle()
         | "Encode" >> beam.ParDo(Encode(cfg))
         | "Write" >> WriteShards(output, prefix, "packs", fingerprint, write, num_shards, previous, NS,
                                  extra={"l_max": cfg.l_max, "t_max": cfg.t_max, "tokenizer": cfg.tokenizer,
-                                        "template": cfg.template, **({"ratio": ratio} if ratio else {})})
+                                        "template": cfg.template, **({"ratio": ratio} if ratio else {})},
+                                 assigned=assigned, rows_read=read)
     )
 
 

@@ -74,19 +74,16 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
     from pipelines.ingest import MetadataDecisions
 
     prefix = cfg.shards.prefix
-    rows, num_shards = p | "Read" >> ReadAndCount(files, ReadFile(cfg.ingest, NS, root), cfg.shards.samples_per_shard,
-                                                SplitFile(cfg.ingest, NS))
+    rows, num_shards, read = p | "Read" >> ReadAndCount(files, ReadFile(cfg.ingest, NS, root), cfg.shards.samples_per_shard,
+                                                      SplitFile(cfg.ingest, NS))
     n = beam.pvalue.AsSingleton(num_shards)
     keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     kept, rejected, decisions = keyed | "Metadata" >> MetadataDecisions(cfg.ingest, NS)
     todo = not_done(prefix, frozenset(previous))
     planned = kept | "SkipDoneShards" >> beam.Filter(todo, num_shards=n) | "Plan" >> beam.ParDo(PlanUnits(cfg))
     rejected = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n) | "SlimRejected" >> beam.Map(_slim)
-    decided = (
-        decisions
-        | "DecisionShard" >> beam.Map(decision_shard, num_shards=n)
-        | "SkipDoneDecisions" >> beam.Filter(todo, num_shards=n)
-    )
+    decision_shards = decisions | "DecisionShard" >> beam.Map(decision_shard, num_shards=n)
+    decided = decision_shards | "SkipDoneDecisions" >> beam.Filter(todo, num_shards=n)
     pack = cfg.pack
     write = functools.partial(write_plan_shard, l_max=pack.l_max, t_max=pack.t_max, buffer=pack.buffer)
     return (
@@ -96,7 +93,8 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
                                  extra={"source": cfg.ingest.source.name, "l_max": pack.l_max, "t_max": pack.t_max,
                                         "tokenizer": pack.tokenizer, "template": pack.template, "style": cfg.style,
                                         **({"missing_size": dataclasses.asdict(cfg.missing_size)}
-                                           if cfg.missing_size.sizes else {})})
+                                           if cfg.missing_size.sizes else {})},
+                                 assigned=keyed, decisions=decision_shards, rows_read=read)
     )
 
 

@@ -12,22 +12,25 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from curation.core.accounting import RowAccount, RowsLost, ShardStateError  # noqa: F401 - RowsLost re-exported
 from curation.core.jobstate import JobState, input_identity as files_identity, job_fingerprint
 from curation.core.shards import INDEX_NAME, PROGRESS_DIR, ShardReport, build_index, shard_name
 from pipelines import fsio
+from pipelines.local_runner import pipeline_options
 
 log = logging.getLogger(__name__)
 
 
 class ReadAndCount(beam.PTransform):
     """Input file paths -> (records read by `read`, a singleton PCollection of the shard count from
-    the number of records), the shared front of every stage that reads files. With `split`, each
-    file is first cut into work items (path -> (path, piece)) spread over the workers on their own."""
+    the number of records, one of the number itself: the rows read, which the writers must get),
+    the shared front of every stage that reads files. With `split`, each file is first cut into
+    work items (path -> (path, piece)) spread over the workers on their own."""
 
     def __init__(self, files: list[str], read: beam.DoFn, samples_per_shard: int, split: beam.DoFn | None = None) -> None:
         super().__init__()
@@ -43,22 +46,21 @@ class ReadAndCount(beam.PTransform):
         if self.split is not None:
             items = items | "SplitFiles" >> beam.ParDo(self.split) | "SpreadSplits" >> beam.Reshuffle()
         rows = items | "ReadRows" >> beam.ParDo(self.read)
-        num_shards = (
-            rows
-            | "CountRows" >> beam.combiners.Count.Globally()
-            | "NumShards" >> beam.Map(num_shards_for, self.samples_per_shard)
-        )
-        return rows, num_shards
+        count = rows | "CountRows" >> beam.combiners.Count.Globally()
+        num_shards = count | "NumShards" >> beam.Map(num_shards_for, self.samples_per_shard)
+        return rows, num_shards, count
 
 
 class ReadShard(beam.DoFn):
-    """(folder, index entry) -> every manifest row of the shard as Sample or Rejection, after
-    checking the tar and manifest against the sha256 the index lists."""
+    """InputShard -> every manifest row of the shard as Sample or Rejection, after checking the tar
+    and manifest against the sha256 the index lists; with `origin`, each as ((input, shard,
+    position), record), what tells apart rows repeated across inputs."""
 
-    def __init__(self, progress: bool, namespace: str, stage: str) -> None:
+    def __init__(self, progress: bool, namespace: str, stage: str, origin: bool = False) -> None:
         self.progress = progress
         self.namespace = namespace
         self.stage = stage
+        self.origin = origin
 
     def setup(self) -> None:
         self.bar = worker_bar(f"{self.stage} read", "row") if self.progress else None
@@ -70,7 +72,7 @@ class ReadShard(beam.DoFn):
         from curation.core.shards import ShardFormatError, read_pair_shard
         from pipelines import fsio
 
-        folder, entry = element
+        input_no, folder, entry = element
         blobs = {}
         for part in ("tar", "manifest"):
             data = fsio.read_bytes(fsio.join(folder, entry[part]))
@@ -78,11 +80,14 @@ class ReadShard(beam.DoFn):
                 raise ShardFormatError(f"{folder}/{entry[part]}: sha256 differs from the index (changed or corrupt)")
             blobs[part] = data
         inputs = Metrics.counter(self.namespace, "inputs")
-        for rec in read_pair_shard(io.BytesIO(blobs["tar"]), io.BytesIO(blobs["manifest"])):
+        position = -1
+        for position, rec in enumerate(read_pair_shard(io.BytesIO(blobs["tar"]), io.BytesIO(blobs["manifest"]))):
             inputs.inc()
             if self.bar is not None:
                 self.bar.update(1)
-            yield rec
+            yield ((input_no, entry["name"], position), rec) if self.origin else rec
+        if position + 1 != entry["rows"]:
+            raise ShardFormatError(f"{folder}/{entry['manifest']}: {position + 1} rows, the index lists {entry['rows']}")
 
     def teardown(self) -> None:
         if self.bar is not None:
@@ -132,10 +137,12 @@ class WriteShard(beam.DoFn):
         self.namespace = namespace
 
     def process(self, element, num_shards: int):
+        """-> (its report, the elements the group held: rows, and decisions where they travel too)."""
         shard, records = element
+        records = list(records)
         report = write_one_shard(self.output, self.prefix, shard, num_shards, records, self.write, self.namespace)
         group_size(self.namespace, "write_shard", report.rows)
-        yield report
+        yield report, len(records)
 
 
 def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, records: Iterable,
@@ -145,6 +152,10 @@ def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, recor
     import hashlib
 
     name = shard_name(prefix, shard, num_shards)
+    marker = fsio.join(output, PROGRESS_DIR, f"{name}.json")
+    if fsio.exists(marker):  # a retried bundle: a finished shard is never written twice
+        log.warning("%s is already written (a retried bundle?); its marker's report stands", name)
+        return ShardReport.from_json(fsio.read_bytes(marker).decode())
     tar_path = fsio.join(output, f"{name}.tar")
     man_path = fsio.join(output, f"{name}.parquet")
     records = list(records)
@@ -162,7 +173,7 @@ def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, recor
     for file_name, data in sorted(extras.items()):
         fsio.write_atomic(fsio.join(output, file_name), lambda f, data=data: f.write(data))
         report.extra_files[file_name] = hashlib.sha256(data).hexdigest()
-    fsio.write_json(fsio.join(output, PROGRESS_DIR, f"{name}.json"), json.loads(report.to_json()))
+    fsio.write_json(marker, json.loads(report.to_json()))
     Metrics.counter(namespace, "shards_written").inc()
     Metrics.counter(namespace, "kept").inc(report.kept)
     for reason, count in report.reasons.items():
@@ -172,18 +183,17 @@ def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, recor
     return report
 
 
-class RowsLost(RuntimeError):
-    """The shard writers got fewer (or more) rows than the stage read: the index is not written."""
-
-
 class WriteIndex(beam.DoFn):
-    """All reports -> fill in shards that got no records -> `_index.json`, written last. A stage
-    that maps rows one to one (dedup) passes `expected_rows`: if the shards' rows differ,
-    the runner lost (or repeated) rows and the job fails instead of finishing with them missing."""
+    """All reports -> checks -> `_index.json`, written last.
+
+    Never rewrites a shard: a shard that got no rows (and has no marker) is written empty here so
+    names stay contiguous; a marker without a report, or a report without a marker, is a
+    `ShardStateError` naming the shard. Then the rows: each shard's writer must have got the rows
+    assigned to it (`assigned`, per shard name) and all of them the rows read (`rows_read`), else
+    `RowsLost` names the shards, and their markers are removed so a rerun writes them again."""
 
     def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable,
-                 previous: dict[str, ShardReport], namespace: str, extra: dict[str, Any] | None = None,
-                 expected_rows: int | None = None) -> None:
+                 previous: dict[str, ShardReport], namespace: str, extra: dict[str, Any] | None = None) -> None:
         self.output = output
         self.prefix = prefix
         self.kind = kind
@@ -192,41 +202,86 @@ class WriteIndex(beam.DoFn):
         self.previous = previous
         self.namespace = namespace
         self.extra = extra
-        self.expected_rows = expected_rows
 
-    def process(self, reports: list[ShardReport], num_shards: int):
-        by_name = {r.name: r for r in self.previous.values() if r.name.endswith(f"-of-{num_shards:05d}")}
-        by_name.update({r.name: r for r in reports})
+    def _marker(self, name: str) -> str:
+        return fsio.join(self.output, PROGRESS_DIR, f"{name}.json")
+
+    def process(self, written: list[tuple[ShardReport, int]], num_shards: int, assigned: dict[int, int] | None = None,
+                decisions: dict[int, int] | None = None, rows_read: int | None = None):
+        stage = self.namespace.rsplit(".", 1)[-1]
+        suffix = f"-of-{num_shards:05d}.json"
+        markers = {p.rsplit("/", 1)[-1][:-5] for p in fsio.listdir(fsio.join(self.output, PROGRESS_DIR), suffix)}
+        this_run = {r.name: r for r, _ in written}
+        by_name = {r.name: r for r in self.previous.values() if r.name.endswith(suffix[:-5])}
+        by_name.update(this_run)
+
+        def per_name(counts: dict[int, int] | None) -> dict[str, int]:
+            return {shard_name(self.prefix, s, num_shards): c for s, c in (counts or {}).items()}
+
+        expected = None if assigned is None else per_name(assigned)
+        problems = [f"{name}: a report but no progress marker" for name in sorted(set(this_run) - markers)]
         for shard in range(num_shards):
             name = shard_name(self.prefix, shard, num_shards)
-            if name not in by_name:  # no input row hashed here: an empty shard keeps names contiguous
-                by_name[name] = write_one_shard(self.output, self.prefix, shard, num_shards, [], self.write, self.namespace)
+            if name in by_name:
+                continue
+            if name in markers:
+                problems.append(f"{name}: a progress marker but no report reached the index")
+            elif not (expected or {}).get(name):  # no row hashed here: an empty shard keeps names contiguous
+                by_name[name] = write_one_shard(self.output, self.prefix, shard, num_shards, [], self.write,
+                                                self.namespace)
+        if problems:
+            raise ShardStateError(f"{stage}: {self.output}: " + "; ".join(problems))
+        elements = per_name(decisions)
+        for name, rows in (expected or {}).items():
+            elements[name] = elements.get(name, 0) + rows
+        account = RowAccount(stage, self.output, rows_read, expected, {n: r.rows for n, r in by_name.items()},
+                             elements_expected=elements if expected is not None else {},
+                             elements_got={r.name: n for r, n in written} if expected is not None else {})
+        problem = account.problem()
+        if problem is not None:
+            for name in account.redo(set(this_run)):
+                if fsio.exists(self._marker(name)):
+                    fsio.delete(self._marker(name))
+            raise RowsLost(problem)
         index = build_index(by_name.values(), kind=self.kind, prefix=self.prefix, num_shards=num_shards,
-                            fingerprint=self.fingerprint, extra=self.extra)
-        got = index["totals"]["inputs"]
-        if self.expected_rows is not None and got != self.expected_rows:
-            raise RowsLost(
-                f"{self.output}: the shard writers got {got} rows, the inputs hold {self.expected_rows} "
-                f"({self.expected_rows - got} missing): the runner dropped rows between read and write (seen on "
-                f"DirectRunner multi_processing at 10^6 pair records; in_memory kept them). No index written; "
-                f"delete the folder and rerun smaller, in_memory, or on a distributed runner.")
+                            fingerprint=self.fingerprint, extra={**(self.extra or {}), "rows": account.totals()})
         fsio.write_json(fsio.join(self.output, INDEX_NAME), index)
         yield index
 
 
 class WriteShards(beam.PTransform):
-    """(shard, record) elements -> shards + `_index.json`; returns a PCollection of the index."""
+    """(shard, record) elements -> shards + `_index.json`; returns a PCollection of the index.
+
+    `assigned`: the (shard, row) elements as first assigned, before finished shards are skipped or
+    any step runs, counted per shard; `decisions`: the (shard, Decision) elements that go to the
+    writers beside the rows, counted where they are keyed; `rows_read`: the rows the stage read (an
+    int, or a singleton PCollection). The index is written only if every shard's writer got exactly
+    its rows (and decisions)."""
 
     def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable,
                  num_shards, previous: dict[str, ShardReport], namespace: str, extra=None,
-                 expected_rows: int | None = None) -> None:
+                 assigned=None, rows_read=None, decisions=None) -> None:
         super().__init__()
-        self.args = (output, prefix, kind, fingerprint, write, previous, namespace, extra, expected_rows)
+        self.args = (output, prefix, kind, fingerprint, write, previous, namespace, extra)
         self.num_shards = num_shards
+        self.assigned = assigned
+        self.decisions = decisions
+        self.rows_read = rows_read
 
     def expand(self, keyed):
-        output, prefix, kind, fingerprint, write, previous, namespace, extra, expected_rows = self.args
+        output, prefix, kind, fingerprint, write, previous, namespace, extra = self.args
         n = beam.pvalue.AsSingleton(self.num_shards)
+        side = {}
+        for name, keyed_elements in (("assigned", self.assigned), ("decisions", self.decisions)):
+            if keyed_elements is not None:
+                side[name] = beam.pvalue.AsDict(
+                    keyed_elements
+                    | f"{name.title()}ShardOnly" >> beam.Map(lambda e: (e[0], 1))
+                    | f"{name.title()}PerShard" >> beam.CombinePerKey(sum))
+        if isinstance(self.rows_read, beam.PCollection):
+            side["rows_read"] = beam.pvalue.AsSingleton(self.rows_read)
+        elif self.rows_read is not None:
+            side["rows_read"] = self.rows_read
         reports = (
             keyed
             | "GroupByShard" >> beam.GroupByKey()
@@ -235,19 +290,28 @@ class WriteShards(beam.PTransform):
         return (
             reports
             | "AllReports" >> beam.combiners.ToList()
-            | "WriteIndex" >> beam.ParDo(WriteIndex(output, prefix, kind, fingerprint, write, previous, namespace, extra,
-                                                    expected_rows), num_shards=n)
+            | "WriteIndex" >> beam.ParDo(WriteIndex(output, prefix, kind, fingerprint, write, previous, namespace, extra),
+                                         num_shards=n, **side)
         )
 
 
-def input_shards(inputs: list[str], stage: str) -> tuple[list[tuple[str, dict]], int, list[str]]:
-    """Pair-shard folders -> ([(folder, shard entry)], total input rows, source names), from each
+class InputShard(NamedTuple):
+    """One shard of an input pair-shard folder: which input (its position on the command line, so
+    a folder given twice is two inputs), the folder and its index entry."""
+
+    input_no: int
+    folder: str
+    entry: dict
+
+
+def input_shards(inputs: list[str], stage: str) -> tuple[list[InputShard], int, list[str]]:
+    """Pair-shard folders -> (their InputShards, total input rows, source names), from each
     folder's `_index.json` (readers trust only the index)."""
     from curation.core.shards import INDEX_NAME
     from pipelines import fsio
 
     shards, rows, sources = [], 0, []
-    for folder in inputs:
+    for input_no, folder in enumerate(inputs):
         folder = folder.rstrip("/")
         path = fsio.join(folder, INDEX_NAME)
         if not fsio.exists(path):
@@ -255,7 +319,7 @@ def input_shards(inputs: list[str], stage: str) -> tuple[list[tuple[str, dict]],
         index = fsio.read_json(path)
         if index.get("kind") != "pairs":
             raise ValueError(f"{path}: kind {index.get('kind')!r}, {stage} reads pair shards")
-        shards += [(folder, entry) for entry in index["shards"]]
+        shards += [InputShard(input_no, folder, entry) for entry in index["shards"]]
         rows += index["totals"]["inputs"]
         sources.append(str(index.get("source", os.path.basename(folder))))
     return shards, rows, sources
@@ -275,7 +339,7 @@ def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list
     num_shards = num_shards_for(rows, cfg.shards.samples_per_shard)
     semantic = dataclasses.replace(cfg, progress=True)
     index_paths = [f"{folder.rstrip('/')}/{INDEX_NAME}" for folder in inputs]
-    identity = sorted((entry["tar_sha256"], entry["manifest_sha256"]) for _, entry in shards)
+    identity = sorted((s.entry["tar_sha256"], s.entry["manifest_sha256"]) for s in shards)
     return run_sharded_job(
         index_paths, output, semantic,
         lambda p, files, out, fp, prev: build(p, shards, num_shards, out, fp, prev, sources),
@@ -291,8 +355,6 @@ def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Ca
     there is work to do, before the output folder is claimed. The job's identity is its config plus
     the input files' full paths, sizes and modification times (and the root they are named relative
     to), or `input_identity` when the caller knows better (shard hashes)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
     from curation.core.rows import input_root
 
     matched = fsio.match(inputs)
@@ -310,10 +372,7 @@ def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Ca
     if removed:
         log.warning("%s: removed %d temporary files a killed run left behind", output, removed)
     previous = state.done_reports()
-    options = PipelineOptions(beam_args or [])
-    if not any(a.startswith("--runner") for a in beam_args or []):
-        options.view_as(StandardOptions).runner = "DirectRunner"
-    with beam.Pipeline(options=options) as p:
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         build(p, [f.path for f in matched], output, fingerprint, previous)
     index = fsio.read_json(state.index_path())
     index["_metrics"] = job_metrics(p.result, namespace)

@@ -94,11 +94,11 @@ def build_translate(p: beam.Pipeline, cfg: TranslateConfig, files: list[str], ro
     from curation.annotate.translate import write_translate_shard
 
     prefix = cfg.shards.prefix
-    items, num_shards = p | "Read" >> ReadAndCount(files, ReadRows(cfg, root), cfg.shards.samples_per_shard)
+    items, num_shards, read = p | "Read" >> ReadAndCount(files, ReadRows(cfg, root), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
     # Shards are decided first, so a resumed run skips the rows of finished shards before any model runs.
-    planned = (items
-               | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
+    assigned = items | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
+    planned = (assigned
                | "SkipDoneShards" >> beam.Filter(not_done(prefix, frozenset(previous)), num_shards=n)
                | "Items" >> beam.Values()
                | "DetectLanguage" >> beam.FlatMap(_plan, cfg).with_outputs("done", main="todo"))
@@ -112,7 +112,8 @@ def build_translate(p: beam.Pipeline, cfg: TranslateConfig, files: list[str], ro
         | "ShardAgain" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
         | "Write" >> WriteShards(output, prefix, "translate", fingerprint, write_translate_shard, num_shards, previous,
                                  NS, extra={"llm": f"{cfg.llm.backend}:{cfg.llm.model}",
-                                            "pairs": [list(pair) for pair in cfg.pairs]})
+                                            "pairs": [list(pair) for pair in cfg.pairs]},
+                                 assigned=assigned, rows_read=read)
     )
 
 

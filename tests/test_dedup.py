@@ -16,8 +16,8 @@ from curation.ingest.config import IngestConfig
 from curation.core.records import Rejection, Sample
 from curation.samples.dups import Planted, caption_truth, planted_captions, write_pair_folder
 from curation.core.shards import iter_tar_groups, read_pair_shard, write_pair_shard
-from filters.dedup import (CaptionMember, Decision, ImageMember, apply_decisions, caption_bucket_edges, large_star,
-                           node_id, node_uid, normalize_edge, representative_of, small_star, star, union_find)
+from filters.dedup import (CaptionMember, Decision, ImageMember, Row, apply_decisions, caption_bucket_edges, large_star,
+                           node_id, node_uid, normalize_edge, pair_node, representative_of, small_star, star, union_find)
 from filters.dedup_config import NearImageConfig
 from filters.image_lsh import ImageLsh, sampled_bits
 from filters.minhash import jaccard, shingles
@@ -30,7 +30,9 @@ def test_node_order_is_highest_score_then_smallest_uid():
     assert order == ["best", "tie_a", "tie_b", "negative", "none", "nan"]
     assert node_id("a", None) < node_id("a-b", None)  # a uid that is a prefix still sorts first
     assert node_uid(nodes["best"]) == "zz" and node_uid(node_id("x_1", 0.2, "tie")) == "x_1"
-    assert representative_of(Decision(node_id("u", 1.0), "near_dup_image", "rep-7").detail) == "rep-7"
+    assert representative_of(Decision(node_id("u", 1.0), "near_dup_image", node_id("rep-7", 2.0)).detail) == "rep-7"
+    chained = Decision(node_id("u", 1.0), "dup_url", node_id("kept", 3.0), via=node_id("mid", 2.0))
+    assert chained.detail == "same URL as mid, a duplicate of kept" and representative_of(chained.detail) == "kept"
 
 
 def _star_rounds(edges):
@@ -214,7 +216,8 @@ def test_pair_shards_read_back_byte_identical_and_decisions_apply(tmp_path):
     out_tar, out_man = io.BytesIO(), io.BytesIO()
     write_pair_shard(0, "x", records, out_tar, out_man)
     assert out_tar.getvalue() == tar.read_bytes()  # kept samples are written back unchanged
-    decided = apply_decisions(records + [Decision(node_id("u2", None), "dup_caption", "u1")])
+    rows = [Row(pair_node(r.pair, None), r) for r in records]
+    decided = apply_decisions(rows + [Decision(rows[2].node, "dup_caption", rows[1].node)])
     rejected = [r for r in decided if isinstance(r, Rejection)]
     assert [(r.uid, r.reason, r.stage, representative_of(r.detail)) for r in rejected] == [("u2", "dup_caption", "dedup", "u1")]
     out_tar, out_man = io.BytesIO(), io.BytesIO()
@@ -340,11 +343,11 @@ def test_exact_groups_keep_the_minimum_and_decide_the_rest():
     keys = [DupKey(node_id(u, s), None, "c", None, None) for u, s in (("b", 0.1), ("a", 0.9), ("c", None))]
     rep, size = exact_group(keys)
     assert rep == keys[1] and size == 3
-    assert [(d.uid, d.reason, d.rep) for d in exact_duplicates(keys, rep, "dup_caption")] == \
+    assert [(d.uid, d.reason, node_uid(d.rep)) for d in exact_duplicates(keys, rep, "dup_caption")] == \
            [("b", "dup_caption", "a"), ("c", "dup_caption", "a")]
     assert list(exact_duplicates([rep, rep], rep, "dup_url")) == []  # the same node twice is not a duplicate
     assert decide((node_id("b", None), node_id("a", None)), "near_dup_image") == \
-           Decision(node_id("b", None), "near_dup_image", "a")
+           Decision(node_id("b", None), "near_dup_image", node_id("a", None))
 
 
 def test_one_large_star_small_star_round_on_a_path_makes_a_star():

@@ -84,8 +84,11 @@ def summarize(ss: ShardSet) -> dict[str, Any]:
         "folder": ss.folder, "kind": ss.kind, "shards": len(ss.shards),
         "bytes": int(sum(e.get("tar_bytes", 0) for e in ss.shards)),
         "rows": rows, "kept": status.get("kept", 0), "rejected": status.get("rejected", 0),
+        # the stage's own count when it ran (indexes before it carry none): rows read == rows written
+        "rows_read": ss.index.get("rows", {}).get("rows_read"),
         "accounting_ok": rows == status.get("kept", 0) + status.get("rejected", 0) == totals["inputs"]
-                         and status.get("kept", 0) == totals["kept"],
+                         and status.get("kept", 0) == totals["kept"]
+                         and ss.index.get("rows", {}).get("rows_read", totals["inputs"]) == totals["inputs"],
         "index_totals": totals,
         "rejected_by_stage": {s: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
                               for s, c in sorted(by_stage.items())},
@@ -191,6 +194,8 @@ def render(doc: dict[str, Any], console) -> None:
     over.add_row("shards", str(doc["shards"]))
     over.add_row("bytes", f"{doc['bytes']:,}")
     over.add_row("input rows", str(doc["rows"]))
+    if doc["rows_read"] is not None:
+        over.add_row("rows the stage read", str(doc["rows_read"]))
     over.add_row("kept", str(doc["kept"]))
     over.add_row("rejected", str(doc["rejected"]))
     if doc["kind"] in ("packed", "plan"):
@@ -203,7 +208,7 @@ def render(doc: dict[str, Any], console) -> None:
             over.add_row("text-only : multimodal tokens", f"{doc['text_tokens']:,} : {doc['tokens'] - doc['text_tokens']:,}")
     for name, value in doc.get("stats", {}).items() if doc["kind"] in ("pair", "preference") else ():
         over.add_row(name.replace("_", " "), str(value))
-    over.add_row("accounting", "OK (inputs == kept + rejected == index)" if doc["accounting_ok"] else "MISMATCH")
+    over.add_row("accounting", "OK (read == inputs == kept + rejected == index)" if doc["accounting_ok"] else "MISMATCH")
     console.print(over)
     if doc.get("datasets"):
         console.print(datasets_table(doc["datasets"], doc.get("ratio")))

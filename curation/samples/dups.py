@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -188,7 +189,7 @@ def _blank_image(phash: str | None = None) -> ImageInfo:
 
 def write_pair_folder(out_dir: str | Path, records: list[Planted], samples_per_shard: int = 500,
                       scores: dict[str, float] | None = None, prefix: str = "planted",
-                      source_rows: dict[str, int] | None = None) -> Path:
+                      source_rows: dict[str, int] | None = None, source_file: str = "planted.jsonl") -> Path:
     """Planted records -> a pair-shard folder (tars, manifests, `_index.json`) like ingest writes.
     Images go through ingest's own decode/resize/pHash; records without one share a blank image
     (turn exact and near image dedup off for such a folder). `source_rows` fixes each uid's row
@@ -201,7 +202,7 @@ def write_pair_folder(out_dir: str | Path, records: list[Planted], samples_per_s
     samples: list[Sample] = []
     for row, r in enumerate(records):
         pair = Pair(uid=r.uid, url=f"https://example.com/{r.uid}.jpg", caption=r.caption, source="planted",
-                    source_file="planted.jsonl", source_row=(source_rows or {}).get(r.uid, row), clip_similarity=(scores or {}).get(r.uid))
+                    source_file=source_file, source_row=(source_rows or {}).get(r.uid, row), clip_similarity=(scores or {}).get(r.uid))
         image = process_image(r.image, cfg) if r.image is not None else _blank_image(r.phash)
         if not isinstance(image, ImageInfo):
             raise ValueError(f"{r.uid}: generated image rejected: {image}")
@@ -271,10 +272,11 @@ def representatives(folder: str | Path) -> dict[str, str]:
     return {uid: root(uid) for uid in rep}
 
 
-def check_dedup(output: str | Path, inputs: list[str | Path]) -> list[str]:
+def check_dedup(output: str | Path, inputs: list[str | Path], images: bool = True) -> list[str]:
     """A dedup output's invariants against its inputs; one line per problem (empty when all hold):
-    every input row exactly once, upstream rejections carried unchanged, every duplicate's
-    representative kept, and no URL, caption or image bytes kept twice."""
+    every input row exactly as often as the inputs hold it, upstream rejections carried unchanged,
+    every duplicate's representative kept, and no URL, caption or (with `images`) image bytes kept
+    twice."""
     from curation.core.shardset import ShardSet
     from filters.dedup import DETAIL, caption_hash, representative_of
     from filters.exact import normalize_url
@@ -282,14 +284,18 @@ def check_dedup(output: str | Path, inputs: list[str | Path]) -> list[str]:
     def rows(folder) -> list[dict]:
         return [r for _, table in ShardSet.open(str(folder)).manifests() for r in table.to_pylist()]
 
-    before = {(r["source_file"], r["source_row"], r["uid"]): r for f in inputs for r in rows(f)}
+    def ident(r: dict) -> tuple:
+        return r["source_file"], r["source_row"], r["uid"]
+
+    inputs_rows = [r for f in inputs for r in rows(f)]
+    before = {ident(r): r for r in inputs_rows}  # a row repeated across inputs: its copies are alike
     after = rows(output)
     problems = []
-    if len(after) != len(before) or {(r["source_file"], r["source_row"], r["uid"]) for r in after} != set(before):
-        problems.append(f"{len(after)} output rows for {len(before)} input rows, or not the same rows")
+    if Counter(map(ident, after)) != Counter(map(ident, inputs_rows)):
+        problems.append(f"{len(after)} output rows for {len(inputs_rows)} input rows, or not the same rows")
     kept = {r["uid"]: r for r in after if r["status"] == "kept"}
     for r in after:
-        was = before.get((r["source_file"], r["source_row"], r["uid"]))
+        was = before.get(ident(r))
         if was is None:
             continue
         if was["status"] == "rejected" and (r["status"], r["reason"]) != ("rejected", was["reason"]):
@@ -297,10 +303,10 @@ def check_dedup(output: str | Path, inputs: list[str | Path]) -> list[str]:
         elif was["status"] == "kept" and r["status"] == "rejected":
             if r["stage"] != "dedup" or r["reason"] not in DETAIL:
                 problems.append(f"{r['uid']}: dedup rejected it as {r['stage']}/{r['reason']}")
-            elif r["reason"].startswith("near_") and representative_of(r["detail"]) not in kept:
+            elif representative_of(r["detail"]) not in kept:
                 problems.append(f"{r['uid']}: representative {representative_of(r['detail'])} is not kept")
-    for name, key in (("URL", lambda r: normalize_url(r["url"])), ("caption", lambda r: caption_hash(r["caption"])),
-                      ("image", lambda r: r["sha256"])):
+    keys = [("URL", lambda r: normalize_url(r["url"])), ("caption", lambda r: caption_hash(r["caption"]))]
+    for name, key in keys + ([("image", lambda r: r["sha256"])] if images else []):
         seen: dict[str, str] = {}
         for uid, r in sorted(kept.items()):
             k = key(r)
