@@ -214,13 +214,14 @@ def phash_key(key: DupKey):
         yield value, key.node
 
 
-def same_phash(item: tuple[int, Iterable[str]]) -> tuple[ImageMember, list[Edge]]:
+def same_phash(item: tuple[int, Iterable[str]]) -> tuple[ImageMember, Iterator[Edge]]:
     """Nodes sharing one whole pHash (distance 0: near-duplicates by definition) -> (the minimum as
-    the one member that enters the LSH tables, star edges of the others onto it). A million blank
-    images become one member, not a million-member bucket in every table."""
+    the one member that enters the LSH tables, star edges of the others onto it, streamed in a
+    second pass over the group). A million blank images become one member, not a million-member
+    bucket in every table, and no list of them."""
     phash, nodes = item
     center, others = star(nodes)
-    return ImageMember(center, phash), [(node, center) for node in others]
+    return ImageMember(center, phash), ((node, center) for node in others)
 
 
 # ---------------------------------------------------------------------------------------------

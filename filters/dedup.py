@@ -170,11 +170,11 @@ EXACT_KEYS = {
 }
 
 
-def star(group: Iterable[str]) -> tuple[str, list[str]]:
-    """(minimum, the others) of a re-iterable group, without sorting: two passes, O(1) extra memory
-    beyond the output, so a hot key with millions of members is fine."""
+def star(group: Iterable[str]) -> tuple[str, Iterator[str]]:
+    """(minimum, the others as a lazy second pass) of a re-iterable group, without sorting or a
+    list: O(1) memory, so a key shared by millions of members streams through."""
     center = min(group)
-    return center, [n for n in group if n != center]
+    return center, (n for n in group if n != center)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def build_mmpr(p: beam.Pipeline, cfg: MmprConfig, files: list[str], output: str,
                previous: dict[str, Any]) -> beam.PCollection:
     """Wire the MMPR graph on `p`; returns the PCollection holding the written index."""
     prefix = cfg.shards.prefix
-    tasks, num_shards, read = p | "Read" >> ReadAndCount(files, ReadTasks(cfg), cfg.shards.samples_per_shard)
+    tasks, num_shards, rows_read = p | "Read" >> ReadAndCount(files, ReadTasks(cfg), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
     # Shards are decided first, so a resumed run skips the questions of finished shards before any model runs.
     assigned = tasks | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
@@ -158,7 +158,7 @@ def build_mmpr(p: beam.Pipeline, cfg: MmprConfig, files: list[str], output: str,
         | "Write" >> WriteShards(output, prefix, "mmpr", fingerprint, write, num_shards, previous, NS,
                                  extra={"policy": cfg.policy.label, "continuation": cfg.continuation_policy.label,
                                         "style": cfg.prompt.style},
-                                 assigned=assigned, rows_read=read)
+                                 assigned=assigned, rows_read=rows_read)
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from curation.core.accounting import RowAccount, RowsLost, ShardStateError  # noqa: F401 - RowsLost re-exported
+from curation.core.accounting import RowAccount, RowsLost, ShardStateError
 from curation.core.jobstate import JobState, input_identity as files_identity, job_fingerprint
 from curation.core.shards import INDEX_NAME, PROGRESS_DIR, ShardReport, build_index, shard_name
 from pipelines import fsio
@@ -307,7 +307,7 @@ class InputShard(NamedTuple):
 def input_shards(inputs: list[str], stage: str) -> tuple[list[InputShard], int, list[str]]:
     """Pair-shard folders -> (their InputShards, total input rows, source names), from each
     folder's `_index.json` (readers trust only the index)."""
-    from curation.core.shards import INDEX_NAME
+    from curation.core.shards import INDEX_NAME, check_index_names
     from pipelines import fsio
 
     shards, rows, sources = [], 0, []
@@ -319,6 +319,7 @@ def input_shards(inputs: list[str], stage: str) -> tuple[list[InputShard], int, 
         index = fsio.read_json(path)
         if index.get("kind") != "pairs":
             raise ValueError(f"{path}: kind {index.get('kind')!r}, {stage} reads pair shards")
+        check_index_names(index, path)
         shards += [InputShard(input_no, folder, entry) for entry in index["shards"]]
         rows += index["totals"]["inputs"]
         sources.append(str(index.get("source", os.path.basename(folder))))

@@ -63,9 +63,21 @@ def test_ssrf_guard_refuses_after_resolution(image_server):
     ("127.0.0.1", True), ("10.0.0.1", True), ("172.16.5.4", True), ("192.168.1.1", True), ("169.254.169.254", True),
     ("100.100.100.200", True), ("0.0.0.0", True), ("::1", True), ("fd00:ec2::254", True), ("fe80::1", True),
     ("::ffff:10.0.0.1", True), ("8.8.8.8", False), ("2606:4700::1111", False),
+    # 6to4, Teredo and NAT64 addresses that wrap a loopback, private or metadata IPv4
+    ("2002:7f00:1::", True), ("2002:a9fe:a9fe::1", True), ("2002:c0a8:101::", True), ("2002:0808:0808::", False),
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", True), ("2001:0:a9fe:a9fe::1", True), ("64:ff9b::7f00:1", True),
+    ("64:ff9b::a9fe:a9fe", True),
+    ("64:ff9b::808:808", True),  # NAT64 sits in ::/8, which Python's registry calls reserved: refused as such
 ])
 def test_address_refusal(addr, refused):
     assert (address_refusal(ipaddress.ip_address(addr)) is not None) == refused
+
+
+def test_wrapped_ipv4_refusals_name_the_address_inside():
+    assert address_refusal(ipaddress.ip_address("2002:a9fe:a9fe::")) == \
+        "6to4 address embedding 169.254.169.254: link-local (cloud metadata lives here)"
+    assert address_refusal(ipaddress.ip_address("2001:0:4136:e378:8000:63bf:80ff:fffe")) == \
+        "Teredo address embedding 127.0.0.1: loopback"
 
 
 @pytest.mark.parametrize("values,blocked", [

@@ -149,3 +149,15 @@ def test_deterministic_bytes(images):
     one = process_image(images["0001.jpg"], cfg())
     two = process_image(images["0001.jpg"], cfg())
     assert one.data == two.data and one.sha256 == two.sha256 and one.phash == two.phash
+
+
+def test_sha256_is_of_the_stored_bytes_and_source_sha256_of_the_downloaded_ones():
+    import hashlib
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(buf, "PNG")
+    source = buf.getvalue()
+    info = process_image(source, ImageConfig(image_size=128, resize_mode="keep_ratio"))
+    assert isinstance(info, ImageInfo) and info.data != source
+    assert info.sha256 == hashlib.sha256(info.data).hexdigest()
+    assert info.source_sha256 == hashlib.sha256(source).hexdigest() != info.sha256

@@ -216,3 +216,43 @@ def test_readers_refuse_pickled_arrays_and_escaping_member_names(tmp_path):
     with pytest.raises(ValueError, match="is a path"):
         list(iter_packs(escaping))  # the pack reader is strict
     assert not (tmp_path.parent.parent / "evil.json").exists()
+
+
+def test_a_tar_member_over_the_cap_is_refused_before_it_is_read():
+    """A member whose header says 10 GB (a sparse file, or a lie) is a clear error from its header
+    alone: nothing is read into memory. Tested on a real tar stream cut after the header."""
+    import tarfile
+
+    from curation.core.shards import ShardFormatError, iter_tar_groups
+
+    info = tarfile.TarInfo("abc.jpg")
+    info.size = 10 << 30
+    stream = io.BytesIO(info.tobuf(tarfile.PAX_FORMAT) + b"\0" * 4096)
+    with pytest.raises(ShardFormatError, match=r"'abc.jpg' is 10,737,418,240 bytes, over the 268,435,456-byte cap"):
+        list(iter_tar_groups(stream))
+    small = tarfile.TarInfo("abc.txt")
+    small.size = 3
+    ok = io.BytesIO(small.tobuf(tarfile.PAX_FORMAT) + b"hey" + b"\0" * 509 + b"\0" * 1024)
+    assert list(iter_tar_groups(ok, max_member_bytes=3)) == [("abc", {"txt": b"hey"})]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../other/x.tar", "..", "sub/x.tar", "c:x.tar", "", None])
+def test_index_names_that_leave_the_folder_are_refused(tmp_path, name):
+    """An `_index.json` naming an absolute path, `..` or a sub-path is refused by every reader: the
+    pair-shard stages, inspect / check / train (ShardSet) and the conversation builder."""
+    import json
+
+    from curation.core.shardset import InspectError, ShardSet
+    from curation.core.shards import ShardFormatError
+    from curation.samples.dups import planted_captions, write_pair_folder
+    from pipelines.sharded_output import input_shards
+
+    folder = write_pair_folder(tmp_path / "in", planted_captions(3, seed=2), samples_per_shard=100)
+    index = json.loads((folder / "_index.json").read_text())
+    assert input_shards([str(folder)], "dedup")[1] == index["totals"]["inputs"]  # sound as written
+    index["shards"][0]["tar"] = name
+    (folder / "_index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardFormatError, match="refused"):
+        input_shards([str(folder)], "dedup")
+    with pytest.raises(InspectError, match="refused"):
+        ShardSet.open(str(folder))

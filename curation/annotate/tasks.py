@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from curation.annotate.config import ConversationConfig
-from curation.core.shards import INDEX_NAME, ShardFormatError, iter_tar_groups, stable_hash
+from curation.core.shards import INDEX_NAME, ShardFormatError, check_index_names, iter_tar_groups, stable_hash
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 TASKS = ("caption", "ocr", "pretrain")
@@ -101,6 +101,7 @@ def pairs_to_conversations(pair_dir: str | Path, out_dir: str | Path,
 
     pair_dir, out = Path(pair_dir), Path(out_dir)
     index = json.loads((pair_dir / INDEX_NAME).read_text())
+    check_index_names(index, str(pair_dir / INDEX_NAME))
     (out / "images").mkdir(parents=True, exist_ok=True)
     target = out / f"{index['prefix']}.jsonl"
     cfg = plain_tasks(style)

@@ -13,7 +13,7 @@ PAIR_MANIFEST = pa.schema([
     ("source_file", pa.string()), ("source_row", pa.int64()),
     ("status", pa.string()), ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()), ("original_height", pa.int32()),
-    ("sha256", pa.string()), ("phash", pa.string()),
+    ("sha256", pa.string()), ("phash", pa.string()), ("source_sha256", pa.string()),
     ("declared_width", pa.int64()), ("declared_height", pa.int64()),
     ("clip_similarity", pa.float64()), ("nsfw_score", pa.float64()), ("watermark_score", pa.float64()),
     ("aesthetic_score", pa.float64()),

@@ -146,10 +146,11 @@ class ImageInfo:
     original_width: int
     original_height: int
     original_format: str
-    sha256: str  # of the downloaded bytes, for exact image dedup
+    sha256: str  # of the stored bytes (`data`, what the tar holds), for exact image dedup
     phash: str  # 64-bit DCT perceptual hash, 16 hex chars
     http_status: int | None = None
     mime: str | None = None
+    source_sha256: str | None = None  # of the bytes as downloaded, before decode and re-encode
 
 
 @dataclass(slots=True)

@@ -27,6 +27,9 @@ TAR_MTIME = 1_577_836_800  # 2020-01-01: fixed, so tars are byte-identical acros
 INDEX_NAME = "_index.json"
 PROGRESS_DIR = "_progress"
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+# The largest tar member any reader holds in memory: a stored image is capped far below (the
+# download's max_bytes), so a bigger member (a sparse 10 GB one, say) is hostile, not data.
+MAX_MEMBER_BYTES = 256 << 20
 
 
 
@@ -93,10 +96,12 @@ def safe_member_name(name: str) -> str | None:
     return None
 
 
-def iter_tar_groups(tar_path_or_file: str | IO[bytes], strict: bool = False) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_tar_groups(tar_path_or_file: str | IO[bytes], strict: bool = False,
+                    max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {suffix: bytes}) per webdataset sample, in file order: members sharing the name before
     the first dot are one sample (they are written contiguously). Reads the tar as a stream (any
-    readable file object) and extracts nothing to disk. `strict` raises ValueError on a member that
+    readable file object) and extracts nothing to disk. A member over `max_member_bytes` is a
+    ShardFormatError before a byte of it is read. `strict` raises ValueError on a member that
     is not a regular file, has an unsafe name (`safe_member_name`) or repeats within its sample;
     otherwise non-file members are skipped."""
     if isinstance(tar_path_or_file, str):
@@ -112,6 +117,9 @@ def iter_tar_groups(tar_path_or_file: str | IO[bytes], strict: bool = False) -> 
                 continue
             if strict and (problem := safe_member_name(info.name)):
                 raise ValueError(problem)
+            if info.size > max_member_bytes:
+                raise ShardFormatError(f"member {info.name!r} is {info.size:,} bytes, over the "
+                                       f"{max_member_bytes:,}-byte cap on one member; refused")
             k, _, suffix = info.name.partition(".")
             if key is not None and k != key:
                 yield key, group
@@ -157,7 +165,8 @@ def manifest_row(rec: Sample | Rejection) -> dict[str, Any]:
     if isinstance(rec, Sample):
         im = rec.image
         row.update(status="kept", width=im.width, height=im.height, original_width=im.original_width,
-                   original_height=im.original_height, sha256=im.sha256, phash=im.phash)
+                   original_height=im.original_height, sha256=im.sha256, phash=im.phash,
+                   source_sha256=im.source_sha256)
     else:
         row.update(status="rejected", stage=rec.stage, reason=rec.reason, detail=rec.detail)
     return row
@@ -265,6 +274,28 @@ def write_pair_shard(shard: int, name: str, records: Iterable[Sample | Rejection
         tar_sha256=tar_out.hexdigest(), manifest_sha256=man_out.hexdigest(), tar_bytes=tar_out.size,
         **rejection_counts(rejected),
     )
+
+
+def index_name_problem(name: object) -> str | None:
+    """Why a file name in an `_index.json` is not one a reader may open beside it (or None): a
+    plain name in the folder, never a path, never `..`, never absolute."""
+    if not isinstance(name, str) or not name or name in (".", ".."):
+        return f"{name!r} is not a file name"
+    if "/" in name or "\\" in name or "\x00" in name or ":" in name:
+        return f"{name!r} is a path, not a name in the folder"
+    return None
+
+
+def check_index_names(index: dict[str, Any], where: str) -> None:
+    """Every file an index names (tars, manifests, files written beside them) is a plain name in
+    its folder: a hostile `_index.json` cannot send a reader elsewhere. ShardFormatError if not."""
+    for entry in index.get("shards") or []:
+        if not isinstance(entry, dict):
+            raise ShardFormatError(f"{where}: a shard entry is not an object")
+        names = [entry.get("name"), entry.get("tar"), entry.get("manifest"), *(entry.get("files") or {})]
+        for name in names:
+            if (problem := index_name_problem(name)) is not None:
+                raise ShardFormatError(f"{where}: {problem}; refused")
 
 
 def build_index(reports: Iterable[ShardReport], *, kind: str, prefix: str, num_shards: int,

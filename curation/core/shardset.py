@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.core.fs import join, open_binary
-from curation.core.shards import INDEX_NAME
+from curation.core.shards import INDEX_NAME, ShardFormatError, check_index_names
 
 KINDS = {"pairs": "pair", "packs": "packed", "mmpr": "preference", "plan": "plan", "translate": "conversation"}  # index kind -> the name users see
 
@@ -43,6 +43,10 @@ class ShardSet:
             raise InspectError(f"{join(folder, INDEX_NAME)}: unreadable: {err}") from None
         if not isinstance(index, dict) or index.get("kind") not in KINDS or not isinstance(index.get("shards"), list):
             raise InspectError(f"{join(folder, INDEX_NAME)}: unknown shard kind {index.get('kind') if isinstance(index, dict) else None!r}")
+        try:
+            check_index_names(index, join(folder, INDEX_NAME))
+        except ShardFormatError as err:
+            raise InspectError(str(err)) from None
         return cls(folder, index)
 
     @property

@@ -2,7 +2,7 @@
 
 Pillow decode with the decompression-bomb limit checked from the header before any pixel is
 decoded, EXIF orientation applied, first frame only, every mode to 8-bit RGB (alpha composited on
-white), img2dataset's resize modes, JPEG/WebP re-encode, sha256 of the bytes and a 64-bit DCT
+white), img2dataset's resize modes, JPEG/WebP re-encode, sha256 of the stored bytes (and of the source bytes) and a 64-bit DCT
 perceptual hash (imagehash's phash definition) for near-duplicate detection.
 """
 
@@ -128,10 +128,11 @@ def process_image(data: bytes, cfg: ImageConfig, pixel_filters: Sequence = ()) -
             out.save(buf, "WEBP", quality=cfg.encode_quality, method=4)
     except (ValueError, OSError) as err:
         return Verdict.reject("encode_error", f"{type(err).__name__}: {err}"[:200])
+    stored = buf.getvalue()
     return ImageInfo(
-        data=buf.getvalue(), ext=cfg.encode_format, width=out.width, height=out.height,
+        data=stored, ext=cfg.encode_format, width=out.width, height=out.height,
         original_width=orig_w, original_height=orig_h, original_format=fmt,
-        sha256=hashlib.sha256(data).hexdigest(), phash=hashed,
+        sha256=hashlib.sha256(stored).hexdigest(), phash=hashed, source_sha256=hashlib.sha256(data).hexdigest(),
     )
 
 

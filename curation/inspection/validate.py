@@ -153,6 +153,9 @@ def _check_pairs(name: str, groups, problems: list[str]) -> set[str]:
             continue
         if meta.get("uid") != key:
             problems.append(f"{name}: sample {key}: json uid is {meta.get('uid')!r}")
+        # `sha256` is the stored bytes' hash where `source_sha256` is there too (shards written since)
+        if meta.get("source_sha256") and hashlib.sha256(group[image[0]]).hexdigest() != meta.get("sha256"):
+            problems.append(f"{name}: sample {key}: its image's sha256 differs from the json's")
     return seen
 
 
