@@ -19,8 +19,8 @@ all-pairs ground truth at 10^6 records.
 
 Prints one JSON line per kind: recall, precision, max_bucket (the largest LSH bucket, walked and
 never listed), max_verified (the largest group compared pairwise: <= max_bucket of the recipe),
-hot_buckets (split into tiles), fallbacks (members a sampled hot bucket left out; there is no
-exact-key fallback any more), records_per_s (the stage, start-up included), peak_rss_mb (the
+hot_buckets (split into tiles), fallbacks (members a sampled hot caption bucket left out; image
+buckets too hot for tiles go to the LSH forest instead, counted as forest_buckets), records_per_s (the stage, start-up included), peak_rss_mb (the
 largest process: the DirectRunner process holds every shuffle), the LSH parameters and candidate
 pairs per record.
 
@@ -145,7 +145,7 @@ def run(kind: str, records: list[Planted], cfg: DedupConfig, related, work: Path
             "max_bucket": m.get(f"group_size_{kind}_bucket_max", 0),
             "max_verified": m.get(f"group_size_{kind}_verify_max", 0), "bucket_bound": cfg.max_bucket,
             "hot_buckets": m.get(f"{kind}_hot_buckets", 0), "split_tiles": m.get(f"{kind}_split_tiles", 0),
-            "fallbacks": m.get(f"{kind}_hot_bucket_skipped", 0),
+            "fallbacks": m.get(f"{kind}_hot_bucket_skipped", 0), "forest_buckets": m.get(f"{kind}_forest_buckets", 0),
             "candidate_pairs_per_record": round(m.get(f"{kind}_candidate_pairs", 0) / n, 2),
             "records_per_s": round(n / seconds, 1), "seconds": round(seconds, 1), "write_s": round(write_s, 1),
             "peak_rss_mb": max([runner, *workers]), "runner_peak_rss_mb": runner, "worker_peak_rss_mb": workers,

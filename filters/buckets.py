@@ -7,9 +7,10 @@ The hot-bucket rule: a bucket (an LSH band of captions, a pHash table key of ima
 into exact-key grouping: its members are dealt into c = ceil(size / (max_bucket // 2)) chunks and
 every pair of chunks becomes one tile of at most `max_bucket` members, so every pair of the bucket
 is still verified in some tile (recall kept; cost size^2 / 2 checks, c memberships per member).
-Only above `max_split_chunks` chunks is a bucket sampled: the members whose hash falls below
-capacity / size are kept (deterministic), the rest skip this bucket and are counted - the one place
-recall can be lost, reported as `{kind}_hot_bucket_skipped`.
+Above `max_split_chunks` chunks an image bucket goes to the LSH forest (filters/image_lsh.py), and
+a caption bucket is sampled: the members whose hash falls below capacity / size are kept
+(deterministic), the rest skip this bucket and are counted - the one place caption recall can be
+lost, reported as `caption_hot_bucket_skipped`.
 
 Plain functions over plain values, no Beam: they take what a group-by-key hands them (a key and a
 re-iterable of values, walked without making a list where a group may be huge) and return what to

@@ -78,10 +78,15 @@ class NearImageConfig:
     # member once; past it, each table splits into 2^s partitions of about that many by key prefix
     partition_members: int = 4_000_000
     table_groups: int = 32
+    # a bucket too hot for tiles (past max_split_chunks chunks) is searched by this many LSH-forest
+    # trees, never sampled (filters/image_lsh.py)
+    forest_trees: int = 4
 
     def __post_init__(self) -> None:
         if self.partition_members < 1000 or self.table_groups < 1:
             raise ConfigError("near_image: partition_members >= 1000, table_groups >= 1")
+        if not 1 <= self.forest_trees <= 64:
+            raise ConfigError("near_image: forest_trees in 1..64")
         if not 0 <= self.hamming < 32:
             raise ConfigError("near_image: hamming in 0..31")
         if not 1 <= self.bits <= 64 - self.hamming:
@@ -130,6 +135,7 @@ class DedupConfig:
     near_image: NearImageConfig = field(default_factory=NearImageConfig)
     max_bucket: int = 1000  # the most members compared pairwise in one group; a bigger bucket is hot
     max_split_chunks: int = 32  # a hot bucket splits into up to this many chunks, compared pairwise as tiles
+    # (past it: images go to an LSH forest, captions are sampled and the members left out counted)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="dedup"))
     progress: bool = True

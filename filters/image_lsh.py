@@ -8,15 +8,24 @@ of tables (`table_groups` partitions in all) and gets each member once: 8 x tabl
 record. Past that, a partition is one table and the top `s` bits of its bucket key, 2^s chosen so
 it holds about `partition_members` hashes: 8 bytes a membership. Each table of a partition group
 is sorted by bucket key in numpy; every bucket of two or more is verified by exact Hamming distance, a hot one (over
-`max_bucket`) tile by tile as `filters.buckets.split_plan` says, and sampled only past
-`max_split_chunks`. After the identical-pHash collapse a pHash names one member, so pairs come out
-as (pHash, pHash) and join back to nodes only for the found pairs.
+`max_bucket`) tile by tile as `filters.buckets.split_plan` says. Past `max_split_chunks` chunks
+(where tiles would cost size^2 / 2 checks) a bucket is never sampled: it goes to an LSH forest
+(`forest`). After the identical-pHash collapse a pHash names one member, so pairs come out as
+(pHash, pHash) and join back to nodes only for the found pairs.
+
+The forest: `forest_trees` trees, each a seeded order of the bits the table does not key on; a
+tree sorts the bucket by those bits and splits it, bit after bit, until every piece holds at most
+`max_bucket` members (always reached: distinct pHashes differ somewhere), then verifies each piece
+pairwise. The pairs found join the bucket's members into components, and each component goes out as
+star edges onto its smallest pHash: at most size - 1 edges per bucket, however dense the family. A
+forest bucket wholly inside one bucket of an earlier table is left to that table (its members
+already meet there), so a family hot in every table is searched once, not L times.
 
 A pair sharing keys in many tables is emitted once: by the first table it shares, tables whose
-bucket was sampled not counting (`sampled_keys`, a first pass over the same groups: there one of
-the two may have been left out). So a pair is lost only if every table it shares was sampled; one
-found in a sampled bucket is also emitted by a later unsampled table it shares, a duplicate the
-components take.
+bucket went to the forest not counting (`forest_keys`, a first pass over the same groups: a forest
+compares only pairs that share a piece). So a near pair in a forest bucket is found by the forest
+(linked through its component) and again by any later table it shares outside a forest: a
+duplicate the components take.
 """
 
 from __future__ import annotations
@@ -66,15 +75,33 @@ def sampled_bits(phashes: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return out
 
 
-def sample_fraction(phashes: np.ndarray) -> np.ndarray:
-    """A fixed pseudo-random fraction in [0, 1) per pHash (splitmix64): which members a sampled
-    bucket keeps, a function of the members alone, not of their arrival order."""
-    with np.errstate(over="ignore"):
-        z = phashes + U64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
-        z = z ^ (z >> U64(31))
-    return (z >> U64(11)).astype(np.float64) / float(1 << 53)
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of n nodes under edges (a, b): each node's label, the smallest node
+    index of its component. In numpy: every edge hooks the larger of its two roots under the
+    smaller, then pointer jumping sends every node to its root, until no edge joins two roots."""
+    label = np.arange(n)
+    while True:
+        la, lb = label[a], label[b]
+        apart = la != lb
+        if not apart.any():
+            return label
+        np.minimum.at(label, np.maximum(la[apart], lb[apart]), np.minimum(la[apart], lb[apart]))
+        while True:
+            jumped = label[label]
+            if np.array_equal(jumped, label):
+                break
+            label = jumped
+
+
+def forest_orders(samples: np.ndarray, trees: int, seed: int) -> list[list[np.ndarray]]:
+    """Per table, `trees` seeded orders of the bit positions the table does not key on (the bits a
+    forest tree splits a hot bucket by, first to last)."""
+    out = []
+    for t in range(len(samples)):
+        free = np.setdiff1d(np.arange(64), samples[t].astype(np.int64))
+        rng = np.random.default_rng([seed, t])
+        out.append([rng.permutation(free).astype(U64) for _ in range(trees)])
+    return out
 
 
 @dataclass
@@ -89,7 +116,9 @@ class PartitionStats:
     hot: int = 0
     hot_members: int = 0
     tiles: int = 0
-    skipped: int = 0  # members a sampled bucket left out
+    forest: int = 0  # buckets searched by the forest
+    forest_pieces: int = 0  # pieces its trees verified pairwise
+    forest_edges: int = 0  # star edges the forest emitted
 
 
 class ImageLsh:
@@ -103,6 +132,7 @@ class ImageLsh:
         self.bits = cfg.bits
         self.samples = bit_samples(cfg.bits, self.tables, cfg.seed)
         self.masks = table_masks(self.samples)
+        self._orders: list[list[np.ndarray]] | None = None  # the forest's bit orders, built when first needed
         self.group = -(-self.tables // cfg.table_groups)  # tables per partition while a table fits one
 
     def prefix_bits(self, members: int) -> int:
@@ -157,32 +187,35 @@ class ImageLsh:
     def _full_key(self, t: int, key) -> int:
         return (int(t) << self.bits) | int(key)
 
-    def _sampled(self, size: int) -> bool:
+    def _to_forest(self, size: int) -> bool:
+        """A bucket too hot for tiles (past `max_split_chunks` chunks) goes to the forest."""
         return split_plan(size, self.max_bucket, self.max_split_chunks).keep < 1.0
 
-    def sampled_keys(self, part: int, blobs: Iterable[bytes], s: int) -> list[int]:
-        """The first pass: full keys (table << bits | bucket) of this partition's sampled buckets."""
+    def forest_keys(self, part: int, blobs: Iterable[bytes], s: int) -> list[int]:
+        """The first pass: full keys (table << bits | bucket) of this partition's forest buckets."""
         ph, out = self._hashes(blobs), []
         for t in self.tables_of(part, s):
             _, key, starts, sizes = self._buckets(ph, t)
             hot = np.flatnonzero(sizes > self.max_bucket)
-            out += [self._full_key(t, key[starts[i]]) for i in hot.tolist() if self._sampled(int(sizes[i]))]
+            out += [self._full_key(t, key[starts[i]]) for i in hot.tolist() if self._to_forest(int(sizes[i]))]
         return out
 
     def pairs(self, part: int, blobs: Iterable[bytes], s: int,
-              sampled: np.ndarray) -> tuple[list[tuple[int, int]], PartitionStats]:
-        """One partition -> ((low pHash, high pHash) within `hamming`, stats): each pair once, by the
-        first table it shares outside sampled buckets (`sampled`: sorted full keys)."""
+              forest: np.ndarray) -> tuple[list[tuple[int, int]], PartitionStats]:
+        """One partition -> ((low pHash, high pHash), stats): pairs within `hamming`, each once, by
+        the first table it shares outside forest buckets (`forest`: sorted full keys), and the
+        forest's star edges (chains of such pairs)."""
         hashes = self._hashes(blobs)
         st = PartitionStats(members=len(hashes))
         out: list[tuple[int, int]] = []
         for t in self.tables_of(part, s):
-            out += self._table_pairs(hashes, t, sampled, st)
+            out += self._table_pairs(hashes, t, forest, st)
         st.pairs = len(out)
         return out, st
 
-    def _table_pairs(self, hashes: np.ndarray, t: int, sampled: np.ndarray, st: PartitionStats) -> list[tuple[int, int]]:
-        """Table t's buckets over one partition's hashes, verified; the pairs t is first to share."""
+    def _table_pairs(self, hashes: np.ndarray, t: int, forest: np.ndarray, st: PartitionStats) -> list[tuple[int, int]]:
+        """Table t's buckets over one partition's hashes, verified; the pairs t is first to share,
+        and the star edges of its forest buckets."""
         ph, key, starts, sizes = self._buckets(hashes, t)
         if len(sizes):
             st.max_bucket = max(st.max_bucket, int(sizes.max()))
@@ -202,15 +235,18 @@ class ImageLsh:
                 a, b = v[i], v[i + d]
                 near = np.bitwise_count(a ^ b) <= h
                 found.append((a[near], b[near]))
+        stars: list[tuple[int, int]] = []
         for i in np.flatnonzero(sizes > cut).tolist():
             run = ph[starts[i]:starts[i] + sizes[i]]
             if len(run) <= self.max_bucket:
                 st.max_verified = max(st.max_verified, len(run))
                 st.candidate_pairs += len(run) * (len(run) - 1) // 2
                 found.append(self._within(run, run, h, same=True))
+            elif self._to_forest(len(run)):
+                stars += self.forest(run, t, st)
             else:
                 found.append(self._hot(run, st))
-        return self._first_table(found, t, sampled)
+        return self._first_table(found, t, forest) + stars
 
     def _within(self, a: np.ndarray, b: np.ndarray, h: int, same: bool) -> tuple[np.ndarray, np.ndarray]:
         near = hamming_matrix(a, b) <= h
@@ -219,19 +255,58 @@ class ImageLsh:
         i, j = np.nonzero(near)
         return a[i], b[j]
 
+    def forest(self, run: np.ndarray, t: int, st: PartitionStats) -> list[tuple[int, int]]:
+        """A bucket of table t too hot for tiles -> star edges (member, smallest pHash of its
+        component) over the pairs within `hamming` that the trees' pieces verify; nothing if the
+        bucket lies wholly in one bucket of an earlier table (searched there)."""
+        spread = np.bitwise_or.reduce(run ^ run[0])  # the bits on which some members differ
+        if t and ((spread & self.masks[:t]) == 0).any():
+            return []
+        if self._orders is None:
+            self._orders = forest_orders(self.samples, self.cfg.forest_trees, self.cfg.seed)
+        st.hot += 1
+        st.hot_members += len(run)
+        st.forest += 1
+        h = self.cfg.hamming
+        links_a, links_b = [], []
+        for order in self._orders[t]:
+            key = sampled_bits(run, order[::-1])  # the order's first bit is the key's highest
+            rank = np.argsort(key, kind="stable")
+            key, idx = key[rank], rank
+            todo = [(0, len(run), len(order) - 1)]
+            while todo:
+                lo, hi, bit = todo.pop()
+                if hi - lo <= self.max_bucket:
+                    if hi - lo >= 2:
+                        members = idx[lo:hi]
+                        st.forest_pieces += 1
+                        st.candidate_pairs += (hi - lo) * (hi - lo - 1) // 2
+                        st.max_verified = max(st.max_verified, hi - lo)
+                        i, j = np.nonzero(np.triu(hamming_matrix(run[members], run[members]) <= h, k=1))
+                        links_a.append(members[i])
+                        links_b.append(members[j])
+                    continue
+                # keys[lo:hi] share every bit above `bit`, so those with it clear come first
+                mid = lo + int(np.searchsorted((key[lo:hi] >> U64(bit)) & ONE, ONE))
+                todo += [(lo, mid, bit - 1), (mid, hi, bit - 1)] if lo < mid < hi else [(lo, hi, bit - 1)]
+        a = np.concatenate(links_a) if links_a else np.zeros(0, dtype=np.int64)
+        b = np.concatenate(links_b) if links_b else np.zeros(0, dtype=np.int64)
+        order = np.argsort(run)  # labels by smallest index: index the run in pHash order
+        where = np.empty(len(run), dtype=np.int64)
+        where[order] = np.arange(len(run))
+        label = components(len(run), where[a], where[b])
+        ranked = run[order]
+        member = np.flatnonzero(label != np.arange(len(run)))
+        st.forest_edges += len(member)
+        return list(zip(ranked[label[member]].tolist(), ranked[member].tolist()))
+
     def _hot(self, run: np.ndarray, st: PartitionStats) -> tuple[np.ndarray, np.ndarray]:
-        """A hot bucket verified tile by tile (every pair of chunks of max_bucket // 2), sampled down
-        to its tiles' capacity past `max_split_chunks` (lowest fractions kept, counted)."""
+        """A hot bucket verified tile by tile (every pair of chunks of max_bucket // 2): every pair
+        of the bucket checked, up to `max_split_chunks` chunks (past them: `forest`)."""
         plan = split_plan(len(run), self.max_bucket, self.max_split_chunks)
         st.hot += 1
         st.hot_members += len(run)
         st.tiles += plan.tiles
-        if plan.keep < 1.0:
-            frac = sample_fraction(run)
-            order = np.lexsort((run, frac))
-            kept = order[frac[order] < plan.keep][:plan.chunks * plan.chunk]
-            st.skipped += len(run) - len(kept)
-            run = run[np.sort(kept)]
         chunks = [run[c * plan.chunk:(c + 1) * plan.chunk] for c in range(plan.chunks)]
         st.max_verified = max(st.max_verified, min(len(run), 2 * plan.chunk))
         out_a, out_b = [], []
@@ -248,9 +323,9 @@ class ImageLsh:
         return np.concatenate(out_a) if out_a else empty, np.concatenate(out_b) if out_b else empty
 
     def _first_table(self, found: list[tuple[np.ndarray, np.ndarray]], t: int,
-                     sampled: np.ndarray) -> list[tuple[int, int]]:
+                     forest: np.ndarray) -> list[tuple[int, int]]:
         """Verified pairs of table t -> those for which t is the first table they share, tables where
-        their bucket was sampled not counting."""
+        their bucket went to the forest not counting."""
         if not found:
             return []
         lo, hi = _ordered(np.concatenate([a for a, _ in found]), np.concatenate([b for _, b in found]))
@@ -261,11 +336,11 @@ class ImageLsh:
         for c in range(0, len(lo), PAIR_CHUNK):
             x = (lo[c:c + PAIR_CHUNK] ^ hi[c:c + PAIR_CHUNK])[:, None]
             earlier = (x & masks[None, :]) == 0  # (rows, t): shares that earlier table's key
-            if len(sampled):
+            if len(forest):
                 e, tt = np.nonzero(earlier)
                 if len(e):
                     full = (tt.astype(U64) << U64(self.bits)) | sampled_bits(lo[c + e], self.samples[tt])
-                    skip = np.isin(full, sampled)
+                    skip = np.isin(full, forest)
                     earlier[e[skip], tt[skip]] = False
             keep[c:c + PAIR_CHUNK] = ~earlier.any(axis=1)
         return list(zip(lo[keep].tolist(), hi[keep].tolist()))

@@ -287,37 +287,41 @@ class ImageTableParts(_DedupFn):
         yield from self.lsh.partitions(phashes, self.lsh.prefix_bits(members))
 
 
-class SampledImageBuckets(ImageTableParts):
-    """(partition, packed pHashes) -> full keys of its buckets so hot they are sampled (rare: past
-    max_bucket x max_split_chunks / 2 members), for the first-table rule of the verify pass."""
+class ForestImageBuckets(ImageTableParts):
+    """(partition, packed pHashes) -> full keys of its buckets so hot they go to the LSH forest
+    (rare: past max_bucket x max_split_chunks / 2 members), for the first-table rule of the verify
+    pass."""
 
     def process(self, item, members: int):
         part, blobs = item
-        yield from self.lsh.sampled_keys(part, blobs, self.lsh.prefix_bits(members))
+        yield from self.lsh.forest_keys(part, blobs, self.lsh.prefix_bits(members))
 
 
 class VerifyImagePartition(ImageTableParts):
     """(partition, packed pHashes) -> (low pHash, high pHash) of every pair within `hamming` bits
-    that one of its tables is the first to find, counted as `image_candidate_pairs` (pairs compared),
-    `image_bucket_edges` (pairs emitted) and the hot-bucket counters of the captions' rule;
-    `group_size_image_bucket` (largest bucket), `group_size_image_verify` (largest group compared
-    pairwise, at most max_bucket) and `group_size_image_partition` (hashes one group held)."""
+    that one of its tables is the first to find, and the star edges of its forest buckets, counted
+    as `image_candidate_pairs` (pairs compared), `image_bucket_edges` (pairs and star edges emitted),
+    `image_hot_buckets` / `_hot_bucket_members` / `_split_tiles` (tiled and forest buckets),
+    `image_forest_buckets` / `_forest_pieces` / `_forest_edges`; `group_size_image_bucket` (largest
+    bucket), `group_size_image_verify` (largest group compared pairwise, at most max_bucket) and
+    `group_size_image_partition` (hashes one group held)."""
+
+    COUNTED = ("candidate_pairs", "bucket_edges", "hot_buckets", "hot_bucket_members", "split_tiles", "forest_buckets",
+               "forest_pieces", "forest_edges")
 
     def setup(self) -> None:
         super().setup()
-        self.counters = {name: Metrics.counter(self.namespace, f"image_{name}") for name in (
-            "candidate_pairs", "bucket_edges", "hot_buckets", "hot_bucket_members", "split_tiles", "hot_bucket_skipped")}
+        self.counters = {name: Metrics.counter(self.namespace, f"image_{name}") for name in self.COUNTED}
 
-    def process(self, item, members: int, sampled: list[int]):
+    def process(self, item, members: int, forest: list[int]):
         part, blobs = item
-        pairs, st = self.lsh.pairs(part, blobs, self.lsh.prefix_bits(members), np.array(sorted(sampled), dtype=np.uint64))
+        pairs, st = self.lsh.pairs(part, blobs, self.lsh.prefix_bits(members), np.array(sorted(forest), dtype=np.uint64))
         group_size(self.namespace, "image_partition", st.members)
         if st.max_bucket >= 2:
             group_size(self.namespace, "image_bucket", st.max_bucket)
             group_size(self.namespace, "image_verify", st.max_verified)
-        for name, value in (("candidate_pairs", st.candidate_pairs), ("bucket_edges", st.pairs), ("hot_buckets", st.hot),
-                            ("hot_bucket_members", st.hot_members), ("split_tiles", st.tiles),
-                            ("hot_bucket_skipped", st.skipped)):
+        for name, value in zip(self.COUNTED, (st.candidate_pairs, st.pairs, st.hot, st.hot_members, st.tiles, st.forest,
+                                              st.forest_pieces, st.forest_edges)):
             if value:
                 self.counters[name].inc(value)
         yield from pairs
@@ -358,10 +362,10 @@ class NearDuplicates(beam.PTransform):
             | "TableParts" >> beam.ParDo(ImageTableParts(self.cfg, self.namespace), members=members)
             | "GroupParts" >> beam.GroupByKey()
         )
-        sampled = beam.pvalue.AsList(
-            parts | "SampledBuckets" >> beam.ParDo(SampledImageBuckets(self.cfg, self.namespace), members=members))
+        forest = beam.pvalue.AsList(
+            parts | "ForestBuckets" >> beam.ParDo(ForestImageBuckets(self.cfg, self.namespace), members=members))
         pairs = parts | "VerifyParts" >> beam.ParDo(VerifyImagePartition(self.cfg, self.namespace), members=members,
-                                                    sampled=sampled)
+                                                    forest=forest)
         nodes = same.members | "NodeByPhash" >> beam.Map(lambda m: (m.phash, m.node))
         low = (
             {"node": nodes, "pairs": pairs}

@@ -99,6 +99,7 @@ def test_every_input_row_is_accounted_for(ingested, with_text_images, annotated)
     inputs = sum(json.loads((f / "_index.json").read_text())["totals"]["inputs"] for f in (ingested, with_text_images))
     rows = _manifest(out)
     assert len(rows) == inputs == index["totals"]["inputs"]
+    assert index["rows"] == {"rows_read": inputs, "rows_assigned": inputs, "rows_written": inputs}  # checked in-stage
     assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
     by_uid = {r["uid"]: r for r in rows}
     assert by_uid["broken"]["reason"] in ("truncated_image", "decode_error") and by_uid["broken"]["stage"] == "annotate"

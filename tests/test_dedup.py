@@ -115,15 +115,15 @@ def test_image_buckets_stay_bounded_on_100k_random_hashes():
 
 
 def _partition_pairs(lsh: ImageLsh, hashes: list[int], s: int, batch: int = 50):
-    """The Beam stage's three steps by hand: batches -> partitions -> group -> sampled keys -> pairs."""
+    """The Beam stage's three steps by hand: batches -> partitions -> group -> forest keys -> pairs."""
     parts: dict[int, list[bytes]] = {}
     for i in range(0, len(hashes), batch):
         for part, blob in lsh.partitions(np.array(hashes[i:i + batch], dtype=np.uint64), s):
             parts.setdefault(part, []).append(blob)
-    sampled = np.array(sorted(k for p, b in parts.items() for k in lsh.sampled_keys(p, b, s)), dtype=np.uint64)
+    forest = np.array(sorted(k for p, b in parts.items() for k in lsh.forest_keys(p, b, s)), dtype=np.uint64)
     pairs, stats = [], []
     for part, blobs in sorted(parts.items()):
-        found, st = lsh.pairs(part, blobs, s, sampled)
+        found, st = lsh.pairs(part, blobs, s, forest)
         pairs += found
         stats.append(st)
     return pairs, stats, parts
@@ -166,7 +166,7 @@ def test_image_partitions_find_every_reachable_pair_once_in_any_layout(max_bucke
     else:  # groups of ceil(60 / groups) tables: each member shipped once per group
         assert len(parts) == -(-60 // -(-60 // groups)) and all(st.members == len(hashes) for st in stats)
         assert sorted(t for p in parts for t in lsh.tables_of(p, 0)) == list(range(60))
-    assert max(st.max_verified for st in stats) <= max_bucket and sum(st.skipped for st in stats) == 0
+    assert max(st.max_verified for st in stats) <= max_bucket and sum(st.forest for st in stats) == 0  # tiles only
     assert (sum(st.hot for st in stats) > 0) == (max_bucket == 20)  # the near-blank family is hot in every table
     assert sorted(_partition_pairs(lsh, hashes[::-1], prefix_bits, batch=37)[0]) == sorted(pairs)
     # verification is exact: strangers in one bucket link nothing
@@ -174,20 +174,46 @@ def test_image_partitions_find_every_reachable_pair_once_in_any_layout(max_bucke
     assert far == []
 
 
-def test_a_sampled_image_bucket_is_counted_and_its_pairs_are_still_found_elsewhere():
-    """Past max_split_chunks a hot bucket keeps a sample (counted as skipped); a pair left out of
-    it is still emitted by another table it shares, so only pairs that every shared table sampled
-    are lost."""
+def test_a_bucket_too_hot_for_tiles_goes_to_the_forest_and_loses_no_member():
+    """Past max_split_chunks a hot bucket is never sampled: the forest's trees split it bit by bit
+    into pieces of at most max_bucket, and its components go out as star edges along chains of true
+    pairs. Every reachable pair of the near-blank family ends in one component (member and pair
+    recall 1 here), the planted pairs outside it are all found as before, and the output is a
+    function of the members, not of their order."""
+    from filters.image_lsh import components
+
     cfg = NearImageConfig(hamming=8, tables=60)
     hashes = _planted_hashes(300, 8, 400, seed=0)
     lsh = ImageLsh(cfg, 20, 4)
     pairs, stats, _ = _partition_pairs(lsh, hashes, 0)
     reachable = _reachable(lsh, hashes, 8)
-    assert sum(st.skipped for st in stats) > 0 and set(pairs) <= reachable
+    forest = sum(st.forest for st in stats)
+    assert forest > 0 and max(st.max_verified for st in stats) <= 20 and sum(st.forest_pieces for st in stats) > forest
+    assert forest < 60 * len(stats)  # buckets inside an earlier table's bucket are left to that table
     groups = {p for p in reachable if max(bin(h).count("1") for h in p) > 3}  # pairs outside the blank family
     assert groups and groups <= set(pairs)
-    assert sorted(_partition_pairs(lsh, hashes[::-1], 0, batch=37)[0]) == sorted(pairs)  # a function of the members
+    index = {h: i for i, h in enumerate(sorted(hashes))}
+    a = np.array([index[x] for x, _ in pairs])
+    b = np.array([index[y] for _, y in pairs])
+    label = components(len(hashes), a, b)
+    assert all(label[index[x]] == label[index[y]] for x, y in reachable)  # nothing reachable left apart
+    near = {(x, y) for x, y in combinations(sorted(hashes), 2) if bin(x ^ y).count("1") <= 8}
+    true_label = components(len(hashes), *map(np.array, zip(*[(index[x], index[y]) for x, y in near])))
+    assert all(true_label[index[x]] == true_label[index[y]] for x, y in pairs)  # only chains of true pairs
+    assert sorted(_partition_pairs(lsh, hashes[::-1], 0, batch=37)[0]) == sorted(pairs)
     assert lsh.prefix_bits(4_000_000) == 0 and lsh.prefix_bits(10**9) == 8  # 2^8 partitions of a table at 10^9
+
+
+def test_numpy_components_label_each_node_with_its_component_minimum():
+    from filters.image_lsh import components
+
+    rng = random.Random(4)
+    n = 300
+    edges = [(rng.randrange(n), rng.randrange(n)) for _ in range(220)]
+    roots = union_find((f"{a:04d}", f"{b:04d}") for a, b in edges)
+    label = components(n, np.array([a for a, _ in edges]), np.array([b for _, b in edges]))
+    assert all(label[i] == int(roots.get(f"{i:04d}", f"{i:04d}")) for i in range(n))
+    assert components(3, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).tolist() == [0, 1, 2]
 
 
 def test_caption_bucket_verification_stops_lucky_collisions():

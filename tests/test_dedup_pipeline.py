@@ -128,18 +128,19 @@ def _near_blank_family(n: int, groups: int, seed: int) -> list[Planted]:
     return recs
 
 
-def test_hot_image_buckets_are_split_or_sampled_and_counted(tmp_path):
+def test_hot_image_buckets_are_split_or_searched_by_the_forest_and_counted(tmp_path):
     """Packed image table partitions through the Beam stage: a near-blank family makes a hot bucket
-    in every table; split into tiles it gives byte-identical output to buckets never hot, sampled it
-    is counted and the planted pairs outside it are all still found."""
+    in every table; split into tiles it gives byte-identical output to buckets never hot; too hot
+    for tiles it goes to the LSH forest, never sampled: the same duplicates, the planted pairs
+    outside it all still found."""
     recs = _near_blank_family(120, 30, seed=5)
     write_pair_folder(tmp_path / "in", recs, samples_per_shard=100)
     only_images = {"exact": {"caption": False, "image": False}, "near_caption": {"enabled": False},
                    "near_image": {"hamming": 8}}
     runs = {}
-    for name, extra in (("whole", {}), ("split", {"max_bucket": 20}), ("sampled", {"max_bucket": 20, "max_split_chunks": 2})):
+    for name, extra in (("whole", {}), ("split", {"max_bucket": 20}), ("forest", {"max_bucket": 20, "max_split_chunks": 2})):
         runs[name] = run_dedup(config(**only_images, **extra), [str(tmp_path / "in")], str(tmp_path / name), MULTI)
-    whole, split, sampled = (runs[k]["_metrics"] for k in ("whole", "split", "sampled"))
+    whole, split, forest = (runs[k]["_metrics"] for k in ("whole", "split", "forest"))
     assert "image_hot_buckets" not in whole and whole["group_size_image_bucket_max"] > 40  # the family shares key 0
     assert split["image_hot_buckets"] >= 100 and split["image_split_tiles"] > split["image_hot_buckets"]
     assert split["group_size_image_verify_max"] <= 20 < split["group_size_image_bucket_max"]
@@ -147,10 +148,14 @@ def test_hot_image_buckets_are_split_or_sampled_and_counted(tmp_path):
     assert split["group_size_image_partition_max"] == len(recs)  # a whole table per partition at this size
     assert {k: v for k, v in outputs(tmp_path / "split").items() if k != "_index.json"} == \
            {k: v for k, v in outputs(tmp_path / "whole").items() if k != "_index.json"}
-    assert sampled["image_hot_bucket_skipped"] > 0 and sampled["group_size_image_verify_max"] <= 20
-    groups = {u: rep for u, rep in representatives(tmp_path / "sampled").items() if u.startswith("g")}
+    assert forest["image_forest_buckets"] > 0 and forest["image_forest_pieces"] > forest["image_forest_buckets"]
+    assert forest["group_size_image_verify_max"] <= 20 and "image_hot_bucket_skipped" not in forest
+    groups = {u: rep for u, rep in representatives(tmp_path / "forest").items() if u.startswith("g")}
     assert groups == {u: rep for u, rep in representatives(tmp_path / "whole").items() if u.startswith("g")}
     assert all(groups[f"g{g:03d}-0"] == groups[f"g{g:03d}-1"] for g in range(30))  # every planted pair found
+    # the family: every member that is a duplicate when all its pairs are checked is one in the forest too
+    kept = {name: {r["uid"] for r in manifest(tmp_path / name) if r["status"] == "kept"} for name in ("whole", "forest")}
+    assert kept["forest"] == kept["whole"]
     for index in runs.values():
         assert index["totals"]["inputs"] == len(recs) == index["totals"]["kept"] + sum(index["reasons"].values())
 

@@ -38,6 +38,7 @@ def test_every_input_row_is_accounted_for(runs, sample):
     n_rows = pq.read_metadata(sample["laion"]).num_rows
     manifest = [r for p in sorted((base / "mem").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
     assert len(manifest) == n_rows == index["totals"]["inputs"]
+    assert index["rows"] == {"rows_read": n_rows, "rows_assigned": n_rows, "rows_written": n_rows}  # checked in-stage
     assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
     assert sum(r["status"] == "kept" for r in manifest) == index["totals"]["kept"]
     assert all(r["reason"] for r in manifest if r["status"] == "rejected")

@@ -51,10 +51,15 @@ def test_summary_counts_and_json(pairs, packed, capsys):
     pdoc = json.loads(capsys.readouterr().out)
     pindex = json.loads((packed / "_index.json").read_text())
     assert pdoc["kind"] == "packed" and pdoc["packs"] == pindex["stats"]["packs"]
+    # the stage's own count of the rows it read, beside the index totals
+    assert pdoc["rows_read"] == pindex["rows"]["rows_read"] == pindex["totals"]["inputs"] and pdoc["accounting_ok"]
+    assert doc["rows_read"] is None  # a folder written outside a stage (write_pair_folder) has no such count
     assert pdoc["rejected_by_stage"] and sum(n for r in pdoc["rejected_by_stage"].values() for n in r.values()) == \
         pindex["totals"]["rejected"]
     assert 0 < pdoc["mean_token_fill"] <= 1 and pdoc["truncated"] == pindex["stats"]["truncated"]
     assert main(["inspect", "summary", str(pairs)]) == 0 and "accounting" in capsys.readouterr().out
+    assert main(["inspect", "summary", str(packed)]) == 0
+    assert f"rows the stage read │ {pindex['rows']['rows_read']}" in capsys.readouterr().out
 
 
 def test_show_pair_and_pack(pairs, packed, tmp_path, capsys):

@@ -60,6 +60,7 @@ def test_mmpr_accounts_for_every_row_and_makes_both_kinds_of_pair(mmpr_run, vqa)
     out, index = mmpr_run
     assert check_mmpr(out, vqa["expected"]) == []
     totals = index["totals"]
+    assert index["rows"]["rows_read"] == index["rows"]["rows_written"] == totals["inputs"]  # checked in-stage
     n_lines = len(vqa["questions"].read_text().splitlines())
     assert totals["inputs"] == n_lines == totals["kept"] + sum(index["reasons"].values())
     assert all(check_reason(r) for r in index["reasons"])

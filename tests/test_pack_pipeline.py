@@ -39,6 +39,7 @@ def test_every_row_accounted_for_with_its_reason(runs, conv_sample):
     assert check_pack_outcomes(base / "mem", conv_sample["expected"]) == []
     n_lines = sum(1 for f in ("conversations", "preferences") for _ in conv_sample[f].open())
     assert index["totals"]["inputs"] == n_lines == index["totals"]["kept"] + sum(index["reasons"].values())
+    assert index["rows"] == {"rows_read": n_lines, "rows_assigned": n_lines, "rows_written": n_lines}  # checked in-stage
     assert index["_metrics"]["inputs"] == n_lines and index["stats"]["truncated"] == 1
 
 

@@ -65,6 +65,7 @@ def test_every_row_is_kept_or_rejected_with_its_reason(planned):
     root, gen, _, index = planned
     rows = _manifest(root / "plan")
     assert len(rows) == index["totals"]["inputs"] == 3000
+    assert index["rows"] == {"rows_read": 3000, "rows_assigned": 3000, "rows_written": 3000}  # checked in-stage
     assert index["totals"]["kept"] + sum(index["reasons"].values()) == 3000
     assert {(r["source_file"], r["source_row"]) for r in rows} == {
         (f.name, i) for f in gen.files for i in range(1000)}

@@ -144,6 +144,7 @@ def test_smollm2_run_accounts_for_every_row(tmp_path):
     index = run_translate(cfg, [str(src / "*.jsonl")], str(out))
     totals = index["totals"]
     assert totals["inputs"] == 5 == totals["kept"] + sum(index["reasons"].values())
+    assert index["rows"] == {"rows_read": 5, "rows_assigned": 5, "rows_written": 5}  # checked in-stage
     manifest = [r for s in index["shards"] for r in pq.read_table(out / s["manifest"]).to_pylist()]
     by_row = {r["source_row"]: r for r in manifest}
     assert len(manifest) == 5 and set(by_row) == {0, 1, 2, 3, 4}
