@@ -50,16 +50,20 @@ def both_directions(edge):
     yield b, a
 
 
+def _size(group: Iterable[str]) -> int:
+    return sum(1 for _ in group)
+
+
 def large_star_step(item: tuple[str, Iterable[str]]) -> tuple[int, Iterator[Edge]]:
-    """(node, all its neighbours) -> (group size, large-star edges)."""
-    node, neighbours = item[0], list(item[1])
-    return len(neighbours), large_star(node, neighbours)
+    """(node, all its neighbours: a re-iterable group, never listed) -> (group size, large-star edges)."""
+    node, neighbours = item
+    return _size(neighbours), large_star(node, neighbours)
 
 
 def small_star_step(item: tuple[str, Iterable[str]]) -> tuple[int, Iterator[Edge]]:
-    """(node, its smaller neighbours) -> (group size, small-star edges)."""
-    node, smaller = item[0], list(item[1])
-    return len(smaller), small_star(node, smaller)
+    """(node, its smaller neighbours, never listed) -> (group size, small-star edges)."""
+    node, smaller = item
+    return _size(smaller), small_star(node, smaller)
 
 
 def settle(node: str, parents: Sequence[str], children: Sequence[str]) -> tuple[bool, Edge | None]:

@@ -204,19 +204,21 @@ def union_find(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def large_star(u: str, neighbours: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """Connect every neighbour larger than u to the minimum of u's closed neighbourhood."""
-    ns = set(neighbours)
-    m = min(ns | {u})
-    for v in ns:
-        if v > u and v != m:
+    """Connect every neighbour larger than u to the minimum of u's closed neighbourhood. Two
+    passes over a re-iterable group, no list or set of it (a hub's million neighbours stream); a
+    neighbour listed twice gives its edge twice (the rounds drop repeats between steps)."""
+    m = min(u, min(neighbours, default=u))
+    for v in neighbours:
+        if v > u:
             yield v, m
 
 
 def small_star(u: str, smaller: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """Connect u and its smaller neighbours to the minimum of them."""
-    ns = set(smaller) | {u}
-    m = min(ns)
-    for v in ns:
+    """Connect u and its smaller neighbours to the minimum of them, in two passes as `large_star`."""
+    m = min(u, min(smaller, default=u))
+    if u != m:
+        yield u, m
+    for v in smaller:
         if v != m:
             yield v, m
 

@@ -142,8 +142,8 @@ class ConnectedComponents(beam.PTransform):
                 | f"LargeStar{i}" >> beam.FlatMap(_star_step, self.namespace, components.large_star_step)
                 | f"SmallStarGroup{i}" >> beam.GroupByKey()
                 | f"SmallStar{i}" >> beam.FlatMap(_star_step, self.namespace, components.small_star_step)
+                | f"DistinctRound{i}" >> beam.Distinct()  # the steps stream their groups, repeats and all
             )
-        big = big | "DistinctFinal" >> beam.Distinct()
         settled = (
             {"parents": big, "children": big | "ByParent" >> beam.Map(lambda e: (e[1], e[0]))}
             | "PerNode" >> beam.CoGroupByKey()
