@@ -145,6 +145,11 @@ class WriteShard(beam.DoFn):
         yield report, len(records)
 
 
+def marker_path(output: str, name: str) -> str:
+    """Where a finished shard's progress marker (its report) lives."""
+    return fsio.join(output, PROGRESS_DIR, f"{name}.json")
+
+
 def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, records: Iterable,
                     write: Callable, namespace: str) -> ShardReport:
     """Write one shard atomically. `write` returns a ShardReport, or (report, {file name: bytes})
@@ -152,7 +157,7 @@ def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, recor
     import hashlib
 
     name = shard_name(prefix, shard, num_shards)
-    marker = fsio.join(output, PROGRESS_DIR, f"{name}.json")
+    marker = marker_path(output, name)
     if fsio.exists(marker):  # a retried bundle: a finished shard is never written twice
         log.warning("%s is already written (a retried bundle?); its marker's report stands", name)
         return ShardReport.from_json(fsio.read_bytes(marker).decode())
@@ -203,9 +208,6 @@ class WriteIndex(beam.DoFn):
         self.namespace = namespace
         self.extra = extra
 
-    def _marker(self, name: str) -> str:
-        return fsio.join(self.output, PROGRESS_DIR, f"{name}.json")
-
     def process(self, written: list[tuple[ShardReport, int]], num_shards: int, assigned: dict[int, int] | None = None,
                 decisions: dict[int, int] | None = None, rows_read: int | None = None):
         stage = self.namespace.rsplit(".", 1)[-1]
@@ -240,8 +242,8 @@ class WriteIndex(beam.DoFn):
         problem = account.problem()
         if problem is not None:
             for name in account.redo(set(this_run)):
-                if fsio.exists(self._marker(name)):
-                    fsio.delete(self._marker(name))
+                if fsio.exists(marker_path(self.output, name)):
+                    fsio.delete(marker_path(self.output, name))
             raise RowsLost(problem)
         index = build_index(by_name.values(), kind=self.kind, prefix=self.prefix, num_shards=num_shards,
                             fingerprint=self.fingerprint, extra={**(self.extra or {}), "rows": account.totals()})
