@@ -256,9 +256,10 @@ class ImageLsh:
         return a[i], b[j]
 
     def forest(self, run: np.ndarray, t: int, st: PartitionStats) -> list[tuple[int, int]]:
-        """A bucket of table t too hot for tiles -> star edges (member, smallest pHash of its
-        component) over the pairs within `hamming` that the trees' pieces verify; nothing if the
-        bucket lies wholly in one bucket of an earlier table (searched there)."""
+        """A bucket of table t too hot for tiles (`run`: its pHashes in ascending order, as
+        `_buckets` leaves them) -> star edges (member, smallest pHash of its component) over the
+        pairs within `hamming` that the trees' pieces verify; nothing if the bucket lies wholly in
+        one bucket of an earlier table (searched there)."""
         spread = np.bitwise_or.reduce(run ^ run[0])  # the bits on which some members differ
         if t and ((spread & self.masks[:t]) == 0).any():
             return []
@@ -271,8 +272,8 @@ class ImageLsh:
         links_a, links_b = [], []
         for order in self._orders[t]:
             key = sampled_bits(run, order[::-1])  # the order's first bit is the key's highest
-            rank = np.argsort(key, kind="stable")
-            key, idx = key[rank], rank
+            idx = np.argsort(key, kind="stable")
+            key = key[idx]
             todo = [(0, len(run), len(order) - 1)]
             while todo:
                 lo, hi, bit = todo.pop()
@@ -291,14 +292,10 @@ class ImageLsh:
                 todo += [(lo, mid, bit - 1), (mid, hi, bit - 1)] if lo < mid < hi else [(lo, hi, bit - 1)]
         a = np.concatenate(links_a) if links_a else np.zeros(0, dtype=np.int64)
         b = np.concatenate(links_b) if links_b else np.zeros(0, dtype=np.int64)
-        order = np.argsort(run)  # labels by smallest index: index the run in pHash order
-        where = np.empty(len(run), dtype=np.int64)
-        where[order] = np.arange(len(run))
-        label = components(len(run), where[a], where[b])
-        ranked = run[order]
+        label = components(len(run), a, b)  # the smallest index of a component: its smallest pHash
         member = np.flatnonzero(label != np.arange(len(run)))
         st.forest_edges += len(member)
-        return list(zip(ranked[label[member]].tolist(), ranked[member].tolist()))
+        return list(zip(run[label[member]].tolist(), run[member].tolist()))
 
     def _hot(self, run: np.ndarray, st: PartitionStats) -> tuple[np.ndarray, np.ndarray]:
         """A hot bucket verified tile by tile (every pair of chunks of max_bucket // 2): every pair

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -150,7 +150,7 @@ def marker_path(output: str, name: str) -> str:
     return fsio.join(output, PROGRESS_DIR, f"{name}.json")
 
 
-def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, records: Iterable,
+def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, records: list,
                     write: Callable, namespace: str) -> ShardReport:
     """Write one shard atomically. `write` returns a ShardReport, or (report, {file name: bytes})
     for stage-specific files written beside the tar (a pack index, say), recorded in the report."""
@@ -163,7 +163,6 @@ def write_one_shard(output: str, prefix: str, shard: int, num_shards: int, recor
         return ShardReport.from_json(fsio.read_bytes(marker).decode())
     tar_path = fsio.join(output, f"{name}.tar")
     man_path = fsio.join(output, f"{name}.parquet")
-    records = list(records)
     holder: dict[str, Any] = {}
 
     def fill_tar(tar_f):
@@ -233,12 +232,8 @@ class WriteIndex(beam.DoFn):
                                                 self.namespace)
         if problems:
             raise ShardStateError(f"{stage}: {self.output}: " + "; ".join(problems))
-        elements = per_name(decisions)
-        for name, rows in (expected or {}).items():
-            elements[name] = elements.get(name, 0) + rows
         account = RowAccount(stage, self.output, rows_read, expected, {n: r.rows for n, r in by_name.items()},
-                             elements_expected=elements if expected is not None else {},
-                             elements_got={r.name: n for r, n in written} if expected is not None else {})
+                             decisions=per_name(decisions), elements_got={r.name: n for r, n in written})
         problem = account.problem()
         if problem is not None:
             for name in account.redo(set(this_run)):

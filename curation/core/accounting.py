@@ -32,8 +32,8 @@ class RowAccount:
     rows_read: int | None
     assigned: dict[str, int] | None  # shard name -> rows assigned to it after the read
     got: dict[str, int] = field(default_factory=dict)  # shard name -> rows its writer got
-    elements_expected: dict[str, int] = field(default_factory=dict)  # this run's shards: rows + decisions
-    elements_got: dict[str, int] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)  # shard name -> decisions keyed to it
+    elements_got: dict[str, int] = field(default_factory=dict)  # this run's shards: rows + decisions got
 
     def short_shards(self) -> dict[str, str]:
         """shard name -> what it lacks, for every shard whose writer got another number of rows (or
@@ -44,8 +44,9 @@ class RowAccount:
                 want, have = self.assigned.get(name, 0), self.got.get(name, 0)
                 if want != have:
                     out[name] = f"expected {want} got {have}"
-        for name in sorted(self.elements_got):
-            want, have = self.elements_expected.get(name, 0), self.elements_got[name]
+        for name in sorted(self.elements_got if self.assigned is not None else ()):
+            want = self.assigned.get(name, 0) + self.decisions.get(name, 0)  # type: ignore[union-attr]
+            have = self.elements_got[name]
             if name not in out and want != have:
                 out[name] = f"expected {want} rows and decisions got {have}"
         return out
