@@ -3,7 +3,7 @@ stage (configs/dedup.yaml, DirectRunner), scored against the planted groups.
 
 1. Images: `--images` records, random 64-bit pHashes, most of them in planted groups of 2-5 (a base
    and variants 1..`--hamming` random bit flips away), plus `--hot` distinct near-blank hashes
-   (1-3 bits set) that make a hot bucket in every table. Truth: every same-group pair within
+   (1-4 bits set, so within 8 bits of each other) that make a hot bucket in every table. Truth: every same-group pair within
    `hamming` bits. Only near-image dedup runs (exact URL too: uids differ).
 2. Captions: `--captions` records: `--hot` captions of one boilerplate family (a number apart) and
    `curation.samples.dups.planted_captions` (originals and edited copies: case, punctuation, word
@@ -12,17 +12,19 @@ stage (configs/dedup.yaml, DirectRunner), scored against the planted groups.
 
 Both are written as pair shards by the project's writer (`write_pair_folder`: tar + manifest +
 `_index.json`, records without an image carry a blank image with the planted pHash). Recall: share
-of truth pairs in one output component (chains through exact duplicates followed). Precision: share
-of same-component output pairs that are linked inside their component by a chain of true pairs
-(within `hamming` bits, or Jaccard >= threshold) - stricter than the global closure, and needing no
-all-pairs ground truth at 10^6 records.
+of truth pairs outside the hot family in one output component (chains through exact duplicates
+followed). Precision: share of same-component output pairs that are linked inside their component
+by a chain of true pairs (within `hamming` bits, or Jaccard >= threshold) - stricter than the
+global closure, and needing no all-pairs ground truth at 10^6 records. The hot family is scored
+apart (`hot_family`): member recall, and pair recall over sampled pairs.
 
-Prints one JSON line per kind: recall, precision, max_bucket (the largest LSH bucket, walked and
-never listed), max_verified (the largest group compared pairwise: <= max_bucket of the recipe),
-hot_buckets (split into tiles), fallbacks (members a sampled hot caption bucket left out; image
-buckets too hot for tiles go to the LSH forest instead, counted as forest_buckets), records_per_s (the stage, start-up included), peak_rss_mb (the
-largest process: the DirectRunner process holds every shuffle), the LSH parameters and candidate
-pairs per record.
+Prints one JSON line per kind: recall, precision, the hot family's hot_member_recall /
+hot_pair_recall / hot_pair_density, max_bucket (the largest LSH bucket, walked and never listed),
+max_verified (the largest group compared pairwise: <= max_bucket of the recipe), hot_buckets and
+split_tiles (tiled), forest_buckets (images too hot for tiles), pivot_buckets (captions too hot for
+tiles), hot_bucket_skipped (members left unverified: 0 unless a bucket defeats its pivots),
+records_per_s (the stage, start-up included), peak_rss_mb (the largest process: the DirectRunner
+process holds every shuffle), the LSH parameters and candidate pairs per record.
 
     python bench/dedup_scale.py --images 100000 --captions 100000 --hamming 10 --seed 0 [--workers 2]
 """
@@ -63,11 +65,14 @@ def boilerplate(hot: int) -> list[Planted]:
 
 
 def planted_phashes(n: int, hamming: int, seed: int, hot: int) -> list[Planted]:
-    """n records: `hot` distinct near-blank hashes (1-3 bits from all-zero: one hot bucket in every
+    """n records: `hot` distinct near-blank hashes (1-4 bits from all-zero: one hot bucket in every
     table), then random pHashes, most in planted groups of 2-5 within 1..hamming flips of a base."""
     rng = np.random.default_rng(seed)
-    blank = sorted({int(np.bitwise_or.reduce(np.uint64(1) << rng.choice(64, int(rng.integers(1, 4)), replace=False)
-                                             .astype(np.uint64))) for _ in range(hot)})
+    blank: set[int] = set()
+    while len(blank) < hot:  # C(64, <= 4) = 679,121 hashes to draw from
+        blank.add(int(np.bitwise_or.reduce(np.uint64(1) << rng.choice(64, int(rng.integers(1, 5)), replace=False)
+                                           .astype(np.uint64))))
+    blank = sorted(blank)
     out = [Planted(f"blank{i:05d}", f"blank {i}", -1, phash=f"{h:016x}") for i, h in enumerate(blank[:n])]
     g = 0
     while len(out) < n:
@@ -113,6 +118,31 @@ def measure(records: list[Planted], related, found: set[tuple[str, str]]) -> dic
             "found_pairs": len(found)}
 
 
+def hot_family(records: list[Planted], rep_of: dict[str, str], related, seed: int, samples: int = 10_000) -> dict:
+    """The hot family (group -1) scored from its output components, never from its all-pairs truth
+    (5 x 10^9 pairs at 10^5 members): member recall (members that end in one component with another
+    family member: as a duplicate of a kept member, or kept with duplicates of their own), and pair
+    recall over `samples` random member pairs (the related ones among them, in one component),
+    beside the family's density (the share of sampled pairs related)."""
+    family = [r for r in records if r.group == -1]
+    if len(family) < 2:
+        return {}
+    comp_size: dict[str, int] = {}
+    for r in family:
+        comp_size[rep_of.get(r.uid, r.uid)] = comp_size.get(rep_of.get(r.uid, r.uid), 0) + 1
+    linked = sum(1 for r in family if comp_size[rep_of.get(r.uid, r.uid)] > 1)
+    rng = np.random.default_rng(seed)
+    related_pairs = together = 0
+    for i, j in rng.integers(0, len(family), size=(samples, 2)):
+        a, b = family[int(i)], family[int(j)]
+        if i != j and related(a, b):
+            related_pairs += 1
+            together += rep_of.get(a.uid, a.uid) == rep_of.get(b.uid, b.uid)
+    return {"hot_members": len(family), "hot_member_recall": round(linked / len(family), 4),
+            "hot_pair_recall": round(together / related_pairs, 4) if related_pairs else None,
+            "hot_pair_density": round(related_pairs / samples, 4), "hot_components": len(comp_size)}
+
+
 def _reset_peak_rss() -> None:
     """Restart this process's VmHWM (Linux clear_refs 5), so each kind reports its own runner peak."""
     try:
@@ -123,7 +153,7 @@ def _reset_peak_rss() -> None:
 
 
 def run(kind: str, records: list[Planted], cfg: DedupConfig, related, work: Path, beam_args: list[str],
-        samples_per_shard: int) -> dict:
+        samples_per_shard: int, seed: int) -> dict:
     """Write the corpus, run the stage under the RSS poller, score it; one result dict."""
     from pipelines.dedup import run_dedup
 
@@ -139,13 +169,18 @@ def run(kind: str, records: list[Planted], cfg: DedupConfig, related, work: Path
     m = index["_metrics"]
     workers = rss.workers_mb()
     runner = round(_status_kb(os.getpid(), "VmHWM") / 1024, 1)
-    result = measure(records, related, components_to_pairs(representatives(out)))
+    rep_of = representatives(out)
+    hot = {r.uid for r in records if r.group == -1}
+    result = measure([r for r in records if r.group != -1], related,
+                     components_to_pairs({u: rep for u, rep in rep_of.items() if u not in hot and rep not in hot}))
+    result.update(hot_family(records, rep_of, related, seed))
     n = len(records)
     return {"kind": kind, "records": n, **result,
             "max_bucket": m.get(f"group_size_{kind}_bucket_max", 0),
             "max_verified": m.get(f"group_size_{kind}_verify_max", 0), "bucket_bound": cfg.max_bucket,
             "hot_buckets": m.get(f"{kind}_hot_buckets", 0), "split_tiles": m.get(f"{kind}_split_tiles", 0),
-            "fallbacks": m.get(f"{kind}_hot_bucket_skipped", 0), "forest_buckets": m.get(f"{kind}_forest_buckets", 0),
+            "hot_bucket_skipped": m.get(f"{kind}_hot_bucket_skipped", 0),
+            "forest_buckets": m.get(f"{kind}_forest_buckets", 0), "pivot_buckets": m.get(f"{kind}_pivot_buckets", 0),
             "candidate_pairs_per_record": round(m.get(f"{kind}_candidate_pairs", 0) / n, 2),
             "records_per_s": round(n / seconds, 1), "seconds": round(seconds, 1), "write_s": round(write_s, 1),
             "peak_rss_mb": max([runner, *workers]), "runner_peak_rss_mb": runner, "worker_peak_rss_mb": workers,
@@ -182,7 +217,7 @@ def main() -> None:
                 return bin(int(a.phash, 16) ^ int(b.phash, 16)).count("1") <= h
 
             out = run("image", planted_phashes(args.images, h, args.seed, args.hot), cfg, near, work, beam_args,
-                      args.samples_per_shard)
+                      args.samples_per_shard, args.seed)
             out.update(hamming=h, bits=ni.bits, tables=ni.num_tables(), model_recall_at_hamming=round(ni.expected_recall(h), 4),
                        model_bucket_mean_at_1e9=round(1e9 / 2 ** ni.bits, 1))
             print(json.dumps(out), flush=True)
@@ -199,7 +234,7 @@ def main() -> None:
             def similar(a: Planted, b: Planted) -> bool:
                 return jaccard(shingled(a.caption), shingled(b.caption)) >= nc.threshold
 
-            out = run("caption", recs, cfg, similar, work, beam_args, args.samples_per_shard)
+            out = run("caption", recs, cfg, similar, work, beam_args, args.samples_per_shard, args.seed)
             bands, rows = nc.lsh()
             out.update(threshold=nc.threshold, bands=bands, rows=rows)
             print(json.dumps(out), flush=True)

@@ -25,7 +25,7 @@ def run_one(elements: int, size: int, limit_ms: int | None, workers: int) -> dic
     """Run the pipeline once in this process; `limit_ms` None keeps Beam's default."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+    from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 
     if limit_ms is not None:
         worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = limit_ms
@@ -33,7 +33,8 @@ def run_one(elements: int, size: int, limit_ms: int | None, workers: int) -> dic
     opts = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing",
                             f"--direct_num_workers={workers}"])
     t = time.perf_counter()
-    p = beam.Pipeline(options=opts)
+    # the FnApiRunner named: Beam's DirectRunner would first try Prism where it can download it
+    p = beam.Pipeline(runner=fn_runner.FnApiRunner(), options=opts)
     big = (p
            | "Items" >> beam.Create(range(items))
            | "Spread" >> beam.Reshuffle()

@@ -7,10 +7,9 @@ The hot-bucket rule: a bucket (an LSH band of captions, a pHash table key of ima
 into exact-key grouping: its members are dealt into c = ceil(size / (max_bucket // 2)) chunks and
 every pair of chunks becomes one tile of at most `max_bucket` members, so every pair of the bucket
 is still verified in some tile (recall kept; cost size^2 / 2 checks, c memberships per member).
-Above `max_split_chunks` chunks an image bucket goes to the LSH forest (filters/image_lsh.py), and
-a caption bucket is sampled: the members whose hash falls below capacity / size are kept
-(deterministic), the rest skip this bucket and are counted - the one place caption recall can be
-lost, reported as `caption_hot_bucket_skipped`.
+Above `max_split_chunks` chunks a bucket is never sampled: an image bucket goes to the LSH forest
+(filters/image_lsh.py), a caption bucket to pivot verification (filters/hot_captions.py), one
+group walked in passes, held only as its pivots and what they leave.
 
 Plain functions over plain values, no Beam: they take what a group-by-key hands them (a key and a
 re-iterable of values, walked without making a list where a group may be huge) and return what to
@@ -19,7 +18,6 @@ emit plus the sizes the caller records.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Iterable, Iterator, Literal, NamedTuple
 
 from curation.core.records import Sample
@@ -111,44 +109,34 @@ def bucket_verdict(members: Iterable, max_bucket: int) -> tuple[int, Verdict]:
 
 
 class Split(NamedTuple):
-    """How a hot bucket of `size` members is tiled: `chunks` chunks of at most `chunk` members;
-    a member is kept if its hash fraction is below `keep` (1.0 unless the bucket is sampled)."""
+    """How a hot bucket of `size` members is tiled: `chunks` chunks of at most `chunk` members."""
 
     size: int
     chunks: int
     chunk: int
-    keep: float
 
     @property
     def tiles(self) -> int:
         return self.chunks * (self.chunks + 1) // 2
 
 
-def split_plan(size: int, max_bucket: int, max_chunks: int) -> Split:
+def too_hot(size: int, max_bucket: int, max_chunks: int) -> bool:
+    """Past `max_chunks` chunks of max_bucket // 2: too many tiles (size^2 / 2 checks); such a
+    bucket goes to the image forest or to caption pivots instead."""
+    return -(-size // (max_bucket // 2)) > max_chunks
+
+
+def split_plan(size: int, max_bucket: int) -> Split:
     """The tiling of a hot bucket: chunks of max_bucket // 2, so a tile (two chunks) stays within
-    `max_bucket`; past `max_chunks` chunks, sample down to their capacity."""
+    `max_bucket`."""
     chunk = max_bucket // 2
-    chunks = -(-size // chunk)
-    if chunks <= max_chunks:
-        return Split(size, chunks, chunk, 1.0)
-    return Split(size, max_chunks, chunk, max_chunks * chunk / size * 0.97)  # slack for the hash spread
-
-
-def _fraction(member: bytes | str) -> float:
-    data = member if isinstance(member, bytes) else member.encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"hot-sample").digest(), "big") / 2.0 ** 64
+    return Split(size, -(-size // chunk), chunk)
 
 
 def split_tiles(members: Iterable[Any], plan: Split) -> Iterator[tuple[int, Any]]:
-    """A hot bucket's members -> (tile, member) for each of the `chunks` tiles each kept member
-    joins: member i sits in chunk i // chunk (any order will do - every pair of kept members
-    shares the tile of their two chunks), tile (a, b) is numbered a * chunks + b. A sampled bucket
-    keeps the members whose hash falls under `keep`, lowest hashes first up to the tiles' capacity
-    (at most chunks x chunk members held), so what is kept does not depend on the order GroupByKey
-    hands the members over."""
-    if plan.keep < 1.0:
-        sampled = sorted((f, m) for m in members if (f := _fraction(m)) < plan.keep)
-        members = [m for _, m in sampled[:plan.chunks * plan.chunk]]
+    """A hot bucket's members -> (tile, member) for each of the `chunks` tiles each member joins:
+    member i sits in chunk i // chunk (any order will do - every pair of members shares the tile
+    of their two chunks), tile (a, b) is numbered a * chunks + b."""
     for i, m in enumerate(members):
         a = i // plan.chunk
         for b in range(plan.chunks):
@@ -185,6 +173,18 @@ class CaptionBander:
 def caption_tile_key(band: bytes, tile: int) -> bytes:
     """The bucket key of one tile of a split caption bucket: the band key and the tile number."""
     return band + tile.to_bytes(4, "big")
+
+
+PIVOT_SUFFIX = b"hot"  # band key (12 bytes) + this: a bucket for pivots (15 bytes; a tile's key has 16)
+
+
+def caption_pivot_key(band: bytes) -> bytes:
+    """The key of a caption bucket too hot for tiles: one group, verified against pivots."""
+    return band + PIVOT_SUFFIX
+
+
+def is_pivot_key(key: bytes) -> bool:
+    return len(key) == 12 + len(PIVOT_SUFFIX) and key.endswith(PIVOT_SUFFIX)
 
 
 def caption_memberships(buckets: Iterable[bytes], rows: Iterable[tuple[str, str]]) -> Iterator[tuple[bytes, CaptionMember]]:

@@ -23,9 +23,11 @@ already meet there), so a family hot in every table is searched once, not L time
 
 A pair sharing keys in many tables is emitted once: by the first table it shares, tables whose
 bucket went to the forest not counting (`forest_keys`, a first pass over the same groups: a forest
-compares only pairs that share a piece). So a near pair in a forest bucket is found by the forest
-(linked through its component) and again by any later table it shares outside a forest: a
-duplicate the components take.
+compares only pairs that share a piece). That holds for buckets of up to SMALL_RUN members. A
+bigger bucket's verified pairs (whole, tile by tile, or piece by piece in the forest) leave as star
+edges of its components onto their smallest pHash: at most size - 1 edges, however dense the
+family (a 10^5-member near-blank family has 5 x 10^9 near pairs), emitted by every table whose
+bucket it is - duplicates the components take.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from filters.buckets import split_plan
+from filters.buckets import split_plan, too_hot
 from filters.dedup_config import NearImageConfig
 
 U64 = np.uint64
@@ -93,6 +95,15 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             label = jumped
 
 
+def star_links(members: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Verified pairs (members[i], members[j]) of one group -> the same components as star links
+    (first member of its component, member): at most len(members) - 1 of them, however dense the
+    group, so a near-identical family never turns into its size^2 / 2 pairs."""
+    label = components(len(members), i, j)
+    m = np.flatnonzero(label != np.arange(len(members)))
+    return members[label[m]], members[m]
+
+
 def forest_orders(samples: np.ndarray, trees: int, seed: int) -> list[list[np.ndarray]]:
     """Per table, `trees` seeded orders of the bit positions the table does not key on (the bits a
     forest tree splits a hot bucket by, first to last)."""
@@ -112,7 +123,7 @@ class PartitionStats:
     max_bucket: int = 0  # the largest bucket seen (hot ones included)
     max_verified: int = 0  # the largest group compared pairwise (<= max_bucket of the recipe)
     candidate_pairs: int = 0  # pairs whose distance was computed
-    pairs: int = 0  # pairs within `hamming` emitted
+    pairs: int = 0  # pairs within `hamming` and star edges emitted
     hot: int = 0
     hot_members: int = 0
     tiles: int = 0
@@ -189,7 +200,7 @@ class ImageLsh:
 
     def _to_forest(self, size: int) -> bool:
         """A bucket too hot for tiles (past `max_split_chunks` chunks) goes to the forest."""
-        return split_plan(size, self.max_bucket, self.max_split_chunks).keep < 1.0
+        return too_hot(size, self.max_bucket, self.max_split_chunks)
 
     def forest_keys(self, part: int, blobs: Iterable[bytes], s: int) -> list[int]:
         """The first pass: full keys (table << bits | bucket) of this partition's forest buckets."""
@@ -241,19 +252,21 @@ class ImageLsh:
             if len(run) <= self.max_bucket:
                 st.max_verified = max(st.max_verified, len(run))
                 st.candidate_pairs += len(run) * (len(run) - 1) // 2
-                found.append(self._within(run, run, h, same=True))
+                a, b = np.nonzero(np.triu(hamming_matrix(run, run) <= h, k=1))
+                stars += self._stars(run, a, b)
             elif self._to_forest(len(run)):
                 stars += self.forest(run, t, st)
             else:
-                found.append(self._hot(run, st))
+                stars += self._stars(run, *self._hot(run, st))
         return self._first_table(found, t, forest) + stars
 
-    def _within(self, a: np.ndarray, b: np.ndarray, h: int, same: bool) -> tuple[np.ndarray, np.ndarray]:
-        near = hamming_matrix(a, b) <= h
-        if same:
-            near = np.triu(near, k=1)
-        i, j = np.nonzero(near)
-        return a[i], b[j]
+    @staticmethod
+    def _stars(run: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
+        """Verified pairs (indices into `run`, a bucket's pHashes in ascending order) -> star edges
+        (smallest pHash of the component, member): the bucket's components in at most len(run) - 1
+        edges, instead of every pair."""
+        root, member = star_links(np.arange(len(run)), a, b)
+        return list(zip(run[root].tolist(), run[member].tolist()))
 
     def forest(self, run: np.ndarray, t: int, st: PartitionStats) -> list[tuple[int, int]]:
         """A bucket of table t too hot for tiles (`run`: its pHashes in ascending order, as
@@ -284,8 +297,9 @@ class ImageLsh:
                         st.candidate_pairs += (hi - lo) * (hi - lo - 1) // 2
                         st.max_verified = max(st.max_verified, hi - lo)
                         i, j = np.nonzero(np.triu(hamming_matrix(run[members], run[members]) <= h, k=1))
-                        links_a.append(members[i])
-                        links_b.append(members[j])
+                        a, b = star_links(members, i, j)  # a dense piece: at most its size in links
+                        links_a.append(a)
+                        links_b.append(b)
                     continue
                 # keys[lo:hi] share every bit above `bit`, so those with it clear come first
                 mid = lo + int(np.searchsorted((key[lo:hi] >> U64(bit)) & ONE, ONE))
@@ -299,24 +313,31 @@ class ImageLsh:
 
     def _hot(self, run: np.ndarray, st: PartitionStats) -> tuple[np.ndarray, np.ndarray]:
         """A hot bucket verified tile by tile (every pair of chunks of max_bucket // 2): every pair
-        of the bucket checked, up to `max_split_chunks` chunks (past them: `forest`)."""
-        plan = split_plan(len(run), self.max_bucket, self.max_split_chunks)
+        of the bucket checked, up to `max_split_chunks` chunks (past them: `forest`); each tile's
+        verified pairs leave as star links (indices into `run`), at most a tile's size each."""
+        plan = split_plan(len(run), self.max_bucket)
         st.hot += 1
         st.hot_members += len(run)
         st.tiles += plan.tiles
-        chunks = [run[c * plan.chunk:(c + 1) * plan.chunk] for c in range(plan.chunks)]
+        idx = np.arange(len(run))
+        chunks = [idx[c * plan.chunk:(c + 1) * plan.chunk] for c in range(plan.chunks)]
         st.max_verified = max(st.max_verified, min(len(run), 2 * plan.chunk))
         out_a, out_b = [], []
         for x in range(plan.chunks):
             for y in range(x, plan.chunks):
-                a, b = chunks[x], chunks[y]
-                if not len(a) or not len(b):
+                if not len(chunks[x]) or not len(chunks[y]):
                     continue
-                st.candidate_pairs += len(a) * (len(a) - 1) // 2 if x == y else len(a) * len(b)
-                pa, pb = self._within(a, b, self.cfg.hamming, same=x == y)
-                out_a.append(pa)
-                out_b.append(pb)
-        empty = np.zeros(0, dtype=U64)
+                members = chunks[x] if x == y else np.concatenate([chunks[x], chunks[y]])
+                n = len(chunks[x])
+                st.candidate_pairs += n * (n - 1) // 2 if x == y else n * len(chunks[y])
+                near = hamming_matrix(run[chunks[x]], run[chunks[y]]) <= self.cfg.hamming
+                if x == y:
+                    near = np.triu(near, k=1)
+                i, j = np.nonzero(near)
+                a, b = star_links(members, i, j if x == y else j + n)
+                out_a.append(a)
+                out_b.append(b)
+        empty = np.zeros(0, dtype=np.int64)
         return np.concatenate(out_a) if out_a else empty, np.concatenate(out_b) if out_b else empty
 
     def _first_table(self, found: list[tuple[np.ndarray, np.ndarray]], t: int,

@@ -18,7 +18,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from curation.annotate.config import AnnotateConfig, LanguageConfig, LlmConfig, OcrConfig, QualityConfig
 from curation.core.records import Rejection, Sample, record_uid
-from pipelines.sharded_output import AssignShard, InputShard, ReadShard, WriteShards, not_done, run_pair_shard_job
+from pipelines.sharded_output import AssignShard, ReadInputShards, ReadShard, WriteShards, not_done, run_pair_shard_job
 
 NS = "curate.annotate"
 
@@ -206,8 +206,8 @@ def write_annotated_shard(shard: int, name: str, records, tar_file, manifest_fil
     return report, {f"{name}.conversations.jsonl": "".join(line + "\n" for line in lines).encode()}
 
 
-def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[InputShard], num_shards: int,
-                   output: str, fingerprint: str, previous: dict[str, Any], sources: list[str],
+def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShards, num_shards: int,
+                   output: str, fingerprint: str, previous: beam.PCollection, sources: list[str],
                    calibration: dict[str, Any] | None = None) -> beam.PCollection:
     """Wire the annotate graph on `p`; returns the PCollection holding the written index.
     `calibration` (calibration.calibrate) decides which scores may reject and goes into the index."""
@@ -220,14 +220,13 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[InputShar
     # Output shards are decided first, so a resumed run sends no row of a finished shard to OCR or the LLM.
     assigned = (
         p
-        | "InputShards" >> beam.Create(shards)
-        | "SpreadShards" >> beam.Reshuffle()
+        | "InputShards" >> shards
         | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "annotate"))
         | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     )
     records = (
         assigned
-        | "SkipDoneShards" >> beam.Filter(not_done(cfg.shards.prefix, frozenset(previous)), num_shards=n)
+        | "SkipDoneShards" >> beam.Filter(not_done(cfg.shards.prefix), num_shards=n, done=beam.pvalue.AsDict(previous))
         | "Records" >> beam.Values()
     )
     upstream = records | "UpstreamRejections" >> beam.Filter(lambda r: isinstance(r, Rejection))
@@ -261,7 +260,7 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: list[InputShar
                                           partial(write_annotated_shard, output=output), count, previous, NS,
                                           extra={"source": "+".join(sources), "annotate_of": sources,
                                                  **({"calibration": calibration} if calibration else {})},
-                                          assigned=assigned, rows_read=sum(s.entry["rows"] for s in shards))
+                                          assigned=assigned, rows_read=shards.rows)
 
 
 def run_annotate(cfg: AnnotateConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from apache_beam.metrics import Metrics
 from filters.dedup_config import ComponentsConfig, DedupConfig
 from curation.core.records import record_uid
 from curation.core.shards import shard_of, write_pair_shard
-from filters import buckets, components, image_lsh
+from filters import buckets, components, hot_captions, image_lsh
 from filters.dedup import EXACT_KEYS, Decision, DupKey, Row, apply_decisions, member_id, normalize_edge, origin_row
-from pipelines.sharded_output import (AssignShard, InputShard, ReadShard, WriteShards, group_size, not_done,
+from pipelines.sharded_output import (AssignShard, ReadInputShards, ReadShard, WriteShards, group_size, not_done,
                                       run_pair_shard_job)
 
 NS = "curate.dedup"
@@ -183,8 +183,8 @@ class CaptionBands(_DedupFn):
 
 class _Buckets(_DedupFn):
     """The hot-bucket rule applied to one bucket, counted as `{kind}_hot_buckets`,
-    `{kind}_hot_bucket_members`, `{kind}_split_tiles`, `{kind}_hot_bucket_skipped` (members a sampled
-    bucket left out: the one recall loss) and the `group_size_{kind}_bucket` distribution."""
+    `{kind}_hot_bucket_members`, `{kind}_split_tiles` and the `group_size_{kind}_bucket`
+    distribution."""
 
     KIND = ""
 
@@ -192,35 +192,30 @@ class _Buckets(_DedupFn):
         self.hot = Metrics.counter(self.namespace, f"{self.KIND}_hot_buckets")
         self.hot_members = Metrics.counter(self.namespace, f"{self.KIND}_hot_bucket_members")
         self.tiles = Metrics.counter(self.namespace, f"{self.KIND}_split_tiles")
-        self.skipped = Metrics.counter(self.namespace, f"{self.KIND}_hot_bucket_skipped")
 
     def plan(self, members) -> tuple[str, buckets.Split | None]:
         """(verdict, the split plan of a hot bucket, else None), sizes of two or more recorded (most
-        buckets are singletons: one metric update each would cost more than the bucket)."""
+        buckets are singletons: one metric update each would cost more than the bucket). A bucket
+        too hot for tiles has the verdict "pivots"."""
         size, verdict = buckets.bucket_verdict(members, self.cfg.max_bucket)
         if verdict == "single":
             return verdict, None
         group_size(self.namespace, f"{self.KIND}_bucket", size)
         if verdict != "split":
             return verdict, None
-        plan = buckets.split_plan(size, self.cfg.max_bucket, self.cfg.max_split_chunks)
         self.hot.inc()
         self.hot_members.inc(size)
+        if buckets.too_hot(size, self.cfg.max_bucket, self.cfg.max_split_chunks):
+            return "pivots", None
+        plan = buckets.split_plan(size, self.cfg.max_bucket)
         self.tiles.inc(plan.tiles)
         return verdict, plan
-
-    def split(self, members, plan: buckets.Split):
-        """A hot bucket's (tile, member) pairs, the members a sampled bucket left out counted."""
-        emitted = 0
-        for tile, m in buckets.split_tiles(members, plan):
-            emitted += 1
-            yield tile, m
-        self.skipped.inc(plan.size - emitted // plan.chunks)  # each kept member joins `chunks` tiles
 
 
 class CaptionBucket(_Buckets):
     """(band key, member ids) -> (member id, band key) for each member of a bucket of 2..max_bucket,
-    (member id, band key + tile) per tile for each member of a hot one; singletons end here."""
+    (member id, band key + tile) per tile for each member of a hot one, (member id, pivot key) once
+    for each member of one too hot for tiles; singletons end here."""
 
     KIND = "caption"
 
@@ -230,10 +225,11 @@ class CaptionBucket(_Buckets):
         if verdict == "single":
             return
         if plan is None:
+            key = buckets.caption_pivot_key(band) if verdict == "pivots" else band
             for mid in members:
-                yield mid, band
+                yield mid, key
             return
-        for tile, mid in self.split(members, plan):
+        for tile, mid in buckets.split_tiles(members, plan):
             yield mid, buckets.caption_tile_key(band, tile)
 
 
@@ -254,17 +250,41 @@ def _verify_size(namespace: str, kind: str, members: list) -> list:
 
 
 class VerifyBucket(_DedupFn):
-    """(band key, CaptionMembers) of a bucket of 2..max_bucket or a tile -> star edges over the pairs
-    whose true Jaccard reaches the threshold."""
+    """(bucket key, CaptionMembers) of a bucket of 2..max_bucket or a tile -> star edges over the
+    pairs whose true Jaccard reaches the threshold; of a bucket too hot for tiles -> edges from
+    pivot verification (filters/hot_captions.py), counted as `caption_pivot_buckets`,
+    `caption_pivots`, `caption_pivot_passes` and `caption_hot_bucket_skipped` (members past its
+    cap left unverified with each other: 0 unless a bucket holds more unrelated captions than
+    `max_split_chunks` passes of pivots can sort out)."""
 
     def setup(self) -> None:
         self.candidates = Metrics.counter(self.namespace, "caption_bucket_edges")
+        self.pivots = hot_captions.PivotVerifier(self.cfg.near_caption, self.cfg.max_bucket,
+                                                 self.cfg.max_bucket // 2 * self.cfg.max_split_chunks,
+                                                 self.cfg.max_split_chunks)
+        self.hot = {name: Metrics.counter(self.namespace, f"caption_{name}")
+                    for name in ("pivot_buckets", "pivots", "pivot_passes", "candidate_pairs", "hot_bucket_skipped")}
 
     def process(self, item):
-        members = _verify_size(self.namespace, "caption", list(item[1]))
+        key, members = item
+        if buckets.is_pivot_key(key):
+            yield from self._pivots(members)
+            return
+        members = _verify_size(self.namespace, "caption", list(members))
         edges = buckets.verified_caption_edges(members, self.cfg.near_caption)
         self.candidates.inc(len(edges))
         yield from edges
+
+    def _pivots(self, members):
+        st = hot_captions.HotStats()
+        yield from self.pivots.edges(members, st)
+        self.candidates.inc(st.edges)
+        if st.largest_verified:
+            group_size(self.namespace, "caption_verify", st.largest_verified)
+        for name, value in (("pivot_buckets", 1), ("pivots", st.pivots), ("pivot_passes", st.passes),
+                            ("candidate_pairs", st.candidate_pairs), ("hot_bucket_skipped", st.skipped)):
+            if value:
+                self.hot[name].inc(value)
 
 
 def _same_phash(item):
@@ -469,16 +489,15 @@ def _row_uid(row: Row) -> str:
     return record_uid(row.record)
 
 
-def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[InputShard], num_shards: int, output: str,
-                fingerprint: str, previous: dict[str, Any], sources: list[str]) -> beam.PCollection:
+def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: ReadInputShards, num_shards: int, output: str,
+                fingerprint: str, previous: beam.PCollection, sources: list[str]) -> beam.PCollection:
     """Wire the dedup graph on `p`; returns the PCollection holding the written index."""
     prefix = cfg.shards.prefix
     # Each row tagged with where it was read (input, shard, position): rows repeated across inputs
     # stay distinct nodes, and a Decision removes only the copy it names.
     rows = (
         p
-        | "InputShards" >> beam.Create(shards)
-        | "SpreadShards" >> beam.Reshuffle()
+        | "InputShards" >> shards
         | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "dedup", origin=True))
         | "Rows" >> beam.Map(origin_row, cfg.score_field)
     )
@@ -489,18 +508,18 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: list[InputShard], nu
     )
     count = p | "NumShards" >> beam.Create([num_shards])
     n = beam.pvalue.AsSingleton(count)
-    todo = not_done(prefix, frozenset(previous))
+    todo, done = not_done(prefix), beam.pvalue.AsDict(previous)
     assigned = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=_row_uid)
     decided = decisions | "DecisionShard" >> beam.Map(decision_shard, num_shards=n)
     keyed = (
         (assigned, decided)
         | "RowsAndDecisions" >> beam.Flatten()
-        | "SkipDoneShards" >> beam.Filter(todo, num_shards=n)
+        | "SkipDoneShards" >> beam.Filter(todo, num_shards=n, done=done)
     )
     return keyed | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_dedup_shard, count, previous, NS,
                                           extra={"source": "+".join(sources), "dedup_of": sources},
                                           assigned=assigned, decisions=decided,
-                                          rows_read=sum(s.entry["rows"] for s in shards))
+                                          rows_read=shards.rows)
 
 
 def run_dedup(cfg: DedupConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:

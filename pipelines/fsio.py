@@ -51,6 +51,19 @@ def delete(path: str) -> None:
     FileSystems.delete([path])
 
 
+def delete_tree(directory: str) -> None:
+    """Delete everything under `directory`, if anything: a local folder, or every key under the
+    prefix on an object store (where a folder never "exists" to be checked first)."""
+    from apache_beam.io.filesystem import BeamIOError
+
+    local = FileSystems.get_scheme(directory) in (None, "file")
+    try:
+        FileSystems.delete([directory if local else directory.rstrip("/") + "/"])
+    except BeamIOError:
+        if FileSystems.exists(directory):
+            raise
+
+
 def read_bytes(path: str) -> bytes:
     with FileSystems.open(path, compression_type="uncompressed") as f:
         return f.read()
@@ -78,11 +91,16 @@ def match(patterns: list[str]) -> list[InputFile]:
 
 
 def listdir(directory: str, suffix: str = "") -> list[str]:
-    """Paths directly under `directory` ending with `suffix` (empty list if it does not exist)."""
-    if not FileSystems.exists(directory):
+    """Paths directly under `directory` ending with `suffix` (empty list if it does not exist).
+    One listing, no existence check first: an object store has no folders to check, only keys."""
+    from apache_beam.io.filesystem import BeamIOError
+
+    base = directory.rstrip("/") + "/"
+    try:
+        result = FileSystems.match([join(directory, f"*{suffix}")])[0]
+    except BeamIOError:  # a local folder that is not there
         return []
-    result = FileSystems.match([join(directory, f"*{suffix}")])[0]
-    return sorted(m.path for m in result.metadata_list)
+    return sorted(m.path for m in result.metadata_list if "/" not in m.path[len(base):])
 
 
 def remove_stale_temps(directory: str, depth: int = 2) -> int:

@@ -253,24 +253,23 @@ class MetadataSteps(beam.PTransform):
 
 
 def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: str, fingerprint: str,
-                 previous: dict[str, Any], root: str = "") -> beam.PCollection:
+                 previous: beam.PCollection, root: str = "") -> beam.PCollection:
     """Wire the ingest graph on `p` (file names recorded relative to `root`); returns the
     PCollection holding the written index."""
     prefix = cfg.shards.prefix
-    done = frozenset(previous)
     rows, num_shards, read = p | "Read" >> ReadAndCount(files, ReadFile(cfg, NS, root), cfg.shards.samples_per_shard,
                                                       SplitFile(cfg))
     n = beam.pvalue.AsSingleton(num_shards)
     keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     kept, rejected = keyed | "Metadata" >> MetadataSteps(cfg)
-    todo = not_done(prefix, done)
+    todo, done = not_done(prefix), beam.pvalue.AsDict(previous)
     downloaded = (
         kept
-        | "SkipDoneShards" >> beam.Filter(todo, num_shards=n)
+        | "SkipDoneShards" >> beam.Filter(todo, num_shards=n, done=done)
         | "SpreadDownloads" >> beam.Reshuffle()
         | "Download" >> beam.ParDo(Download(cfg, output))
     )
-    rejected_todo = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n)
+    rejected_todo = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n, done=done)
     return (
         (downloaded, rejected_todo)
         | "Records" >> beam.Flatten()
@@ -292,6 +291,5 @@ def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: lis
     index = run_sharded_job(inputs, output, semantic,
                             lambda p, files, out, fp, prev: build_ingest(p, cfg, files, out, fp, prev, root), NS, beam_args)
     staging = fsio.join(output, STAGING)
-    if fsio.exists(staging):  # every shard is written: the staged copies are no longer needed
-        fsio.delete(staging)
+    fsio.delete_tree(staging)  # every shard is written: the staged copies are no longer needed
     return index

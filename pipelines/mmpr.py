@@ -131,14 +131,14 @@ def write_shard(shard: int, name: str, records, tar_file, manifest_file, output:
 
 
 def build_mmpr(p: beam.Pipeline, cfg: MmprConfig, files: list[str], output: str, fingerprint: str,
-               previous: dict[str, Any]) -> beam.PCollection:
+               previous: beam.PCollection) -> beam.PCollection:
     """Wire the MMPR graph on `p`; returns the PCollection holding the written index."""
     prefix = cfg.shards.prefix
     tasks, num_shards, rows_read = p | "Read" >> ReadAndCount(files, ReadTasks(cfg), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
     # Shards are decided first, so a resumed run skips the questions of finished shards before any model runs.
     assigned = tasks | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
-    keyed = assigned | "SkipDoneShards" >> beam.Filter(not_done(prefix, frozenset(previous)), num_shards=n)
+    keyed = assigned | "SkipDoneShards" >> beam.Filter(not_done(prefix), num_shards=n, done=beam.pvalue.AsDict(previous))
     read = (keyed
             | "Tasks" >> beam.Values()
             | "ReadVerdict" >> beam.FlatMap(_needs_policy).with_outputs("done", main="todo"))

@@ -175,10 +175,10 @@ def count_dataset_tokens(cfg: PackConfig, output: str, beam_args: list[str] | No
     """The target ratio's counting pass: every meta dataset read, encoded once per row (repeat_time
     1) and summed into {dataset: {text, multimodal}} tokens; kept in `{output}/_dataset_tokens.json`
     under the pass's own fingerprint, so a rerun (or a resumed job) counts nothing again."""
-    from pipelines.local_runner import pipeline_options
-
     from curation.core.jobstate import input_identity, job_fingerprint
+    from pipelines import local_runner
 
+    options = local_runner.pipeline_options(beam_args)  # first: the launcher's FileSystems get the job's stores
     once = dataclasses.replace(cfg, progress=False, target_ratio=None,
                                datasets=[dataclasses.replace(d, repeat_time=1.0, ratio_weight=1.0) for d in cfg.datasets])
     path = fsio.join(output, "_dataset_tokens.json")
@@ -192,7 +192,7 @@ def count_dataset_tokens(cfg: PackConfig, output: str, beam_args: list[str] | No
             counts[name][side] = int(n)
         fsio.write_json(path, {"fingerprint": key, "counts": counts})
 
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    with local_runner.pipeline(options) as p:
         _ = (
             p
             | "InputFiles" >> beam.Create([d.annotation for d in cfg.datasets])
@@ -225,7 +225,7 @@ def with_target_ratio(cfg: PackConfig, output: str, beam_args: list[str] | None 
 
 
 def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str, fingerprint: str,
-               previous: dict[str, Any], root: str = "", ratio: dict[str, Any] | None = None) -> beam.PCollection:
+               previous: beam.PCollection, root: str = "", ratio: dict[str, Any] | None = None) -> beam.PCollection:
     """Wire the pack graph on `p`; returns the PCollection holding the written index."""
     from packing.format import PackPlan, write_pack_shard
 
@@ -236,7 +236,7 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
     assigned = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
     return (
         assigned
-        | "SkipDoneShards" >> beam.Filter(not_done(prefix, frozenset(previous)), num_shards=n)
+        | "SkipDoneShards" >> beam.Filter(not_done(prefix), num_shards=n, done=beam.pvalue.AsDict(previous))
         | "SpreadEncode" >> beam.Reshuffle()
         | "Encode" >> beam.ParDo(Encode(cfg))
         | "Write" >> WriteShards(output, prefix, "packs", fingerprint, write, num_shards, previous, NS,

@@ -64,7 +64,7 @@ def _slim(element):
 
 
 def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str, fingerprint: str,
-               previous: dict[str, Any], root: str = "") -> beam.PCollection:
+               previous: beam.PCollection, root: str = "") -> beam.PCollection:
     """Wire the plan graph on `p`; returns the PCollection holding the written index.
 
     Unlike ingest (which must not download a duplicate), the dedup Decisions are not joined back
@@ -79,11 +79,11 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
     n = beam.pvalue.AsSingleton(num_shards)
     keyed = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     kept, rejected, decisions = keyed | "Metadata" >> MetadataDecisions(cfg.ingest, NS)
-    todo = not_done(prefix, frozenset(previous))
-    planned = kept | "SkipDoneShards" >> beam.Filter(todo, num_shards=n) | "Plan" >> beam.ParDo(PlanUnits(cfg))
-    rejected = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n) | "SlimRejected" >> beam.Map(_slim)
+    todo, done = not_done(prefix), beam.pvalue.AsDict(previous)
+    planned = kept | "SkipDoneShards" >> beam.Filter(todo, num_shards=n, done=done) | "Plan" >> beam.ParDo(PlanUnits(cfg))
+    rejected = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n, done=done) | "SlimRejected" >> beam.Map(_slim)
     decision_shards = decisions | "DecisionShard" >> beam.Map(decision_shard, num_shards=n)
-    decided = decision_shards | "SkipDoneDecisions" >> beam.Filter(todo, num_shards=n)
+    decided = decision_shards | "SkipDoneDecisions" >> beam.Filter(todo, num_shards=n, done=done)
     pack = cfg.pack
     write = functools.partial(write_plan_shard, l_max=pack.l_max, t_max=pack.t_max, buffer=pack.buffer)
     return (

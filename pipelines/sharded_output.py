@@ -21,7 +21,7 @@ from curation.core.accounting import RowAccount, RowsLost, ShardStateError
 from curation.core.jobstate import JobState, input_identity as files_identity, job_fingerprint
 from curation.core.shards import INDEX_NAME, PROGRESS_DIR, ShardReport, build_index, shard_name
 from pipelines import fsio
-from pipelines.local_runner import pipeline_options
+from pipelines import local_runner
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,37 @@ class AssignShard(beam.DoFn):
         yield shard_of(uid_of(record), num_shards), record
 
 
-def not_done(prefix: str, done: frozenset[str]) -> Callable[[tuple[int, Any], int], bool]:
-    """Predicate for Filter: keep elements whose shard no previous run finished."""
+def not_done(prefix: str) -> Callable[[tuple[int, Any], int, dict], bool]:
+    """Predicate for Filter: keep elements whose shard no previous run finished (`done`: a side
+    input of `DoneShards`)."""
 
-    def keep(element: tuple[int, Any], num_shards: int) -> bool:
+    def keep(element: tuple[int, Any], num_shards: int, done: dict) -> bool:
         return shard_name(prefix, element[0], num_shards) not in done
 
     return keep
+
+
+def _done_reports(output: str, fingerprint: str):
+    from curation.core.jobstate import JobState
+    from pipelines import fsio
+
+    yield from JobState(output, fingerprint, fsio).done_reports().items()
+
+
+class DoneShards(beam.PTransform):
+    """p -> (shard name, ShardReport) of every shard a previous run of this job finished, listed
+    on a worker as the job starts: resume state read inside the pipeline, never pickled into its
+    graph (585,000 reports at LAION-5B would outgrow Dataflow's job request). Side input of the
+    skip filters and the index writer, so it is read before any shard is written."""
+
+    def __init__(self, output: str, fingerprint: str) -> None:
+        super().__init__()
+        self.output = output
+        self.fingerprint = fingerprint
+
+    def expand(self, p):
+        return p | "OutputFolder" >> beam.Create([self.output]) | "ListDone" >> beam.FlatMap(_done_reports,
+                                                                                            self.fingerprint)
 
 
 def worker_bar(desc: str, unit: str):
@@ -196,24 +220,24 @@ class WriteIndex(beam.DoFn):
     assigned to it (`assigned`, per shard name) and all of them the rows read (`rows_read`), else
     `RowsLost` names the shards, and their markers are removed so a rerun writes them again."""
 
-    def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable,
-                 previous: dict[str, ShardReport], namespace: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable, namespace: str,
+                 extra: dict[str, Any] | None = None) -> None:
         self.output = output
         self.prefix = prefix
         self.kind = kind
         self.fingerprint = fingerprint
         self.write = write
-        self.previous = previous
         self.namespace = namespace
         self.extra = extra
 
     def process(self, written: list[tuple[ShardReport, int]], num_shards: int, assigned: dict[int, int] | None = None,
-                decisions: dict[int, int] | None = None, rows_read: int | None = None):
+                decisions: dict[int, int] | None = None, rows_read: int | None = None,
+                previous: dict[str, ShardReport] | None = None):
         stage = self.namespace.rsplit(".", 1)[-1]
         suffix = f"-of-{num_shards:05d}.json"
         markers = {p.rsplit("/", 1)[-1][:-5] for p in fsio.listdir(fsio.join(self.output, PROGRESS_DIR), suffix)}
         this_run = {r.name: r for r, _ in written}
-        by_name = {r.name: r for r in self.previous.values() if r.name.endswith(suffix[:-5])}
+        by_name = {r.name: r for r in (previous or {}).values() if r.name.endswith(suffix[:-5])}
         by_name.update(this_run)
 
         def per_name(counts: dict[int, int] | None) -> dict[str, int]:
@@ -249,6 +273,7 @@ class WriteIndex(beam.DoFn):
 class WriteShards(beam.PTransform):
     """(shard, record) elements -> shards + `_index.json`; returns a PCollection of the index.
 
+    `previous`: `DoneShards` of this job (what earlier runs finished);
     `assigned`: the (shard, row) elements as first assigned, before finished shards are skipped or
     any step runs, counted per shard; `decisions`: the (shard, Decision) elements that go to the
     writers beside the rows, counted where they are keyed; `rows_read`: the rows the stage read (an
@@ -256,7 +281,7 @@ class WriteShards(beam.PTransform):
     its rows (and decisions)."""
 
     def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable,
-                 num_shards, previous: dict[str, ShardReport], namespace: str, extra=None,
+                 num_shards, previous: beam.PCollection, namespace: str, extra=None,
                  assigned=None, rows_read=None, decisions=None) -> None:
         super().__init__()
         self.args = (output, prefix, kind, fingerprint, write, previous, namespace, extra)
@@ -268,7 +293,7 @@ class WriteShards(beam.PTransform):
     def expand(self, keyed):
         output, prefix, kind, fingerprint, write, previous, namespace, extra = self.args
         n = beam.pvalue.AsSingleton(self.num_shards)
-        side = {}
+        side = {"previous": beam.pvalue.AsDict(previous)}
         for name, keyed_elements in (("assigned", self.assigned), ("decisions", self.decisions)):
             if keyed_elements is not None:
                 side[name] = beam.pvalue.AsDict(
@@ -287,7 +312,7 @@ class WriteShards(beam.PTransform):
         return (
             reports
             | "AllReports" >> beam.combiners.ToList()
-            | "WriteIndex" >> beam.ParDo(WriteIndex(output, prefix, kind, fingerprint, write, previous, namespace, extra),
+            | "WriteIndex" >> beam.ParDo(WriteIndex(output, prefix, kind, fingerprint, write, namespace, extra),
                                          num_shards=n, **side)
         )
 
@@ -301,26 +326,57 @@ class InputShard(NamedTuple):
     entry: dict
 
 
-def input_shards(inputs: list[str], stage: str) -> tuple[list[InputShard], int, list[str]]:
-    """Pair-shard folders -> (their InputShards, total input rows, source names), from each
-    folder's `_index.json` (readers trust only the index)."""
+def folder_shards(input_no: int, folder: str, stage: str) -> tuple[list[InputShard], int, str]:
+    """One pair-shard folder -> (its InputShards, its input rows, its source name), from its
+    `_index.json` (readers trust only the index)."""
     from curation.core.shards import INDEX_NAME, check_index_names
     from pipelines import fsio
 
+    folder = folder.rstrip("/")
+    path = fsio.join(folder, INDEX_NAME)
+    if not fsio.exists(path):
+        raise FileNotFoundError(f"{folder}: no {INDEX_NAME}; not a finished pair-shard output (run ingest first)")
+    index = fsio.read_json(path)
+    if index.get("kind") != "pairs":
+        raise ValueError(f"{path}: kind {index.get('kind')!r}, {stage} reads pair shards")
+    check_index_names(index, path)
+    shards = [InputShard(input_no, folder, entry) for entry in index["shards"]]
+    return shards, index["totals"]["inputs"], str(index.get("source", os.path.basename(folder)))
+
+
+def input_shards(inputs: list[str], stage: str) -> tuple[list[InputShard], int, list[str]]:
+    """Pair-shard folders -> (their InputShards, total input rows, source names)."""
     shards, rows, sources = [], 0, []
     for input_no, folder in enumerate(inputs):
-        folder = folder.rstrip("/")
-        path = fsio.join(folder, INDEX_NAME)
-        if not fsio.exists(path):
-            raise FileNotFoundError(f"{folder}: no {INDEX_NAME}; not a finished pair-shard output (run ingest first)")
-        index = fsio.read_json(path)
-        if index.get("kind") != "pairs":
-            raise ValueError(f"{path}: kind {index.get('kind')!r}, {stage} reads pair shards")
-        check_index_names(index, path)
-        shards += [InputShard(input_no, folder, entry) for entry in index["shards"]]
-        rows += index["totals"]["inputs"]
-        sources.append(str(index.get("source", os.path.basename(folder))))
+        found, n, source = folder_shards(input_no, folder, stage)
+        shards += found
+        rows += n
+        sources.append(source)
     return shards, rows, sources
+
+
+def _read_folder_shards(item: tuple[int, str], stage: str) -> list[InputShard]:
+    return folder_shards(item[0], item[1], stage)[0]
+
+
+class ReadInputShards(beam.PTransform):
+    """p -> the InputShards of pair-shard folders, each folder's index read on a worker: the job
+    graph holds the folder names, not one entry per shard (585,000 at LAION-5B). `rows`: what the
+    indexes list in all (the launcher reads them once for the job's identity)."""
+
+    def __init__(self, folders: list[str], rows: int, stage: str) -> None:
+        super().__init__()
+        self.folders = folders
+        self.rows = rows
+        self.stage = stage
+
+    def expand(self, p):
+        return (
+            p
+            | "InputFolders" >> beam.Create(list(enumerate(self.folders)))
+            | "ReadIndexes" >> beam.FlatMap(_read_folder_shards, self.stage)
+            | "SpreadShards" >> beam.Reshuffle()
+        )
 
 
 def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list[str] | None, stage: str,
@@ -333,6 +389,7 @@ def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list
 
     from curation.core.shards import INDEX_NAME, num_shards_for
 
+    local_runner.pipeline_options(beam_args)  # first: the launcher's FileSystems get the job's stores
     shards, rows, sources = input_shards(inputs, stage)
     num_shards = num_shards_for(rows, cfg.shards.samples_per_shard)
     semantic = dataclasses.replace(cfg, progress=True)
@@ -340,7 +397,8 @@ def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list
     identity = sorted((s.entry["tar_sha256"], s.entry["manifest_sha256"]) for s in shards)
     return run_sharded_job(
         index_paths, output, semantic,
-        lambda p, files, out, fp, prev: build(p, shards, num_shards, out, fp, prev, sources),
+        lambda p, files, out, fp, prev: build(p, ReadInputShards(inputs, rows, stage), num_shards, out, fp, prev,
+                                              sources),
         namespace, beam_args, input_identity=identity)
 
 
@@ -355,6 +413,7 @@ def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Ca
     to), or `input_identity` when the caller knows better (shard hashes)."""
     from curation.core.rows import input_root
 
+    options = local_runner.pipeline_options(beam_args)  # first: the launcher's FileSystems get the job's stores
     matched = fsio.match(inputs)
     identity = input_identity if input_identity is not None else files_identity(matched, input_root(inputs))
     fingerprint = job_fingerprint(semantic_cfg, identity)
@@ -369,9 +428,8 @@ def run_sharded_job(inputs: list[str], output: str, semantic_cfg: Any, build: Ca
     removed = fsio.remove_stale_temps(output)
     if removed:
         log.warning("%s: removed %d temporary files a killed run left behind", output, removed)
-    previous = state.done_reports()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        build(p, [f.path for f in matched], output, fingerprint, previous)
+    with local_runner.pipeline(options) as p:
+        build(p, [f.path for f in matched], output, fingerprint, p | "DoneShards" >> DoneShards(output, fingerprint))
     index = fsio.read_json(state.index_path())
     index["_metrics"] = job_metrics(p.result, namespace)
     return index

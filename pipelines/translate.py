@@ -89,7 +89,7 @@ def uid_of(item: TranslationItem) -> str:
 
 
 def build_translate(p: beam.Pipeline, cfg: TranslateConfig, files: list[str], root: str, output: str,
-                    fingerprint: str, previous: dict[str, Any]) -> beam.PCollection:
+                    fingerprint: str, previous: beam.PCollection) -> beam.PCollection:
     """Wire the translate graph on `p`; returns the PCollection holding the written index."""
     from curation.annotate.translate import write_translate_shard
 
@@ -99,7 +99,7 @@ def build_translate(p: beam.Pipeline, cfg: TranslateConfig, files: list[str], ro
     # Shards are decided first, so a resumed run skips the rows of finished shards before any model runs.
     assigned = items | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
     planned = (assigned
-               | "SkipDoneShards" >> beam.Filter(not_done(prefix, frozenset(previous)), num_shards=n)
+               | "SkipDoneShards" >> beam.Filter(not_done(prefix), num_shards=n, done=beam.pvalue.AsDict(previous))
                | "Items" >> beam.Values()
                | "DetectLanguage" >> beam.FlatMap(_plan, cfg).with_outputs("done", main="todo"))
     translated = (planned.todo

@@ -109,7 +109,7 @@ def test_a_marker_without_its_report_fails_and_the_shard_is_not_rewritten(tmp_pa
     report = _finished_shard(out)
     tar = out / f"{report.name}.tar"
     before = tar.read_bytes()
-    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, {}, "curate.test")
+    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, "curate.test")
     with pytest.raises(ShardStateError, match=f"{report.name}: a progress marker but no report"):
         list(index.process([], 2, assigned={0: report.rows}, rows_read=report.rows))
     assert tar.read_bytes() == before and report.rows > 0  # not replaced by an empty shard
@@ -123,7 +123,7 @@ def test_a_report_without_its_marker_fails(tmp_path):
     out = tmp_path / "out"
     report = _finished_shard(out)
     (out / PROGRESS_DIR / f"{report.name}.json").unlink()
-    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, {}, "curate.test")
+    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, "curate.test")
     with pytest.raises(ShardStateError, match=f"{report.name}: a report but no progress marker"):
         list(index.process([(report, report.rows)], 2, assigned={0: report.rows}, rows_read=report.rows))
 
@@ -131,7 +131,7 @@ def test_a_report_without_its_marker_fails(tmp_path):
 def test_a_short_shard_is_rows_lost_and_loses_its_marker(tmp_path):
     out = tmp_path / "out"
     report = _finished_shard(out)
-    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, {}, "curate.test")
+    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, "curate.test")
     with pytest.raises(RowsLost, match=f"test: .*{report.name} expected {report.rows + 2} got {report.rows}"):
         list(index.process([(report, report.rows)], 2, assigned={0: report.rows + 2}, rows_read=report.rows + 2))
     assert not (out / PROGRESS_DIR / f"{report.name}.json").exists()  # a rerun writes it again
@@ -143,7 +143,7 @@ def test_a_short_shard_is_rows_lost_and_loses_its_marker(tmp_path):
 def test_every_shard_with_its_rows_gives_the_index_and_its_row_totals(tmp_path):
     out = tmp_path / "out"
     report = _finished_shard(out)
-    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, {}, "curate.test")
+    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, "curate.test")
     doc, = index.process([(report, report.rows)], 2, assigned={0: report.rows}, rows_read=report.rows)
     assert doc["rows"] == {"rows_read": report.rows, "rows_assigned": report.rows, "rows_written": report.rows}
     assert [s["rows"] for s in doc["shards"]] == [report.rows, 0] and (out / "_index.json").exists()
@@ -152,7 +152,7 @@ def test_every_shard_with_its_rows_gives_the_index_and_its_row_totals(tmp_path):
 def test_a_shard_that_lost_a_decision_is_short_though_its_rows_are_all_there(tmp_path):
     out = tmp_path / "out"
     report = _finished_shard(out)
-    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, {}, "curate.test")
+    index = WriteIndex(str(out), "x", "pairs", "fp", write_pair_shard, "curate.test")
     with pytest.raises(RowsLost, match=f"{report.name} expected {report.rows + 3} rows and decisions got {report.rows + 1}"):
         list(index.process([(report, report.rows + 1)], 2, assigned={0: report.rows}, decisions={0: 3},
                            rows_read=report.rows))

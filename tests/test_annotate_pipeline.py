@@ -263,9 +263,10 @@ def test_model_steps_carry_the_accelerator_hint_and_nothing_else_does():
     gpu = "type:nvidia-l4;count:1;install-nvidia-driver"
     cfg = _cfg(ocr={"accelerator": gpu}, llm={"accelerator": gpu})
     p = beam.Pipeline()
-    from pipelines.sharded_output import InputShard
+    from pipelines.sharded_output import DoneShards, ReadInputShards
 
-    build_annotate(p, cfg, [InputShard(0, "in", {"tar": "x", "rows": 1})], 1, "/nonexistent", "fp", {}, ["s"])
+    build_annotate(p, cfg, ReadInputShards(["in"], 1, "annotate"), 1, "/nonexistent", "fp",
+                   p | DoneShards("/nonexistent", "fp"), ["s"])
     proto = p.to_runner_api()
     hinted = set()
     for tid, t in proto.components.transforms.items():

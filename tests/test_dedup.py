@@ -151,16 +151,32 @@ def _planted_hashes(groups: int, hamming: int, blank: int, seed: int) -> list[in
     return sorted(hashes)
 
 
+def _labels(hashes: list[int], edges) -> np.ndarray:
+    from filters.image_lsh import components
+
+    index = {h: i for i, h in enumerate(sorted(hashes))}
+    edges = list(edges)
+    return components(len(hashes), np.array([index[x] for x, _ in edges], dtype=np.int64),
+                      np.array([index[y] for _, y in edges], dtype=np.int64))
+
+
 @pytest.mark.parametrize("max_bucket,prefix_bits,groups", [(10**6, 0, 32), (20, 0, 7), (20, 2, 32)])
-def test_image_partitions_find_every_reachable_pair_once_in_any_layout(max_bucket, prefix_bits, groups):
+def test_image_partitions_find_every_reachable_pair_in_any_layout(max_bucket, prefix_bits, groups):
     """Packed partitions (groups of whole tables, or one table split by key prefix), buckets
-    verified whole or as tiles of a hot bucket: exactly the brute-force pairs within `hamming` that
-    share a table, each emitted by one table only, whatever the batch order."""
+    verified whole or as tiles of a hot bucket: the components of the brute-force pairs within
+    `hamming` that share a table, exactly; a small bucket's pairs each emitted by one table only,
+    a big one's as star edges along true pairs (never its size^2 / 2 pairs); whatever the batch
+    order."""
     cfg = NearImageConfig(hamming=8, tables=60, table_groups=groups)
     lsh = ImageLsh(cfg, max_bucket, 32)
     hashes = _planted_hashes(300, 8, 400, seed=0)
     pairs, stats, parts = _partition_pairs(lsh, hashes, prefix_bits)
-    assert len(pairs) == len(set(pairs)) and set(pairs) == _reachable(lsh, hashes, 8) and len(pairs) > 10_000
+    reachable = _reachable(lsh, hashes, 8)
+    assert len(reachable) > 10_000 and (_labels(hashes, pairs) == _labels(hashes, reachable)).all()
+    near = {(x, y) for x, y in combinations(sorted(hashes), 2) if bin(x ^ y).count("1") <= 8}
+    truth = _labels(hashes, near)
+    index = {h: i for i, h in enumerate(sorted(hashes))}
+    assert all(truth[index[x]] == truth[index[y]] for x, y in pairs)  # only chains of true pairs
     if prefix_bits:  # one table per partition, split by key prefix: each membership shipped once
         assert len(parts) == 60 * 2 ** prefix_bits and sum(st.members for st in stats) == 60 * len(hashes)
     else:  # groups of ceil(60 / groups) tables: each member shipped once per group
@@ -172,6 +188,22 @@ def test_image_partitions_find_every_reachable_pair_once_in_any_layout(max_bucke
     # verification is exact: strangers in one bucket link nothing
     far, _ = lsh.pairs(0, [np.array([0, 2**64 - 1], dtype=np.uint64).tobytes()], 0, np.zeros(0, dtype=np.uint64))
     assert far == []
+
+
+def test_a_dense_hot_family_leaves_as_star_edges_not_its_pairs():
+    """2,000 distinct hashes within 4 bits of zero (every pair within 8 bits: 2 x 10^6 near pairs),
+    hot in every table and verified as tiles: one component, at most size - 1 edges per table."""
+    rng = random.Random(5)
+    family = set()
+    while len(family) < 2000:
+        family.add(_flip(0, rng.sample(range(64), rng.randint(1, 4))))
+    hashes = sorted(family)
+    lsh = ImageLsh(NearImageConfig(hamming=8, tables=8), 100, 64)
+    pairs, stats, _ = _partition_pairs(lsh, hashes, 0, batch=500)
+    assert sum(st.tiles for st in stats) > 0 and sum(st.forest for st in stats) == 0
+    assert len(pairs) <= 8 * (len(hashes) - 1) < len(hashes) * (len(hashes) - 1) // 2
+    labels = _labels(hashes, pairs)
+    assert (labels == 0).all()  # one component: every member a duplicate of the smallest
 
 
 def test_a_bucket_too_hot_for_tiles_goes_to_the_forest_and_loses_no_member():
@@ -312,11 +344,12 @@ def _tiles(members, plan):
 
 
 def test_a_hot_bucket_splits_into_bounded_tiles_that_cover_every_pair():
-    from filters.buckets import split_plan
+    from filters.buckets import split_plan, too_hot
 
     members = [f"m{i:04d}" for i in range(1234)]
-    plan = split_plan(len(members), max_bucket=100, max_chunks=32)
-    assert (plan.chunks, plan.chunk, plan.keep, plan.tiles) == (25, 50, 1.0, 325)
+    assert not too_hot(len(members), max_bucket=100, max_chunks=32)
+    plan = split_plan(len(members), max_bucket=100)
+    assert (plan.chunks, plan.chunk, plan.tiles) == (25, 50, 325)
     tiles = _tiles(members, plan)
     assert len(tiles) == plan.tiles and max(len(t) for t in tiles.values()) <= 100
     covered = {p for t in tiles.values() for p in combinations(sorted(t), 2)}
@@ -325,17 +358,11 @@ def test_a_hot_bucket_splits_into_bounded_tiles_that_cover_every_pair():
     assert {p for t in _tiles(members, plan).values() for p in combinations(sorted(t), 2)} == covered
 
 
-def test_a_bucket_past_max_chunks_is_sampled_deterministically_and_counted():
-    from filters.buckets import split_plan
+def test_past_max_chunks_a_bucket_is_too_hot_for_tiles():
+    from filters.buckets import too_hot
 
-    members = [f"m{i:05d}".encode() for i in range(8000)]
-    plan = split_plan(len(members), max_bucket=100, max_chunks=8)
-    assert plan.chunks == 8 and plan.keep < 1.0
-    tiles = _tiles(members, plan)
-    kept = set().union(*tiles.values())
-    assert 300 < len(kept) <= plan.chunks * plan.chunk and max(len(t) for t in tiles.values()) <= 100
-    assert {p for t in tiles.values() for p in combinations(sorted(t), 2)} == set(combinations(sorted(kept), 2))
-    assert set().union(*_tiles(members[::-1], plan).values()) == kept  # a function of the members, not their order
+    assert not too_hot(400, max_bucket=100, max_chunks=8)  # 8 chunks of 50: tiles
+    assert too_hot(401, max_bucket=100, max_chunks=8)  # a ninth chunk: the forest (images) or pivots (captions)
 
 
 def test_caption_memberships_of_buckets_and_tiles():

@@ -198,6 +198,13 @@ def test_hot_buckets_are_split_verified_and_counted_never_exact_grouped(tmp_path
     assert len(kept_boiler) == 7
     assert {r["reason"] for u, r in rows.items() if u.startswith("h") and r["status"] != "kept"} == {"near_dup_caption"}
     assert index["totals"]["inputs"] == len(recs) == index["totals"]["kept"] + sum(index["reasons"].values())
+    # too hot for tiles (past 2 chunks of 10): pivot verification, nothing sampled, the same decisions
+    cfg = config(exact={"caption": False, "image": False}, near_image={"enabled": False}, max_bucket=20, max_split_chunks=2)
+    index = run_dedup(cfg, [str(tmp_path / "in")], str(tmp_path / "piv"))
+    m = index["_metrics"]
+    assert m["caption_pivot_buckets"] >= 1 and m["caption_pivots"] >= 1 and "caption_hot_bucket_skipped" not in m
+    assert m["group_size_caption_verify_max"] <= cfg.max_bucket
+    assert {r["uid"]: r["status"] for r in manifest(tmp_path / "piv")} == {u: r["status"] for u, r in rows.items()}
     # splitting loses nothing: with buckets big enough never to be hot, the output is byte-identical
     whole = run_dedup(config(exact={"caption": False, "image": False}, near_image={"enabled": False}),
                       [str(tmp_path / "in")], str(tmp_path / "whole"))

