@@ -3,13 +3,14 @@ hot-bucket split, caption LSH memberships, bucket verification, the identical-pH
 image tables themselves: filters/image_lsh.py), and the decisions the components turn into.
 
 The hot-bucket rule: a bucket (an LSH band of captions, a pHash table key of images) of two to
-`max_bucket` members is verified pairwise in one group. A bigger one is hot and split, never turned
-into exact-key grouping: its members are dealt into c = ceil(size / (max_bucket // 2)) chunks and
-every pair of chunks becomes one tile of at most `max_bucket` members, so every pair of the bucket
-is still verified in some tile (recall kept; cost size^2 / 2 checks, c memberships per member).
-Above `max_split_chunks` chunks a bucket is never sampled: an image bucket goes to the LSH forest
-(filters/image_lsh.py), a caption bucket to pivot verification (filters/hot_captions.py), one
-group walked in passes, held only as its pivots and what they leave.
+`max_bucket` members is verified pairwise in one group. A bigger one is hot, never turned into
+exact-key grouping nor sampled. An image bucket is split: its members are dealt into
+c = ceil(size / (max_bucket // 2)) chunks and every pair of chunks becomes one tile of at most
+`max_bucket` members, so every pair of the bucket is still verified in some tile (cost size^2 / 2
+checks, in numpy); past `max_split_chunks` chunks it goes to the LSH forest (filters/image_lsh.py).
+A hot caption bucket goes to pivot verification (filters/hot_captions.py: one group walked in
+passes, size x pivots true-Jaccard checks, held only as its pivots and what they leave), since
+size^2 / 2 Jaccards in Python cost minutes a bucket at 10^4 members.
 
 Plain functions over plain values, no Beam: they take what a group-by-key hands them (a key and a
 re-iterable of values, walked without making a list where a group may be huge) and return what to
@@ -133,17 +134,6 @@ def split_plan(size: int, max_bucket: int) -> Split:
     return Split(size, -(-size // chunk), chunk)
 
 
-def split_tiles(members: Iterable[Any], plan: Split) -> Iterator[tuple[int, Any]]:
-    """A hot bucket's members -> (tile, member) for each of the `chunks` tiles each member joins:
-    member i sits in chunk i // chunk (any order will do - every pair of members shares the tile
-    of their two chunks), tile (a, b) is numbered a * chunks + b."""
-    for i, m in enumerate(members):
-        a = i // plan.chunk
-        for b in range(plan.chunks):
-            lo, hi = (a, b) if a <= b else (b, a)
-            yield lo * plan.chunks + hi, m
-
-
 # ---------------------------------------------------------------------------------------------
 # Near-duplicate captions
 
@@ -170,16 +160,11 @@ class CaptionBander:
                 yield band, mid
 
 
-def caption_tile_key(band: bytes, tile: int) -> bytes:
-    """The bucket key of one tile of a split caption bucket: the band key and the tile number."""
-    return band + tile.to_bytes(4, "big")
-
-
-PIVOT_SUFFIX = b"hot"  # band key (12 bytes) + this: a bucket for pivots (15 bytes; a tile's key has 16)
+PIVOT_SUFFIX = b"hot"  # band key (12 bytes) + this: a hot bucket, verified against pivots
 
 
 def caption_pivot_key(band: bytes) -> bytes:
-    """The key of a caption bucket too hot for tiles: one group, verified against pivots."""
+    """The key of a hot caption bucket: one group, verified against pivots."""
     return band + PIVOT_SUFFIX
 
 

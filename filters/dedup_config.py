@@ -134,8 +134,8 @@ class DedupConfig:
     near_caption: NearCaptionConfig = field(default_factory=NearCaptionConfig)
     near_image: NearImageConfig = field(default_factory=NearImageConfig)
     max_bucket: int = 1000  # the most members compared pairwise in one group; a bigger bucket is hot
-    max_split_chunks: int = 32  # a hot bucket splits into up to this many chunks, compared pairwise as tiles
-    # (past it: images go to an LSH forest, captions to pivot verification: filters/hot_captions.py)
+    max_split_chunks: int = 32  # a hot image bucket splits into up to this many chunks, compared pairwise
+    # as tiles (past it: an LSH forest); hot caption buckets go to pivots (filters/hot_captions.py)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="dedup"))
     progress: bool = True

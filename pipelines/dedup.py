@@ -181,56 +181,31 @@ class CaptionBands(_DedupFn):
         yield from self.bander.memberships(batch)
 
 
-class _Buckets(_DedupFn):
-    """The hot-bucket rule applied to one bucket, counted as `{kind}_hot_buckets`,
-    `{kind}_hot_bucket_members`, `{kind}_split_tiles` and the `group_size_{kind}_bucket`
-    distribution."""
-
-    KIND = ""
+class CaptionBucket(_DedupFn):
+    """(band key, member ids) -> (member id, band key) for each member of a bucket of 2..max_bucket,
+    (member id, pivot key) for each member of a hot one (verified against pivots: a caption
+    bucket is never tiled - Jaccard in Python at size^2 / 2 pairs took minutes a bucket - nor
+    sampled); singletons end here. Counted as `caption_hot_buckets`, `caption_hot_bucket_members`
+    and the `group_size_caption_bucket` distribution (sizes of two or more: most buckets are
+    singletons, and one metric update each would cost more than the bucket)."""
 
     def setup(self) -> None:
-        self.hot = Metrics.counter(self.namespace, f"{self.KIND}_hot_buckets")
-        self.hot_members = Metrics.counter(self.namespace, f"{self.KIND}_hot_bucket_members")
-        self.tiles = Metrics.counter(self.namespace, f"{self.KIND}_split_tiles")
-
-    def plan(self, members) -> tuple[str, buckets.Split | None]:
-        """(verdict, the split plan of a hot bucket, else None), sizes of two or more recorded (most
-        buckets are singletons: one metric update each would cost more than the bucket). A bucket
-        too hot for tiles has the verdict "pivots"."""
-        size, verdict = buckets.bucket_verdict(members, self.cfg.max_bucket)
-        if verdict == "single":
-            return verdict, None
-        group_size(self.namespace, f"{self.KIND}_bucket", size)
-        if verdict != "split":
-            return verdict, None
-        self.hot.inc()
-        self.hot_members.inc(size)
-        if buckets.too_hot(size, self.cfg.max_bucket, self.cfg.max_split_chunks):
-            return "pivots", None
-        plan = buckets.split_plan(size, self.cfg.max_bucket)
-        self.tiles.inc(plan.tiles)
-        return verdict, plan
-
-
-class CaptionBucket(_Buckets):
-    """(band key, member ids) -> (member id, band key) for each member of a bucket of 2..max_bucket,
-    (member id, band key + tile) per tile for each member of a hot one, (member id, pivot key) once
-    for each member of one too hot for tiles; singletons end here."""
-
-    KIND = "caption"
+        self.hot = Metrics.counter(self.namespace, "caption_hot_buckets")
+        self.hot_members = Metrics.counter(self.namespace, "caption_hot_bucket_members")
 
     def process(self, item):
         band, members = item
-        verdict, plan = self.plan(members)
+        size, verdict = buckets.bucket_verdict(members, self.cfg.max_bucket)
         if verdict == "single":
             return
-        if plan is None:
-            key = buckets.caption_pivot_key(band) if verdict == "pivots" else band
-            for mid in members:
-                yield mid, key
-            return
-        for tile, mid in buckets.split_tiles(members, plan):
-            yield mid, buckets.caption_tile_key(band, tile)
+        group_size(self.namespace, "caption_bucket", size)
+        key = band
+        if verdict == "split":
+            self.hot.inc()
+            self.hot_members.inc(size)
+            key = buckets.caption_pivot_key(band)
+        for mid in members:
+            yield mid, key
 
 
 def _caption_memberships(item):

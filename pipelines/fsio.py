@@ -11,6 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 from curation.core.jobstate import InputFile
 
 T = TypeVar("T")
+OBJECT_STORES = ("s3", "gs")  # whole-object writes, no rename
 
 
 def join(base: str, *parts: str) -> str:
@@ -31,8 +32,20 @@ def mkdirs(path: str) -> None:
 
 
 def write_atomic(path: str, fill: Callable[[IO[bytes]], T]) -> T:
-    """Write through `fill(f)` to a unique temp name, then rename onto `path` (readers never see
-    a partial file; a retried bundle never clobbers another attempt's temp file)."""
+    """Write through `fill(f)` so readers never see a partial file. On local disk (and HDFS): a
+    unique temp name, then a rename onto `path` (a retried bundle never clobbers another attempt's
+    temp file). On an object store the final name is written once: an object appears whole when
+    its upload completes, and a rename there is a copy and a delete (4 requests a file, not 1)."""
+    if FileSystems.get_scheme(path) in OBJECT_STORES:
+        f = FileSystems.create(path, mime_type="application/octet-stream")
+        try:
+            result = fill(f)
+        except BaseException:
+            f.close()  # the upload cannot be abandoned through Beam's writer: remove what it left
+            FileSystems.delete([path])
+            raise
+        f.close()
+        return result
     directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
     tmp = join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
     f = FileSystems.create(tmp, mime_type="application/octet-stream")

@@ -334,28 +334,15 @@ def test_bucket_verdicts_walk_without_listing():
     assert bucket_verdict(["m"] * 10, 10) == (10, "compare") and bucket_size([]) == 0
 
 
-def _tiles(members, plan):
-    from filters.buckets import split_tiles
-
-    tiles = {}
-    for tile, m in split_tiles(members, plan):
-        tiles.setdefault(tile, set()).add(m)
-    return tiles
-
-
-def test_a_hot_bucket_splits_into_bounded_tiles_that_cover_every_pair():
+def test_a_hot_bucket_splits_into_bounded_tiles():
+    """The tiling image_lsh verifies (every pair of chunks, the chunk with itself included): tiles
+    of at most max_bucket members, ceil(size / chunk) chunks."""
     from filters.buckets import split_plan, too_hot
 
-    members = [f"m{i:04d}" for i in range(1234)]
-    assert not too_hot(len(members), max_bucket=100, max_chunks=32)
-    plan = split_plan(len(members), max_bucket=100)
-    assert (plan.chunks, plan.chunk, plan.tiles) == (25, 50, 325)
-    tiles = _tiles(members, plan)
-    assert len(tiles) == plan.tiles and max(len(t) for t in tiles.values()) <= 100
-    covered = {p for t in tiles.values() for p in combinations(sorted(t), 2)}
-    assert covered == set(combinations(members, 2))  # no pair of the bucket goes unverified
-    random.Random(1).shuffle(members)  # another arrival order: other tiles, the same pairs
-    assert {p for t in _tiles(members, plan).values() for p in combinations(sorted(t), 2)} == covered
+    assert not too_hot(1234, max_bucket=100, max_chunks=32)
+    plan = split_plan(1234, max_bucket=100)
+    assert (plan.chunks, plan.chunk, plan.tiles) == (25, 50, 325) and 2 * plan.chunk <= 100
+    assert (plan.chunks - 1) * plan.chunk < 1234 <= plan.chunks * plan.chunk
 
 
 def test_past_max_chunks_a_bucket_is_too_hot_for_tiles():
@@ -365,14 +352,14 @@ def test_past_max_chunks_a_bucket_is_too_hot_for_tiles():
     assert too_hot(401, max_bucket=100, max_chunks=8)  # a ninth chunk: the forest (images) or pivots (captions)
 
 
-def test_caption_memberships_of_buckets_and_tiles():
-    from filters.buckets import caption_memberships, caption_tile_key
+def test_caption_memberships_of_buckets_and_pivot_groups():
+    from filters.buckets import caption_memberships, caption_pivot_key, is_pivot_key
 
     row = (node_id("a", None), "A red bicycle!")
-    tile = caption_tile_key(b"b0", 3)
-    assert tile == b"b0\x00\x00\x00\x03" and tile != caption_tile_key(b"b0", 4)
-    out = list(caption_memberships([b"b2", tile, b"b1", b"b2"], [row]))
-    assert out == [(b"b0\x00\x00\x00\x03", CaptionMember(*row)), (b"b1", CaptionMember(*row)), (b"b2", CaptionMember(*row))]
+    hot = caption_pivot_key(b"b" * 12)
+    assert is_pivot_key(hot) and not is_pivot_key(b"b" * 12) and not is_pivot_key(b"b" * 12 + b"\x00\x00\x00\x03")
+    out = list(caption_memberships([b"b2", hot, b"b1", b"b2"], [row]))
+    assert out == [(b"b1", CaptionMember(*row)), (b"b2", CaptionMember(*row)), (hot, CaptionMember(*row))]
     assert list(caption_memberships([], [row])) == []  # in no bucket of two or more
 
 

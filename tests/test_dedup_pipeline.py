@@ -180,32 +180,26 @@ def test_images_under_reencode_resize_and_crop(tmp_path):
     assert found == components_to_pairs({u: brute.get(u, u) for u in rows if u not in exact_dups})
 
 
-def test_hot_buckets_are_split_verified_and_counted_never_exact_grouped(tmp_path):
+def test_hot_caption_buckets_are_pivot_verified_and_counted_never_exact_grouped(tmp_path):
     recs = [Planted(f"h{i:04d}", f"stock photo {i % 7} by agency", i % 7) for i in range(300)]  # boilerplate
     recs += planted_captions(30, seed=2)
     write_pair_folder(tmp_path / "in", recs)
     cfg = config(exact={"caption": False, "image": False}, near_image={"enabled": False}, max_bucket=20)
     index = run_dedup(cfg, [str(tmp_path / "in")], str(tmp_path / "out"))
     m = index["_metrics"]
-    assert m["caption_hot_buckets"] >= 1 and m["caption_hot_bucket_members"] >= 300 and m["caption_split_tiles"] > 1
+    assert m["caption_hot_buckets"] >= 1 and m["caption_hot_bucket_members"] >= 300 and m["caption_pivot_buckets"] >= 1
     assert m["group_size_caption_bucket_max"] >= 300 // 7 > cfg.max_bucket  # a hot bucket is walked, never listed
     assert m["group_size_caption_verify_max"] <= cfg.max_bucket  # what is compared pairwise stays bounded
     assert m.get("caption_hot_bucket_skipped", 0) == 0
     assert len(recs) / m["shards_written"] <= m["group_size_write_shard_max"] <= len(recs)  # >= the mean shard
     rows = {r["uid"]: r for r in manifest(tmp_path / "out")}
-    # the 300 boilerplate rows collapse onto one representative per caption, verified in the tiles
+    # the 300 boilerplate rows collapse onto one representative per caption, verified against pivots
     kept_boiler = [u for u, r in rows.items() if u.startswith("h") and r["status"] == "kept"]
     assert len(kept_boiler) == 7
     assert {r["reason"] for u, r in rows.items() if u.startswith("h") and r["status"] != "kept"} == {"near_dup_caption"}
     assert index["totals"]["inputs"] == len(recs) == index["totals"]["kept"] + sum(index["reasons"].values())
-    # too hot for tiles (past 2 chunks of 10): pivot verification, nothing sampled, the same decisions
-    cfg = config(exact={"caption": False, "image": False}, near_image={"enabled": False}, max_bucket=20, max_split_chunks=2)
-    index = run_dedup(cfg, [str(tmp_path / "in")], str(tmp_path / "piv"))
-    m = index["_metrics"]
-    assert m["caption_pivot_buckets"] >= 1 and m["caption_pivots"] >= 1 and "caption_hot_bucket_skipped" not in m
-    assert m["group_size_caption_verify_max"] <= cfg.max_bucket
-    assert {r["uid"]: r["status"] for r in manifest(tmp_path / "piv")} == {u: r["status"] for u, r in rows.items()}
-    # splitting loses nothing: with buckets big enough never to be hot, the output is byte-identical
+
+    # pivots lose nothing here: with buckets big enough never to be hot, the output is byte-identical
     whole = run_dedup(config(exact={"caption": False, "image": False}, near_image={"enabled": False}),
                       [str(tmp_path / "in")], str(tmp_path / "whole"))
     assert "caption_hot_buckets" not in whole["_metrics"] and whole["totals"] == index["totals"]

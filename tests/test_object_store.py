@@ -27,7 +27,8 @@ def s3(tmp_path_factory):
 
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                             "AWS_REGION", "AWS_DEFAULT_REGION")}
-    with serve_s3(tmp_path_factory.mktemp("seaweed")) as endpoint:
+    with serve_s3(tmp_path_factory.mktemp("seaweed")) as server:
+        endpoint = server.endpoint
         os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                           AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1")
         import boto3

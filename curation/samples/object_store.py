@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 # every listener `weed server -s3` opens; unset ones take fixed defaults (8333, 9101, ...) that
 # collide with a second server or anything else on the machine
@@ -55,15 +55,30 @@ def _ready(url: str) -> bool:
         return False
 
 
+class S3Server(NamedTuple):
+    endpoint: str  # the S3 API, for AWS_ENDPOINT_URL / --s3_endpoint_url
+    metrics: str  # Prometheus metrics: S3 requests counted by bucket and type
+
+    def requests(self, bucket: str) -> dict[str, int]:
+        """S3 requests served for `bucket` so far, by type (GET, PUT, LIST, DELETE, ...)."""
+        text = urllib.request.urlopen(self.metrics, timeout=10).read().decode()
+        out: dict[str, int] = {}
+        for line in text.splitlines():
+            if line.startswith("SeaweedFS_s3_request_seconds_count{") and f'bucket="{bucket}"' in line:
+                kind = line.split('type="', 1)[1].split('"', 1)[0]
+                out[kind] = out.get(kind, 0) + int(float(line.rsplit(" ", 1)[1]))
+        return out
+
+
 @contextlib.contextmanager
-def serve_s3(workdir: str | Path, start_timeout_s: float = 60.0) -> Iterator[str]:
-    """Start SeaweedFS with S3 on loopback in `workdir`; yield its endpoint URL. Stopped with
+def serve_s3(workdir: str | Path, start_timeout_s: float = 60.0) -> Iterator[S3Server]:
+    """Start SeaweedFS with S3 on loopback in `workdir`; yield its endpoints. Stopped with
     SIGKILL after a short SIGTERM grace (it ignores SIGTERM for a long time)."""
     workdir = Path(workdir)
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS))))
     cmd = [weed_binary(), "server", f"-dir={workdir / 'data'}", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           "-volume.max=4", "-master.volumeSizeLimitMB=64"]
+           "-volume.max=64", "-master.volumeSizeLimitMB=256"]
     cmd += [f"-{flag}={port}" for flag, port in ports.items()]
     log = open(workdir / "weed.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -74,7 +89,7 @@ def serve_s3(workdir: str | Path, start_timeout_s: float = 60.0) -> Iterator[str
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"SeaweedFS did not start: {(workdir / 'weed.log').read_text()[-2000:]}")
             time.sleep(0.25)
-        yield endpoint
+        yield S3Server(endpoint, f"http://127.0.0.1:{ports['metricsPort']}/metrics")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
