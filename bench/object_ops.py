@@ -6,7 +6,7 @@ under distinct URLs; bench/ingest.py's generator), ingested with configs/laion.y
 size into `s3://bench/ingest`, then deduplicated with configs/dedup.yaml into `s3://bench/dedup`;
 both on DirectRunner multi_processing with 2 workers. Metadata input stays on local disk, so the
 counts are what each stage does to the store. Prints one JSON line per stage: `stage`, `rows`,
-`shards`, `requests` (by type), `puts_per_1000_rows`, `requests_per_1000_rows`.
+`kept`, `shards`, `requests` (by type), `puts_per_1000_rows`, `requests_per_1000_rows`.
 
     python bench/object_ops.py --rows 20000
 """
@@ -37,7 +37,7 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 def _line(stage: str, rows: int, index: dict, requests: dict[str, int], seconds: float) -> dict:
-    return {"stage": stage, "rows": rows, "shards": index["num_shards"], "requests": requests,
+    return {"stage": stage, "rows": rows, "kept": index["totals"]["kept"], "shards": index["num_shards"], "requests": requests,
             "puts_per_1000_rows": round(1000 * requests.get("PUT", 0) / rows, 2),
             "requests_per_1000_rows": round(1000 * sum(requests.values()) / rows, 2), "seconds": round(seconds, 1)}
 

@@ -134,6 +134,34 @@ def main_script(text: str) -> str | None:
     return max(counts, key=lambda s: (counts[s], s)) if counts else None
 
 
+# Scripts written without spaces between words: one or two of their characters already make a word.
+UNSPACED_SCRIPTS = frozenset({"han", "kana", "thai", "lao", "khmer", "myanmar"})
+
+
+def text_line_problem(text: str) -> str | None:
+    """Why an OCR line does not read as text (`not_text`, `number_only`), or None. Text: mostly
+    letters and digits (punctuation, box drawing and symbols under a quarter of what is written)
+    with a word in it - three letters in a row, or two characters of an unspaced script (Chinese,
+    Japanese, Thai). What an engine reads off a photo without text fails this: `-_ У,`, `| Ге | -`,
+    `№" |`, `C000`, `69日000`. A line of digits alone (`4.99`, `2019`) is `number_only`: a target
+    only beside a line that is text."""
+    written = [c for c in text if not c.isspace()]
+    if not written:
+        return "not_text"
+    alnum = sum(c.isalnum() for c in written)
+    letters = [c for c in written if c.isalpha()]
+    if not letters:
+        return "number_only" if sum(c.isdigit() for c in written) >= 2 and alnum * 2 >= len(written) else "not_text"
+    if alnum * 4 < len(written) * 3:
+        return "not_text"
+    run = best = unspaced = 0
+    for c in text:
+        run = run + 1 if c.isalpha() else 0
+        best = max(best, run)
+        unspaced += char_script(c) in UNSPACED_SCRIPTS
+    return None if best >= 3 or unspaced >= 2 else "not_text"
+
+
 LATIN_LANGUAGES = frozenset(
     "af az bs ca cs cy da de en eo es et eu fi fr ga hr hu id is it la lg lt lv mi ms nb nl nn pl pt ro "
     "sk sl so sn sq st sv sw tl tn tr ts vi xh yo zu".split())

@@ -32,6 +32,8 @@ class PackConfig:
     tokenizer: str = "builtin:smollm2"  # or a local Hugging Face tokenizer folder
     template: Literal["internvl2_5", "tokenizer"] = "internvl2_5"
     system_prompt: str = "default"  # "default": the template's own; "": none; else this text
+    # a BOS token first in every sequence (InternLM2-based InternVL 2.5 8B / 26B); null: read from the tokenizer
+    bos: bool | None = None
     truncate: bool = True  # over-long conversations are cut in text only; else rejected
     buffer: int = 256  # packer buffer (items); planning is bounded by it
     image_root: str | None = None  # relative image paths resolve here; default: the jsonl's folder

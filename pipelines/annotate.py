@@ -123,18 +123,21 @@ class OcrHandler(_BatchedHandler):
 class QualityHandler(_BatchedHandler):
     """Samples -> PredictionResult(sample, QualityResult), one LLM backend per worker."""
 
-    def __init__(self, cfg: QualityConfig, llm: LlmConfig, enforce: dict[str, bool] | None = None) -> None:
+    def __init__(self, cfg: QualityConfig, llm: LlmConfig, enforce: dict[str, bool] | None = None,
+                 thresholds: dict[str, float] | None = None) -> None:
         super().__init__(llm.batch_size, llm.accelerator, f"{NS}.llm", llm.share_across_processes)
         self.cfg = cfg
         self.llm = llm
         self.enforce = enforce  # per score: may it reject (the calibration gate); None: all may
+        self.thresholds = thresholds  # per score: the threshold calibration decided; None: the recipe's
 
     def load_model(self):
         from curation.annotate.llm import build_backend
         from curation.annotate.quality import QualityScorer
 
         record_load("llm")
-        return self.served(QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling, self.enforce))
+        return self.served(QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling, self.enforce,
+                                         getattr(self, "thresholds", None)))
 
     def run_inference(self, batch: Sequence[Sample], model, inference_args=None) -> Iterable[PredictionResult]:
         from curation.annotate.steps import score_input
@@ -213,7 +216,7 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
     `calibration` (calibration.calibrate) decides which scores may reject and goes into the index."""
     from functools import partial
 
-    from curation.annotate.calibration import enforced
+    from curation.annotate.calibration import enforced, thresholds
 
     count = p | "NumShards" >> beam.Create([num_shards])
     n = beam.pvalue.AsSingleton(count)
@@ -247,7 +250,7 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
         kept = (
             kept
             | "BeforeLlm" >> beam.Reshuffle()
-            | "QualityScore" >> RunInference(QualityHandler(cfg.quality, cfg.llm, enforced(calibration)))
+            | "QualityScore" >> RunInference(QualityHandler(cfg.quality, cfg.llm, enforced(calibration), thresholds(calibration)))
         )
     quality = kept | "QualityVerdict" >> beam.FlatMap(_after_quality, cfg).with_outputs("rejected", main="kept")
     rejected.append(quality.rejected)

@@ -12,6 +12,51 @@ from curation.core.jobstate import InputFile
 
 T = TypeVar("T")
 OBJECT_STORES = ("s3", "gs")  # whole-object writes, no rename
+PART_BYTES = 64 << 20  # an object store upload's part: Beam's S3 writer sends a part per 5 MiB it holds
+
+
+class PartWriter:
+    """Hand `f` large writes only: small writes (tar members, parquet pages) are held until
+    PART_BYTES, so an upload is a few large parts (a PUT each), not one per 5 MiB."""
+
+    def __init__(self, f: IO[bytes], part_bytes: int = PART_BYTES) -> None:
+        self.f = f
+        self.part_bytes = part_bytes
+        self.held: list[bytes] = []
+        self.held_bytes = 0
+        self.position = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        n = len(data)
+        self.held.append(bytes(data))
+        self.held_bytes += n
+        self.position += n
+        if self.held_bytes >= self.part_bytes:
+            self._send()
+        return n
+
+    def _send(self) -> None:
+        if self.held:
+            self.f.write(b"".join(self.held))
+            self.held, self.held_bytes = [], 0
+
+    def tell(self) -> int:
+        return self.position
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:  # parts go out at PART_BYTES or on close, never smaller in between
+        pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self._send()
+            self.closed = True
 
 
 def join(base: str, *parts: str) -> str:
@@ -38,8 +83,10 @@ def write_atomic(path: str, fill: Callable[[IO[bytes]], T]) -> T:
     its upload completes, and a rename there is a copy and a delete (4 requests a file, not 1)."""
     if FileSystems.get_scheme(path) in OBJECT_STORES:
         f = FileSystems.create(path, mime_type="application/octet-stream")
+        parts = PartWriter(f)
         try:
-            result = fill(f)
+            result = fill(parts)
+            parts.close()
         except BaseException:
             f.close()  # the upload cannot be abandoned through Beam's writer: remove what it left
             FileSystems.delete([path])
@@ -82,6 +129,25 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def read_ranges(path: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+    """The bytes at each (offset, length) of one file, read through one open handle: a ranged GET
+    each on an object store (the unbuffered stream under Beam's 16 MiB read buffer), seeks locally."""
+    out = []
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        raw = getattr(f, "raw", f)
+        for offset, length in ranges:
+            raw.seek(offset)
+            chunks, got = [], 0
+            while got < length:
+                chunk = raw.read(length - got)
+                if not chunk:
+                    raise OSError(f"{path}: {length} bytes expected at {offset}, the file ends after {got}")
+                chunks.append(chunk)
+                got += len(chunk)
+            out.append(b"".join(chunks))
+    return out
+
+
 def write_json(path: str, doc: object) -> None:
     data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
     write_atomic(path, lambda f: f.write(data))
@@ -118,7 +184,10 @@ def listdir(directory: str, suffix: str = "") -> list[str]:
 
 def remove_stale_temps(directory: str, depth: int = 2) -> int:
     """Delete `.tmp-*` files a killed run left under `directory` (and `depth` folders down, where
-    stages write images); a job owns its folder, so none belongs to a live writer. Returns the count."""
+    stages write images); a job owns its folder, so none belongs to a live writer. Returns the count.
+    On an object store there are none (the final name is written once): nothing is listed there."""
+    if FileSystems.get_scheme(directory) in OBJECT_STORES:
+        return 0
     patterns = [join(directory, *(["*"] * d), ".tmp-*") for d in range(depth + 1)]
     stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
     if stale:

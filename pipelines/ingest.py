@@ -16,8 +16,9 @@ from apache_beam.transforms.window import GlobalWindows
 from curation.ingest.config import IngestConfig
 from curation.core.records import Rejection, record_uid
 from curation.core.heartbeat import Heartbeat
-from curation.core.shards import stable_hash, write_pair_shard
+from curation.core.shards import write_pair_shard
 from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
+from pipelines.staging import STAGING, BundleStager
 
 NS = "curate.ingest"
 
@@ -118,8 +119,9 @@ def _apply_decision(item):
 class Download(beam.DoFn):
     """(shard, Pair) -> (shard, Sample | Rejection), many requests in flight per worker.
 
-    Results are yielded as they complete; whatever is still in flight at the end of a bundle is
-    drained in finish_bundle. Order does not matter: the writer sorts."""
+    Results are yielded as they complete (kept images once their staging bundle file is written);
+    whatever is still in flight or held at the end of a bundle is drained in finish_bundle. Order
+    does not matter: the writer sorts."""
 
     def __init__(self, cfg: IngestConfig, output: str) -> None:
         self.cfg = cfg
@@ -136,6 +138,7 @@ class Download(beam.DoFn):
         self.failed = Metrics.counter(NS, "download_failed")
         self.bytes = Metrics.counter(NS, "image_bytes_written")
         self.internal = Metrics.counter(NS, "internal_error")
+        self.stager = BundleStager(self.output, int(self.cfg.staging_bundle_mb * 2**20)) if self.cfg.stage_images else None
         self.bar = worker_bar("download", "img") if self.cfg.progress else None
         self.heartbeat = None if self.bar is not None else Heartbeat("download", self.cfg.progress_every_s).start()
 
@@ -154,11 +157,12 @@ class Download(beam.DoFn):
             else:
                 self.kept.inc()
                 self.bytes.inc(len(rec.image.data))
-                if self.cfg.stage_images:
-                    stage(rec, shard, self.output)
             if self.bar is not None:
                 self.bar.update(1)
-            yield shard, rec
+            if self.stager is not None and not isinstance(rec, Rejection):
+                yield from self.stager.add(shard, rec)  # released when its bundle file is written
+            else:
+                yield shard, rec
 
     def process(self, element):
         if self.heartbeat is not None:
@@ -167,6 +171,8 @@ class Download(beam.DoFn):
 
     def finish_bundle(self):
         for result in self._count(self.inflight.drain()):
+            yield GlobalWindows.windowed_value(result)
+        for result in self.stager.flush() if self.stager is not None else []:
             yield GlobalWindows.windowed_value(result)
 
     def teardown(self) -> None:
@@ -178,30 +184,16 @@ class Download(beam.DoFn):
             self.heartbeat.stop()
 
 
-STAGING = "_staging"
-
-
-def stage(sample, shard: int, output: str) -> None:
-    """Park the image bytes in a file under the output folder; the record keeps only the path."""
-    from pipelines import fsio
-
-    row = stable_hash(f"{sample.pair.source_file}\x00{sample.pair.source_row}")  # unique per input row, not per uid
-    path = fsio.join(output, STAGING, f"{shard:05d}", f"{sample.pair.uid}-{row:016x}.{sample.image.ext}")
-    fsio.write_atomic(path, lambda f, data=sample.image.data: f.write(data))
-    sample.image.data = b""
-    sample.staged = path
-
-
 def write_staged_shard(shard: int, name: str, records, tar_file, manifest_file):
-    """The pair-shard writer, with staged images read back first (one shard's worth in memory)."""
-    from pipelines import fsio
+    """The pair-shard writer over staged images: fetched into a local spill file bundle by bundle,
+    then streamed into the tar one at a time (bounded memory, whatever the shard's size)."""
+    import tempfile
+
+    from pipelines.staging import Unstaged
 
     records = list(records)
-    for rec in records:
-        if getattr(rec, "staged", None):
-            rec.image.data = fsio.read_bytes(rec.staged)
-            rec.staged = None
-    return write_pair_shard(shard, name, records, tar_file, manifest_file)
+    with tempfile.TemporaryFile() as spill:
+        return write_pair_shard(shard, name, records, tar_file, manifest_file, Unstaged(records, spill).load)
 
 
 class MetadataDecisions(beam.PTransform):
@@ -284,12 +276,11 @@ def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: lis
     from pipelines import fsio
 
     # Progress bars, staging, read splits and the thread count do not change the output: not in the fingerprint.
-    semantic = dataclasses.replace(cfg, progress=True, stage_images=True,
+    semantic = dataclasses.replace(cfg, progress=True, stage_images=True, staging_bundle_mb=64.0,
                                    source=dataclasses.replace(cfg.source, split_rows=0),
                                    download=dataclasses.replace(cfg.download, threads=1))
     root = input_root(inputs)
     index = run_sharded_job(inputs, output, semantic,
                             lambda p, files, out, fp, prev: build_ingest(p, cfg, files, out, fp, prev, root), NS, beam_args)
-    staging = fsio.join(output, STAGING)
-    fsio.delete_tree(staging)  # every shard is written: the staged copies are no longer needed
+    fsio.delete_tree(fsio.join(output, STAGING))  # every shard is written: the staged copies are no longer needed
     return index

@@ -67,6 +67,11 @@ class PolicyHandler(_BatchedHandler):
         from curation.mmpr.policy import build_policy
 
         self.bar = worker_bar(f"mmpr {self.mode}", "question") if self.cfg.progress else None
+        self.cut_tokenizer = None
+        if self.mode == "continue" and self.cfg.dropout_ntp.tokenizer:  # Dropout NTP cuts by the policy's tokens
+            from packing.tokens import load_tokenizer
+
+            self.cut_tokenizer = load_tokenizer(self.cfg.dropout_ntp.tokenizer)
         record_load(f"mmpr-{self.mode}")
         return self.served(build_policy(self.policy))
 
@@ -78,7 +83,8 @@ class PolicyHandler(_BatchedHandler):
             requests = [sample_requests(t, self.cfg, info["per_request_seed"]) for t in batch]
             sampling = self.cfg.sampling
         else:
-            requests = [[continuation_request(t, self.cfg, info["per_request_seed"])] for t in batch]
+            requests = [[continuation_request(t, self.cfg, info["per_request_seed"], getattr(self, "cut_tokenizer", None))]
+                        for t in batch]
             sampling = self.cfg.continue_sampling
         flat = model.generate([r for rs in requests for r in rs], sampling)
         out, start = [], 0

@@ -100,7 +100,8 @@ class Encode(beam.DoFn):
         from packing.units import UnitBuilder, UnitLimits
 
         cfg = self.cfg
-        encoder = ChatEncoder(load_tokenizer(cfg.tokenizer), cfg.template, resolve_system_prompt(cfg.template, cfg.system_prompt))
+        encoder = ChatEncoder(load_tokenizer(cfg.tokenizer), cfg.template, resolve_system_prompt(cfg.template, cfg.system_prompt),
+                              cfg.bos)
         limits = UnitLimits(cfg.l_max, cfg.t_max, cfg.tiling.max_num, cfg.tiling.min_num, cfg.tiling.use_thumbnail, cfg.truncate,
                             cfg.text_only_blank_tile)
         self.builder = UnitBuilder(encoder, limits)

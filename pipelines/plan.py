@@ -104,7 +104,7 @@ def run_plan(cfg: PlanConfig, inputs: list[str], output: str, beam_args: list[st
     from packing.tokens import load_tokenizer
 
     # Download knobs and progress bars do not change a plan: not in the fingerprint.
-    ingest = dataclasses.replace(cfg.ingest, progress=True, stage_images=True, download=type(cfg.ingest.download)())
+    ingest = dataclasses.replace(cfg.ingest, progress=True, stage_images=True, staging_bundle_mb=64.0, download=type(cfg.ingest.download)())
     semantic = dataclasses.replace(cfg, progress=True, ingest=ingest, pack=dataclasses.replace(cfg.pack, progress=True))
     return run_sharded_job(inputs, output, semantic,
                            lambda p, files, out, fp, prev: build_plan(p, cfg, files, out, fp, prev, input_root(inputs)), NS, beam_args,

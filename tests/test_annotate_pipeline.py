@@ -26,10 +26,11 @@ CALIBRATION_CACHE = tempfile.mkdtemp(prefix="curate-test-calibration-")
 
 
 def _cfg(**over) -> AnnotateConfig:
-    # The production thresholds: the offline 135M rater fails its calibration on the probe set (a
-    # 24-probe subset here), so its quality score rejects nothing and every scored sample is kept.
+    # The production recipe with InternVL's quality threshold pinned at 7: the offline 135M rater does
+    # not separate clean from degraded probes (AUC 0.68 on this 24-probe subset) and would reject every
+    # clean probe at 7, so its quality score rejects nothing (its repetition threshold is the ROC's).
     base = {"shards": {"samples_per_shard": 40}, "progress": False, "llm": {"batch_size": 16},
-            "quality": {"calibration": {"probes": 24, "cache_dir": CALIBRATION_CACHE}}}
+            "quality": {"threshold": 7, "calibration": {"probes": 24, "cache_dir": CALIBRATION_CACHE}}}
     from curation.core.config import deep_merge
 
     return load_config(CONFIGS / "annotate.yaml", AnnotateConfig, deep_merge(base, over))

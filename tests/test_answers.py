@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from curation.mmpr.answers import anls, choice_letter, extract_answer, is_correct, normalize, parse_number, relaxed_match, vqa_score
+from curation.mmpr.answers import (anls, choice_letter, extract_answer, is_correct, judge_answer, normalize, parse_number,
+                                  relaxed_match, vqa_score)
 
 
 def test_extracts_the_last_final_answer_with_a_rationale():
@@ -68,8 +69,10 @@ def test_anls_near_and_far_misses_in_the_right_direction():
     assert 0.9 < near < 1.0
     assert anls("completely different", ["hello world"]) == 0.0  # far miss: 0, never high
     assert anls("abcdef", ["abcxyz"]) == 0.0  # NL exactly 0.5 is not below the threshold
-    assert is_correct("abcdyz", "abcxyz", "anls") and not is_correct("uvwxyz", "abcxyz", "anls")
-    assert is_correct("Helo World", ["nothing", "hello world"], "anls")  # best over the ground truths
+    # the metric is reported, never the judge: a near miss is ambiguous (no pair), a far miss wrong
+    assert judge_answer("abcdyz", "abcxyz", "anls") == "ambiguous" and judge_answer("uvwxyz", "abcxyz", "anls") == "wrong"
+    assert judge_answer("Helo World", ["nothing", "hello world"], "anls") == "ambiguous"  # near one of the truths
+    assert judge_answer("Hello World", ["nothing", "hello world"], "anls") == "correct"
 
 
 def test_vqa_score_and_relaxed_accuracy():
@@ -77,7 +80,8 @@ def test_vqa_score_and_relaxed_accuracy():
     assert vqa_score("2", ["2", "3", "3"]) == pytest.approx(1 / 3)
     assert relaxed_match("104", "100") and not relaxed_match("106", "100")
     assert relaxed_match("The Red Bus", "red bus")
-    assert is_correct("0.96", "1.0", "relaxed") and not is_correct("0.9", "1.0", "relaxed")
+    assert judge_answer("0.96", "1.0", "relaxed") == "ambiguous" and judge_answer("0.9", "1.0", "relaxed") == "wrong"
+    assert is_correct("1.00", "1.0", "relaxed")
 
 
 def test_exact_match_after_normalisation():

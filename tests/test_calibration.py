@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from curation.annotate.calibration import calibrate, calibration_key, decide, roc_auc
+from curation.annotate.calibration import calibrate, calibration_key, decide, roc_auc, roc_threshold
 from curation.annotate.config import AnnotateConfig
 from curation.annotate.probes import DEGRADATIONS, probe_set
 from curation.annotate.quality import QualityScorer
@@ -41,16 +41,39 @@ def test_roc_auc():
     assert roc_auc([1, 2], [1, 2]) == 0.5 and roc_auc([], [1]) is None
 
 
-def test_decide_enforces_only_a_rater_that_separates(tmp_path):
-    figures = {"gates": {"quality": {"score": "score", "threshold": 7, "auc": 0.95, "clean_reject": 0.02, "clean": 10,
-                                     "degraded": 10},
-                         "repetition": {"score": "repetition_score", "threshold": 3, "auc": 0.6, "clean_reject": 0.0,
-                                        "clean": 10, "degraded": 2}}}
+def _rows(clean: list, degraded: list, kind: str = "truncated") -> list:
+    return [["clean", True, v] for v in clean] + [[kind, False, v] for v in degraded]
+
+
+def test_the_roc_chooses_the_threshold_that_catches_most_within_the_clean_budget():
+    clean = [6.0] + [7.0, 7.5, 8.0, 8.0, 8.5, 9.0, 9.0, 9.0, 9.5] * 2 + [9.5]  # 20 clean probes: 5% is one
+    degraded = [2.0, 3.0, 5.0, 6.2, 7.2, 8.8]
+    t = roc_threshold(clean, degraded, 0.05, True)
+    assert t == 7.0  # rejects the one clean 6.0 (5%) and the degraded 2, 3, 5 and 6.2
+    assert roc_threshold(clean, degraded, 0.0, True) == 6.0  # no clean reject allowed: below the lowest clean
+    assert roc_threshold([1.0, 2.0], [5.0, 6.0], 0.05, True) is None  # nothing degraded scores below a clean probe
+    # an unparseable clean probe is rejected whatever the threshold: it spends the budget first
+    assert roc_threshold([None, *clean], degraded, 0.05, True) == 6.0
+
+
+def test_decide_enforces_only_a_rater_that_separates_and_catches_something(tmp_path):
+    figures = {"gates": {"quality": {"score": "score", "probes": _rows([8.0] * 19 + [6.0], [2.0, 3.0, 5.0, 8.5])},
+                         "repetition": {"score": "repetition_score", "probes": _rows([5.0, 6.0] * 5, [5.5, 6.5],
+                                                                                     "repeated_ngrams")}}}
     gates = decide(figures, _cfg(tmp_path).quality)["gates"]
-    assert gates["quality"]["enforced"] and not gates["repetition"]["enforced"]
-    assert "AUC 0.600 < min_auc 0.85" in gates["repetition"]["why"]
-    strict = decide(figures, _cfg(tmp_path, max_clean_reject=0.01).quality)["gates"]["quality"]
-    assert not strict["enforced"] and "clean reject 2.0% > max_clean_reject 1.0%" in strict["why"]
+    q, r = gates["quality"], gates["repetition"]
+    assert q["threshold_from"] == "roc" and q["threshold"] == 6.0 and q["clean_reject"] == 0.0
+    assert q["degraded_reject"] == 0.75 and q["auc"] == 0.75 and not q["enforced"]
+    assert decide(figures, _cfg(tmp_path, min_auc=0.7).quality)["gates"]["quality"]["enforced"]
+    assert not r["enforced"] and "AUC 0.250 < min_auc 0.85" in r["why"]
+    # a recipe's own threshold that rejects no degraded probe: reported, not enforced
+    fixed = decide(figures, _cfg(tmp_path, threshold=1.0, min_auc=0.0).quality)["gates"]["quality"]
+    assert fixed["threshold_from"] == "recipe" and fixed["degraded_reject"] == 0.0 and not fixed["enforced"]
+    assert "rejects no degraded probe at threshold 1" in fixed["why"]
+    recipe = decide(figures, _cfg(tmp_path, threshold=7.0, min_auc=0.0).quality)["gates"]["quality"]
+    assert recipe["enforced"] and recipe["clean_reject"] == 0.05 and recipe["degraded_reject"] == 0.75
+    stricter = decide(figures, _cfg(tmp_path, threshold=9.0, min_auc=0.0).quality)["gates"]["quality"]
+    assert not stricter["enforced"] and "clean reject 100.0% > max_clean_reject 5.0%" in stricter["why"]
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +99,16 @@ def test_the_offline_rater_is_gated_and_its_figures_are_cached(backend, tmp_path
     assert q["clean"] == 12 and q["degraded"] == 12 and 0 <= q["auc"] <= 1 and 0 <= q["clean_reject"] <= 1
     assert 0 <= q["degraded_reject"] <= 1 and set(q["mean_by_kind"]) == {"clean", *DEGRADATIONS}
     assert r["clean"] == 6 and r["degraded"] == 1  # the caption-domain clean probes against repeated n-grams
-    # SmolLM2-135M rates nearly everything 5-6 of 9: at the production threshold 7 it would reject
-    # every clean probe, so its quality score may not reject
-    assert q["clean_reject"] > 0.5 and not q["enforced"], doc
-    assert r["enforced"] == (r["auc"] >= 0.85 and r["clean_reject"] <= 0.05)  # 1 degraded probe in this subset
+    # thresholds from the ROC: within the clean budget by construction; enforced only if it also
+    # separates (AUC) and catches a degraded probe
+    for g in (q, r):
+        assert g["threshold_from"] == "roc" and g["clean_reject"] <= 0.05
+        assert g["enforced"] == (g["auc"] >= 0.85 and g["degraded_reject"] > 0)
     warnings = [rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING"]
-    assert len(warnings) == 1 and "cannot reject on quality" in warnings[0] and "nothing is rejected" in warnings[0]
-    cached = tmp_path / f"{calibration_key(cfg)}.json"
-    assert json.loads(cached.read_text())["gates"]["quality"]["auc"] == q["auc"]
+    if not (q["enforced"] and r["enforced"]):
+        assert len(warnings) == 1 and "cannot reject on" in warnings[0] and "nothing is rejected" in warnings[0]
+    cached = json.loads((tmp_path / f"{calibration_key(cfg)}.json").read_text())
+    assert len(cached["gates"]["quality"]["probes"]) == 24 and "threshold" not in json.dumps(cached)  # scores, not decisions
 
     # the same recipe again: read from the cache, no model is built
     assert calibrate(cfg, factory)["gates"] == doc["gates"] and built == ["builtin:smollm2"]
@@ -91,10 +116,12 @@ def test_the_offline_rater_is_gated_and_its_figures_are_cached(backend, tmp_path
     lenient = calibrate(_cfg(tmp_path, min_auc=0.0, max_clean_reject=1.0), factory)
     assert lenient["gates"]["quality"]["enforced"] and lenient["gates"]["repetition"]["enforced"]
     assert built == ["builtin:smollm2"]
-    # another threshold is another measurement: every clean probe falls below 9.5
+    # another threshold is decided again from the cached scores, no model built: SmolLM2-135M rates
+    # nearly everything 5-6 of 9, so every clean probe falls below 9.5
     strict = calibrate(_cfg(tmp_path, threshold=9.5, min_auc=0.0), factory)
-    assert built == ["builtin:smollm2"] * 2 and strict["gates"]["quality"]["clean_reject"] == 1.0
+    assert built == ["builtin:smollm2"] and strict["gates"]["quality"]["clean_reject"] == 1.0
     assert not strict["gates"]["quality"]["enforced"] and "clean reject 100.0%" in strict["gates"]["quality"]["why"]
+    assert strict["gates"]["quality"]["auc"] == q["auc"] and strict["gates"]["quality"]["threshold_from"] == "recipe"
 
 
 @pytest.mark.slow

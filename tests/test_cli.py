@@ -120,7 +120,7 @@ def test_annotate_config_errors_name_the_key(tmp_path):
     recipe = (Path(__file__).parent.parent / "configs" / "annotate.yaml").read_text()
     for bad_text, expected in (
         (recipe.replace("engine: paddleocr", "engine: easyocr"), "annotate.yaml: ocr.engine: expected one of"),
-        (recipe.replace("threshold: 7 ", "threshold: high "), "annotate.yaml: quality.threshold: expected float"),
+        (recipe.replace("threshold: null ", "threshold: high "), "annotate.yaml: quality.threshold: expected float"),
         (recipe + "\nllm_backend: vllm\n", "annotate.yaml: llm_backend: unknown key"),
         (recipe.replace("{caption}", "{capton}", 1), "unknown placeholder {capton}"),
     ):

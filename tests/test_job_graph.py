@@ -15,7 +15,9 @@ def test_a_dedup_graph_is_the_same_size_at_ten_shards_and_at_585000():
     files = ["gs://bucket/part-0.parquet"]
     small, _ = _graph_bytes(stages(10, files, ROOT)["dedup"])
     large, _ = _graph_bytes(stages(585_000, files, ROOT)["dedup"])
-    assert abs(large - small) < 64 and large < 1_000_000
+    # a few bytes move with the run (the shard count's digits, pickler ids): nothing per shard, which
+    # at 585,000 shards was 76 MB (bench/README.md)
+    assert abs(large - small) < 1024 and large < 1_000_000
 
 
 def test_done_shards_are_read_on_a_worker_and_skipped(tmp_path):

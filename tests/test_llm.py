@@ -50,7 +50,8 @@ def _check_scoring(backend, cfg: AnnotateConfig):
             assert raw["backend"] == backend.name and len(raw["probs"]) == 10 and "text" not in raw
             assert sum(raw["probs"]) == pytest.approx(dist["mass"], abs=1e-3)
     assert good.score != rep.score  # a continuous score, not the same greedy digit
-    assert (good.reason is None) == (good.score >= cfg.quality.threshold and good.repetition_score >= 3)
+    # no calibration here: a null recipe threshold is the default 7 (quality) and 3 (repetition)
+    assert (good.reason is None) == (good.score >= 7 and good.repetition_score >= 3)
     # the threshold acts: the same scores with a threshold above them reject; with the gate open they are recorded
     strict_cfg = type(cfg.quality)(**{**cfg.quality.__dict__, "threshold": good.score + 0.5, "repetition_threshold": 0})
     assert QualityScorer(strict_cfg, backend, cfg.llm.sampling).score([ScoreInput(GOOD)])[0].reason == "low_quality_score"

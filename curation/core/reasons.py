@@ -90,6 +90,8 @@ REASONS: dict[str, str] = {
     "no_parseable_answer": "no sampled response has a final answer to check",
     "all_correct": "every sampled response is right (nothing to reject)",
     "all_wrong": "no sampled response is right (nothing to choose)",
+    "ambiguous_answer": "the responses that are not right are near misses (a digit, a few days, one character or word "
+                        "off): too close to reject, so no correctness pair",
     "empty_response": "the policy returned empty responses (or an empty continuation)",
     "identical_pair": "the rejected response came out identical to the chosen one",
     "no_applicable_method": "neither pair method applies to the row (no answer_gt while dropout_ntp is off or no_gt only)",

@@ -127,6 +127,7 @@ class Pair:
     license: str | None = None
     source_hash: str | None = None
     image_phash: str | None = None
+    caption_raw: str | None = None  # the caption as the source wrote it, when ingest decoded HTML references in it
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -15,7 +15,7 @@ import re
 import tarfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -259,13 +259,26 @@ class ShardReport:
 
 
 def write_pair_shard(shard: int, name: str, records: Iterable[Sample | Rejection],
-                     tar_file: IO[bytes], manifest_file: IO[bytes]) -> ShardReport:
-    """Write one shard's tar and manifest from all its records (kept and rejected)."""
+                     tar_file: IO[bytes], manifest_file: IO[bytes],
+                     load: Callable[[Sample], None] | None = None) -> ShardReport:
+    """Write one shard's tar and manifest from all its records (kept and rejected). With `load`,
+    kept samples arrive without their image bytes: `load(sample)` fills them just before the
+    sample's members stream into the tar, and they are dropped right after (one image in memory)."""
     resolved = resolve_uid_collisions(records)
     kept = [r for r in resolved if isinstance(r, Sample)]
     kept.sort(key=lambda s: s.pair.uid)
     tar_out = HashingWriter(tar_file)
-    write_tar(tar_out, (m for s in kept for m in sample_members(s)))
+
+    def members():
+        for s in kept:
+            fill = load is not None and not s.image.data and s.stored is None
+            if fill:
+                load(s)
+            yield from sample_members(s)
+            if fill:
+                s.image.data = b""
+
+    write_tar(tar_out, members())
     man_out = HashingWriter(manifest_file)
     write_manifest(man_out, resolved)
     rejected = [r for r in resolved if isinstance(r, Rejection)]

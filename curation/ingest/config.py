@@ -114,10 +114,12 @@ class IngestConfig:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
-    # Downloaded images wait under {output}/_staging/ and only their metadata crosses the shuffle to
-    # the shard writers: flat memory on DirectRunner (whose runner process buffers every stage's
+    # Downloaded images wait under {output}/_staging/ in bundle files of about `staging_bundle_mb`
+    # (one object each, never one per image) and only their metadata crosses the shuffle to the
+    # shard writers: flat memory on DirectRunner (whose runner process buffers every stage's
     # output). false: the bytes ride through the shuffle (fine on Dataflow's shuffle service).
     stage_images: bool = True
+    staging_bundle_mb: float = 64.0
     progress: bool = True
     progress_every_s: float = 30.0  # without a progress bar (--no-progress, workers): a heartbeat log line this often
 
@@ -127,6 +129,8 @@ class IngestConfig:
 
         build_filters(self.metadata_filters, "metadata_filters")
         build_filters(self.pixel_filters, "pixel_filters")
+        if self.staging_bundle_mb <= 0:
+            raise ConfigError("staging_bundle_mb: must be > 0")
 
     def metadata_dedup(self) -> DedupConfig | None:
         """The dedup ingest runs before download (URL / caption keys only), or None."""

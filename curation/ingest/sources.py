@@ -38,6 +38,17 @@ def _clean_text(value: Any) -> str:
     return "".join(ch for ch in text if ch >= " " or ch in "\t\n")
 
 
+def decode_references(text: str) -> str:
+    """HTML character references in web alt text (`&amp;`, `&#8211;`, `&quot;`) decoded once, as a
+    reader sees them: `&amp;amp;` becomes `&amp;`, never `&`. Control characters a reference
+    spelled (`&#7;`) are dropped like literal ones."""
+    if "&" not in text:
+        return text
+    import html
+
+    return _clean_text(html.unescape(text))
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
@@ -75,6 +86,7 @@ def row_to_pair(raw: dict[str, Any] | RowError, cfg: SourceConfig, source_file: 
             caption = _clean_text(_caption_from_conversation(raw))
         else:
             caption = _clean_text(raw.get(cols["caption"])) if "caption" in cols else ""
+        raw_caption, caption = caption, decode_references(caption)
         url = _clean_text(url).strip() if url is not None else ""
         image_path = _clean_text(image_path).strip() if image_path is not None else None
         source_id = raw.get(cols["uid"]) if "uid" in cols else None
@@ -85,9 +97,10 @@ def row_to_pair(raw: dict[str, Any] | RowError, cfg: SourceConfig, source_file: 
                 sid = int(sid)
             uid = cfg.uid.uid(str(sid).strip(), cfg.name, source_file)  # surrounding blanks are no part of an id
         else:
-            uid = hash_uid(locator, caption)
+            uid = hash_uid(locator, raw_caption)  # the row as its source wrote it: uids stay what they were
         pair = Pair(uid=uid, url=url or (image_path or ""), caption=caption, source=cfg.name,
-                    source_file=source_file, source_row=index, image_path=image_path or None)
+                    source_file=source_file, source_row=index, image_path=image_path or None,
+                    caption_raw=raw_caption if raw_caption != caption else None)
         for name, tp in NUMERIC_FIELDS.items():
             if name in cols:
                 setattr(pair, name, _to_number(raw.get(cols[name]), tp))

@@ -56,7 +56,8 @@ class CorrectnessConfig:
     enabled: bool = True
     samples: int = 8
     max_pairs: int = 4
-    rel_tol: float = 1e-4  # answer_type number: relative tolerance
+    # answer_type number: relative tolerance; 0 = equal as exact fractions (a near miss is never right)
+    rel_tol: float = 0.0
 
     def __post_init__(self) -> None:
         if self.samples < 2 or self.max_pairs < 1 or self.rel_tol < 0:
@@ -65,13 +66,16 @@ class CorrectnessConfig:
 
 @dataclass(frozen=True)
 class DropoutConfig:
-    """Dropout NTP: the chosen response is cut after floor(ratio x words) words and the policy
-    continues it without the image (`with_image: true` keeps it); the continuation is rejected."""
+    """Dropout NTP: the chosen response is cut after floor(ratio x units) units and the policy
+    continues it without the image (`with_image: true` keeps it); the continuation is rejected.
+    Units are the policy tokenizer's tokens when `tokenizer` names it (a local folder or
+    `builtin:smollm2`), else words, and characters in scripts without spaces (Chinese, Japanese, Thai)."""
 
     enabled: bool = True
     apply_to: Literal["no_gt", "all"] = "no_gt"
     ratio: float = 0.5
     with_image: bool = False
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.ratio < 1:

@@ -1,7 +1,8 @@
 """MMPR preference pairs from sampled responses, without models or Beam: correctness-based pairs
 (responses judged against the ground truth; right x wrong, at most K per question, seeded) and
-Dropout NTP pairs (the chosen response cut at a fraction of its words; the policy's continuation
-of that prefix without the image is the rejected one). Rows follow InternVL's MPO jsonl."""
+Dropout NTP pairs (the chosen response cut at a fraction of its tokens, or of its words and
+unspaced-script characters; the policy's continuation of that prefix without the image is the
+rejected one). Rows follow InternVL's MPO jsonl."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from curation.mmpr.answers import AnswerType, Extracted, extract_answer, is_correct
+from curation.mmpr.answers import AnswerType, Extracted, Verdict, extract_answer, judge_answer
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Judged:
     response: str
     extracted: Extracted
     correct: bool  # right answer in the right format
+    # correct; ambiguous (a well-formed near miss: neither chosen nor rejected); wrong (a clearly
+    # wrong answer, or a badly formatted response)
+    verdict: Verdict = "wrong"
 
 
 @dataclass
@@ -46,13 +50,16 @@ class Outcome:
 
 
 def judge(item: MmprItem, responses: Sequence[str], style: Literal["final_answer", "boxed"] = "final_answer",
-          rel_tol: float = 1e-4) -> list[Judged]:
+          rel_tol: float = 0.0) -> list[Judged]:
+    """Each response's verdict (answers.judge_answer) against the item's ground truth; a response
+    without a well-formed final answer is wrong whatever it says."""
     out = []
     for text in responses:
         ex = extract_answer(text, style)
-        ok = bool(ex.format_ok and ex.answer is not None and item.answer_gt is not None
-                  and is_correct(ex.answer, item.answer_gt, item.answer_type, item.options, rel_tol))
-        out.append(Judged(text, ex, ok))
+        verdict: Verdict = "wrong"
+        if ex.format_ok and ex.answer is not None and item.answer_gt is not None:
+            verdict = judge_answer(ex.answer, item.answer_gt, item.answer_type, item.options, rel_tol)
+        out.append(Judged(text, ex, verdict == "correct", verdict))
     return out
 
 
@@ -66,17 +73,23 @@ def _row(item: MmprItem, chosen: str, rejected: str, method: str, chosen_meta: d
 
 
 def correctness_pairs(item: MmprItem, judged: Sequence[Judged], max_pairs: int, seed: int) -> Outcome:
-    """Right (chosen) x wrong or badly formatted (rejected) responses; a pair whose chosen text is
-    a substring of its rejected text is skipped (it would teach nothing about the answer)."""
+    """Right (chosen) x clearly wrong or badly formatted (rejected) responses; near misses take no
+    side. A pair whose chosen text is a substring of its rejected text is skipped (it would teach
+    nothing about the answer)."""
     if not any(j.response.strip() for j in judged):
         return Outcome(reason="empty_response", detail=f"{len(judged)} empty responses")
     if not any(j.extracted.answer is not None for j in judged):
         return Outcome(reason="no_parseable_answer", detail=judged[0].extracted.problem)
     right = _unique([j for j in judged if j.correct])
-    wrong = _unique([j for j in judged if not j.correct and j.response.strip()])
+    wrong = _unique([j for j in judged if j.verdict == "wrong" and j.response.strip()])
+    near = sum(j.verdict == "ambiguous" for j in judged)
     if not right:
-        return Outcome(reason="all_wrong", detail=f"0 of {len(judged)} correct")
+        if near and not wrong:
+            return Outcome(reason="ambiguous_answer", detail=f"0 of {len(judged)} correct, {near} near misses")
+        return Outcome(reason="all_wrong", detail=f"0 of {len(judged)} correct" + (f", {near} near misses" if near else ""))
     if not wrong:
+        if near:
+            return Outcome(reason="ambiguous_answer", detail=f"{len(right)} correct, {near} near misses, none clearly wrong")
         return Outcome(reason="all_correct", detail=f"{len(judged)} of {len(judged)} correct")
     candidates = [(c, r) for c in right for r in wrong if c.response.strip() not in r.response]
     if not candidates:
@@ -102,29 +115,71 @@ def _unique(judged: list[Judged]) -> list[Judged]:
     return out
 
 
-_WORD = re.compile(r"\S+")
+# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana, CJK ideographs):
+# without a tokenizer, each character there (with its combining marks) is one unit of the cut.
+_UNSPACED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF), (0x31F0, 0x31FF),
+             (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x20000, 0x2FA1F))
 
 
-def dropout_prefix(response: str, ratio: float) -> str:
-    """The first floor(ratio x words) words of `response`, with its own spacing kept."""
-    words = list(_WORD.finditer(response))
-    k = math.floor(ratio * len(words))
-    return response[: words[k - 1].end()] if k > 0 else ""
+def _unspaced(c: str) -> bool:
+    o = ord(c)
+    return any(lo <= o <= hi for lo, hi in _UNSPACED)
 
 
-def dropout_pair(item: MmprItem, chosen: str, continuation: str, ratio: float, with_image: bool) -> Outcome:
-    """Chosen = a response sampled with the image; rejected = its prefix + the policy's continuation
-    (sampled without the image unless `with_image`)."""
+def unit_ends(text: str) -> list[int]:
+    """Where each unit of `text` ends: words in spaced scripts, characters (with their combining
+    marks) in scripts written without spaces, so "我喜欢猫 and dogs" has 6 units."""
+    import unicodedata
+
+    ends, i, n = [], 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        j = i + 1
+        if _unspaced(text[i]):
+            while j < n and unicodedata.category(text[j]).startswith("M"):
+                j += 1
+        else:
+            while j < n and not text[j].isspace() and not _unspaced(text[j]):
+                j += 1
+        ends.append(j)
+        i = j
+    return ends
+
+
+def token_ends(tokenizer: Any, text: str) -> list[int]:
+    """Where each of the tokenizer's tokens of `text` ends, in characters (a fast tokenizer's
+    offsets; byte pieces of one character end with it, so a cut never splits a character)."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [end for _, end in enc["offset_mapping"] if end > 0]
+
+
+def dropout_prefix(response: str, ratio: float, tokenizer: Any = None) -> str:
+    """The first floor(ratio x units) units of `response`, its own spacing kept: the policy
+    tokenizer's tokens when given, else words (characters where a script has no spaces)."""
+    ends = token_ends(tokenizer, response) if tokenizer is not None else unit_ends(response)
+    k = math.floor(ratio * len(ends))
+    return response[: ends[k - 1]] if k > 0 else ""
+
+
+def dropout_pair(item: MmprItem, chosen: str, continuation: str, ratio: float, with_image: bool,
+                 prefix: str | None = None) -> Outcome:
+    """Chosen = a response sampled with the image; rejected = its prefix (`prefix`, the one the
+    policy continued; else dropout_prefix's) + the policy's continuation (sampled without the image
+    unless `with_image`)."""
     if not chosen.strip():
         return Outcome(reason="empty_response", detail="the chosen response is empty")
-    prefix = dropout_prefix(chosen, ratio)
+    prefix = dropout_prefix(chosen, ratio) if prefix is None else prefix
     if not prefix or not continuation.strip():
         return Outcome(reason="empty_response", detail="nothing to cut or an empty continuation")
-    rejected = prefix + ("" if continuation[:1].isspace() else " ") + continuation.rstrip()
+    # a space between them only where the script uses spaces ("cat" + "sat", never "猫" + "坐")
+    joint = "" if continuation[:1].isspace() or _unspaced(prefix[-1]) or _unspaced(continuation[0]) else " "
+    rejected = prefix + joint + continuation.rstrip()
     if rejected.strip() == chosen.strip():
         return Outcome(reason="identical_pair", detail="the continuation reproduced the chosen response")
     row = _row(item, chosen, rejected, "dropout_ntp", {"with_image": True},
-               {"prefix_words": len(prefix.split()), "ratio": ratio, "with_image": with_image})
+               {"prefix_chars": len(prefix), "ratio": ratio, "with_image": with_image})
     row["id"] = f"{item.id}_d0"
     return Outcome([row])
 
@@ -150,6 +205,7 @@ class MmprTask:
     responses: list[dict[str, Any]] = field(default_factory=list)  # text, finish_reason, correct, meta
     pairs: list[dict[str, Any]] = field(default_factory=list)
     chosen: str | None = None  # Dropout NTP: the response waiting for its continuation
+    prefix: str | None = None  # Dropout NTP: the cut of `chosen` the policy was asked to continue
     stage: str = ""
     reason: str | None = None
     detail: str = ""
@@ -283,9 +339,10 @@ def after_sampling(task: MmprTask, responses: Sequence[Any], cfg, policy_label: 
         return task.reject("sample", "llm_error", errors[0].detail if errors else "no response")
     whole = [r for r in good if r.finish_reason != "length"]
     judged = judge(item, [r.text for r in whole], cfg.prompt.style, cfg.correctness.rel_tol) if item.answer_gt is not None else []
-    verdict = {id(r): j.correct for r, j in zip(whole, judged)}
-    task.responses = [{"text": r.text, "finish_reason": r.finish_reason, "correct": verdict.get(id(r)),
-                       "meta": r.meta} for r in good]
+    verdict = {id(r): j for r, j in zip(whole, judged)}
+    task.responses = [{"text": r.text, "finish_reason": r.finish_reason,
+                       "correct": verdict[id(r)].correct if id(r) in verdict else None,
+                       "verdict": verdict[id(r)].verdict if id(r) in verdict else None, "meta": r.meta} for r in good]
     if not whole:
         return task.reject("sample", "too_long", f"all {len(good)} responses hit max_new_tokens "
                                                  f"{cfg.sampling.max_new_tokens}")
@@ -309,15 +366,16 @@ def after_sampling(task: MmprTask, responses: Sequence[Any], cfg, policy_label: 
     return task if task.chosen is not None else finish(task)
 
 
-def continuation_request(task: MmprTask, cfg, per_request_seed: bool):
-    """Dropout NTP: continue the chosen response's prefix, without the image unless configured."""
+def continuation_request(task: MmprTask, cfg, per_request_seed: bool, tokenizer: Any = None):
+    """Dropout NTP: continue the chosen response's prefix (cut by `tokenizer`'s tokens when given;
+    kept on the task for the pair), without the image unless configured."""
     from curation.mmpr.policy import PolicyRequest
 
     d = cfg.dropout_ntp
     prompt = render_prompt(cfg.prompt.template, task.item.question)
     images = tuple(task.images) if d.with_image else ()
-    return PolicyRequest(prompt, images, _history(cfg), dropout_prefix(task.chosen, d.ratio),
-                         item_seed(cfg.continue_sampling.seed + 1, task.uid))
+    task.prefix = dropout_prefix(task.chosen, d.ratio, tokenizer)
+    return PolicyRequest(prompt, images, _history(cfg), task.prefix, item_seed(cfg.continue_sampling.seed + 1, task.uid))
 
 
 def after_continuation(task: MmprTask, response: Any, cfg, policy_label: str) -> MmprTask:
@@ -327,14 +385,14 @@ def after_continuation(task: MmprTask, response: Any, cfg, policy_label: str) ->
     if isinstance(response, LlmError):
         task.notes["dropout_ntp"] = f"llm_error: {response.detail}"
     else:
-        out = dropout_pair(row_item(task, cfg), task.chosen, response.text, d.ratio, d.with_image)
+        out = dropout_pair(row_item(task, cfg), task.chosen, response.text, d.ratio, d.with_image, task.prefix)
         for pair in out.pairs:
             pair["rejected_meta"]["policy"] = policy_label
             pair["rejected_meta"]["finish_reason"] = response.finish_reason
         task.pairs += out.pairs
         if out.reason:
             task.notes["dropout_ntp"] = f"{out.reason}: {out.detail}"
-    task.chosen = None
+    task.chosen = task.prefix = None
     return finish(task)
 
 

@@ -81,7 +81,7 @@ class UnitPlanner:
         self.score_field = dedup.score_field if dedup is not None else None
         pack = cfg.pack
         encoder = ChatEncoder(load_tokenizer(pack.tokenizer), pack.template,
-                              resolve_system_prompt(pack.template, pack.system_prompt))
+                              resolve_system_prompt(pack.template, pack.system_prompt), pack.bos)
         limits = UnitLimits(pack.l_max, pack.t_max, pack.tiling.max_num, pack.tiling.min_num, pack.tiling.use_thumbnail,
                             pack.truncate)
         self.builder = UnitBuilder(encoder, limits)

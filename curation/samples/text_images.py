@@ -101,3 +101,51 @@ def char_similarity(expected: str, got: str) -> float:
     if not expected and not got:
         return 1.0
     return 1.0 - levenshtein(expected, got) / max(len(expected), len(got))
+
+
+# Signs per script for the OCR-target measurements: what a street photo's text reads.
+SIGNS = {
+    "latin": [["BAKERY", "Fresh bread daily"], ["CITY LIBRARY", "Open 9-18"], ["PLATFORM 3", "Trains to Berlin"],
+              ["HOTEL CENTRAL"], ["NO PARKING", "Tow away zone"], ["MUSEUM", "Tickets 12 EUR"]],
+    "cyrillic": [["НОВОСТИ ЭКОНОМИКИ"], ["ГОРОДСКАЯ БИБЛИОТЕКА"], ["АПТЕКА", "Круглосуточно"], ["ВЫХОД"],
+                 ["СВЕЖИЙ ХЛЕБ"], ["ОСТАНОВКА АВТОБУСА"]],
+    "han": [["北京火车站"], ["出口", "紧急出口"], ["新鲜面包"], ["欢迎光临"], ["中国银行"], ["停车场", "请勿停车"]],
+}
+# Photos with no text in them: scikit-image's bundled sample images (the `scikit-image` wheel, a test
+# dependency). Left out: motorcycle_left (its tank reads YAMAHA), astronaut, rocket (lettered), page and text.
+TEXTLESS_PHOTOS = ("coffee.png", "chelsea.png", "motorcycle_right.png", "gravel.png", "grass.png", "brick.png",
+                   "moon.png", "camera.png", "coins.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png")
+
+
+def cjk_font() -> Path | None:
+    """Noto Sans CJK SC from the `mplfonts` wheel (a test dependency), or None where it is not installed."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("mplfonts") / "fonts" / "NotoSansCJKsc-Regular.otf"))
+    except ModuleNotFoundError:
+        return None
+    return path if path.exists() else None
+
+
+def sign_images(script: str, seed: int = 0) -> list[TextImage]:
+    """The SIGNS of one script rendered as signs on photo-like and flat backgrounds (DejaVu Sans for
+    Latin and Cyrillic, Noto Sans CJK for Chinese)."""
+    font = cjk_font() if script == "han" else font_files()[0]
+    if font is None:
+        raise FileNotFoundError("no CJK font: pip install mplfonts (the test extra)")
+    return [TextImage(f"{script}-{i}", render(lines, font, 40, (0.0, 2.0, -2.0)[i % 3], i % 2 == 1, seed + i), tuple(lines))
+            for i, lines in enumerate(SIGNS[script])]
+
+
+def textless_photos() -> list[TextImage]:
+    """Real photos without text (TEXTLESS_PHOTOS), re-encoded as RGB PNG."""
+    from importlib.resources import files
+
+    out = []
+    for name in TEXTLESS_PHOTOS:
+        image = Image.open(io.BytesIO((files("skimage") / "data" / name).read_bytes())).convert("RGB")
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        out.append(TextImage(name, buf.getvalue(), ()))
+    return out

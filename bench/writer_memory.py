@@ -1,0 +1,104 @@
+"""Shard writer memory: ingest's writer over one shard of large staged images, peak RSS over the
+process's RSS just before the write.
+
+`--samples` images of `--image-mb` MB each (random bytes: the writer copies images, it never
+decodes them) are staged into bundle files the way ingest's Download step stages them
+(pipelines/staging.BundleStager), then one shard is written by the real path
+(sharded_output.write_one_shard with ingest.write_staged_shard: tar, parquet manifest, marker) to
+a local folder. Each measurement runs in its own child process; the peak is the kernel's VmHWM
+after a reset (/proc/self/clear_refs), so it is what the write itself added. Prints one JSON line
+per mode with `rss_over_baseline_mb`:
+- `streamed`: today's writer (images spilled to local disk bundle by bundle, one in memory);
+- `in_memory` (`--in-memory-samples`, 0 to skip): every image read back first, as the writer did
+  before, at a size this machine can hold.
+
+    python bench/writer_memory.py --samples 10000 --image-mb 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _status(field: str) -> int:
+    """A /proc/self/status field in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def child(samples: int, image_mb: float, mode: str, workdir: str) -> dict:
+    from curation.core.records import ImageInfo, Pair, Sample
+    from pipelines.ingest import NS, write_staged_shard
+    from pipelines.sharded_output import write_one_shard
+    from pipelines.staging import BundleStager, Unstaged
+
+    size = int(image_mb * 2**20)
+    stager = BundleStager(workdir, 64 * 2**20)
+    staged = []
+    t0 = time.perf_counter()
+    for i in range(samples):
+        pair = Pair(uid=f"{i:08x}", url=f"http://bench.example/{i}.jpg", caption=f"image {i}", source="bench",
+                    source_file="bench.parquet", source_row=i)
+        image = ImageInfo(os.urandom(size), "jpg", 2048, 2048, 2048, 2048, "JPEG", f"{i:064x}", f"{i:016x}")
+        staged += [s for _, s in stager.add(0, Sample(pair, image))]
+    staged += [s for _, s in stager.flush()]
+    stage_s = time.perf_counter() - t0
+
+    def write_in_memory(shard, name, records, tar_f, man_f):
+        from curation.core.shards import write_pair_shard
+
+        records = list(records)
+        with tempfile.TemporaryFile() as spill:
+            unstaged = Unstaged(records, spill)
+            for rec in records:
+                unstaged.load(rec)  # every image in memory at once
+        return write_pair_shard(shard, name, records, tar_f, man_f)
+
+    out = Path(workdir) / "out"
+    out.mkdir()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    baseline = _status("VmRSS")
+    t0 = time.perf_counter()
+    report = write_one_shard(str(out), "bench", 0, 1, staged, write_staged_shard if mode == "streamed" else write_in_memory, NS)
+    write_s = time.perf_counter() - t0
+    peak = _status("VmHWM")
+    return {"mode": mode, "samples": samples, "image_mb": image_mb, "kept": report.kept,
+            "tar_gb": round(report.tar_bytes / 2**30, 2), "baseline_rss_mb": round(baseline / 2**20),
+            "rss_over_baseline_mb": round((peak - baseline) / 2**20, 1), "stage_s": round(stage_s, 1),
+            "write_s": round(write_s, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=10_000)
+    ap.add_argument("--image-mb", type=float, default=1.0)
+    ap.add_argument("--in-memory-samples", type=int, default=1_000)
+    ap.add_argument("--child", nargs=2, metavar=("MODE", "WORKDIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.samples, args.image_mb, *args.child)), flush=True)
+        return
+    runs = [("streamed", args.samples)] + ([("in_memory", args.in_memory_samples)] if args.in_memory_samples else [])
+    for mode, samples in runs:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+            res = subprocess.run([sys.executable, __file__, "--samples", str(samples), "--image-mb", str(args.image_mb),
+                                  "--child", mode, tmp], capture_output=True, text=True)
+            if res.returncode:
+                sys.exit(res.stderr[-3000:])
+            print(res.stdout.strip().splitlines()[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
