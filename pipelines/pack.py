@@ -118,10 +118,15 @@ class Encode(beam.DoFn):
 
         from apache_beam.io.filesystems import FileSystems
 
+        from curation.core.image_refs import parse_member_ref
         from packing.tokens import EncodeError
         from packing.units import read_header
 
         try:
+            if parse_member_ref(path) is not None:  # an image inside a shard's tar: its byte range
+                data = fsio.read_image(path)
+                return read_header(io.BytesIO(data), self.cfg.max_pixels), (
+                    hashlib.blake2b(data, digest_size=16).hexdigest() if by_content else path)
             with FileSystems.open(path, compression_type="uncompressed") as f:
                 if not by_content:
                     return read_header(f, self.cfg.max_pixels), path
@@ -233,7 +238,7 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
     prefix = cfg.shards.prefix
     rows, num_shards, read = p | "Read" >> ReadAndCount(files, ReadConversations(cfg, output, root), cfg.shards.samples_per_shard)
     n = beam.pvalue.AsSingleton(num_shards)
-    write = functools.partial(write_pack_shard, plan=PackPlan(cfg.l_max, cfg.t_max, cfg.buffer), read_image=fsio.read_bytes)
+    write = functools.partial(write_pack_shard, plan=PackPlan(cfg.l_max, cfg.t_max, cfg.buffer), read_image=fsio.read_image)
     assigned = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
     return (
         assigned

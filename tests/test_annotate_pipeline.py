@@ -158,16 +158,42 @@ def test_conversations_pack(annotated, tmp_path):
     from packing.config import PackConfig
     from pipelines.pack import run_pack
 
+    from curation.core.image_refs import parse_member_ref, read_image_bytes
+
     out, index = annotated
     jsonl = sorted(out.glob("*.conversations.jsonl"))
     rows = [json.loads(line) for p in jsonl for line in p.read_text().splitlines()]
     assert len(rows) == index["totals"]["kept"] == index["stats"]["conversations"]
+    assert not (out / "images").exists()  # every image is stored once: inside its shard's tar
+    members = {uid: group for s in index["shards"] for uid, group in iter_tar_groups(str(out / s["tar"]))}
     for row in rows:
-        assert (out / row["image"]).read_bytes()[:2] in (b"\xff\xd8", b"\x89P", b"RI")
+        ref = parse_member_ref(row["image"])
+        assert ref is not None and ref.member.startswith(row["id"] + ".")
+        data = read_image_bytes(str(out / row["image"]), lambda p: open(p, "rb"))
+        assert data == members[row["id"]][ref.member.rsplit(".", 1)[1]] and data[:2] in (b"\xff\xd8", b"\x89P", b"RI")
         assert row["conversations"][0]["value"].startswith("<image>\n")
     packed = run_pack(load_config(CONFIGS / "pack.yaml", PackConfig, {"progress": False}), [str(p) for p in jsonl],
                       str(tmp_path / "packed"))
     assert packed["totals"]["kept"] == len(rows) and packed["totals"]["inputs"] == len(rows)
+
+
+def test_the_internvl_export_is_the_loose_file_layout(annotated, tmp_path):
+    """`curate export internvl`: the same rows with `image` a relative file path, and the files
+    hold the tar members' bytes - what InternVL's reader opens as `os.path.join(root, image)`."""
+    from curation.cli.main import main
+    from curation.core.image_refs import read_image_bytes
+
+    out, index = annotated
+    target = tmp_path / "internvl"
+    assert main(["export", "internvl", "--input", str(out), "--output", str(target)]) == 0
+    for src in sorted(out.glob("*.conversations.jsonl")):
+        ours = [json.loads(line) for line in src.read_text().splitlines()]
+        theirs = [json.loads(line) for line in (target / src.name).read_text().splitlines()]
+        assert [{**r, "image": None} for r in ours] == [{**r, "image": None} for r in theirs]
+        for a, b in zip(ours, theirs):
+            assert b["image"] == f"images/{src.name.split('.')[0]}/{a['id']}.{b['image'].rsplit('.', 1)[1]}"
+            assert (target / b["image"]).read_bytes() == read_image_bytes(str(out / a["image"]), lambda p: open(p, "rb"))
+    assert sum(1 for _ in (target / "images").rglob("*.*")) == index["stats"]["conversations"]
 
 
 def test_rerun_of_a_finished_job_writes_nothing(ingested, with_text_images, annotated):

@@ -281,3 +281,63 @@ def test_host_state_stays_bounded_and_keeps_busy_hosts():
         for i in range(10):
             gate.record(f"h{i}", connected=False)
         assert len(gate._hosts) <= 3 and "busy" in gate._hosts  # a host with a request in flight is never forgotten
+
+
+def test_sites_are_registrable_domains_and_hot_ones_split_within_their_budget():
+    from curation.ingest.hosts import HostBudget, gate_key, host_key
+
+    assert host_key("http://cdn1.example.co.uk/a.jpg") == host_key("https://www.EXAMPLE.co.uk/b") == "example.co.uk"
+    assert host_key("https://foo.s3.amazonaws.com/k") != host_key("https://bar.s3.amazonaws.com/k")  # private suffixes
+    assert host_key("http://127.0.0.1:8080/x") == "127.0.0.1" and host_key("http://[::1]/z") == "::1"
+    assert host_key("not a url") == ""
+    budget = HostBudget(hot_host_rows=1000, max_subkeys=16, concurrency=8)
+    assert [budget.subkeys(n) for n in (1, 1000, 1001, 5000, 10**7)] == [1, 1, 2, 5, 8]  # never past the slots
+    keys = {gate_key("pinimg.com", f"http://i.pinimg.com/{i}.jpg", 4) for i in range(400)}
+    assert keys == {(f"pinimg.com#{k}", 4) for k in range(4)} and gate_key("a.com", "http://a.com/x", 1) == ("a.com", 1)
+
+
+def test_a_shared_key_gets_its_share_of_the_limits():
+    gate = HostGate(concurrency=8, rate=4.0, burst=8, max_failures=0)
+    with gate.slot("site#0", share=4):
+        h = gate._host("site#0")
+        assert h.slots is not None and h.slots._value == 1 and h.rate == 1.0 and h.burst == 2.0  # 8 / 4 slots
+    assert gate._host("site#0").slots._value == 2 and gate._host("whole").rate == 4.0
+
+
+@pytest.mark.slow
+def test_per_host_limits_hold_for_the_whole_job_across_two_worker_processes(tmp_path):
+    """Two SDK processes download 160 URLs of one host and 40 of another, each slow to answer. The
+    server's own count of requests in flight per Host never passes per_host_concurrency (2), and
+    robots.txt is fetched at most once per sub-key: the hot host is split in two, each half its
+    budget."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    from curation.core.config import deep_merge, load_config
+    from curation.ingest.config import IngestConfig
+    from pipelines.ingest import run_ingest
+    from tests.conftest import CONFIGS
+
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 96), (200, 30, 30)).save(buf, "PNG")
+    images = {f"{i:04d}.png": buf.getvalue() for i in range(200)}
+    stats: dict = {}
+    with serve(images, slow_s=0.15, robots="User-agent: *\nAllow: /\n", stats=stats) as base:
+        port = base.rsplit(":", 1)[1]
+        urls = [f"http://127.0.0.1:{port}/slow/{i:04d}.png" for i in range(160)]
+        urls += [f"http://localhost:{port}/slow/{i:04d}.png" for i in range(160, 200)]
+        table = tmp_path / "urls.parquet"
+        pq.write_table(pa.table({"url": urls, "caption": [f"red square number {i}" for i in range(200)]}), table)
+        over = {"source": {"name": "polite", "columns": {"url": "url", "caption": "caption"}}, "metadata_filters": [],
+                "pixel_filters": [], "progress": False, "shards": {"samples_per_shard": 50},
+                "download": {**LOCAL_DOWNLOAD, "threads": 16, "per_host_concurrency": 2, "hot_host_rows": 50,
+                             "max_host_subkeys": 4, "robots_txt": True}}
+        recipe = tmp_path / "polite.yaml"
+        recipe.write_text(yaml.safe_dump(deep_merge(yaml.safe_load((CONFIGS / "laion.yaml").read_text()), over)))
+        index = run_ingest(load_config(recipe, IngestConfig), [str(table)], str(tmp_path / "out"),
+                           ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert index["totals"]["inputs"] == 200 and index["totals"]["kept"] == 200, index["reasons"]
+    assert stats["peak"] == {"127.0.0.1": stats["peak"]["127.0.0.1"], "localhost": stats["peak"]["localhost"]}
+    assert 1 <= stats["peak"]["127.0.0.1"] <= 2 and 1 <= stats["peak"]["localhost"] <= 2, stats["peak"]
+    assert 1 <= stats["robots"]["127.0.0.1"] <= 2 and stats["robots"]["localhost"] == 1, stats["robots"]

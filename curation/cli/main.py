@@ -8,6 +8,7 @@ Everything after `--` is a Beam pipeline option, passed untouched.
   curate inspect summary|show|validate|report FOLDER ...                               (curation/cli/inspect.py)
   curate check out/packed ; curate train --data out/packed ; curate generate --prompt ... (curation/cli/model.py)
   curate demo --output demo-out                                                        (curation/cli/demo.py)
+  curate export internvl --input out/annotated --output out/internvl                   (curation/cli/export.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 
 from curation.cli.common import split_beam_args
 from curation.cli.demo import add_demo_command
+from curation.cli.export import add_export_command
 from curation.cli.inspect import add_inspect_command
 from curation.cli.model import add_model_commands
 from curation.cli.stages import add_stage_commands
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     add_inspect_command(sub)
     add_model_commands(sub)
     add_demo_command(sub)
+    add_export_command(sub)
 
     args = parser.parse_args(ours)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (RuntimeError, ValueError) as err:
-        if type(err).__name__ not in ("OutputConflict", "TokenizerUnavailable", "TrainError", "PackError", "InspectError"):
+        if type(err).__name__ not in ("OutputConflict", "TokenizerUnavailable", "TrainError", "PackError", "InspectError",
+                                      "ShardFormatError"):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,11 +1,14 @@
 """Image references in rows: a path, a Hugging Face image struct (`{"bytes", "path"}`, as datasets
 write Image columns to parquet) or a list of them. Embedded bytes are staged to files by the stage
-that reads them, so every later step sees paths."""
+that reads them, so every later step sees paths. A path may name a member of a shard's tar
+(`member_ref`): annotate keeps its images only inside its shards."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import re
+from dataclasses import dataclass
+from typing import IO, Any, Callable
 
 
 def image_values(value: Any, key: str) -> list[str | bytes]:
@@ -37,3 +40,43 @@ def split_images(values: list[str | bytes]) -> tuple[list[str], list[bytes | Non
 def embedded_name(uid: str, k: int, data: bytes, ext: str) -> str:
     """A staged file name for a row's embedded image k: stable across reruns, distinct per content."""
     return f"{uid}-{k}-{hashlib.blake2b(data, digest_size=6).hexdigest()}.{ext}"
+
+
+# A kept image inside a shard's tar, named in a conversation row instead of a loose file:
+# "{tar}!/{member}@{offset}:{size}" (offset and size of the member's bytes in the uncompressed tar),
+# e.g. "annotated-00000-of-00004.tar!/3f2a9c.jpg@1536:84211". Relative like any image path.
+_MEMBER_REF = re.compile(r"^(?P<tar>.+\.tar)!/(?P<member>[^/]+)@(?P<offset>\d+):(?P<size>\d+)$")
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    tar: str
+    member: str
+    offset: int
+    size: int
+
+
+def member_ref(tar: str, member: str, offset: int, size: int) -> str:
+    return f"{tar}!/{member}@{offset}:{size}"
+
+
+def parse_member_ref(path: str) -> MemberRef | None:
+    """The tar member an image path names, or None for a plain path."""
+    m = _MEMBER_REF.match(path)
+    if m is None:
+        return None
+    return MemberRef(m["tar"], m["member"], int(m["offset"]), int(m["size"]))
+
+
+def read_image_bytes(path: str, open_file: Callable[[str], IO[bytes]]) -> bytes:
+    """An image's bytes by path: a plain file whole, a tar member by its byte range (one ranged
+    read), through `open_file` (local `open`, or a store's opener)."""
+    ref = parse_member_ref(path)
+    with open_file(ref.tar if ref else path) as f:
+        if ref is None:
+            return f.read()
+        f.seek(ref.offset)
+        data = f.read(ref.size)
+    if len(data) != ref.size:
+        raise OSError(f"{ref.tar}: {ref.size} bytes expected at {ref.offset}, got {len(data)}")
+    return data

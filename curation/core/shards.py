@@ -72,8 +72,10 @@ class HashingWriter(io.RawIOBase):
         return self.sha.hexdigest()
 
 
-def write_tar(f: IO[bytes], members: Iterable[tuple[str, bytes]]) -> None:
-    """A tar with fixed headers (mtime, owner, mode) in the given member order; streams."""
+def write_tar(f: IO[bytes], members: Iterable[tuple[str, bytes]]) -> dict[str, tuple[int, int]]:
+    """A tar with fixed headers (mtime, owner, mode) in the given member order; streams. Returns
+    each member's (offset, size) of its bytes in the tar, for readers that fetch one by range."""
+    where: dict[str, tuple[int, int]] = {}
     with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
@@ -83,6 +85,9 @@ def write_tar(f: IO[bytes], members: Iterable[tuple[str, bytes]]) -> None:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
+            padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            where[name] = (tar.offset - padded, len(data))  # the data ends the entry, padded to a block
+    return where
 
 
 def safe_member_name(name: str) -> str | None:
@@ -260,16 +265,18 @@ class ShardReport:
 
 def write_pair_shard(shard: int, name: str, records: Iterable[Sample | Rejection],
                      tar_file: IO[bytes], manifest_file: IO[bytes],
-                     load: Callable[[Sample], None] | None = None) -> ShardReport:
+                     load: Callable[[Sample], None] | None = None,
+                     members: dict[str, tuple[int, int]] | None = None) -> ShardReport:
     """Write one shard's tar and manifest from all its records (kept and rejected). With `load`,
     kept samples arrive without their image bytes: `load(sample)` fills them just before the
-    sample's members stream into the tar, and they are dropped right after (one image in memory)."""
+    sample's members stream into the tar, and they are dropped right after (one image in memory).
+    `members`, if given, receives each tar member's (offset, size)."""
     resolved = resolve_uid_collisions(records)
     kept = [r for r in resolved if isinstance(r, Sample)]
     kept.sort(key=lambda s: s.pair.uid)
     tar_out = HashingWriter(tar_file)
 
-    def members():
+    def stream():
         for s in kept:
             fill = load is not None and not s.image.data and s.stored is None
             if fill:
@@ -278,7 +285,9 @@ def write_pair_shard(shard: int, name: str, records: Iterable[Sample | Rejection
             if fill:
                 s.image.data = b""
 
-    write_tar(tar_out, members())
+    where = write_tar(tar_out, stream())
+    if members is not None:
+        members.update(where)
     man_out = HashingWriter(manifest_file)
     write_manifest(man_out, resolved)
     rejected = [r for r in resolved if isinstance(r, Rejection)]

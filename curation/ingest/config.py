@@ -61,6 +61,11 @@ class DownloadConfig:
     per_host_rps: float = 0.0
     per_host_burst: int = 10
     host_failures: int = 5
+    # The limits above hold for the whole job: downloads are grouped by the URL's registrable
+    # domain (curation/ingest/hosts.py), and a host with more than hot_host_rows rows is spread over
+    # up to max_host_subkeys sub-keys (never more than per_host_concurrency) that share its budget.
+    hot_host_rows: int = 10_000
+    max_host_subkeys: int = 16
     robots_txt: bool = False  # fetch robots.txt once per host (RFC 9309) and obey it for user_agent_token
     robots_max_bytes: int = 500_000
     # Verification against the source's own hashes: DataComp's sha256 of the bytes (source_hash) and
@@ -77,6 +82,8 @@ class DownloadConfig:
             raise ConfigError("retries/max_redirects must be >= 0; threads, max_bytes >= 1")
         if self.per_host_concurrency < 0 or self.per_host_rps < 0 or self.per_host_burst < 1 or self.host_failures < 0:
             raise ConfigError("per_host_concurrency, per_host_rps, host_failures >= 0; per_host_burst >= 1")
+        if self.hot_host_rows < 1 or self.max_host_subkeys < 1:
+            raise ConfigError("hot_host_rows, max_host_subkeys: >= 1")
         if self.retry_after_max_s < 0 or self.robots_max_bytes < 1 or (self.phash_tolerance is not None and not 0 <= self.phash_tolerance <= 64):
             raise ConfigError("retry_after_max_s >= 0, robots_max_bytes >= 1, phash_tolerance in 0..64")
 

@@ -34,15 +34,16 @@ class Downloader:
         self.source_cfg = source
         self.pixel_filters = tuple(pixel_filters)
 
-    def __call__(self, pair: Pair) -> Sample | Rejection:
+    def __call__(self, pair: Pair, gate: tuple[str, int] | None = None) -> Sample | Rejection:
         """Never raises: an unexpected exception is this row's `internal_error` (its type in the
-        detail), at the stage where it happened, and the run goes on."""
+        detail), at the stage where it happened, and the run goes on. `gate`: the URL's job-wide
+        politeness key and share (curation/ingest/hosts.py)."""
         stage = "download"
         try:
             if pair.image_path is not None and not pair.url.startswith(("http://", "https://")):
                 fetched = read_local(pair.image_path, self.source_cfg.image_root, self.download_cfg.max_bytes)
             else:
-                fetched = self.fetcher.fetch(pair.url)
+                fetched = self.fetcher.fetch(pair.url, gate)
             if fetched.data is None:
                 return Rejection(pair, "download", fetched.reason or "connection_error", fetched.detail)
             mismatch = self._sha256_mismatch(pair, fetched.data)
@@ -84,26 +85,40 @@ class Downloader:
 
 
 class InFlight(Generic[T, R]):
-    """Run `fn` on up to `threads` items at once; `submit` returns whatever has finished."""
+    """Run `fn` on up to `threads` items at once; `submit` returns whatever has finished. Items
+    submitted under a `key` with a `cap` never have more than `cap` of that key running: a
+    host's URLs beyond its request slots wait here, not on a thread whose deadline is running."""
 
     def __init__(self, fn: Callable[[T], R], threads: int) -> None:
         self.fn = fn
         self.limit = threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch")
         self.pending: set[Future] = set()
+        self.keys: dict[Future, object] = {}
+        self.per_key: dict[object, int] = {}
 
     def _collect(self, block: bool) -> list[R]:
         if not self.pending:
             return []
         done, self.pending = wait(self.pending, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        for f in done:
+            key = self.keys.pop(f, None)
+            if key is not None:
+                self.per_key[key] -= 1
+                if not self.per_key[key]:
+                    del self.per_key[key]
         return [f.result() for f in done]
 
-    def submit(self, item: T) -> list[R]:
-        """Queue `item`; block only while `threads` calls are already running."""
+    def submit(self, item: T, key: object = None, cap: int = 0) -> list[R]:
+        """Queue `item`; block only while `threads` calls (or `cap` of `key`'s) are already running."""
         out: list[R] = []
-        while len(self.pending) >= self.limit:
+        while len(self.pending) >= self.limit or (key is not None and cap > 0 and self.per_key.get(key, 0) >= cap):
             out.extend(self._collect(block=True))
-        self.pending.add(self.pool.submit(self.fn, item))
+        future = self.pool.submit(self.fn, item)
+        self.pending.add(future)
+        if key is not None:
+            self.keys[future] = key
+            self.per_key[key] = self.per_key.get(key, 0) + 1
         out.extend(self._collect(block=False))
         return out
 

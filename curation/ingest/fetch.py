@@ -89,6 +89,7 @@ class Fetcher:
         self._answered: dict[str, str] = {}  # host -> the address that answered last: tried first next time
         self._ipv6_reachable = True
         self.gate = HostGate(cfg.per_host_concurrency, cfg.per_host_rps, cfg.per_host_burst, cfg.host_failures)
+        self._current = threading.local()  # the gate key of the download this thread is fetching
         self.robots = RobotsCache(self._load_robots) if cfg.robots_txt else None
 
     # -- address vetting ------------------------------------------------------------------------
@@ -191,7 +192,7 @@ class Fetcher:
             path += "?" + parts.query
         bracketed = f"[{host}]" if ":" in host else host  # IPv6 literal
         host_header = bracketed if port in (80, 443) else f"{bracketed}:{port}"
-        with self.gate.slot(host):
+        with self.gate.slot(*self._gate_key(host)):
             try:
                 resp = self._connect(scheme, host, port, path, {**self.headers, "Host": host_header}, deadline)
             except (NewConnectionError, ConnectTimeoutError):
@@ -292,8 +293,29 @@ class Fetcher:
             return FetchResult(body, None, "", status, mime)
         return FetchResult(None, "too_many_redirects", f"more than {self.cfg.max_redirects} redirects")
 
-    def fetch(self, url: str) -> FetchResult:
-        """GET `url` with retries, all within `deadline_s`; always returns a FetchResult."""
+    def _gate_key(self, host: str) -> tuple[str, int]:
+        """What a request to `host` is gated by: the download's group key and its share where the
+        host belongs to that key's site (redirect hops elsewhere, robots.txt included, are gated by
+        their own host name), else the host name alone."""
+        gate = getattr(self._current, "gate", None)
+        if gate is not None:
+            from curation.ingest.hosts import registrable_domain
+
+            key, share = gate
+            if registrable_domain(host) == key.split("#", 1)[0]:
+                return key, share
+        return host, 1
+
+    def fetch(self, url: str, gate: tuple[str, int] | None = None) -> FetchResult:
+        """GET `url` with retries, all within `deadline_s`; always returns a FetchResult. `gate`:
+        (key, share) from curation/ingest/hosts.py, the job-wide politeness key of the URL's site."""
+        self._current.gate = gate
+        try:
+            return self._fetch(url)
+        finally:
+            self._current.gate = None
+
+    def _fetch(self, url: str) -> FetchResult:
         start = time.monotonic()
         url_deadline = start + self.cfg.deadline_s
         last = FetchResult(None, "connection_error", "no attempt")

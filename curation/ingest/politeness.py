@@ -39,6 +39,8 @@ class _Host:
     slots: threading.BoundedSemaphore | None
     tokens: float
     stamp: float
+    rate: float  # this key's requests per second (the host's, divided by its share)
+    burst: float
     failures: int = 0  # consecutive connection failures
     in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -47,7 +49,8 @@ class _Host:
 class HostGate:
     """At most `concurrency` requests in flight per host, at most `rate` requests per second per
     host (bursts of `burst`), and a breaker: after `max_failures` consecutive connection failures
-    the host is `tripped` and its remaining URLs fail fast. 0 turns a limit off."""
+    the host is `tripped` and its remaining URLs fail fast. 0 turns a limit off. A key held with
+    `share` n (one of a hot host's n sub-keys, curation/ingest/hosts.py) gets 1/n of each limit."""
 
     def __init__(self, concurrency: int, rate: float, burst: int, max_failures: int,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
@@ -57,7 +60,7 @@ class HostGate:
         self._hosts: OrderedDict[str, _Host] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _host(self, host: str) -> _Host:
+    def _host(self, host: str, share: int = 1) -> _Host:
         """The host's state; a worker that met more than `max_hosts` hosts forgets the least
         recently used idle ones (LAION has millions of hosts: the state must stay bounded)."""
         with self._lock:
@@ -65,8 +68,10 @@ class HostGate:
             if h is not None:
                 self._hosts.move_to_end(host)
                 return h
-            slots = threading.BoundedSemaphore(self.concurrency) if self.concurrency > 0 else None
-            h = self._hosts[host] = _Host(slots, float(self.burst), self.clock())
+            share = max(1, share)
+            slots = threading.BoundedSemaphore(max(1, self.concurrency // share)) if self.concurrency > 0 else None
+            burst = max(1.0, self.burst / share)
+            h = self._hosts[host] = _Host(slots, burst, self.clock(), self.rate / share, burst)
             if len(self._hosts) > self.max_hosts:
                 idle = [k for k, v in self._hosts.items() if v.in_flight == 0][: len(self._hosts) - self.max_hosts]
                 for k in idle:
@@ -74,23 +79,23 @@ class HostGate:
             return h
 
     def _wait_for_token(self, h: _Host) -> None:
-        if self.rate <= 0:
+        if h.rate <= 0:
             return
         while True:
             with h.lock:
                 now = self.clock()
-                h.tokens = min(float(self.burst), h.tokens + (now - h.stamp) * self.rate)
+                h.tokens = min(h.burst, h.tokens + (now - h.stamp) * h.rate)
                 h.stamp = now
                 if h.tokens >= 1.0:
                     h.tokens -= 1.0
                     return
-                wait = (1.0 - h.tokens) / self.rate
+                wait = (1.0 - h.tokens) / h.rate
             self.sleep(wait)
 
     @contextmanager
-    def slot(self, host: str) -> Iterator[None]:
-        """Hold one of the host's request slots (waiting for a slot and a rate token)."""
-        h = self._host(host)
+    def slot(self, host: str, share: int = 1) -> Iterator[None]:
+        """Hold one of the key's request slots (waiting for a slot and a rate token)."""
+        h = self._host(host, share)
         with h.lock:
             h.in_flight += 1
         if h.slots is not None:

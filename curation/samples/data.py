@@ -367,5 +367,16 @@ def check_annotate(output: str | Path) -> list[str]:
         rows += [json.loads(line) for line in path.read_text().splitlines()]
     if len(rows) != kept:
         problems.append(f"{len(rows)} conversations for {kept} kept pairs")
-    problems += [f"{r['id']}: image {r['image']} missing" for r in rows if not (out / r["image"]).is_file()]
+    problems += [f"{r['id']}: image {r['image']} unreadable" for r in rows if not _image_readable(out, r["image"])]
     return problems
+
+
+def _image_readable(root: Path, path: str) -> bool:
+    """Whether a conversation row's image (a file, or a member of a shard's tar) reads as an image."""
+    from curation.core.image_refs import read_image_bytes
+
+    try:
+        data = read_image_bytes(str(root / path), lambda p: open(p, "rb"))
+    except OSError:
+        return False
+    return data[:2] in (b"\xff\xd8", b"\x89P", b"RI", b"GI", b"BM", b"II", b"MM")

@@ -36,8 +36,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, addr, images: dict[str, bytes], slow_s: float, big_bytes: int, robots: str | None = None) -> None:
+    def __init__(self, addr, images: dict[str, bytes], slow_s: float, big_bytes: int, robots: str | None = None,
+                 stats: dict | None = None) -> None:
         super().__init__(addr, _Handler)
+        self.stats = stats if stats is not None else {}
         self.robots = robots
         self.robots_hits = 0
         self.images = images
@@ -77,9 +79,27 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return data, _TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
 
-    def do_GET(self) -> None:  # noqa: C901 - a routing table
+    def do_GET(self) -> None:
+        """Count the request against its Host (requests in flight, their peak, robots.txt fetches)
+        while it is answered."""
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+        stats = self.server.stats
         with self.server.lock:
             self.server.hits += 1
+            active = stats.setdefault("active", {})
+            active[host] = active.get(host, 0) + 1
+            peak = stats.setdefault("peak", {})
+            peak[host] = max(peak.get(host, 0), active[host])
+            if self.path.startswith("/robots.txt"):
+                robots = stats.setdefault("robots", {})
+                robots[host] = robots.get(host, 0) + 1
+        try:
+            self._route()
+        finally:
+            with self.server.lock:
+                active[host] -= 1
+
+    def _route(self) -> None:  # noqa: C901 - a routing table
         parts = self.path.split("?", 1)[0].strip("/").split("/", 1)
         route, arg = parts[0], (parts[1] if len(parts) > 1 else "")
         found = self._image(arg) if arg else None
@@ -181,9 +201,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def serve(images: dict[str, bytes], port: int = 0, slow_s: float = 3.0, big_bytes: int = 2_000_000,
-          robots: str | None = None) -> Iterator[str]:
-    """Serve `images` on 127.0.0.1 in a background thread; yields the base URL."""
-    server = _Server(("127.0.0.1", port), images, slow_s, big_bytes, robots)
+          robots: str | None = None, stats: dict | None = None) -> Iterator[str]:
+    """Serve `images` on 127.0.0.1 in a background thread; yields the base URL. `stats`, if given,
+    is filled per Host header: `peak` requests in flight at once, `robots` robots.txt fetches."""
+    server = _Server(("127.0.0.1", port), images, slow_s, big_bytes, robots, stats)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:
