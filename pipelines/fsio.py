@@ -151,34 +151,21 @@ class RawReader:
         self.f.close()
 
 
-def open_raw(path: str) -> RawReader:
-    return RawReader(path)
-
-
 def read_image(path: str) -> bytes:
     """An image's bytes: a file, or a member of a shard's tar named by its byte range
     (`shard.tar!/uid.jpg@offset:size`, curation/core/image_refs.py) read with one ranged read."""
     from curation.core.image_refs import read_image_bytes
 
-    return read_image_bytes(path, open_raw)
+    return read_image_bytes(path, RawReader)
 
 
 def read_ranges(path: str, ranges: list[tuple[int, int]]) -> list[bytes]:
     """The bytes at each (offset, length) of one file, read through one open handle: a ranged GET
-    each on an object store (the unbuffered stream under Beam's 16 MiB read buffer), seeks locally."""
-    out = []
-    with open_raw(path) as raw:
-        for offset, length in ranges:
-            raw.seek(offset)
-            chunks, got = [], 0
-            while got < length:
-                chunk = raw.read(length - got)
-                if not chunk:
-                    raise OSError(f"{path}: {length} bytes expected at {offset}, the file ends after {got}")
-                chunks.append(chunk)
-                got += len(chunk)
-            out.append(b"".join(chunks))
-    return out
+    per run of adjacent ranges on an object store (past Beam's 16 MiB read buffer), seeks locally."""
+    from curation.core.image_refs import read_range
+
+    with RawReader(path) as raw:
+        return [read_range(raw, offset, length, path) for offset, length in ranges]
 
 
 def write_json(path: str, doc: object) -> None:

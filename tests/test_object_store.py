@@ -62,11 +62,12 @@ def bucket_files(client, prefix: str) -> dict[str, bytes]:
 
 def same_files(got: dict[str, bytes], want: dict[str, bytes]) -> None:
     assert sorted(got) == sorted(want)
+    import difflib
+
     differ = [name for name in want if got[name] != want[name]]
-    if differ and differ[0].endswith(".json"):
-        import difflib
-        print("\n".join(difflib.unified_diff(want[differ[0]].decode().splitlines(), got[differ[0]].decode().splitlines(), lineterm="", n=0)))
-    assert differ == []
+    shown = "" if not differ or not differ[0].endswith(".json") else "\n".join(difflib.unified_diff(
+        want[differ[0]].decode().splitlines(), got[differ[0]].decode().splitlines(), lineterm="", n=0))
+    assert differ == [], shown
 
 
 def test_ingest_then_dedup_on_s3_match_local_disk_byte_for_byte(s3, sample, tmp_path):

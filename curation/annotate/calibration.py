@@ -87,7 +87,7 @@ def roc_threshold(clean: Sequence[float | None], degraded: Sequence[float], max_
 def decide(figures: dict[str, Any], q: QualityConfig) -> dict[str, Any]:
     """Each gate's threshold (the recipe's, or the ROC's), what it rejects of the clean and the
     degraded probes, its AUC, and its state: enforced, or why not."""
-    from curation.annotate.quality import DEFAULT_THRESHOLDS
+    from curation.annotate.quality import DEFAULT_THRESHOLDS, recipe_threshold
 
     out = {k: v for k, v in json.loads(json.dumps(figures)).items() if k != "gates"}
     out["gates"] = {}
@@ -97,7 +97,7 @@ def decide(figures: dict[str, Any], q: QualityConfig) -> dict[str, Any]:
         clean = [v for _, is_clean, v in rows if is_clean]
         scored_clean = [v for v in clean if v is not None]
         degraded = [v for _, is_clean, v in rows if not is_clean and v is not None]
-        fixed = getattr(q, next(f for _, gate, _, f in SCORES if gate == name))
+        fixed = recipe_threshold(q, name)
         chosen = roc_threshold(clean, degraded, q.max_clean_reject, unparseable_rejects) if fixed is None else None
         if fixed is None and chosen is None and (scored_clean or degraded):
             chosen = min([*scored_clean, *degraded])  # no threshold catches anything within the budget: reject nothing

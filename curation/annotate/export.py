@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.core.fs import join, open_binary
-from curation.core.image_refs import parse_member_ref
+from curation.core.image_refs import parse_member_ref, read_range
 from curation.core.shards import INDEX_NAME, ShardFormatError, check_index_names
 
 
@@ -40,10 +40,10 @@ def export_internvl(folder: str, out_dir: str | Path) -> dict[str, Any]:
                 ref = parse_member_ref(row["image"])
                 if ref is None or ref.tar != shard["tar"]:
                     raise ShardFormatError(f"{folder}/{jsonl}: {row['id']}: image {row['image']!r} is not in {shard['tar']}")
-                tar.seek(ref.offset)
-                data = tar.read(ref.size)
-                if len(data) != ref.size:
-                    raise ShardFormatError(f"{folder}/{shard['tar']}: {ref.member} ends early")
+                try:
+                    data = read_range(tar, ref.offset, ref.size, f"{folder}/{shard['tar']}: {ref.member}")
+                except OSError as err:
+                    raise ShardFormatError(str(err)) from None
                 rel = f"images/{name}/{ref.member}"
                 target = out / rel
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -190,10 +190,14 @@ class QualityScorer:
         return results
 
 
+def recipe_threshold(cfg: QualityConfig, gate: str) -> float | None:
+    """The threshold the recipe sets for a gate (None: left to the probe ROC)."""
+    return getattr(cfg, next(f for _, g, _, f in SCORES if g == gate))
+
+
 def threshold_of(cfg: QualityConfig, gate: str, chosen: dict[str, float] | None = None) -> float:
     """A gate's threshold: the recipe's, else the one calibration chose, else DEFAULT_THRESHOLDS."""
-    field_name = next(f for _, g, _, f in SCORES if g == gate)
-    fixed = getattr(cfg, field_name)
+    fixed = recipe_threshold(cfg, gate)
     if fixed is not None:
         return float(fixed)
     return float((chosen or {}).get(gate, DEFAULT_THRESHOLDS[gate]))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from curation.core.reasons import REASON_HINTS
+
 
 def print_ingest_report(index: dict[str, Any], output: str, stream=None) -> None:
     """Kept/rejected per reason, the accounting check, and this run's Beam counters."""
@@ -24,6 +26,8 @@ def print_ingest_report(index: dict[str, Any], output: str, stream=None) -> None
     console.print(table)
     console.print(f"accounting: inputs {totals['inputs']} == kept {totals['kept']} + rejected "
                   f"{sum(index['reasons'].values())}: {'OK' if ok else 'MISMATCH'}")
+    for reason in sorted(r for r in index["reasons"] if r in REASON_HINTS):
+        console.print(f"hint: {reason}: {REASON_HINTS[reason]}", highlight=False)
     metrics = index.get("_metrics")
     if metrics:
         console.print("beam counters (this run): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))

@@ -68,15 +68,23 @@ def parse_member_ref(path: str) -> MemberRef | None:
     return MemberRef(m["tar"], m["member"], int(m["offset"]), int(m["size"]))
 
 
+def read_range(f: IO[bytes], offset: int, size: int, where: str) -> bytes:
+    """`size` bytes at `offset` of an open file (reads may come back short on a stream: read on);
+    OSError naming `where` if the file ends first."""
+    f.seek(offset)
+    chunks, got = [], 0
+    while got < size:
+        chunk = f.read(size - got)
+        if not chunk:
+            raise OSError(f"{where}: {size} bytes expected at {offset}, the file ends after {got}")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def read_image_bytes(path: str, open_file: Callable[[str], IO[bytes]]) -> bytes:
     """An image's bytes by path: a plain file whole, a tar member by its byte range (one ranged
     read), through `open_file` (local `open`, or a store's opener)."""
     ref = parse_member_ref(path)
     with open_file(ref.tar if ref else path) as f:
-        if ref is None:
-            return f.read()
-        f.seek(ref.offset)
-        data = f.read(ref.size)
-    if len(data) != ref.size:
-        raise OSError(f"{ref.tar}: {ref.size} bytes expected at {ref.offset}, got {len(data)}")
-    return data
+        return f.read() if ref is None else read_range(f, ref.offset, ref.size, ref.tar)

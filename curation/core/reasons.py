@@ -114,6 +114,22 @@ REASONS: dict[str, str] = {
     "no_declared_size": "plan: the row declares no image width/height, so its tiles cannot be planned",
 }
 
+# The recipe key that decides a rejection, for the end-of-run report's hints: what to change when
+# a reason is not what the run should have said (a local test server refused as private, say).
+REASON_HINTS: dict[str, str] = {
+    "private_address": "ingest recipe download.allow_private_addresses: true fetches from private, loopback and "
+                       "link-local addresses (a local server)",
+    "body_too_large": "ingest recipe download.max_bytes caps one response",
+    "not_an_image": "ingest recipe download.check_content_type: false accepts any content type that decodes",
+    "timeout": "ingest recipe download.timeout_s (one attempt) and download.deadline_s (all attempts of a URL)",
+    "host_unreachable": "ingest recipe download.host_failures: connection failures in a row before a host is given up",
+    "robots_noai": "ingest recipe download.disallowed_robots: the X-Robots-Tag values honoured",
+    "hash_mismatch": "ingest recipe download.verify_sha256 checks the source's own hash of the bytes",
+    "phash_mismatch": "ingest recipe download.phash_tolerance: bits a source's pHash may differ",
+    "low_quality_score": "annotate recipe quality.threshold (null: chosen from the probe ROC)",
+    "repetitive_text": "annotate recipe quality.repetition_threshold (null: chosen from the probe ROC)",
+}
+
 HTTP_CODES_NAMED = frozenset({400, 401, 403, 404, 410, 429, 500, 502, 503, 504})
 
 
@@ -131,3 +147,29 @@ def check_reason(code: str) -> str:
     if code not in REASONS:
         raise ValueError(f"unknown rejection reason {code!r}; add it to curation/core/reasons.py")
     return code
+
+
+def reasons_markdown() -> str:
+    """docs/reasons.md: every code with its meaning, grouped as REASONS' comments group them
+    (`python -m curation.core.reasons > docs/reasons.md`; tests/test_reasons_doc.py keeps it current)."""
+    import inspect
+    import re
+
+    lines = ["# Rejection reasons", "",
+             "Every rejected row carries one of these codes (`curation/core/reasons.py`; this page is generated",
+             "from it by `python -m curation.core.reasons > docs/reasons.md`). `inputs == kept + rejected` is",
+             "checked per shard and per stage against this closed set.", ""]
+    source = inspect.getsource(inspect.getmodule(reasons_markdown))
+    body = source[source.index("REASONS: dict[str, str] = {"):source.index("\n}\n")]
+    for raw in body.splitlines()[1:]:
+        heading = re.match(r"\s*# (.+)", raw)
+        code = re.match(r'\s*"([a-z0-9_]+)":', raw)
+        if heading:
+            lines += ["", f"## {heading.group(1)[0].upper()}{heading.group(1)[1:]}", "", "| code | meaning |", "| --- | --- |"]
+        elif code:
+            lines.append(f"| `{code.group(1)}` | {REASONS[code.group(1)].replace('|', '/')} |")
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+if __name__ == "__main__":
+    print(reasons_markdown(), end="")

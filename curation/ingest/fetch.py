@@ -118,7 +118,8 @@ class Fetcher:
             for addr in addrs:  # all must pass: a host with one internal address is refused
                 why = address_refusal(ipaddress.ip_address(addr))
                 if why:
-                    raise Refused("private_address", f"{host} -> {addr} ({why})")
+                    raise Refused("private_address", f"{host} -> {addr} ({why}; download.allow_private_addresses "
+                                                      "allows it)")
         return happy_eyeballs_order(addrs, self._ipv6_reachable, self._answered.get(host))
 
     def _pool(self, scheme: str, host: str, addr: str, port: int) -> urllib3.HTTPConnectionPool:
