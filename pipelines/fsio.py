@@ -151,12 +151,13 @@ class RawReader:
         self.f.close()
 
 
-def read_image(path: str) -> bytes:
-    """An image's bytes: a file, or a member of a shard's tar named by its byte range
-    (`shard.tar!/uid.jpg@offset:size`, curation/core/image_refs.py) read with one ranged read."""
+def read_image(path: str, limit: int = -1) -> bytes:
+    """An image's bytes (at most `limit`, -1: all): a file, or a member of a shard's tar named by
+    its byte range (`shard.tar!/uid.jpg@offset:size`, curation/core/image_refs.py) read with one
+    ranged read."""
     from curation.core.image_refs import read_image_bytes
 
-    return read_image_bytes(path, RawReader)
+    return read_image_bytes(path, RawReader, limit)
 
 
 def read_ranges(path: str, ranges: list[tuple[int, int]]) -> list[bytes]:

@@ -43,20 +43,7 @@ class ReadTasks(beam.DoFn):
         with FileSystems.open(path) as f:
             for task in read_tasks(f, path, self.cfg.source):
                 inputs.inc()
-                yield load_images(task, root, self.cfg.images, _read_capped)
-
-
-def _read_capped(path: str, limit: int) -> bytes:
-    """At most `limit` bytes of an image file, or a tar member's bytes (annotate's image refs)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    from curation.core.image_refs import parse_member_ref
-    from pipelines import fsio
-
-    if parse_member_ref(path) is not None:
-        return fsio.read_image(path)[:limit]
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return f.read(limit)
+                yield load_images(task, root, self.cfg.images, fsio.read_image)
 
 
 class PolicyHandler(_BatchedHandler):

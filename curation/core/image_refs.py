@@ -82,9 +82,11 @@ def read_range(f: IO[bytes], offset: int, size: int, where: str) -> bytes:
     return b"".join(chunks)
 
 
-def read_image_bytes(path: str, open_file: Callable[[str], IO[bytes]]) -> bytes:
-    """An image's bytes by path: a plain file whole, a tar member by its byte range (one ranged
-    read), through `open_file` (local `open`, or a store's opener)."""
+def read_image_bytes(path: str, open_file: Callable[[str], IO[bytes]], limit: int = -1) -> bytes:
+    """An image's bytes by path (at most `limit` of them, -1: all): a plain file, or a tar member
+    by its byte range (one ranged read), through `open_file` (local `open`, or a store's opener)."""
     ref = parse_member_ref(path)
     with open_file(ref.tar if ref else path) as f:
-        return f.read() if ref is None else read_range(f, ref.offset, ref.size, ref.tar)
+        if ref is None:
+            return f.read(limit)
+        return read_range(f, ref.offset, ref.size if limit < 0 else min(ref.size, limit), ref.tar)
