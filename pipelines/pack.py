@@ -96,12 +96,11 @@ class Encode(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        from packing.tokens import ChatEncoder, load_tokenizer, resolve_system_prompt
+        from packing.tokens import ChatEncoder, load_tokenizer
         from packing.units import UnitBuilder, UnitLimits
 
         cfg = self.cfg
-        encoder = ChatEncoder(load_tokenizer(cfg.tokenizer), cfg.template, resolve_system_prompt(cfg.template, cfg.system_prompt),
-                              cfg.bos)
+        encoder = ChatEncoder.from_recipe(load_tokenizer(cfg.tokenizer), cfg.template, cfg.system_prompt, cfg.bos, cfg.tokenizer)
         limits = UnitLimits(cfg.l_max, cfg.t_max, cfg.tiling.max_num, cfg.tiling.min_num, cfg.tiling.use_thumbnail, cfg.truncate,
                             cfg.text_only_blank_tile)
         self.builder = UnitBuilder(encoder, limits)
@@ -234,6 +233,7 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
                previous: beam.PCollection, root: str = "", ratio: dict[str, Any] | None = None) -> beam.PCollection:
     """Wire the pack graph on `p`; returns the PCollection holding the written index."""
     from packing.format import PackPlan, write_pack_shard
+    from packing.tokens import ChatEncoder
 
     prefix = cfg.shards.prefix
     rows, num_shards, read = p | "Read" >> ReadAndCount(files, ReadConversations(cfg, output, root), cfg.shards.samples_per_shard)
@@ -247,7 +247,7 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
         | "Encode" >> beam.ParDo(Encode(cfg))
         | "Write" >> WriteShards(output, prefix, "packs", fingerprint, write, num_shards, previous, NS,
                                  extra={"l_max": cfg.l_max, "t_max": cfg.t_max, "tokenizer": cfg.tokenizer,
-                                        "template": cfg.template, **({"ratio": ratio} if ratio else {})},
+                                        "template": ChatEncoder.resolve(cfg.template, cfg.tokenizer), **({"ratio": ratio} if ratio else {})},
                                  assigned=assigned, rows_read=read)
     )
 

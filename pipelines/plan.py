@@ -71,6 +71,7 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
     onto the rows: they go to the shard writer with them, one shuffle fewer for every row."""
     from curation.plan.planner import write_plan_shard
     from pipelines.dedup import decision_shard
+    from packing.tokens import ChatEncoder
     from pipelines.ingest import MetadataDecisions
 
     prefix = cfg.shards.prefix
@@ -91,7 +92,8 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
         | "Records" >> beam.Flatten()
         | "Write" >> WriteShards(output, prefix, "plan", fingerprint, write, num_shards, previous, NS,
                                  extra={"source": cfg.ingest.source.name, "l_max": pack.l_max, "t_max": pack.t_max,
-                                        "tokenizer": pack.tokenizer, "template": pack.template, "style": cfg.style,
+                                        "tokenizer": pack.tokenizer, "template": ChatEncoder.resolve(pack.template, pack.tokenizer),
+                                        "style": cfg.style,
                                         **({"missing_size": dataclasses.asdict(cfg.missing_size)}
                                            if cfg.missing_size.sizes else {})},
                                  assigned=keyed, decisions=decision_shards, rows_read=read)

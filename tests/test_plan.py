@@ -104,9 +104,9 @@ def test_plan_tokens_match_pack_on_the_same_conversation(planned, tokenizer):
     root, _, cfg, _ = planned
     from curation.core.conversations import Conversation, Turn
     from curation.annotate.tasks import CAPTION_PROMPT
-    from packing.tokens import ChatEncoder, resolve_system_prompt
+    from packing.tokens import ChatEncoder
 
-    enc = ChatEncoder(tokenizer, cfg.pack.template, resolve_system_prompt(cfg.pack.template, cfg.pack.system_prompt))
+    enc = ChatEncoder.from_recipe(tokenizer, cfg.pack.template, cfg.pack.system_prompt)
     source = {}
     for path in sorted((root / "input").glob("*.parquet")):
         for i, r in enumerate(pq.read_table(path).to_pylist()):

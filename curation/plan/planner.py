@@ -74,14 +74,14 @@ class UnitPlanner:
     def __init__(self, cfg: PlanConfig) -> None:
         from curation.annotate.tasks import plain_tasks
         from filters.registry import build_filters
-        from packing.tokens import ChatEncoder, load_tokenizer, resolve_system_prompt
+        from packing.tokens import ChatEncoder, load_tokenizer
         from packing.units import UnitBuilder, UnitLimits
 
         dedup = cfg.ingest.metadata_dedup()
         self.score_field = dedup.score_field if dedup is not None else None
         pack = cfg.pack
-        encoder = ChatEncoder(load_tokenizer(pack.tokenizer), pack.template,
-                              resolve_system_prompt(pack.template, pack.system_prompt), pack.bos)
+        encoder = ChatEncoder.from_recipe(load_tokenizer(pack.tokenizer), pack.template, pack.system_prompt, pack.bos,
+                                          pack.tokenizer)
         limits = UnitLimits(pack.l_max, pack.t_max, pack.tiling.max_num, pack.tiling.min_num, pack.tiling.use_thumbnail,
                             pack.truncate)
         self.builder = UnitBuilder(encoder, limits)
