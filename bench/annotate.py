@@ -140,8 +140,8 @@ def text_rates(repeats: int) -> dict:
     from curation.annotate.config import AnnotateConfig
     from curation.core.config import load_config
     from curation.samples.languages import labelled
-    from filters.language import detect
-    from filters.text_quality import TextRules
+    from filters.quality.language import detect
+    from filters.quality.text import TextRules
 
     texts = [t for t, _ in labelled()]
     recipe = os.path.join(os.path.dirname(__file__), "..", "configs", "annotate.yaml")

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from filters.minhash import MinHasher, shingles  # noqa: E402
+from filters.dedup.minhash import MinHasher, shingles  # noqa: E402
 
 WORDS = ("a photo of the red blue green yellow circle square triangle on white black background large small cat "
          "dog park street sign coffee shop open sale hotel market books stop exit view from above with people").split()
@@ -108,10 +108,10 @@ def beam_stage(args) -> dict:
     import logging
     import tempfile
 
-    from filters.dedup_config import DedupConfig
+    from filters.dedup.config import DedupConfig
     from curation.core.config import deep_merge, load_config
     from curation.samples.dups import caption_truth, closure, components_to_pairs, group_truth, planted_captions, planted_images, representatives, score, write_pair_folder
-    from pipelines.dedup import run_dedup
+    from pipelines.dedup.stage import run_dedup
 
     logging.getLogger().setLevel(logging.ERROR)
     recipe = Path(__file__).resolve().parent.parent / "configs" / "dedup.yaml"

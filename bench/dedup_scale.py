@@ -51,9 +51,9 @@ sys.path.insert(0, str(ROOT))
 from bench.scale import PeakRss, _status_kb  # noqa: E402
 from curation.core.config import load_config  # noqa: E402
 from curation.samples.dups import Planted, components_to_pairs, planted_captions, representatives, write_pair_folder  # noqa: E402
-from filters.dedup import union_find  # noqa: E402
-from filters.dedup_config import DedupConfig  # noqa: E402
-from filters.minhash import jaccard, shingles  # noqa: E402
+from filters.dedup.components import union_find  # noqa: E402
+from filters.dedup.config import DedupConfig  # noqa: E402
+from filters.dedup.minhash import jaccard, shingles  # noqa: E402
 
 RECIPE = ROOT / "configs" / "dedup.yaml"
 
@@ -155,7 +155,7 @@ def _reset_peak_rss() -> None:
 def run(kind: str, records: list[Planted], cfg: DedupConfig, related, work: Path, beam_args: list[str],
         samples_per_shard: int, seed: int) -> dict:
     """Write the corpus, run the stage under the RSS poller, score it; one result dict."""
-    from pipelines.dedup import run_dedup
+    from pipelines.dedup.stage import run_dedup
 
     inp, out = work / f"{kind}-in", work / f"{kind}-out"
     t0 = time.perf_counter()

@@ -49,10 +49,10 @@ def stages(shards: int, files: list[str], work: Path) -> dict:
     from curation.mmpr.config import MmprConfig
     from curation.plan.config import load_plan_config
     from curation.annotate.translate import TranslateConfig
-    from filters.dedup_config import DedupConfig
+    from filters.dedup.config import DedupConfig
     from packing.config import PackConfig
     from pipelines.annotate import build_annotate
-    from pipelines.dedup import build_dedup
+    from pipelines.dedup.stage import build_dedup
     from pipelines.ingest import build_ingest
     from pipelines.mmpr import build_mmpr
     from pipelines.pack import build_pack

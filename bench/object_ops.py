@@ -50,10 +50,10 @@ def main() -> None:
     from curation.ingest.config import IngestConfig
     from curation.samples.object_store import serve_s3
     from curation.annotate.config import AnnotateConfig
-    from filters.dedup_config import DedupConfig
+    from filters.dedup.config import DedupConfig
     from packing.config import PackConfig
     from pipelines.annotate import run_annotate
-    from pipelines.dedup import run_dedup
+    from pipelines.dedup.stage import run_dedup
     from pipelines.ingest import run_ingest
     from pipelines.pack import run_pack
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def _before_kept(line, script: str, readable: bool) -> bool:
     """The previous release's rule: only the engine's coverage and the line's script."""
-    from filters.language import main_script
+    from filters.quality.language import main_script
 
     found = main_script(line.text)
     return readable and not (found is not None and found != script and not {found, script} <= {"han", "kana"})

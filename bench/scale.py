@@ -128,8 +128,9 @@ def shuffle_bytes_per_row(cfg, files: list[Path], sample: int = 2000) -> dict[st
     from curation.plan.planner import UnitPlanner
     from curation.core.records import Pair
     from curation.ingest.sources import read_pairs
-    from filters.dedup import EXACT_KEYS, dup_key, member_id
-    from filters.minhash import MinHasher, band_keys, shingles
+    from filters.dedup.keys import EXACT_KEYS, dup_key
+    from filters.dedup.caption_lsh import member_id
+    from filters.dedup.minhash import MinHasher, band_keys, shingles
 
     coder = registry.get_coder(object)
     dedup = cfg.ingest.metadata_dedup()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from curation.core.config import ConfigError, build
-from filters.language import LanguageFilter
-from filters.metadata import CaptionLength, ClipSimilarity, DeclaredSize, Nsfw, PlaceholderCaption, Watermark
-from filters.pixels import AspectRatio, BlankImage, MaxArea, MinSide
+from filters.quality.language import LanguageFilter
+from filters.quality.metadata import CaptionLength, ClipSimilarity, DeclaredSize, Nsfw, PlaceholderCaption, Watermark
+from filters.quality.pixels import AspectRatio, BlankImage, MaxArea, MinSide
 
 METADATA_FILTERS = {
     "caption_length": CaptionLength,

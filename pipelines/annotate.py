@@ -159,7 +159,7 @@ def _route(rec, counter: str):
 
 def _rules(sample, cfg: AnnotateConfig):
     from curation.annotate.steps import apply_language, apply_rules
-    from filters.text_quality import TextRules
+    from filters.quality.text import TextRules
 
     ruled = apply_rules(sample, TextRules(cfg.heuristics))
     if isinstance(ruled, Sample) and cfg.language.enabled:

@@ -94,7 +94,7 @@ class MetadataFilters(beam.DoFn):
 
 
 def _dup_key_of(element, score_field: str | None):
-    from filters.dedup import dup_key
+    from filters.dedup.keys import dup_key
 
     return dup_key(element[1], score_field)
 
@@ -269,7 +269,7 @@ class MetadataDecisions(beam.PTransform):
         dedup = self.cfg.metadata_dedup()
         if dedup is None:
             return filtered.kept, filtered.rejected, keyed.pipeline | "NoDecisions" >> beam.Create([])
-        from pipelines.dedup import DedupDecisions
+        from pipelines.dedup.decisions import DedupDecisions
 
         decisions = (
             filtered.kept

@@ -70,7 +70,7 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
     Unlike ingest (which must not download a duplicate), the dedup Decisions are not joined back
     onto the rows: they go to the shard writer with them, one shuffle fewer for every row."""
     from curation.plan.planner import write_plan_shard
-    from pipelines.dedup import decision_shard
+    from pipelines.dedup.decisions import decision_shard
     from packing.tokens import ChatEncoder
     from pipelines.ingest import MetadataDecisions
 

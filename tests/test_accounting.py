@@ -13,9 +13,9 @@ import pytest
 from curation.core.accounting import RowAccount, RowsLost, ShardStateError
 from curation.core.shards import PROGRESS_DIR, ShardReport, read_pair_shard, write_pair_shard
 from curation.samples.dups import check_dedup, planted_captions, write_pair_folder
-from filters.dedup import representative_of
+from filters.dedup.keys import representative_of
 from pipelines import local_runner
-from pipelines.dedup import run_dedup
+from pipelines.dedup.stage import run_dedup
 from pipelines.sharded_output import WriteIndex, write_one_shard
 from tests.test_dedup_pipeline import MULTI, NO_IMAGES, config, manifest, outputs
 

@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 
 from curation.core.config import ConfigError, build
-from filters.dedup_config import DedupConfig
+from filters.dedup.config import DedupConfig
 from curation.ingest.config import IngestConfig
 from curation.core.records import Rejection, Sample
 from curation.samples.dups import Planted, caption_truth, planted_captions, write_pair_folder
 from curation.core.shards import iter_tar_groups, read_pair_shard, write_pair_shard
-from filters.dedup import (CaptionMember, Decision, ImageMember, Row, apply_decisions, caption_bucket_edges, large_star,
-                           node_id, node_uid, normalize_edge, pair_node, representative_of, small_star, star, union_find)
-from filters.dedup_config import NearImageConfig
-from filters.image_lsh import ImageLsh, sampled_bits
-from filters.minhash import jaccard, shingles
+from filters.dedup.caption_lsh import CaptionMember, caption_bucket_edges
+from filters.dedup.keys import Decision, Row, apply_decisions, node_id, node_uid, pair_node, representative_of, star
+from filters.dedup.image_lsh import ImageMember
+from filters.dedup.components import large_star, normalize_edge, small_star, union_find
+from filters.dedup.config import NearImageConfig
+from filters.dedup.image_lsh import ImageLsh, sampled_bits
+from filters.dedup.minhash import jaccard, shingles
 
 
 def test_node_order_is_highest_score_then_smallest_uid():
@@ -152,7 +154,7 @@ def _planted_hashes(groups: int, hamming: int, blank: int, seed: int) -> list[in
 
 
 def _labels(hashes: list[int], edges) -> np.ndarray:
-    from filters.image_lsh import components
+    from filters.dedup.image_lsh import components
 
     index = {h: i for i, h in enumerate(sorted(hashes))}
     edges = list(edges)
@@ -212,7 +214,7 @@ def test_a_bucket_too_hot_for_tiles_goes_to_the_forest_and_loses_no_member():
     pairs. Every reachable pair of the near-blank family ends in one component (member and pair
     recall 1 here), the planted pairs outside it are all found as before, and the output is a
     function of the members, not of their order."""
-    from filters.image_lsh import components
+    from filters.dedup.image_lsh import components
 
     cfg = NearImageConfig(hamming=8, tables=60)
     hashes = _planted_hashes(300, 8, 400, seed=0)
@@ -237,7 +239,7 @@ def test_a_bucket_too_hot_for_tiles_goes_to_the_forest_and_loses_no_member():
 
 
 def test_numpy_components_label_each_node_with_its_component_minimum():
-    from filters.image_lsh import components
+    from filters.dedup.image_lsh import components
 
     rng = random.Random(4)
     n = 300
@@ -310,7 +312,7 @@ def test_dedup_config_errors_are_one_clear_line():
 
 
 # ---------------------------------------------------------------------------------------------
-# The pure steps the Beam graph wires (filters/buckets.py, filters/components.py)
+# The pure steps the Beam graph wires (filters/dedup/buckets.py, filters/dedup/components.py)
 
 
 class _Walked:
@@ -326,7 +328,7 @@ class _Walked:
 
 
 def test_bucket_verdicts_walk_without_listing():
-    from filters.buckets import bucket_size, bucket_verdict
+    from filters.dedup.buckets import bucket_size, bucket_verdict
 
     hot = _Walked(f"m{i}" for i in range(50))
     assert bucket_verdict(hot, 10) == (50, "split") and hot.walked == 50
@@ -337,7 +339,7 @@ def test_bucket_verdicts_walk_without_listing():
 def test_a_hot_bucket_splits_into_bounded_tiles():
     """The tiling image_lsh verifies (every pair of chunks, the chunk with itself included): tiles
     of at most max_bucket members, ceil(size / chunk) chunks."""
-    from filters.buckets import split_plan, too_hot
+    from filters.dedup.buckets import split_plan, too_hot
 
     assert not too_hot(1234, max_bucket=100, max_chunks=32)
     plan = split_plan(1234, max_bucket=100)
@@ -346,14 +348,14 @@ def test_a_hot_bucket_splits_into_bounded_tiles():
 
 
 def test_past_max_chunks_a_bucket_is_too_hot_for_tiles():
-    from filters.buckets import too_hot
+    from filters.dedup.buckets import too_hot
 
     assert not too_hot(400, max_bucket=100, max_chunks=8)  # 8 chunks of 50: tiles
     assert too_hot(401, max_bucket=100, max_chunks=8)  # a ninth chunk: the forest (images) or pivots (captions)
 
 
 def test_caption_memberships_of_buckets_and_pivot_groups():
-    from filters.buckets import caption_memberships, caption_pivot_key, is_pivot_key
+    from filters.dedup.caption_lsh import caption_memberships, caption_pivot_key, is_pivot_key
 
     row = (node_id("a", None), "A red bicycle!")
     hot = caption_pivot_key(b"b" * 12)
@@ -364,8 +366,8 @@ def test_caption_memberships_of_buckets_and_pivot_groups():
 
 
 def test_identical_phashes_collapse_onto_one_table_member():
-    from filters.buckets import phash_key, same_phash
-    from filters.dedup import DupKey
+    from filters.dedup.image_lsh import phash_key, same_phash
+    from filters.dedup.keys import DupKey
 
     nodes = [node_id(u, None) for u in ("c", "a", "b")]
     member, edges = same_phash((0xAB, nodes))
@@ -379,8 +381,8 @@ def test_identical_phashes_collapse_onto_one_table_member():
 
 
 def test_exact_groups_keep_the_minimum_and_decide_the_rest():
-    from filters.buckets import decide, exact_duplicates, exact_group
-    from filters.dedup import DupKey
+    from filters.dedup.buckets import decide, exact_duplicates, exact_group
+    from filters.dedup.keys import DupKey
 
     keys = [DupKey(node_id(u, s), None, "c", None, None) for u, s in (("b", 0.1), ("a", 0.9), ("c", None))]
     rep, size = exact_group(keys)
@@ -393,7 +395,7 @@ def test_exact_groups_keep_the_minimum_and_decide_the_rest():
 
 
 def test_one_large_star_small_star_round_on_a_path_makes_a_star():
-    from filters.components import both_directions, large_star_step, small_star_step
+    from filters.dedup.components import both_directions, large_star_step, small_star_step
 
     def grouped(pairs):
         groups = {}
@@ -416,7 +418,7 @@ def test_one_large_star_small_star_round_on_a_path_makes_a_star():
 
 
 def test_settle_and_local_labels():
-    from filters.components import local_labels, settle
+    from filters.dedup.components import local_labels, settle
 
     assert settle("b", ["a"], []) == (True, ("b", "a"))  # a star leaf
     assert settle("a", [], ["b", "c"]) == (True, None)  # a star centre
@@ -426,7 +428,7 @@ def test_settle_and_local_labels():
 
 
 def test_components_route_every_edge_down_exactly_one_path():
-    from filters.components import converged, fits_a_worker, not_converged, too_big_for_a_worker
+    from filters.dedup.components import converged, fits_a_worker, not_converged, too_big_for_a_worker
 
     assert fits_a_worker(None, count=5, limit=5) and not too_big_for_a_worker(None, count=5, limit=5)
     assert too_big_for_a_worker(None, count=6, limit=5) and not fits_a_worker(None, count=6, limit=5)
@@ -436,7 +438,7 @@ def test_components_route_every_edge_down_exactly_one_path():
 
 
 def test_cascade_order_and_switches():
-    from filters.buckets import cascade
+    from filters.dedup.buckets import cascade
 
     assert cascade(DedupConfig()) == (["url", "caption", "image"], ["caption", "image"])
     assert cascade(DedupConfig(), images=False) == (["url", "caption"], ["caption"])

@@ -9,12 +9,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from filters.dedup_config import DedupConfig
+from filters.dedup.config import DedupConfig
 from curation.core.config import load_config
 from curation.samples.dups import Planted, caption_truth, closure, components_to_pairs, group_truth, planted_captions, planted_images, representatives, score, write_pair_folder
 from curation.core.shards import iter_tar_groups
-from filters.dedup import DETAIL, representative_of
-from pipelines.dedup import run_dedup
+from filters.dedup.keys import DETAIL, representative_of
+from pipelines.dedup.stage import run_dedup
 from tests.conftest import CONFIGS, local_config
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@
 import pytest
 
 from curation.core.records import Pair
-from filters.exact import normalize_url, pick_representative
+from filters.dedup.exact import normalize_url, pick_representative
 from filters.registry import build_filters
 
 

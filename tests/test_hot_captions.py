@@ -1,4 +1,4 @@
-"""Caption buckets too hot for tiles, verified against pivots (filters/hot_captions.py): nothing
+"""Caption buckets too hot for tiles, verified against pivots (filters/dedup/hot_captions.py): nothing
 sampled, only verified edges, the same edges whatever the arrival order, memory bounded by the cap.
 Fixtures: template caption families written here (the boilerplate web captions that make hot
 LSH buckets) and planted edited captions from curation/samples/dups.py."""
@@ -7,10 +7,11 @@ import random
 from itertools import combinations
 
 from curation.samples.dups import planted_captions
-from filters.dedup import CaptionMember, union_find
-from filters.dedup_config import NearCaptionConfig
-from filters.hot_captions import HotStats, PivotVerifier, Smallest
-from filters.minhash import jaccard, shingles
+from filters.dedup.caption_lsh import CaptionMember
+from filters.dedup.components import union_find
+from filters.dedup.config import NearCaptionConfig
+from filters.dedup.hot_captions import HotStats, PivotVerifier, Smallest
+from filters.dedup.minhash import jaccard, shingles
 
 CFG = NearCaptionConfig()
 TEMPLATES = ["Stock photo of the day by our agency, all rights reserved, image {}",

@@ -121,7 +121,7 @@ def test_truncated_corrupt_empty(images):
 
 
 def test_pixel_filters_see_original_size():
-    from filters.pixels import MinSide
+    from filters.quality.pixels import MinSide
 
     img = Image.new("RGB", (40, 900))
     buf = io.BytesIO()

@@ -8,7 +8,7 @@ import pytest
 from curation.core.config import ConfigError
 from curation.core.records import Pair
 from curation.samples.languages import ALT_TEXTS, labelled
-from filters.language import LanguageFilter, detect
+from filters.quality.language import LanguageFilter, detect
 from filters.registry import build_filters
 
 LANGS = tuple(ALT_TEXTS)

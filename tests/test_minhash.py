@@ -6,7 +6,7 @@ import numpy as np
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
-from filters.minhash import EMPTY, MinHasher, band_keys, jaccard, lsh_params, normalize_caption, shingles
+from filters.dedup.minhash import EMPTY, MinHasher, band_keys, jaccard, lsh_params, normalize_caption, shingles
 
 WORDS = "red blue green circle square photo of a the on white black background large small cat dog park".split()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from curation.samples.object_store import serve_s3
-from pipelines.dedup import run_dedup
+from pipelines.dedup.stage import run_dedup
 from pipelines.ingest import run_ingest
 from tests.conftest import CONFIGS, local_config, output_files
 
@@ -85,7 +85,7 @@ def test_ingest_then_dedup_on_s3_match_local_disk_byte_for_byte(s3, sample, tmp_
     assert from_s3["totals"] == ingested["totals"] and from_s3["reasons"] == ingested["reasons"]
 
     from curation.core.config import load_config
-    from filters.dedup_config import DedupConfig
+    from filters.dedup.config import DedupConfig
 
     dcfg = load_config(CONFIGS / "dedup.yaml", DedupConfig, {"progress": False})
     deduped = run_dedup(dcfg, [str(local / "ingest")], str(local / "dedup"))

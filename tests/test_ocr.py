@@ -219,6 +219,6 @@ def test_signs_keep_their_text_and_textless_photos_get_no_ocr_task(routed, scrip
     ("OPEN 24 HOURS", None), ("Mo-Fr 8-18 Uhr", None), ("出口", None), ("ВЫХОД", None), ("รถบัส", None), ("Gleis 3", None),
 ])
 def test_what_reads_as_text(line, problem):
-    from filters.language import text_line_problem
+    from filters.quality.language import text_line_problem
 
     assert text_line_problem(line) == problem

@@ -71,10 +71,10 @@ def both(run, cfg, inputs: list[str], base: Path, portable: "Portable") -> tuple
 
 
 def test_ingest_dedup_pack_on_the_portable_runner(sample, conv_sample, portable, tmp_path):
-    from filters.dedup_config import DedupConfig
+    from filters.dedup.config import DedupConfig
     from packing.config import PackConfig
     from curation.core.config import ShardConfig, load_config
-    from pipelines.dedup import run_dedup
+    from pipelines.dedup.stage import run_dedup
     from pipelines.ingest import run_ingest
     from pipelines.pack import run_pack
     from tests.conftest import CONFIGS

@@ -10,13 +10,13 @@ import json
 import pytest
 
 from curation.annotate.config import AnnotateConfig, ConversationConfig, QualityConfig
-from filters.text_quality import HeuristicsConfig
+from filters.quality.text import HeuristicsConfig
 from curation.core.config import SamplingConfig
 from curation.core.config import ConfigError, build, load_config
 from curation.annotate.llm import LlmError, LlmResponse
 from curation.annotate.quality import QualityScorer, ScoreInput, parse_score
 from curation.annotate.tasks import build_conversation, language, pick_task
-from filters.text_quality import TextRules, max_ngram_repeats
+from filters.quality.text import TextRules, max_ngram_repeats
 from tests.conftest import CONFIGS
 
 RULES = TextRules(HeuristicsConfig())
@@ -50,7 +50,7 @@ def test_ngram_rule_counts_the_most_frequent_gram():
 def test_data_juicer_repetition_measures():
     """Word / character n-gram repetition ratios and compression as Data-Juicer and Gopher define
     them, with the recipe's thresholds, on clean multilingual text and on degraded copies."""
-    from filters.text_quality import char_repetition_ratio, compression_ratio, word_repetition_ratio
+    from filters.quality.text import char_repetition_ratio, compression_ratio, word_repetition_ratio
 
     cfg = load_config(CONFIGS / "annotate.yaml", AnnotateConfig).heuristics
     rules = TextRules(HeuristicsConfig(**{**cfg.__dict__, "max_ngram_repeats": 0, "max_duplicate_line_fraction": 0}))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from curation.core.config import ConfigError, SamplingConfig, ShardConfig
-from filters.text_quality import HeuristicsConfig
+from filters.quality.text import HeuristicsConfig
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ class ConversationConfig:
 
 @dataclass(frozen=True)
 class LanguageConfig:
-    """Language ID of captions and OCR text (filters/language.py, lingua), stored per sample; it
+    """Language ID of captions and OCR text (filters/quality/language.py, lingua), stored per sample; it
     also picks the OCR engine by script and the conversation prompts. `keep`: reject captions
     confidently in another language (`language_not_kept`)."""
 
@@ -211,7 +211,7 @@ class LanguageConfig:
     candidates: list[str] = field(default_factory=list)  # [] = all 75 of lingua's languages
 
     def __post_init__(self) -> None:
-        from filters.language import check_codes
+        from filters.quality.language import check_codes
 
         if not 0 <= self.min_confidence <= 1:
             raise ConfigError("language.min_confidence is in [0, 1]")

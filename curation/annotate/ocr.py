@@ -343,7 +343,7 @@ class RoutedOcrEngine:
     `script_mismatch` when a line is in another script than the caption's language is written in."""
 
     def __init__(self, cfg: "OcrConfig") -> None:
-        from filters.language import scripts_covered
+        from filters.quality.language import scripts_covered
 
         self.cfg = cfg
         self.primary = ENGINES[cfg.engine](cfg)
@@ -389,9 +389,9 @@ class RoutedOcrEngine:
 
     def _flag(self, res: "OcrResult", script: str | None, engine: str) -> "OcrResult":
         """Flag the lines no OCR target may come from: read by an engine without the expected
-        script, in another script, or not text at all (filters.language.text_line_problem; a line
+        script, in another script, or not text at all (filters.quality.language.text_line_problem; a line
         of digits alone stands only beside a line of text)."""
-        from filters.language import main_script, text_line_problem
+        from filters.quality.language import main_script, text_line_problem
 
         readable = script is None or engine.startswith("tesseract") or script in self.covered
         lines = []

@@ -12,7 +12,7 @@ from curation.annotate.ocr import OcrError, OcrResult
 from curation.annotate.quality import QualityResult, ScoreInput
 from curation.core.records import Rejection, Sample
 from curation.annotate.tasks import build_conversation
-from filters.text_quality import TextRules
+from filters.quality.text import TextRules
 
 STAGE = "annotate"
 
@@ -44,7 +44,7 @@ def apply_rules(sample: Sample, rules: TextRules) -> Sample | Rejection:
 def apply_language(sample: Sample, cfg: LanguageConfig) -> Sample | Rejection:
     """The caption's language into the json (`language.caption`); with a `keep` list, a caption
     confidently in another language is rejected."""
-    from filters.language import LanguageFilter, detect
+    from filters.quality.language import LanguageFilter, detect
 
     guess = detect(sample.pair.caption, tuple(cfg.candidates))
     if cfg.keep:
@@ -58,7 +58,7 @@ def apply_language(sample: Sample, cfg: LanguageConfig) -> Sample | Rejection:
 
 def expected_script(sample: Sample, cfg: LanguageConfig) -> str | None:
     """The script the image's text is expected in, from the caption's language (or letters)."""
-    from filters.language import LanguageGuess, expected_script as script
+    from filters.quality.language import LanguageGuess, expected_script as script
 
     found = (meta_of(sample).get("language") or {}).get("caption")
     guess = LanguageGuess(found["lang"], found["confidence"]) if found else None
@@ -77,7 +77,7 @@ def apply_ocr(sample: Sample, result: OcrResult | OcrError, engine: str, languag
                    **result.features()}
     text = "\n".join(line.text for line in result.lines if not line.flag)
     if language is not None and language.enabled and text.strip():
-        from filters.language import detect
+        from filters.quality.language import detect
 
         meta.setdefault("language", {})["ocr"] = detect(text, tuple(language.candidates)).to_json()
     return with_meta(sample, meta)

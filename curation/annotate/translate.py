@@ -4,7 +4,7 @@ translated row (marked with the id it came from) or a rejection with a reason co
 
 Checks, per turn: not empty, not cut at max_new_tokens, the `<image>` count unchanged, not the
 source text repeated (small models echo it before or after their attempt), the length ratio (non-space characters, translated / source) inside the pair's bounds; per row: the translated
-text detected (lingua, filters.language) as the target with at least `min_confidence`. Leading and
+text detected (lingua, filters.quality.language) as the target with at least `min_confidence`. Leading and
 trailing `<image>` placeholders (InternVL's "<image>\\n..." prefix) are taken off before the LLM sees
 the text and put back after; placeholders inside the text are the model's to keep, and checked.
 Turns without letters (numbers, option letters) are copied, not translated. Plain objects, no Beam.
@@ -23,7 +23,7 @@ from curation.core.config import ConfigError, SamplingConfig, ShardConfig
 from curation.core.conversations import IMAGE_PLACEHOLDER, Conversation, PreferencePair
 from curation.core.reasons import check_reason
 from curation.core.records import Rejection, UidConfig, Verdict, first_kept_per_uid
-from filters.language import check_codes, detect, script_of_language
+from filters.quality.language import check_codes, detect, script_of_language
 
 DEFAULT_PROMPT = ("Translate the following {source} text into {target}. Keep every <image> tag exactly as it is. "
                   "Reply with the translation only.\n\n{text}")

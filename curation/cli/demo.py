@@ -16,7 +16,7 @@ from curation.cli.reports import (print_annotate_report, print_dedup_report, pri
                                   print_pack_report, print_plan_report)
 from curation.core.config import build, deep_merge, load_config, load_yaml
 from curation.ingest.config import IngestConfig
-from filters.dedup_config import DedupConfig
+from filters.dedup.config import DedupConfig
 from packing.config import PackConfig
 
 
@@ -163,7 +163,7 @@ def _demo_dedup(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args
     """The ingest outputs deduplicated together (the sample serves LAION and COYO the same URLs);
     returns the number of broken dedup invariants."""
     from curation.samples.dups import check_dedup
-    from pipelines.dedup import run_dedup
+    from pipelines.dedup.stage import run_dedup
 
     recipe_path, cfg = _demo_recipe(demo.dedup.recipe, DedupConfig, demo.dedup.overrides, args)
     inputs = [str(out / "ingest" / s) for s in demo.dedup.sources]

@@ -13,7 +13,7 @@ from curation.cli.reports import (print_annotate_report, print_dedup_report, pri
                                   print_pack_report, print_plan_report)
 from curation.core.config import load_config
 from curation.ingest.config import IngestConfig
-from filters.dedup_config import DedupConfig
+from filters.dedup.config import DedupConfig
 from packing.config import PackConfig
 
 
@@ -49,7 +49,7 @@ def cmd_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
-    return _run_stage(args, beam_args, DedupConfig, "pipelines.dedup.run_dedup", print_dedup_report)
+    return _run_stage(args, beam_args, DedupConfig, "pipelines.dedup.stage.run_dedup", print_dedup_report)
 
 
 def cmd_annotate(args: argparse.Namespace, beam_args: list[str]) -> int:

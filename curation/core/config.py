@@ -1,7 +1,7 @@
 """YAML recipes validated into typed dataclasses, failing early with one clear line.
 
 The loader and the few configs every stage shares (shards, sampling); each stage's own recipe
-lives beside its logic (`curation.ingest.config`, `filters.dedup_config`, `packing.config`, ...).
+lives beside its logic (`curation.ingest.config`, `filters.dedup.config`, `packing.config`, ...).
 
 `load_config(path, SomeConfig)` reads YAML and builds the dataclass tree; an unknown key, a
 missing required key or a wrong type raises `ConfigError("file: a.b.c: what was expected")`.

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from curation.core.config import ConfigError, ShardConfig
 from curation.core.records import MAPPABLE_FIELDS, UidConfig
-from filters.dedup_config import DedupConfig, ExactDedupConfig, NearCaptionConfig, NearImageConfig
+from filters.dedup.config import DedupConfig, ExactDedupConfig, NearCaptionConfig, NearImageConfig
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class UnitPlanner:
     def __call__(self, pair: Pair) -> PlannedUnit | Rejection:
         from curation.core.conversations import Conversation
         from curation.ingest.images import stored_size
-        from filters.dedup import dup_key
+        from filters.dedup.keys import dup_key
         from packing.tokens import EncodeError
 
         row = PlanRow.of(pair, dup_key(pair, self.score_field).node)
@@ -143,7 +143,7 @@ def apply_plan_decisions(elements: Iterable) -> list[PlannedUnit | Rejection]:
     """One shard's plan records mixed with the dedup Decisions for them -> the records, each one a
     Decision names (by dedup node) turned into its `dedup` rejection: dedup comes before the
     planning steps, as it comes before download in ingest."""
-    from filters.dedup import split_decisions
+    from filters.dedup.keys import split_decisions
 
     decided, records = split_decisions(elements, lambda d: d.node)
     out = []

@@ -108,7 +108,7 @@ def caption_truth(captions: dict[str, str], threshold: float, kind: str = "char"
     import math
     from collections import Counter
 
-    from filters.minhash import jaccard, shingles
+    from filters.dedup.minhash import jaccard, shingles
 
     sets = {uid: shingles(text, kind, n) for uid, text in captions.items()}  # type: ignore[arg-type]
     freq = Counter(s for grams in sets.values() for s in grams)
@@ -232,7 +232,7 @@ def components_to_pairs(rep_of: dict[str, str]) -> set[tuple[str, str]]:
 
 def closure(pairs: set[tuple[str, str]]) -> dict[str, str]:
     """Transitive closure of a pair set as uid -> component minimum."""
-    from filters.dedup import union_find
+    from filters.dedup.components import union_find
 
     return union_find(pairs)
 
@@ -252,7 +252,7 @@ def representatives(folder: str | Path) -> dict[str, str]:
     """uid -> the kept uid it was deduplicated onto (itself if kept), read from a dedup output's
     manifests; chains (an exact duplicate of a later near-duplicate) are followed to the end."""
     from curation.core.shardset import ShardSet
-    from filters.dedup import DETAIL, representative_of
+    from filters.dedup.keys import DETAIL, representative_of
 
     rep: dict[str, str] = {}
     for _, table in ShardSet.open(str(folder)).manifests(["uid", "status", "reason", "detail"]):
@@ -278,8 +278,8 @@ def check_dedup(output: str | Path, inputs: list[str | Path], images: bool = Tru
     every duplicate's representative kept, and no URL, caption or (with `images`) image bytes kept
     twice."""
     from curation.core.shardset import ShardSet
-    from filters.dedup import DETAIL, caption_hash, representative_of
-    from filters.exact import normalize_url
+    from filters.dedup.keys import DETAIL, caption_hash, representative_of
+    from filters.dedup.exact import normalize_url
 
     def rows(folder) -> list[dict]:
         return [r for _, table in ShardSet.open(str(folder)).manifests() for r in table.to_pylist()]

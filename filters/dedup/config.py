@@ -50,7 +50,7 @@ class NearCaptionConfig:
         """(bands, rows)."""
         if self.bands is not None:
             return self.bands, self.rows  # type: ignore[return-value]
-        from filters.minhash import lsh_params
+        from filters.dedup.minhash import lsh_params
 
         return lsh_params(self.lsh_threshold, self.num_perm)
 
@@ -63,7 +63,7 @@ class NearImageConfig:
     Recall model: two hashes `d` bits apart share a table's key with p(d) = C(64-d, K) / C(64, K)
     (the K sampled positions miss all d differing bits), so they meet in at least one of L tables
     with 1 - (1 - p(d))^L; L defaults to the fewest tables reaching `recall` at d = `hamming`.
-    Cost model: L memberships per record (8 bytes each, packed: filters/image_lsh.py); a table's
+    Cost model: L memberships per record (8 bytes each, packed: filters/dedup/image_lsh.py); a table's
     bucket holds N / 2^K random hashes on average (238 at N = 10^9, K = 22), so a record meets
     L * N / 2^K candidates."""
 
@@ -73,13 +73,13 @@ class NearImageConfig:
     tables: int | None = None  # L; default: the fewest reaching `recall` at distance `hamming`
     recall: float = 0.95
     seed: int = 1
-    # memberships are shuffled as packed 8-byte pHashes (filters/image_lsh.py): up to
+    # memberships are shuffled as packed 8-byte pHashes (filters/dedup/image_lsh.py): up to
     # `partition_members` members, tables are grouped into `table_groups` partitions holding every
     # member once; past it, each table splits into 2^s partitions of about that many by key prefix
     partition_members: int = 4_000_000
     table_groups: int = 32
     # a bucket too hot for tiles (past max_split_chunks chunks) is searched by this many LSH-forest
-    # trees, never sampled (filters/image_lsh.py)
+    # trees, never sampled (filters/dedup/image_lsh.py)
     forest_trees: int = 4
 
     def __post_init__(self) -> None:
@@ -135,7 +135,7 @@ class DedupConfig:
     near_image: NearImageConfig = field(default_factory=NearImageConfig)
     max_bucket: int = 1000  # the most members compared pairwise in one group; a bigger bucket is hot
     max_split_chunks: int = 32  # a hot image bucket splits into up to this many chunks, compared pairwise
-    # as tiles (past it: an LSH forest); hot caption buckets go to pivots (filters/hot_captions.py)
+    # as tiles (past it: an LSH forest); hot caption buckets go to pivots (filters/dedup/hot_captions.py)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="dedup"))
     progress: bool = True

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
 
-from filters.dedup import large_star, small_star, union_find
 
 Edge = tuple[str, str]
 
@@ -89,3 +88,53 @@ def local_labels(edges: Iterable[Edge]) -> tuple[list[Edge], int]:
     labels = union_find(edges)
     components = len(set(labels.values()))
     return [(node, root) for node, root in sorted(labels.items()) if node != root], components
+
+
+def union_find(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """node -> component minimum, for every node on an edge (one worker, near-linear time)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in edges:
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            lo, hi = (ra, rb) if ra < rb else (rb, ra)
+            parent[hi] = lo
+    return {x: find(x) for x in parent}
+
+
+
+def large_star(u: str, neighbours: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Connect every neighbour larger than u to the minimum of u's closed neighbourhood. Two
+    passes over a re-iterable group, no list or set of it (a hub's million neighbours stream); a
+    neighbour listed twice gives its edge twice (the rounds drop repeats between steps)."""
+    m = min(u, min(neighbours, default=u))
+    for v in neighbours:
+        if v > u:
+            yield v, m
+
+
+
+def small_star(u: str, smaller: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Connect u and its smaller neighbours to the minimum of them, in two passes as `large_star`."""
+    m = min(u, min(smaller, default=u))
+    if u != m:
+        yield u, m
+    for v in smaller:
+        if v != m:
+            yield v, m
+
+
+
+def normalize_edge(a: str, b: str) -> tuple[str, str]:
+    """Edges are stored (larger, smaller)."""
+    return (a, b) if a > b else (b, a)

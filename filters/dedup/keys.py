@@ -1,11 +1,9 @@
-"""Dedup logic without Beam: ranked node ids, exact keys, bucket -> star edges, connected components.
+"""Dedup keys without Beam: ranked node ids, exact keys, decisions and how a shard applies them.
 
 Every record becomes a `DupKey` whose `node` string sorts best-representative first (highest quality
 score, then smallest uid), so "the representative of a group" is always the minimum node and every
-step below is a min - independent of arrival order. Caption LSH buckets turn into star edges
-`(node, bucket component minimum)`, never all pairs (image tables: filters/image_lsh.py);
-connected components over the edges run as one union-find when they fit a worker, else as
-large-star / small-star rounds (Kiveris et al., "Connected Components in MapReduce and Beyond").
+step is a min - independent of arrival order. The buckets leave as star edges (filters/dedup/
+caption_lsh.py, image_lsh.py) and the components over them (filters/dedup/components.py) decide.
 """
 
 from __future__ import annotations
@@ -13,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from itertools import combinations
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
-from filters.exact import normalize_url
-from filters.minhash import jaccard, normalize_caption, shingles
+from filters.dedup.exact import normalize_url
+from filters.dedup.minhash import normalize_caption
 
 SEP = "\x00"  # sorts below every uid character, so "a" < "a-b" survives the suffix
 _NO_SCORE = "1" + "0" * 16
@@ -177,103 +174,6 @@ def star(group: Iterable[str]) -> tuple[str, Iterator[str]]:
     return center, (n for n in group if n != center)
 
 
-# ---------------------------------------------------------------------------------------------
-# Connected components
-
-
-def union_find(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """node -> component minimum, for every node on an edge (one worker, near-linear time)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        root = x
-        while parent.get(root, root) != root:
-            root = parent[root]
-        while parent.get(x, x) != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in edges:
-        parent.setdefault(a, a)
-        parent.setdefault(b, b)
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            lo, hi = (ra, rb) if ra < rb else (rb, ra)
-            parent[hi] = lo
-    return {x: find(x) for x in parent}
-
-
-def large_star(u: str, neighbours: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """Connect every neighbour larger than u to the minimum of u's closed neighbourhood. Two
-    passes over a re-iterable group, no list or set of it (a hub's million neighbours stream); a
-    neighbour listed twice gives its edge twice (the rounds drop repeats between steps)."""
-    m = min(u, min(neighbours, default=u))
-    for v in neighbours:
-        if v > u:
-            yield v, m
-
-
-def small_star(u: str, smaller: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """Connect u and its smaller neighbours to the minimum of them, in two passes as `large_star`."""
-    m = min(u, min(smaller, default=u))
-    if u != m:
-        yield u, m
-    for v in smaller:
-        if v != m:
-            yield v, m
-
-
-def normalize_edge(a: str, b: str) -> tuple[str, str]:
-    """Edges are stored (larger, smaller)."""
-    return (a, b) if a > b else (b, a)
-
-
-# ---------------------------------------------------------------------------------------------
-# Near-duplicate captions: MinHash LSH buckets
-
-
-class CaptionMember(NamedTuple):
-    node: str
-    caption: str
-
-
-def member_id(node: str) -> bytes:
-    """A node's 12-byte stand-in in the LSH band shuffle, where every row appears once per band:
-    captions and nodes join back only for the rare rows in a bucket of two or more (collision odds
-    about 1e-10 at LAION-5B's 5.85B rows)."""
-    return hashlib.blake2b(node.encode("utf-8", "surrogatepass"), digest_size=12).digest()
-
-
-def caption_bucket_edges(members: Sequence[CaptionMember], threshold: float | None, kind: str,
-                         n: int) -> list[tuple[str, str]]:
-    """Star edges inside one LSH bucket. With `threshold`, only pairs whose true Jaccard reaches it
-    link (verification stops a chain of lucky band collisions); the bucket's verified components
-    become stars on their minimum."""
-    members = sorted({m.node: m for m in members}.values())
-    if len(members) < 2:
-        return []
-    if threshold is None:
-        center = members[0].node
-        return [(m.node, center) for m in members[1:]]
-    sets = [shingles(m.caption, kind, n) for m in members]  # type: ignore[arg-type]
-    pairs = ((members[i].node, members[j].node) for i, j in combinations(range(len(members)), 2)
-             if jaccard(sets[i], sets[j]) >= threshold)
-    return _stars(union_find(pairs))
-
-
-def _stars(labels: dict[str, str]) -> list[tuple[str, str]]:
-    return sorted((node, root) for node, root in labels.items() if node != root)
-
-
-# ---------------------------------------------------------------------------------------------
-# Near-duplicate images: bit-sampling LSH on the 64-bit pHash
-
-
-class ImageMember(NamedTuple):
-    node: str
-    phash: int
-
-
 def split_decisions(elements: Iterable, key: Callable[[Decision], str]) -> tuple[dict[str, Decision], list]:
     """One shard's elements -> (its Decisions by `key`, the other records in order)."""
     decided: dict[str, Decision] = {}
@@ -304,10 +204,3 @@ def apply_decisions(elements: Iterable) -> list:
     return out
 
 
-def parse_phash(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        return int(value, 16)
-    except ValueError:
-        return None

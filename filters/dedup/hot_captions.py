@@ -1,7 +1,7 @@
 """Caption LSH buckets too hot for tiles, verified against pivots: never sampled, never listed.
 
 A template filled with a number, a shop's boilerplate, a watermark line: a near-duplicate caption
-family makes LSH buckets of any size. Tiles (filters/buckets.py) check every pair, size^2 / 2
+family makes LSH buckets of any size. Tiles (filters/dedup/buckets.py) check every pair, size^2 / 2
 checks; past `max_split_chunks` chunks that is too dear. Such a bucket is searched here instead:
 
 1. the `PIVOTS` members with the smallest hash become pivots (the same whatever order the group
@@ -32,9 +32,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
-from filters.dedup import CaptionMember, union_find
-from filters.dedup_config import NearCaptionConfig
-from filters.minhash import jaccard, shingles
+from filters.dedup.caption_lsh import CaptionMember
+from filters.dedup.components import union_find
+from filters.dedup.config import NearCaptionConfig
+from filters.dedup.minhash import jaccard, shingles
 
 PIVOTS = 16  # new pivots per pass (and per in-memory round)
 Edge = tuple[str, str]

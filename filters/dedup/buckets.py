@@ -1,14 +1,15 @@
-"""Dedup groups and buckets, as steps a distributed runner can wire together: exact-key groups, the
-hot-bucket split, caption LSH memberships, bucket verification, the identical-pHash collapse (the
-image tables themselves: filters/image_lsh.py), and the decisions the components turn into.
+"""Dedup groups and buckets, as steps a distributed runner can wire together: the cascade, exact-key
+groups, the hot-bucket rule and split, bucket verdicts, and the decisions the components turn into
+(caption memberships: filters/dedup/caption_lsh.py; image tables and the identical-pHash collapse:
+filters/dedup/image_lsh.py).
 
 The hot-bucket rule: a bucket (an LSH band of captions, a pHash table key of images) of two to
 `max_bucket` members is verified pairwise in one group. A bigger one is hot, never turned into
 exact-key grouping nor sampled. An image bucket is split: its members are dealt into
 c = ceil(size / (max_bucket // 2)) chunks and every pair of chunks becomes one tile of at most
 `max_bucket` members, so every pair of the bucket is still verified in some tile (cost size^2 / 2
-checks, in numpy); past `max_split_chunks` chunks it goes to the LSH forest (filters/image_lsh.py).
-A hot caption bucket goes to pivot verification (filters/hot_captions.py: one group walked in
+checks, in numpy); past `max_split_chunks` chunks it goes to the LSH forest (filters/dedup/image_lsh.py).
+A hot caption bucket goes to pivot verification (filters/dedup/hot_captions.py: one group walked in
 passes, size x pivots true-Jaccard checks, held only as its pivots and what they leave), since
 size^2 / 2 Jaccards in Python cost minutes a bucket at 10^4 members.
 
@@ -19,13 +20,11 @@ emit plus the sizes the caller records.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Literal, NamedTuple
+from typing import Iterable, Iterator, Literal, NamedTuple
 
 from curation.core.records import Sample
-from filters.dedup import (CaptionMember, Decision, DupKey, ImageMember, Row, caption_bucket_edges, dup_key, member_id,
-                           parse_phash, resolve_chain, star)
-from filters.dedup_config import DedupConfig, NearCaptionConfig
-from filters.minhash import MinHasher, band_keys, shingles
+from filters.dedup.config import DedupConfig
+from filters.dedup.keys import Decision, DupKey, Row, dup_key, resolve_chain
 
 Edge = tuple[str, str]
 
@@ -132,82 +131,6 @@ def split_plan(size: int, max_bucket: int) -> Split:
     `max_bucket`."""
     chunk = max_bucket // 2
     return Split(size, -(-size // chunk), chunk)
-
-
-# ---------------------------------------------------------------------------------------------
-# Near-duplicate captions
-
-
-class CaptionBander:
-    """DupKeys -> (LSH band key, member id) per band of each non-empty caption's MinHash signature:
-    24 bytes per row and band through the band shuffle, not the caption."""
-
-    def __init__(self, cfg: NearCaptionConfig) -> None:
-        self.cfg = cfg
-        self.hasher = MinHasher(cfg.num_perm, cfg.seed)
-        self.bands, self.rows = cfg.lsh()
-
-    def memberships(self, batch: list[DupKey]) -> Iterator[tuple[bytes, bytes]]:
-        """Signatures computed for the whole batch at once; an empty caption (nothing to compare)
-        gets no band and is left to the exact path."""
-        docs = [shingles(k.caption, self.cfg.shingle, self.cfg.ngram) for k in batch]
-        sigs = self.hasher.signatures(docs)
-        for key, doc, sig in zip(batch, docs, sigs):
-            if not doc:
-                continue
-            mid = member_id(key.node)
-            for band in band_keys(sig, self.bands, self.rows):
-                yield band, mid
-
-
-PIVOT_SUFFIX = b"hot"  # band key (12 bytes) + this: a hot bucket, verified against pivots
-
-
-def caption_pivot_key(band: bytes) -> bytes:
-    """The key of a hot caption bucket: one group, verified against pivots."""
-    return band + PIVOT_SUFFIX
-
-
-def is_pivot_key(key: bytes) -> bool:
-    return len(key) == 12 + len(PIVOT_SUFFIX) and key.endswith(PIVOT_SUFFIX)
-
-
-def caption_memberships(buckets: Iterable[bytes], rows: Iterable[tuple[str, str]]) -> Iterator[tuple[bytes, CaptionMember]]:
-    """One member id's bucket (or tile) memberships and its (node, caption) rows -> (bucket key,
-    CaptionMember) per bucket it shares, in key order. A member of no bucket of two or more yields
-    nothing."""
-    buckets = sorted(set(buckets))
-    for node, caption in rows:
-        for band in buckets:
-            yield band, CaptionMember(node, caption)
-
-
-def verified_caption_edges(members: Iterable[CaptionMember], cfg: NearCaptionConfig) -> list[Edge]:
-    """A caption bucket of 2..max_bucket -> star edges over the pairs whose true Jaccard reaches
-    the threshold (every pair, when verification is off)."""
-    return caption_bucket_edges(list(members), cfg.threshold if cfg.verify else None, cfg.shingle, cfg.ngram)
-
-
-# ---------------------------------------------------------------------------------------------
-# Near-duplicate images
-
-
-def phash_key(key: DupKey):
-    """A DupKey -> (its pHash, node) for the identical-pHash step; nothing for a missing or
-    malformed pHash."""
-    value = parse_phash(key.phash)
-    if value is not None:
-        yield value, key.node
-
-
-def same_phash(item: tuple[int, Iterable[str]]) -> tuple[ImageMember, Iterator[Edge]]:
-    """Nodes sharing one whole pHash (distance 0: near-duplicates by definition) -> (the minimum as
-    the one member that enters the LSH tables, star edges of the others onto it, streamed in a
-    second pass over the group). A million blank images become one member, not a million-member
-    bucket in every table, and no list of them."""
-    phash, nodes = item
-    center, others = star(nodes)
-    return ImageMember(center, phash), ((node, center) for node in others)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ of tables (`table_groups` partitions in all) and gets each member once: 8 x tabl
 record. Past that, a partition is one table and the top `s` bits of its bucket key, 2^s chosen so
 it holds about `partition_members` hashes: 8 bytes a membership. Each table of a partition group
 is sorted by bucket key in numpy; every bucket of two or more is verified by exact Hamming distance, a hot one (over
-`max_bucket`) tile by tile as `filters.buckets.split_plan` says. Past `max_split_chunks` chunks
+`max_bucket`) tile by tile as `filters.dedup.buckets.split_plan` says. Past `max_split_chunks` chunks
 (where tiles would cost size^2 / 2 checks) a bucket is never sampled: it goes to an LSH forest
 (`forest`). After the identical-pHash collapse a pHash names one member, so pairs come out as
 (pHash, pHash) and join back to nodes only for the found pairs.
@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from filters.buckets import split_plan, too_hot
-from filters.dedup_config import NearImageConfig
+from filters.dedup.buckets import split_plan, too_hot
+from filters.dedup.config import NearImageConfig
+from filters.dedup.keys import DupKey, star
+
+Edge = tuple[str, str]
 
 U64 = np.uint64
 ONE = U64(1)
@@ -387,3 +390,37 @@ def node_edges(item: tuple[int, dict]) -> Iterator[tuple[str, str]]:
     for node in groups["node"]:
         for low in groups["low"]:
             yield low, node
+
+
+class ImageMember(NamedTuple):
+    node: str
+    phash: int
+
+
+
+def parse_phash(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
+
+def phash_key(key: DupKey):
+    """A DupKey -> (its pHash, node) for the identical-pHash step; nothing for a missing or
+    malformed pHash."""
+    value = parse_phash(key.phash)
+    if value is not None:
+        yield value, key.node
+
+
+
+def same_phash(item: tuple[int, Iterable[str]]) -> tuple[ImageMember, Iterator[Edge]]:
+    """Nodes sharing one whole pHash (distance 0: near-duplicates by definition) -> (the minimum as
+    the one member that enters the LSH tables, star edges of the others onto it, streamed in a
+    second pass over the group). A million blank images become one member, not a million-member
+    bucket in every table, and no list of them."""
+    phash, nodes = item
+    center, others = star(nodes)
+    return ImageMember(center, phash), ((node, center) for node in others)
