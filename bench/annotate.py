@@ -39,7 +39,7 @@ def write_shard(images: list[bytes], folder: str) -> tuple[str, dict]:
 
 def bare_engine(cfg, shard: tuple[str, dict]) -> float:
     """Read the shard, then the engine in batches of `batch_size`: no Beam."""
-    from curation.annotate.ocr import build_ocr_engine
+    from curation.annotate.ocr.routed import build_ocr_engine
     from curation.core.shards import read_pair_shard
 
     t = time.perf_counter()

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 from curation.annotate.config import AnnotateConfig  # noqa: E402
-from curation.annotate.ocr import OcrResult, build_ocr_engine  # noqa: E402
+from curation.annotate.ocr.records import OcrResult  # noqa: E402
+from curation.annotate.ocr.routed import build_ocr_engine
 from curation.core.config import load_config  # noqa: E402
 from curation.samples.text_images import TextImage, char_similarity, font_files, render, text_images  # noqa: E402
 

@@ -30,7 +30,7 @@ def _before_kept(line, script: str, readable: bool) -> bool:
 
 def main() -> None:
     from curation.annotate.config import ConversationConfig, OcrConfig
-    from curation.annotate.ocr import build_ocr_engine
+    from curation.annotate.ocr.routed import build_ocr_engine
     from curation.annotate.tasks import build_conversation
     from curation.samples.text_images import char_similarity, sign_images, textless_photos
 

@@ -104,7 +104,7 @@ class OcrHandler(_BatchedHandler):
         self.language = language
 
     def load_model(self):
-        from curation.annotate.ocr import build_ocr_engine
+        from curation.annotate.ocr.routed import build_ocr_engine
 
         record_load("ocr")
         return self.served(build_ocr_engine(self.cfg))

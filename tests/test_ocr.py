@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from curation.annotate.config import OcrConfig
-from curation.annotate.ocr import OcrError, OcrResult, build_ocr_engine, paddle_model_dirs, reading_order, OcrLine
+from curation.annotate.ocr.records import OcrError, OcrResult, reading_order, OcrLine
+from curation.annotate.ocr.routed import build_ocr_engine
+from curation.annotate.ocr.paddle import paddle_model_dirs
 from curation.samples.text_images import char_similarity, text_images
 
 IMAGES = text_images(20, seed=3)
@@ -118,7 +120,7 @@ def test_detection_is_sized_to_the_image():
     it is and the engine caps its long side (never min / 736's 10x upscale of a 362 x 78 crop)."""
     import numpy as np
 
-    from curation.annotate.ocr import det_limits, sized_for_detection
+    from curation.annotate.ocr.images import det_limits, sized_for_detection
 
     cfg = OcrConfig()
     assert det_limits(cfg) == ("max", 960) and det_limits(OcrConfig(det_limit_type="min", det_limit_side_len=736)) == ("min", 736)

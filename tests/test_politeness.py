@@ -64,7 +64,7 @@ def test_an_unreachable_ipv6_address_falls_back_to_ipv4(image_server, images):
     result = f.fetch(f"http://dual.test:{port}/img/{NAME}")
     assert result.data == images[NAME], result
     assert time.monotonic() - started < 2.5  # two short attempts, not two full timeouts
-    assert f._resolve("dual.test", port)[0] == "127.0.0.1"  # what answered is tried first next time
+    assert f.connections.resolve("dual.test", port)[0] == "127.0.0.1"  # what answered is tried first next time
     # the SSRF rules apply to every address, not only the one that would be tried first
     strict = Fetcher(DownloadConfig(**{**LOCAL_DOWNLOAD, "allow_private_addresses": False}), resolver=resolver)
     assert strict.fetch(f"http://dual.test:{port}/img/{NAME}").reason == "private_address"

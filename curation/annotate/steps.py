@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from curation.annotate.config import AnnotateConfig, LanguageConfig
-from curation.annotate.ocr import OcrError, OcrResult
+from curation.annotate.ocr.records import OcrError, OcrResult
 from curation.annotate.quality import QualityResult, ScoreInput
 from curation.core.records import Rejection, Sample
 from curation.annotate.tasks import build_conversation
