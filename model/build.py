@@ -19,7 +19,7 @@ from model import attention
 from packing.validate import TokenIds
 from model.config import ModelConfig
 from packing.tiling import TILE_SIZE, TOKENS_PER_TILE
-from packing.tokens import BUILTIN, IMG_CONTEXT, load_tokenizer
+from packing.tokenizer import BUILTIN, IMG_CONTEXT, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def smollm2_config(cfg: ModelConfig, vocab_size: int, image_token_id: int) -> An
     """InternVLConfig of the smollm2 preset: the tiny preset's vision tower, SmolLM2-135M's text config."""
     from transformers import AutoConfig
 
-    from packing.tokens import builtin_model_dir
+    from packing.tokenizer import builtin_model_dir
 
     config = tiny_config(cfg, vocab_size, image_token_id, None)
     text = AutoConfig.from_pretrained(builtin_model_dir())
@@ -90,7 +90,7 @@ def _load_smollm2_text(model: Any, vocab_size: int) -> None:
     tokenizer with InternVL's image tokens; the head is tied to them)."""
     from transformers import AutoModelForCausalLM
 
-    from packing.tokens import builtin_model_dir
+    from packing.tokenizer import builtin_model_dir
 
     lm = AutoModelForCausalLM.from_pretrained(builtin_model_dir(), dtype=torch.float32)
     lm.resize_token_embeddings(vocab_size, mean_resizing=False)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from packing.tiling import TOKENS_PER_TILE, tile_image
-from packing.tokens import IGNORE_INDEX, IMG_CONTEXT, IMG_END, IMG_START
+from packing.tokens import IGNORE_INDEX
+from packing.tokenizer import IMG_CONTEXT, IMG_END, IMG_START
 
 # Problem kinds under which a row cannot be assembled into a batch at all.
 LAYOUT_CHECKS = ("segments", "image_tokens", "ids")

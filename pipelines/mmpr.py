@@ -62,7 +62,7 @@ class PolicyHandler(_BatchedHandler):
         self.bar = worker_bar(f"mmpr {self.mode}", "question") if self.cfg.progress else None
         self.cut_tokenizer = None
         if self.mode == "continue" and self.cfg.dropout_ntp.tokenizer:  # Dropout NTP cuts by the policy's tokens
-            from packing.tokens import load_tokenizer
+            from packing.tokenizer import load_tokenizer
 
             self.cut_tokenizer = load_tokenizer(self.cfg.dropout_ntp.tokenizer)
         record_load(f"mmpr-{self.mode}")

@@ -96,7 +96,8 @@ class Encode(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        from packing.tokens import ChatEncoder, load_tokenizer
+        from packing.tokens import ChatEncoder
+        from packing.tokenizer import load_tokenizer
         from packing.units import UnitBuilder, UnitLimits
 
         cfg = self.cfg
@@ -255,7 +256,7 @@ def build_pack(p: beam.Pipeline, cfg: PackConfig, files: list[str], output: str,
 def run_pack(cfg: PackConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a pack job; returns the index document. The recipe's
     meta datasets (`cfg.datasets`) are read beside `inputs`."""
-    from packing.tokens import load_tokenizer
+    from packing.tokenizer import load_tokenizer
 
     from curation.core.rows import input_root
 

@@ -103,7 +103,7 @@ def build_plan(p: beam.Pipeline, cfg: PlanConfig, files: list[str], output: str,
 def run_plan(cfg: PlanConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a plan job; returns the index document."""
     from curation.core.rows import input_root
-    from packing.tokens import load_tokenizer
+    from packing.tokenizer import load_tokenizer
 
     # Download knobs and progress bars do not change a plan: not in the fingerprint.
     ingest = dataclasses.replace(cfg.ingest, progress=True, stage_images=True, staging_bundle_mb=64.0, download=type(cfg.ingest.download)())

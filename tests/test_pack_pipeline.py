@@ -12,7 +12,7 @@ from packing.config import PackConfig
 from curation.core.config import ShardConfig
 from curation.samples.conversations import check_pack_outcomes
 from packing.format import iter_packs
-from packing.tokens import IMG_CONTEXT
+from packing.tokenizer import IMG_CONTEXT
 from pipelines.pack import run_pack
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,8 @@ import pytest
 from curation.core.conversations import Conversation, PreferencePair, Turn, read_conversations
 from curation.core.records import Rejection, RowRef
 from packing.format import PackPlan, iter_packs, plan_packs, write_pack_shard
-from packing.tokens import IMG_CONTEXT, ChatEncoder, EncodeError
+from packing.tokenizer import IMG_CONTEXT
+from packing.tokens import ChatEncoder, EncodeError
 from packing.units import UnitBuilder, UnitLimits, read_header, resolve_image
 from packing.validate import TokenIds, pack_problems
 

@@ -142,7 +142,7 @@ def test_worker_package_builds_as_beams_stager_does_and_imports_alone(tmp_path):
     res = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True, text=True,
                          env={**env, "CURATE_CACHE": str(tmp_path / "cache")})
     assert res.returncode == 0, res.stderr[-3000:]
-    from packing.tokens import load_tokenizer
+    from packing.tokenizer import load_tokenizer
 
     assert res.stdout.strip().splitlines()[-1] == str(load_tokenizer()("Hello wörld 中文")["input_ids"])
     assert not (tmp_path / "cache" / "gguf").exists()

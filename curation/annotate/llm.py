@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-from packing.tokens import BUILTIN, builtin_model_dir
+from packing.tokenizer import BUILTIN, builtin_model_dir
 
 if TYPE_CHECKING:
     from curation.annotate.config import LlmConfig

@@ -208,7 +208,7 @@ def render_pack(ss: ShardSet, pack, save_images: str | None = None) -> str:
 def _decoder(ss: ShardSet):
     """ids, labels -> text with supervised runs marked; token ids when the tokenizer is unavailable."""
     try:
-        from packing.tokens import load_tokenizer
+        from packing.tokenizer import load_tokenizer
 
         tok = load_tokenizer(ss.index.get("tokenizer", "builtin:smollm2"))
     except Exception as err:  # noqa: BLE001 - show what we can without it

@@ -28,7 +28,6 @@ from curation.core.manifests import PLAN_INDEX, PLAN_MANIFEST
 STAGE = "plan"
 
 
-
 @dataclass(frozen=True, slots=True)
 class PlanRow:
     """What a plan keeps of an input row: enough for its manifest row and nothing more (it crosses
@@ -74,7 +73,8 @@ class UnitPlanner:
     def __init__(self, cfg: PlanConfig) -> None:
         from curation.annotate.tasks import plain_tasks
         from filters.registry import build_filters
-        from packing.tokens import ChatEncoder, load_tokenizer
+        from packing.tokens import ChatEncoder
+        from packing.tokenizer import load_tokenizer
         from packing.units import UnitBuilder, UnitLimits
 
         dedup = cfg.ingest.metadata_dedup()

@@ -24,7 +24,6 @@ class CaptionMember(NamedTuple):
     caption: str
 
 
-
 def member_id(node: str) -> bytes:
     """A node's 12-byte stand-in in the LSH band shuffle, where every row appears once per band:
     captions and nodes join back only for the rare rows in a bucket of two or more (collision odds
@@ -32,10 +31,8 @@ def member_id(node: str) -> bytes:
     return hashlib.blake2b(node.encode("utf-8", "surrogatepass"), digest_size=12).digest()
 
 
-
 def _stars(labels: dict[str, str]) -> list[tuple[str, str]]:
     return sorted((node, root) for node, root in labels.items() if node != root)
-
 
 
 def caption_bucket_edges(members: Sequence[CaptionMember], threshold: float | None, kind: str,
@@ -77,9 +74,7 @@ class CaptionBander:
                 yield band, mid
 
 
-
 PIVOT_SUFFIX = b"hot"  # band key (12 bytes) + this: a hot bucket, verified against pivots
-
 
 
 def caption_pivot_key(band: bytes) -> bytes:
@@ -87,10 +82,8 @@ def caption_pivot_key(band: bytes) -> bytes:
     return band + PIVOT_SUFFIX
 
 
-
 def is_pivot_key(key: bytes) -> bool:
     return len(key) == 12 + len(PIVOT_SUFFIX) and key.endswith(PIVOT_SUFFIX)
-
 
 
 def caption_memberships(buckets: Iterable[bytes], rows: Iterable[tuple[str, str]]) -> Iterator[tuple[bytes, CaptionMember]]:
@@ -101,7 +94,6 @@ def caption_memberships(buckets: Iterable[bytes], rows: Iterable[tuple[str, str]
     for node, caption in rows:
         for band in buckets:
             yield band, CaptionMember(node, caption)
-
 
 
 def verified_caption_edges(members: Iterable[CaptionMember], cfg: NearCaptionConfig) -> list[Edge]:

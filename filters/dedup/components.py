@@ -112,7 +112,6 @@ def union_find(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {x: find(x) for x in parent}
 
 
-
 def large_star(u: str, neighbours: Iterable[str]) -> Iterator[tuple[str, str]]:
     """Connect every neighbour larger than u to the minimum of u's closed neighbourhood. Two
     passes over a re-iterable group, no list or set of it (a hub's million neighbours stream); a
@@ -123,7 +122,6 @@ def large_star(u: str, neighbours: Iterable[str]) -> Iterator[tuple[str, str]]:
             yield v, m
 
 
-
 def small_star(u: str, smaller: Iterable[str]) -> Iterator[tuple[str, str]]:
     """Connect u and its smaller neighbours to the minimum of them, in two passes as `large_star`."""
     m = min(u, min(smaller, default=u))
@@ -132,7 +130,6 @@ def small_star(u: str, smaller: Iterable[str]) -> Iterator[tuple[str, str]]:
     for v in smaller:
         if v != m:
             yield v, m
-
 
 
 def normalize_edge(a: str, b: str) -> tuple[str, str]:

@@ -397,7 +397,6 @@ class ImageMember(NamedTuple):
     phash: int
 
 
-
 def parse_phash(value: str | None) -> int | None:
     if not value:
         return None
@@ -413,7 +412,6 @@ def phash_key(key: DupKey):
     value = parse_phash(key.phash)
     if value is not None:
         yield value, key.node
-
 
 
 def same_phash(item: tuple[int, Iterable[str]]) -> tuple[ImageMember, Iterator[Edge]]:

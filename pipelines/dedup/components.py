@@ -19,7 +19,6 @@ def _star_step(item, namespace: str, step):
     yield from edges
 
 
-
 def _local_labels(item, namespace: str):
     """All edges on one worker (at most `max_local_edges`) -> (node, component minimum) for every
     non-minimum node."""
@@ -30,7 +29,6 @@ def _local_labels(item, namespace: str):
     yield from labels
 
 
-
 def _settled(item):
     """CoGroup per node of its parents and its children -> its label, or the node if unsettled."""
     node, groups = item
@@ -39,7 +37,6 @@ def _settled(item):
         yield beam.pvalue.TaggedOutput("unsettled", node)
     elif label is not None:
         yield label
-
 
 
 class ConnectedComponents(beam.PTransform):

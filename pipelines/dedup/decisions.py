@@ -62,7 +62,6 @@ class DedupDecisions(beam.PTransform):
         return resolved
 
 
-
 def decision_shard(d: Decision, num_shards: int):
     """A Decision keyed by the shard its record hashes to, so the shard writer applies it."""
     return shard_of(d.uid, num_shards), d

@@ -15,7 +15,6 @@ def _key_or_pass(key: DupKey, kind: str):
     yield beam.pvalue.TaggedOutput("unkeyed", key) if value is None else (value, key)
 
 
-
 def _split_exact(item, reason: str, namespace: str):
     """(exact key, DupKeys) -> the minimum node survives, every other one is a `reason` duplicate
     (two passes over the group, never a list of it)."""
@@ -30,7 +29,6 @@ def _split_exact(item, reason: str, namespace: str):
         groups_with_dups = 1
         yield beam.pvalue.TaggedOutput("dup", decision)
     Metrics.counter(namespace, f"{reason}_groups").inc(groups_with_dups)
-
 
 
 class ExactDedup(beam.PTransform):

@@ -22,7 +22,6 @@ class _DedupFn(beam.DoFn):
         self.namespace = namespace
 
 
-
 class CaptionBands(_DedupFn):
     """Batches of DupKeys -> (LSH band key, member id), signatures computed per batch: 24 bytes per
     row and band through the biggest shuffle of dedup, not the caption."""
@@ -34,7 +33,6 @@ class CaptionBands(_DedupFn):
     def process(self, batch):
         self.signed.inc(len(batch))
         yield from self.bander.memberships(batch)
-
 
 
 class CaptionBucket(_DedupFn):
@@ -64,13 +62,11 @@ class CaptionBucket(_DedupFn):
             yield mid, key
 
 
-
 def _caption_memberships(item):
     """CoGroup per member id of its bucket memberships and its (node, caption) -> (bucket key,
     CaptionMember) per bucket or tile."""
     _, groups = item
     yield from caption_lsh.caption_memberships(groups["buckets"], groups["rows"])
-
 
 
 def _verify_size(namespace: str, kind: str, members: list) -> list:
@@ -80,7 +76,6 @@ def _verify_size(namespace: str, kind: str, members: list) -> list:
     group_size(namespace, f"{kind}_verify", n)
     Metrics.counter(namespace, f"{kind}_candidate_pairs").inc(n * (n - 1) // 2)
     return members
-
 
 
 class VerifyBucket(_DedupFn):
@@ -121,14 +116,12 @@ class VerifyBucket(_DedupFn):
                 self.hot[name].inc(value)
 
 
-
 def _same_phash(item):
     """(pHash, nodes) -> the member entering the tables; identical-pHash star edges tagged "edges"."""
     member, edges = image_lsh.same_phash(item)
     yield member
     for edge in edges:
         yield beam.pvalue.TaggedOutput("edges", edge)
-
 
 
 class ImageTableParts(_DedupFn):
@@ -143,7 +136,6 @@ class ImageTableParts(_DedupFn):
         yield from self.lsh.partitions(phashes, self.lsh.prefix_bits(members))
 
 
-
 class ForestImageBuckets(ImageTableParts):
     """(partition, packed pHashes) -> full keys of its buckets so hot they go to the LSH forest
     (rare: past max_bucket x max_split_chunks / 2 members), for the first-table rule of the verify
@@ -152,7 +144,6 @@ class ForestImageBuckets(ImageTableParts):
     def process(self, item, members: int):
         part, blobs = item
         yield from self.lsh.forest_keys(part, blobs, self.lsh.prefix_bits(members))
-
 
 
 class VerifyImagePartition(ImageTableParts):
@@ -183,7 +174,6 @@ class VerifyImagePartition(ImageTableParts):
             if value:
                 self.counters[name].inc(value)
         yield from pairs
-
 
 
 class NearDuplicates(beam.PTransform):

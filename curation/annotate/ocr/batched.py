@@ -19,7 +19,6 @@ def _line(text: str, score: float, poly, scale: float) -> OcrLine:
     return OcrLine(text=str(text), confidence=float(score), box=tuple((int(round(x)), int(round(y))) for x, y in pts))
 
 
-
 class BatchedEngine:
     """Shared per-image decoding and error isolation; subclasses implement `_run(arrays)`."""
 

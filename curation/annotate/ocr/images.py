@@ -47,7 +47,6 @@ def decode_for_ocr(data: bytes, max_pixels: int, max_side: int) -> tuple[np.ndar
     return np.asarray(img), w, h
 
 
-
 def sized_for_detection(arr: np.ndarray, cfg: "OcrConfig") -> np.ndarray:
     """`det_limit_type: auto`: an image whose long side is under `det_min_long` grows towards it, at
     most `det_max_upscale` times; larger ones go as they are (the engine caps the long side at
@@ -62,7 +61,6 @@ def sized_for_detection(arr: np.ndarray, cfg: "OcrConfig") -> np.ndarray:
 
     img = Image.fromarray(arr).resize((round(w * factor), round(h * factor)), Image.Resampling.BICUBIC)
     return np.asarray(img)
-
 
 
 def det_limits(cfg: "OcrConfig") -> tuple[str, int]:

@@ -49,17 +49,13 @@ class PaddleOcrEngine(BatchedEngine):
         return [list(zip(r["rec_texts"], r["rec_scores"], r["rec_polys"])) for r in results]
 
 
-
 PADDLE_DET_NAME = "PP-OCRv6_small_det"
-
 
 
 PADDLE_REC_NAME = "PP-OCRv6_small_rec"
 
 
-
 _RAPIDOCR_FILES = {"det": "PP-OCRv6_det_small.onnx", "rec": "PP-OCRv6_rec_small.onnx"}
-
 
 
 def paddle_model_dirs(root: Path | None = None) -> tuple[Path, Path]:
@@ -69,7 +65,7 @@ def paddle_model_dirs(root: Path | None = None) -> tuple[Path, Path]:
     ONNX metadata key `character`."""
     import importlib.util
 
-    from packing.tokens import cache_root
+    from curation.core.cache import cache_root
 
     spec = importlib.util.find_spec("rapidocr")
     if spec is None or spec.origin is None:
@@ -85,13 +81,12 @@ def paddle_model_dirs(root: Path | None = None) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-
 def _make_model_dir(kind: str, name: str, onnx: Path, target: Path) -> None:
     import shutil
 
     import yaml
 
-    from packing.tokens import build_cache_dir
+    from curation.core.cache import build_cache_dir
 
     if kind == "det":
         cfg = {
@@ -126,7 +121,6 @@ def _make_model_dir(kind: str, name: str, onnx: Path, target: Path) -> None:
             yaml.safe_dump(cfg, f, allow_unicode=True)
 
     build_cache_dir(target, fill)
-
 
 
 def rec_characters(cfg: "OcrConfig") -> list[str] | None:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 ENGINES = {"paddleocr": PaddleOcrEngine, "rapidocr": RapidOcrEngine, "tesseract": TesseractEngine}
 
 
-
 class RoutedOcrEngine:
     """The configured engine, with images whose expected script (from the caption's language) its
     recognition model cannot write sent to Tesseract with that script's language packs. Lines are
@@ -92,7 +91,6 @@ class RoutedOcrEngine:
             lines = [dataclasses.replace(line, flag="not_text") if line.flag == "number_only" else line for line in lines]
         lines = [dataclasses.replace(line, flag=None) if line.flag == "number_only" else line for line in lines]
         return dataclasses.replace(res, lines=tuple(lines), engine=engine)
-
 
 
 def build_ocr_engine(cfg: "OcrConfig") -> RoutedOcrEngine:
