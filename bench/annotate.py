@@ -66,7 +66,7 @@ def through_beam(cfg, shard: tuple[str, dict], n: int) -> float:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.annotate import NS, OcrHandler
-    from pipelines.sharded_output import ReadShard
+    from pipelines.sharded_input import ReadShard
 
     t = time.perf_counter()
     p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))

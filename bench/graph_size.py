@@ -57,7 +57,7 @@ def stages(shards: int, files: list[str], work: Path) -> dict:
     from pipelines.mmpr import build_mmpr
     from pipelines.pack import build_pack
     from pipelines.plan import build_plan
-    from pipelines.sharded_output import ReadInputShards
+    from pipelines.sharded_input import ReadInputShards
     from pipelines.translate import build_translate
 
     cfgs = ROOT / "configs"
@@ -85,7 +85,7 @@ def before(shards: int) -> dict:
     import apache_beam as beam
 
     from curation.core.shards import ShardReport, shard_name
-    from pipelines.sharded_output import InputShard
+    from pipelines.sharded_input import InputShard
 
     t0 = time.perf_counter()
     entries = [InputShard(0, "gs://bucket/laion/part-0", {

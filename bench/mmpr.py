@@ -55,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from curation.core.config import deep_merge, load_config
-    from curation.mmpr.pairs import load_images, parse_item, sample_requests
+    from curation.mmpr.tasks import load_images, parse_item, sample_requests
     from curation.mmpr.config import MmprConfig
     from curation.mmpr.policy import build_policy
     from pipelines.mmpr import run_mmpr

@@ -2,7 +2,7 @@
 
 Generates one LAION-schema file of `--rows` rows (curation/samples/laion.py), as parquet with
 row groups of `--row-group` rows (as Spark writes LAION's parts) or as csv / jsonl, then runs
-ingest's read front alone (pipelines.sharded_output.ReadAndCount with pipelines.ingest's SplitFile
+ingest's read front alone (pipelines.sharded_input.ReadAndCount with pipelines.ingest's SplitFile
 and ReadFile: every row mapped to a Pair or a Rejection, counted) on DirectRunner multi_processing:
 1 worker, 2 workers, and 2 workers without splitting (split_rows 0: one work item per file).
 Each run checks that every row was read once (the count, and the sum of source_row, which
@@ -65,7 +65,8 @@ def run(path: Path, split_rows: int, workers: int) -> dict:
     from curation.core.rows import input_root
     from curation.ingest.config import IngestConfig
     from pipelines.ingest import ReadFile, SplitFile
-    from pipelines.sharded_output import ReadAndCount, job_metrics
+    from pipelines.sharded_input import ReadAndCount
+    from pipelines.sharded_output import job_metrics
 
     cfg = load_config(ROOT / "configs" / "laion.yaml", IngestConfig, {"progress": False})
     cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, split_rows=split_rows))

@@ -18,7 +18,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from curation.annotate.config import AnnotateConfig, LanguageConfig, LlmConfig, OcrConfig, QualityConfig
 from curation.core.records import Rejection, Sample, record_uid
-from pipelines.sharded_output import AssignShard, ReadInputShards, ReadShard, WriteShards, not_done, run_pair_shard_job
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_pair_shard_job
+from pipelines.sharded_input import ReadInputShards, ReadShard
 
 NS = "curate.annotate"
 

@@ -17,7 +17,9 @@ from curation.ingest.config import IngestConfig
 from curation.core.records import Rejection, record_uid
 from curation.core.heartbeat import Heartbeat
 from curation.core.shards import stable_hash, write_pair_shard
-from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
+from pipelines.progress import worker_bar
+from pipelines.sharded_input import ReadAndCount
 from pipelines.staging import STAGING, BundleStager
 
 NS = "curate.ingest"

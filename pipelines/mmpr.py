@@ -17,11 +17,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
-from curation.mmpr.pairs import MmprTask
+from curation.mmpr.tasks import MmprTask
 from curation.mmpr.config import MmprConfig, PolicyConfig
 from pipelines import fsio
 from pipelines.annotate import _BatchedHandler, record_load
-from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
+from pipelines.progress import worker_bar
+from pipelines.sharded_input import ReadAndCount
 
 NS = "curate.mmpr"
 
@@ -35,7 +37,7 @@ class ReadTasks(beam.DoFn):
     def process(self, path: str):
         from apache_beam.io.filesystems import FileSystems
 
-        from curation.mmpr.pairs import load_images
+        from curation.mmpr.tasks import load_images
         from curation.mmpr.shards import read_tasks
 
         root = self.cfg.images.image_root or posixpath.dirname(path)
@@ -69,7 +71,7 @@ class PolicyHandler(_BatchedHandler):
         return self.served(build_policy(self.policy))
 
     def run_inference(self, batch: Sequence[MmprTask], model, inference_args=None) -> Iterable[PredictionResult]:
-        from curation.mmpr.pairs import continuation_request, sample_requests
+        from curation.mmpr.tasks import continuation_request, sample_requests
 
         info = model.info()
         if self.mode == "sample":
@@ -103,7 +105,7 @@ def _needs_policy(task: MmprTask):
 
 
 def _after_sampling(pred: PredictionResult, cfg: MmprConfig):
-    from curation.mmpr.pairs import after_sampling, finish
+    from curation.mmpr.tasks import after_sampling, finish
 
     task, responses = pred.example, pred.inference
     task = after_sampling(task, responses, cfg, pred.model_id) if responses else finish(task)
@@ -111,7 +113,7 @@ def _after_sampling(pred: PredictionResult, cfg: MmprConfig):
 
 
 def _after_continuation(pred: PredictionResult, cfg: MmprConfig):
-    from curation.mmpr.pairs import after_continuation
+    from curation.mmpr.tasks import after_continuation
 
     yield from _route(after_continuation(pred.example, pred.inference[0], cfg, pred.model_id), "continue")
 

@@ -19,7 +19,9 @@ from apache_beam.metrics import Metrics
 from packing.config import PackConfig
 from curation.core.records import Rejection, RowRef
 from pipelines import fsio
-from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
+from pipelines.progress import worker_bar
+from pipelines.sharded_input import ReadAndCount
 
 NS = "curate.pack"
 

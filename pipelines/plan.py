@@ -20,7 +20,9 @@ from curation.plan.config import PlanConfig
 from curation.plan.planner import PlanRow
 from curation.core.records import Rejection, record_uid
 from pipelines.ingest import ReadFile, SplitFile
-from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
+from pipelines.progress import worker_bar
+from pipelines.sharded_input import ReadAndCount
 
 NS = "curate.plan"
 

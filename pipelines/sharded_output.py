@@ -1,5 +1,5 @@
-"""Deterministic sharded output with resumption, shared by every stage that writes pair shards (and
-the pair-shard reader every stage after ingest starts from).
+"""Deterministic sharded output with resumption, shared by every stage that writes shards (the
+reading side: pipelines/sharded_input.py).
 
 key -> shard (stable hash of uid, shard count from the input row count) -> GroupByKey -> sort ->
 write tar + manifest to temp names -> rename -> a per-shard progress marker -> `_index.json` last.
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -22,76 +20,10 @@ from curation.core.jobstate import JobState, input_identity as files_identity, j
 from curation.core.shards import INDEX_NAME, PROGRESS_DIR, ShardReport, build_index, shard_name
 from pipelines import fsio
 from pipelines import local_runner
+from pipelines.progress import group_size
+from pipelines.sharded_input import ReadInputShards, input_shards
 
 log = logging.getLogger(__name__)
-
-
-class ReadAndCount(beam.PTransform):
-    """Input file paths -> (records read by `read`, a singleton PCollection of the shard count from
-    the number of records, one of the number itself: the rows read, which the writers must get),
-    the shared front of every stage that reads files. With `split`, each file is first cut into
-    work items (path -> (path, piece)) spread over the workers on their own."""
-
-    def __init__(self, files: list[str], read: beam.DoFn, samples_per_shard: int, split: beam.DoFn | None = None) -> None:
-        super().__init__()
-        self.files = files
-        self.read = read
-        self.samples_per_shard = samples_per_shard
-        self.split = split
-
-    def expand(self, p):
-        from curation.core.shards import num_shards_for
-
-        items = p | "InputFiles" >> beam.Create(self.files) | "SpreadFiles" >> beam.Reshuffle()
-        if self.split is not None:
-            items = items | "SplitFiles" >> beam.ParDo(self.split) | "SpreadSplits" >> beam.Reshuffle()
-        rows = items | "ReadRows" >> beam.ParDo(self.read)
-        count = rows | "CountRows" >> beam.combiners.Count.Globally()
-        num_shards = count | "NumShards" >> beam.Map(num_shards_for, self.samples_per_shard)
-        return rows, num_shards, count
-
-
-class ReadShard(beam.DoFn):
-    """InputShard -> every manifest row of the shard as Sample or Rejection, after checking the tar
-    and manifest against the sha256 the index lists; with `origin`, each as ((input, shard,
-    position), record), what tells apart rows repeated across inputs."""
-
-    def __init__(self, progress: bool, namespace: str, stage: str, origin: bool = False) -> None:
-        self.progress = progress
-        self.namespace = namespace
-        self.stage = stage
-        self.origin = origin
-
-    def setup(self) -> None:
-        self.bar = worker_bar(f"{self.stage} read", "row") if self.progress else None
-
-    def process(self, element):
-        import hashlib
-        import io
-
-        from curation.core.shards import ShardFormatError, read_pair_shard
-        from pipelines import fsio
-
-        input_no, folder, entry = element
-        blobs = {}
-        for part in ("tar", "manifest"):
-            data = fsio.read_bytes(fsio.join(folder, entry[part]))
-            if hashlib.sha256(data).hexdigest() != entry[f"{part}_sha256"]:
-                raise ShardFormatError(f"{folder}/{entry[part]}: sha256 differs from the index (changed or corrupt)")
-            blobs[part] = data
-        inputs = Metrics.counter(self.namespace, "inputs")
-        position = -1
-        for position, rec in enumerate(read_pair_shard(io.BytesIO(blobs["tar"]), io.BytesIO(blobs["manifest"]))):
-            inputs.inc()
-            if self.bar is not None:
-                self.bar.update(1)
-            yield ((input_no, entry["name"], position), rec) if self.origin else rec
-        if position + 1 != entry["rows"]:
-            raise ShardFormatError(f"{folder}/{entry['manifest']}: {position + 1} rows, the index lists {entry['rows']}")
-
-    def teardown(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class AssignShard(beam.DoFn):
@@ -134,21 +66,6 @@ class DoneShards(beam.PTransform):
     def expand(self, p):
         return p | "OutputFolder" >> beam.Create([self.output]) | "ListDone" >> beam.FlatMap(_done_reports,
                                                                                             self.fingerprint)
-
-
-def worker_bar(desc: str, unit: str):
-    """A worker's progress bar on stderr, named with its pid (workers run side by side), redrawn at
-    most once a second and cleared when done."""
-    from tqdm import tqdm
-
-    return tqdm(desc=f"{desc}[{os.getpid()}]", unit=unit, mininterval=1.0, file=sys.stderr, dynamic_ncols=True,
-                leave=False)
-
-
-def group_size(namespace: str, step: str, n: int) -> None:
-    """Record how many elements one GroupByKey group handed a worker at `step` (a distribution:
-    its max is the largest group, which each step keeps under a configured bound)."""
-    Metrics.distribution(namespace, f"group_size_{step}").update(n)
 
 
 class WriteShard(beam.DoFn):
@@ -314,68 +231,6 @@ class WriteShards(beam.PTransform):
             | "AllReports" >> beam.combiners.ToList()
             | "WriteIndex" >> beam.ParDo(WriteIndex(output, prefix, kind, fingerprint, write, namespace, extra),
                                          num_shards=n, **side)
-        )
-
-
-class InputShard(NamedTuple):
-    """One shard of an input pair-shard folder: which input (its position on the command line, so
-    a folder given twice is two inputs), the folder and its index entry."""
-
-    input_no: int
-    folder: str
-    entry: dict
-
-
-def folder_shards(input_no: int, folder: str, stage: str) -> tuple[list[InputShard], int, str]:
-    """One pair-shard folder -> (its InputShards, its input rows, its source name), from its
-    `_index.json` (readers trust only the index)."""
-    from curation.core.shards import INDEX_NAME, check_index_names
-    from pipelines import fsio
-
-    folder = folder.rstrip("/")
-    path = fsio.join(folder, INDEX_NAME)
-    if not fsio.exists(path):
-        raise FileNotFoundError(f"{folder}: no {INDEX_NAME}; not a finished pair-shard output (run ingest first)")
-    index = fsio.read_json(path)
-    if index.get("kind") != "pairs":
-        raise ValueError(f"{path}: kind {index.get('kind')!r}, {stage} reads pair shards")
-    check_index_names(index, path)
-    shards = [InputShard(input_no, folder, entry) for entry in index["shards"]]
-    return shards, index["totals"]["inputs"], str(index.get("source", os.path.basename(folder)))
-
-
-def input_shards(inputs: list[str], stage: str) -> tuple[list[InputShard], int, list[str]]:
-    """Pair-shard folders -> (their InputShards, total input rows, source names)."""
-    shards, rows, sources = [], 0, []
-    for input_no, folder in enumerate(inputs):
-        found, n, source = folder_shards(input_no, folder, stage)
-        shards += found
-        rows += n
-        sources.append(source)
-    return shards, rows, sources
-
-
-def _read_folder_shards(item: tuple[int, str], stage: str) -> list[InputShard]:
-    return folder_shards(item[0], item[1], stage)[0]
-
-
-class ReadInputShards(beam.PTransform):
-    """p -> the InputShards of pair-shard folders, each folder's index read on a worker: the job
-    graph holds the folder names, not one entry per shard (585,000 at LAION-5B). `rows`: what the
-    indexes list in all (the launcher reads them once for the job's identity)."""
-
-    def __init__(self, folders: list[str], rows: int, stage: str) -> None:
-        super().__init__()
-        self.folders = folders
-        self.rows = rows
-        self.stage = stage
-
-    def expand(self, p):
-        return (
-            p
-            | "InputFolders" >> beam.Create(list(enumerate(self.folders)))
-            | "ReadIndexes" >> beam.FlatMap(_read_folder_shards, self.stage)
-            | "SpreadShards" >> beam.Reshuffle()
         )
 
 

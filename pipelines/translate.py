@@ -18,7 +18,9 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from curation.annotate.translate import TranslateConfig, TranslationItem
 from pipelines.annotate import _BatchedHandler
-from pipelines.sharded_output import AssignShard, ReadAndCount, WriteShards, not_done, run_sharded_job, worker_bar
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
+from pipelines.progress import worker_bar
+from pipelines.sharded_input import ReadAndCount
 
 NS = "curate.translate"
 

@@ -290,7 +290,8 @@ def test_model_steps_carry_the_accelerator_hint_and_nothing_else_does():
     gpu = "type:nvidia-l4;count:1;install-nvidia-driver"
     cfg = _cfg(ocr={"accelerator": gpu}, llm={"accelerator": gpu})
     p = beam.Pipeline()
-    from pipelines.sharded_output import DoneShards, ReadInputShards
+    from pipelines.sharded_output import DoneShards
+    from pipelines.sharded_input import ReadInputShards
 
     build_annotate(p, cfg, ReadInputShards(["in"], 1, "annotate"), 1, "/nonexistent", "fp",
                    p | DoneShards("/nonexistent", "fp"), ["s"])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from curation.mmpr.answers import (anls, choice_letter, extract_answer, is_correct, judge_answer, normalize, parse_number,
-                                  relaxed_match, vqa_score)
+from curation.mmpr.answer_metrics import anls, relaxed_match, vqa_score
+from curation.mmpr.answers import choice_letter, extract_answer, is_correct, judge_answer
+from curation.mmpr.answer_values import normalize, parse_number
 
 
 def test_extracts_the_last_final_answer_with_a_rationale():

@@ -18,7 +18,7 @@ from curation.samples.dups import Planted, caption_truth, planted_captions, writ
 from curation.core.shards import iter_tar_groups, read_pair_shard, write_pair_shard
 from filters.dedup.caption_lsh import CaptionMember, caption_bucket_edges
 from filters.dedup.keys import Decision, Row, apply_decisions, node_id, node_uid, pair_node, representative_of, star
-from filters.dedup.image_lsh import ImageMember
+from filters.dedup.phash import ImageMember
 from filters.dedup.components import large_star, normalize_edge, small_star, union_find
 from filters.dedup.config import NearImageConfig
 from filters.dedup.image_lsh import ImageLsh, sampled_bits
@@ -366,7 +366,7 @@ def test_caption_memberships_of_buckets_and_pivot_groups():
 
 
 def test_identical_phashes_collapse_onto_one_table_member():
-    from filters.dedup.image_lsh import phash_key, same_phash
+    from filters.dedup.phash import phash_key, same_phash
     from filters.dedup.keys import DupKey
 
     nodes = [node_id(u, None) for u in ("c", "a", "b")]

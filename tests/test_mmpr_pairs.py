@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from curation.mmpr.pairs import MmprItem, correctness_pairs, dropout_pair, dropout_prefix, judge
+from curation.mmpr.pairs import MmprItem, correctness_pairs, judge
+from curation.mmpr.pairs import dropout_pair
+from curation.mmpr.dropout import dropout_prefix
 from curation.core.reasons import check_reason
 
 ITEM = MmprItem(id="q1", images=("img/1.jpg",), question="How many apples?", answer_gt="3", answer_type="number")
@@ -75,7 +77,7 @@ def test_dropout_prefix_keeps_spacing_and_floors():
 
 
 def test_dropout_cuts_scripts_without_spaces_by_character():
-    from curation.mmpr.pairs import unit_ends
+    from curation.mmpr.dropout import unit_ends
 
     assert len(unit_ends("我喜欢猫 and dogs")) == 6
     zh = "图中有一只红色的公共汽车停在面包店旁边。"
@@ -121,7 +123,9 @@ def test_dropout_pair():
 
 def test_pairs_record_the_policys_tiling_for_pack():
     from curation.mmpr.config import MmprConfig
-    from curation.mmpr.pairs import MmprItem, dropout_pair, policy_tiling
+    from curation.mmpr.pairs import MmprItem
+    from curation.mmpr.pairs import dropout_pair
+    from curation.mmpr.tasks import policy_tiling
 
     from curation.core.config import build
     cfg = build(MmprConfig, {"policy": {"backend": "model", "prompt": {"max_num": 6, "use_thumbnail": True}}}, "")

@@ -16,7 +16,8 @@ import pytest
 
 from curation.core.config import ConfigError, load_config
 from curation.annotate.llm import LlmError
-from curation.mmpr.pairs import MmprItem, MmprTask, after_continuation, after_sampling, finish, sample_requests
+from curation.mmpr.pairs import MmprItem
+from curation.mmpr.tasks import MmprTask, after_continuation, after_sampling, finish, sample_requests
 from curation.mmpr.config import MmprConfig
 from curation.mmpr.policy import PolicyResponse
 from curation.core.reasons import check_reason

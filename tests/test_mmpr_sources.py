@@ -13,7 +13,7 @@ import pytest
 
 from curation.mmpr.answers import is_correct
 from curation.mmpr.config import MmprImageConfig, MmprSourceConfig
-from curation.mmpr.pairs import load_images
+from curation.mmpr.tasks import load_images
 from curation.mmpr.shards import read_tasks
 from curation.mmpr.sources import SchemaError, detect_schema
 from curation.samples.vqa_formats import EXPECTED, write_vqa_formats

@@ -7,7 +7,6 @@ the bucket through fsspec (s3fs). The endpoint reaches Beam both from `AWS_ENDPO
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 

@@ -245,7 +245,7 @@ def test_index_names_that_leave_the_folder_are_refused(tmp_path, name):
     from curation.core.shardset import InspectError, ShardSet
     from curation.core.shards import ShardFormatError
     from curation.samples.dups import planted_captions, write_pair_folder
-    from pipelines.sharded_output import input_shards
+    from pipelines.sharded_input import input_shards
 
     folder = write_pair_folder(tmp_path / "in", planted_captions(3, seed=2), samples_per_shard=100)
     index = json.loads((folder / "_index.json").read_text())

@@ -18,7 +18,7 @@ from curation.ingest.fetch import Fetcher, FetchResult
 from curation.core.images import hamming
 from curation.ingest.images import process_image
 from curation.core.records import ImageInfo, Pair, Rejection, Sample
-from filters.dedup.image_lsh import parse_phash
+from filters.dedup.phash import parse_phash
 
 T = TypeVar("T")
 R = TypeVar("R")

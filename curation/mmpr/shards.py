@@ -15,7 +15,7 @@ from collections import Counter
 from typing import IO, Any, Callable, Iterable, Iterator
 
 
-from curation.mmpr.pairs import MmprTask, parse_item
+from curation.mmpr.tasks import MmprTask, parse_item
 from curation.core.records import first_kept_per_uid, hash_uid
 from curation.core.shards import HashingWriter, ShardReport, rejection_counts, write_rows, write_tar
 from curation.core.rows import RowError, detect_format, iter_raw_rows

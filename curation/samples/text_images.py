@@ -96,7 +96,7 @@ def text_images(n: int, seed: int = 0) -> list[TextImage]:
 
 def char_similarity(expected: str, got: str) -> float:
     """1 - normalised Levenshtein distance over characters (1.0 = identical)."""
-    from curation.mmpr.answers import levenshtein
+    from curation.mmpr.answer_metrics import levenshtein
 
     if not expected and not got:
         return 1.0

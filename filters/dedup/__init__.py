@@ -5,7 +5,8 @@
 - `minhash`: caption MinHash signatures (datasketch-identical) and LSH bands;
 - `caption_lsh`: caption bands -> memberships -> verified star edges;
 - `hot_captions`: caption buckets too big to verify pairwise, verified against pivots;
-- `image_lsh`: near-duplicate images by bit-sampled pHash tables, the identical-pHash collapse;
+- `phash`: pHash keys and the identical-pHash collapse; `image_lsh`: near-duplicate images by bit-sampled
+  pHash tables;
 - `buckets`: the cascade, exact groups, the hot-bucket rule and split, decisions;
 - `components`: connected components over the edges (union-find, large-star / small-star rounds);
 - `config`: the dedup recipe.

@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from filters.dedup.buckets import split_plan, too_hot
 from filters.dedup.config import NearImageConfig
-from filters.dedup.keys import DupKey, star
 
 Edge = tuple[str, str]
 
@@ -392,33 +391,3 @@ def node_edges(item: tuple[int, dict]) -> Iterator[tuple[str, str]]:
             yield low, node
 
 
-class ImageMember(NamedTuple):
-    node: str
-    phash: int
-
-
-def parse_phash(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        return int(value, 16)
-    except ValueError:
-        return None
-
-
-def phash_key(key: DupKey):
-    """A DupKey -> (its pHash, node) for the identical-pHash step; nothing for a missing or
-    malformed pHash."""
-    value = parse_phash(key.phash)
-    if value is not None:
-        yield value, key.node
-
-
-def same_phash(item: tuple[int, Iterable[str]]) -> tuple[ImageMember, Iterator[Edge]]:
-    """Nodes sharing one whole pHash (distance 0: near-duplicates by definition) -> (the minimum as
-    the one member that enters the LSH tables, star edges of the others onto it, streamed in a
-    second pass over the group). A million blank images become one member, not a million-member
-    bucket in every table, and no list of them."""
-    phash, nodes = item
-    center, others = star(nodes)
-    return ImageMember(center, phash), ((node, center) for node in others)

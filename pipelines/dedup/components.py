@@ -9,7 +9,7 @@ from apache_beam.metrics import Metrics
 from filters.dedup import components
 from filters.dedup.components import normalize_edge
 from filters.dedup.config import ComponentsConfig
-from pipelines.sharded_output import group_size
+from pipelines.progress import group_size
 
 
 def _star_step(item, namespace: str, step):

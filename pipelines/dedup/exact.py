@@ -7,7 +7,7 @@ from apache_beam.metrics import Metrics
 
 from filters.dedup import buckets
 from filters.dedup.keys import EXACT_KEYS, DupKey
-from pipelines.sharded_output import group_size
+from pipelines.progress import group_size
 
 
 def _key_or_pass(key: DupKey, kind: str):

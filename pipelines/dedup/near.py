@@ -9,11 +9,11 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from filters.dedup import buckets, caption_lsh, hot_captions, image_lsh
+from filters.dedup import buckets, caption_lsh, hot_captions, image_lsh, phash
 from filters.dedup.caption_lsh import member_id
 from filters.dedup.config import DedupConfig
 from pipelines.dedup.components import ConnectedComponents
-from pipelines.sharded_output import group_size
+from pipelines.progress import group_size
 
 
 class _DedupFn(beam.DoFn):
@@ -118,7 +118,7 @@ class VerifyBucket(_DedupFn):
 
 def _same_phash(item):
     """(pHash, nodes) -> the member entering the tables; identical-pHash star edges tagged "edges"."""
-    member, edges = image_lsh.same_phash(item)
+    member, edges = phash.same_phash(item)
     yield member
     for edge in edges:
         yield beam.pvalue.TaggedOutput("edges", edge)
@@ -200,7 +200,7 @@ class NearDuplicates(beam.PTransform):
         packed partitions, each verified in numpy; found (pHash, pHash) pairs join back to nodes."""
         same = (
             keys
-            | "ByPhash" >> beam.FlatMap(image_lsh.phash_key)
+            | "ByPhash" >> beam.FlatMap(phash.phash_key)
             | "GroupPhash" >> beam.GroupByKey()
             | "SamePhash" >> beam.FlatMap(_same_phash).with_outputs("edges", main="members")
         )

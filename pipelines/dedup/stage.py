@@ -20,7 +20,8 @@ from filters.dedup import buckets
 from filters.dedup.config import DedupConfig
 from filters.dedup.keys import Row, apply_decisions, origin_row
 from pipelines.dedup.decisions import DedupDecisions, decision_shard
-from pipelines.sharded_output import AssignShard, ReadInputShards, ReadShard, WriteShards, not_done, run_pair_shard_job
+from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_pair_shard_job
+from pipelines.sharded_input import ReadInputShards, ReadShard
 
 NS = "curate.dedup"
 
