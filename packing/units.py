@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -209,3 +209,31 @@ def resolve_image(root: str, path: str) -> str:
     if posixpath.isabs(norm) or norm == ".." or norm.startswith("../") or "://" in path:
         raise EncodeError("local_file_error", f"{path!r} is outside the image root")
     return posixpath.join(root.rstrip("/"), norm)
+
+
+def look_image(path: str, max_pixels: int, by_content: bool, open_file: Callable[[str], Any],
+               read_member: Callable[[str], bytes]) -> tuple[tuple[int, int, str], str]:
+    """((width, height, ext) from an image's header, its identity within its sample): its path, or
+    (`by_content`, a multi-image sample) a hash of its bytes, so a repeat is stored once. A tar
+    member ref (`shard.tar!/uid.jpg@offset:size`) is read by its byte range (`read_member`), any
+    other path opened with `open_file`; a missing or unreadable file is `local_file_error`."""
+    import hashlib
+    import io
+    import posixpath
+
+    from curation.core.image_refs import parse_member_ref
+
+    try:
+        if parse_member_ref(path) is not None:
+            data = read_member(path)
+            return read_header(io.BytesIO(data), max_pixels), (
+                hashlib.blake2b(data, digest_size=16).hexdigest() if by_content else path)
+        with open_file(path) as f:
+            if not by_content:
+                return read_header(f, max_pixels), path
+            data = f.read()
+        return read_header(io.BytesIO(data), max_pixels), hashlib.blake2b(data, digest_size=16).hexdigest()
+    except EncodeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - missing or unreadable file: that row's problem
+        raise EncodeError("local_file_error", f"{posixpath.basename(path)}: {type(err).__name__}") from None

@@ -16,7 +16,7 @@ from apache_beam.transforms.window import GlobalWindows
 from curation.ingest.config import IngestConfig
 from curation.core.records import Rejection, record_uid
 from curation.core.heartbeat import Heartbeat
-from curation.core.shards import stable_hash, write_pair_shard
+from curation.core.shards import write_pair_shard
 from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
 from pipelines.progress import worker_bar
 from pipelines.sharded_input import ReadAndCount
@@ -169,10 +169,10 @@ class Download(beam.DoFn):
 
     def process(self, element):
         """((gate key, share), the site's (shard, Pair) rows): one group per key in the whole job."""
+        from curation.ingest.hosts import key_slots
+
         (key, share), rows = element
-        gate = (key, share) if key and not key.startswith(LOCAL_KEY) else None
-        limit = self.cfg.download.per_host_concurrency
-        cap = max(1, limit // share) if gate is not None and limit > 0 else 0  # the key's request slots
+        gate, cap = key_slots(key, share, self.cfg.download.per_host_concurrency)
         for shard, pair in rows:
             if self.heartbeat is not None:
                 self.heartbeat.started()
@@ -193,27 +193,17 @@ class Download(beam.DoFn):
             self.heartbeat.stop()
 
 
-LOCAL_KEY = "local#"  # rows read from local image paths: no host to be polite to, spread over 256 keys
-
-
 def _site(element) -> str:
-    """The registrable domain of a (shard, Pair)'s URL; "" for a local image path."""
-    from curation.ingest.hosts import host_key
+    from curation.ingest.hosts import site_of
 
-    url = element[1].url
-    return host_key(url) if url.startswith(("http://", "https://")) else ""
+    return site_of(element[1])
 
 
 def _by_gate(element, hot: dict[str, int]):
-    """(shard, Pair) -> ((gate key, share), (shard, Pair)): the URL's site, a hot site's sub-key
-    from the URL's hash (curation/ingest/hosts.py)."""
-    from curation.ingest.hosts import gate_key
+    """(shard, Pair) -> ((gate key, share), (shard, Pair))."""
+    from curation.ingest.hosts import download_key
 
-    pair = element[1]
-    domain = _site(element)
-    if not domain:
-        return (f"{LOCAL_KEY}{stable_hash(f'{pair.source_file}{chr(0)}{pair.source_row}') % 256}", 1), element
-    return gate_key(domain, pair.url, hot.get(domain, 1)), element
+    return download_key(element[1], hot), element
 
 
 class SiteGroups(beam.PTransform):

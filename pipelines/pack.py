@@ -113,31 +113,12 @@ class Encode(beam.DoFn):
         self.bar = worker_bar("encode", "sample") if cfg.progress else None
 
     def _header(self, path: str, by_content: bool):
-        """(width, height, ext) from the file's header, and the image's identity within its sample:
-        its path, or (`by_content`, a multi-image sample) a hash of its bytes, so a repeat is stored once."""
-        import hashlib
-        import io
-
         from apache_beam.io.filesystems import FileSystems
 
-        from curation.core.image_refs import parse_member_ref
-        from packing.tokens import EncodeError
-        from packing.units import read_header
+        from packing.units import look_image
 
-        try:
-            if parse_member_ref(path) is not None:  # an image inside a shard's tar: its byte range
-                data = fsio.read_image(path)
-                return read_header(io.BytesIO(data), self.cfg.max_pixels), (
-                    hashlib.blake2b(data, digest_size=16).hexdigest() if by_content else path)
-            with FileSystems.open(path, compression_type="uncompressed") as f:
-                if not by_content:
-                    return read_header(f, self.cfg.max_pixels), path
-                data = f.read()
-            return read_header(io.BytesIO(data), self.cfg.max_pixels), hashlib.blake2b(data, digest_size=16).hexdigest()
-        except EncodeError:
-            raise
-        except Exception as err:  # noqa: BLE001 - missing or unreadable file: that row's problem
-            raise EncodeError("local_file_error", f"{posixpath.basename(path)}: {type(err).__name__}") from None
+        return look_image(path, self.cfg.max_pixels, by_content,
+                          lambda p: FileSystems.open(p, compression_type="uncompressed"), fsio.read_image)
 
     def process(self, element):
         from packing.tokens import EncodeError

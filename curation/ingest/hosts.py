@@ -72,3 +72,28 @@ def gate_key(domain: str, url: str, subkeys: int) -> tuple[str, int]:
     if subkeys <= 1:
         return domain, 1
     return f"{domain}#{stable_hash(url) % subkeys}", subkeys
+
+
+LOCAL_KEY = "local#"  # rows read from local image paths: no host to be polite to, spread over 256 keys
+
+
+def site_of(pair) -> str:
+    """The registrable domain of a Pair's URL; "" for a local image path."""
+    return host_key(pair.url) if pair.url.startswith(("http://", "https://")) else ""
+
+
+def download_key(pair, hot: dict[str, int]) -> tuple[str, int]:
+    """(the key a Pair's download is grouped by, its share of the host's budget): its site, a hot
+    site's sub-key from the URL's hash, or one of 256 local keys for a local path."""
+    domain = site_of(pair)
+    if not domain:
+        return f"{LOCAL_KEY}{stable_hash(f'{pair.source_file}{chr(0)}{pair.source_row}') % 256}", 1
+    return gate_key(domain, pair.url, hot.get(domain, 1))
+
+
+def key_slots(key: str, share: int, per_host_concurrency: int) -> tuple[tuple[str, int] | None, int]:
+    """What a download key gates: (key, share) for a site (None for local paths) and its request
+    slots, its share of `per_host_concurrency` (0: no limit)."""
+    gate = (key, share) if key and not key.startswith(LOCAL_KEY) else None
+    cap = max(1, per_host_concurrency // share) if gate is not None and per_host_concurrency > 0 else 0
+    return gate, cap
