@@ -15,9 +15,9 @@ from packing.templates import check_template
 class TilingConfig:
     """InternVL dynamic high resolution: tiles per image (max_num is shared by multi-image samples)."""
 
-    max_num: int = 12
-    min_num: int = 1
-    use_thumbnail: bool = True
+    max_num: int = 12  # 448-px grid tiles per image at most; n images share it: max(1, max_num // n) each
+    min_num: int = 1  # grid tiles per image at least (capped at the image's share of max_num)
+    use_thumbnail: bool = True  # add a whole-image thumbnail tile when the grid has more than one tile
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_num <= self.max_num:
@@ -28,8 +28,8 @@ class TilingConfig:
 class PackConfig:
     """The whole pack recipe: limits, tokenizer and template, tiling, packer buffer, shards."""
 
-    l_max: int = 16384
-    t_max: int = 48
+    l_max: int = 16384  # tokens per packed sequence (InternVL 2.5 packing: 16384); >= 16
+    t_max: int = 48  # image tiles per packed sequence (InternVL 2.5 packing: 48); >= 1
     tokenizer: str = "builtin:smollm2"  # or a local Hugging Face tokenizer folder
     # InternVL's template for the LLM family (packing/templates.py: internvl2_5, internlm2-chat, Hermes-2,
     # phi3-chat), `tokenizer` (its own chat template), or auto: read from the tokenizer folder
@@ -40,7 +40,7 @@ class PackConfig:
     truncate: bool = True  # over-long conversations are cut in text only; else rejected
     buffer: int = 256  # packer buffer (items); planning is bounded by it
     image_root: str | None = None  # relative image paths resolve here; default: the jsonl's folder
-    max_pixels: int = 89_478_485
+    max_pixels: int = 89_478_485  # an image over this many pixels (w x h) is rejected as decompression_bomb
     # where row ids are unique: file (InternVL / LLaVA number them 0..N per file; the default, so files
     # packed together never lose rows as dup_uid), source (the meta dataset's files), none (already global)
     uid: UidConfig = field(default_factory=UidConfig)
@@ -56,7 +56,7 @@ class PackConfig:
     # deterministic weight per dataset on its repeat_time (packing/meta.py ratio_weights); null: as given
     target_ratio: list[float] | None = None
     ratio_by: Literal["subsample", "repeat"] = "subsample"  # shrink the over-represented side, or repeat the scarce one
-    progress: bool = True
+    progress: bool = True  # a progress bar per encode worker on stderr (--no-progress: false)
 
     def __post_init__(self) -> None:
         check_template(self.template)

@@ -33,12 +33,12 @@ META_KEYS = {"root", "annotation", "data_augment", "repeat_time", "length", "max
 class MetaDataset:
     """One dataset of a meta file, paths resolved."""
 
-    name: str
-    annotation: str
-    root: str
-    repeat_time: float = 1.0
-    max_dynamic_patch: int | None = None
-    data_augment: bool = False
+    name: str  # the meta file's key (no '/'); its rows' files are named {name}/{file}
+    annotation: str  # its annotation file (relative: from the meta file's folder)
+    root: str  # where its image paths resolve (default: the annotation's folder)
+    repeat_time: float = 1.0  # copies per row (> 0): below 1 a hashed subsample, above 1 more copies {uid}_r{k}
+    max_dynamic_patch: int | None = None  # its tile budget per sample; null: the recipe's tiling.max_num
+    data_augment: bool = False  # recorded for training; packing does not change images
     length: int | None = None  # the row count the meta file declares (kept as given; not checked)
     ratio_weight: float = 1.0  # the target ratio's factor on repeat_time (ratio_weights); 1 without one
 

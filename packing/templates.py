@@ -61,7 +61,7 @@ CHOICES = (*TEMPLATES, "tokenizer", "auto")
 def check_template(name: str) -> None:
     """A recipe's `template` is one of CHOICES (fails at config load, not on a worker)."""
     if name not in CHOICES:
-        raise ConfigError(f"template must be one of {', '.join(CHOICES)}; got {name!r}")
+        raise ConfigError(f"template: expected one of {', '.join(CHOICES)}; got {name!r}")
 
 
 def detect_template(tokenizer: Any, source: str | None = None) -> str:

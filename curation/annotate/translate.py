@@ -42,19 +42,23 @@ class TranslateConfig:
     source language, so every input row ends in exactly one manifest row), the prompt and the checks."""
 
     llm: LlmConfig = field(default_factory=lambda: LlmConfig(sampling=SamplingConfig(max_new_tokens=512)))
+    # [source, target] ISO 639-1 codes, one target per source; a row detected in no source: no_translation_pair
     pairs: list[list[str]] = field(default_factory=lambda: [["en", "zh"], ["zh", "en"]])
     prompt: str = DEFAULT_PROMPT  # a format string over {source}, {target} (language names) and {text}
-    system_prompt: str | None = None
+    system_prompt: str | None = None  # a system message before every request; null: none
+    # language code -> the name filled into {source} / {target}; every code in `pairs` needs one
     language_names: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_NAMES))
     candidates: list[str] = field(default_factory=list)  # languages detection chooses among; []: the pairs' languages
     min_confidence: float = 0.5  # lingua confidence: to pick a row's source language, and for the output check
+    # per turn, translated / source non-space characters within [min, max], by `source-target` key, else `default`
+    # (required); outside: translation_length_ratio
     length_ratio: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_RATIOS.items()})
     min_ratio_chars: int = 12  # turns with fewer source characters skip the ratio check (too noisy)
     batch_size: int = 8  # rows per batched LLM call (each row: one request per turn with letters)
-    format: Literal["auto", "jsonl", "json", "parquet"] = "auto"
+    format: Literal["auto", "jsonl", "json", "parquet"] = "auto"  # input files; auto: by extension (else jsonl)
     uid: UidConfig = field(default_factory=UidConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="translated"))
-    progress: bool = True
+    progress: bool = True  # a progress bar per worker on stderr (rows translated)
 
     def __post_init__(self) -> None:
         sources = [p[0] for p in self.pairs if len(p) == 2]

@@ -180,8 +180,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 class ShardConfig:
     """Output shard naming and size."""
 
-    prefix: str = "pairs"
-    samples_per_shard: int = 10_000
+    prefix: str = "pairs"  # shard names: {prefix}-00000-of-00012 (no '/' or '.')
+    samples_per_shard: int = 10_000  # rows per shard: ceil(rows read / this) shards, rows spread by uid hash
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1 or not self.prefix or "/" in self.prefix or "." in self.prefix:
@@ -202,11 +202,11 @@ class SamplingConfig:
     """Sampling for every generator: the model core (`curate generate`, MMPR) and the LLM backends;
     temperature 0 is greedy."""
 
-    max_new_tokens: int = 64
-    temperature: float = 0.0
+    max_new_tokens: int = 64  # tokens generated per answer at most (>= 1)
+    temperature: float = 0.0  # 0: greedy (argmax); above 0: sampled, with top_k / top_p
     top_k: int = 0  # 0: off
-    top_p: float = 1.0
-    seed: int = 0
+    top_p: float = 1.0  # nucleus sampling: probability mass kept, in (0, 1]; 1: off
+    seed: int = 0  # the sampling seed; a per-request seed, where a caller gives one, replaces it
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:

@@ -65,6 +65,7 @@ class UidConfig:
     (ids unique across the dataset's files, as COYO's `id`), `none` (ids already global). Rows
     without an id get a hash of url + caption (or of the row), global by itself, in every mode."""
 
+    # where a row's id is unique: file (numbered per file), source (across its files), none (global)
     namespace: Literal["file", "source", "none"] = "file"
 
     def uid(self, raw_id: str, source: str, source_file: str) -> str:

@@ -21,8 +21,8 @@ DEFAULT_TEMPLATES = {
 class ShotConfig:
     """A worked example shown before the question (few-shot, text only): small policies copy its format."""
 
-    question: str
-    response: str
+    question: str  # the example's question, put through the prompt template (a user turn)
+    response: str  # its worked response (the assistant turn), in the format the checker extracts
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,9 @@ class MmprPromptConfig:
     """The chain-of-thought prompt: `style` picks the answer form the checker extracts and the
     template (a format string over {question}) that asks for it."""
 
+    # the answer form asked for and extracted: final_answer (a last `Final Answer: <answer>` line) or boxed (`\boxed{}`)
     style: Literal["final_answer", "boxed"] = "final_answer"
+    # style -> a format string holding {question} once (literal braces doubled); `style`'s is used
     templates: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
     examples: list[ShotConfig] = field(default_factory=list)
 
@@ -53,9 +55,9 @@ class CorrectnessConfig:
     """Correctness pairs for items with a ground truth: `samples` responses per question, right x
     wrong, at most `max_pairs` per question (seeded)."""
 
-    enabled: bool = True
-    samples: int = 8
-    max_pairs: int = 4
+    enabled: bool = True  # make correctness pairs for questions with a ground truth
+    samples: int = 8  # responses sampled per question with a ground truth (>= 2)
+    max_pairs: int = 4  # right x wrong pairs kept per question, at most (>= 1; seeded pick)
     # answer_type number: relative tolerance; 0 = equal as exact fractions (a near miss is never right)
     rel_tol: float = 0.0
 
@@ -71,11 +73,11 @@ class DropoutConfig:
     Units are the policy tokenizer's tokens when `tokenizer` names it (a local folder or
     `builtin:smollm2`), else words, and characters in scripts without spaces (Chinese, Japanese, Thai)."""
 
-    enabled: bool = True
-    apply_to: Literal["no_gt", "all"] = "no_gt"
-    ratio: float = 0.5
-    with_image: bool = False
-    tokenizer: str | None = None
+    enabled: bool = True  # make Dropout NTP pairs
+    apply_to: Literal["no_gt", "all"] = "no_gt"  # no_gt: questions without a ground truth only; all: every question
+    ratio: float = 0.5  # fraction of the chosen response's units kept before the cut, in (0, 1)
+    with_image: bool = False  # the continuation sees the image (needs a continuation backend that sees images)
+    tokenizer: str | None = None  # cut by this tokenizer's tokens (local folder or builtin:smollm2); null: words
 
     def __post_init__(self) -> None:
         if not 0 < self.ratio < 1:
@@ -88,6 +90,7 @@ class PolicyConfig:
     or GPU). `vllm`: vLLM's engine with images (GPU, extra [gpu]). `openai`: any OpenAI-compatible
     server (images as data URIs). `transformers`: a text-only LLM (continuations without the image)."""
 
+    # model | vllm | openai | transformers (text only: continuations without the image)
     backend: Literal["model", "vllm", "openai", "transformers"] = "model"
     model: ModelConfig = field(default_factory=lambda: ModelConfig(preset="smollm2"))  # backend model
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(max_num=6))  # backend model: tiling
@@ -120,8 +123,10 @@ class MmprSourceConfig:
     benchmark's own row shape (curation/mmpr/sources.py; auto: detected from each file's first row).
     `answer_type` overrides the schema's (aokvqa: vqa scores the direct answers instead of the choices)."""
 
-    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "jsonl", "parquet"] = "auto"  # question files; auto: by file extension
+    # the benchmark's row shape (curation/mmpr/sources.py); auto: detected from each file's first row
     schema: Literal["auto", "mmpr", "scienceqa", "aokvqa", "chartqa", "docvqa", "mathvista"] = "auto"
+    # how answers are judged, overriding the schema's; null: the schema's (mmpr rows: their own `answer_type`)
     answer_type: Literal["exact", "multiple_choice", "number", "vqa", "anls", "relaxed"] | None = None
     parquet_batch_rows: int = 64  # rows decoded at a time: image columns make parquet rows large
 
@@ -133,7 +138,7 @@ class MmprSourceConfig:
 @dataclass(frozen=True)
 class MmprImageConfig:
     image_root: str | None = None  # relative image paths resolve here (default: the jsonl's folder)
-    max_bytes: int = 32 << 20
+    max_bytes: int = 32 << 20  # bytes; a larger image file rejects the row (file_too_large)
     max_pixels: int = 89_478_485  # Pillow's decompression-bomb limit
 
     def __post_init__(self) -> None:
@@ -155,7 +160,7 @@ class MmprConfig:
     continuation: PolicyConfig | None = None  # Dropout NTP's continuing model; default: the policy
     images: MmprImageConfig = field(default_factory=MmprImageConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="mmpr"))
-    progress: bool = True
+    progress: bool = True  # a progress bar per worker on stderr (questions per policy step)
 
     def __post_init__(self) -> None:
         if not (self.correctness.enabled or self.dropout_ntp.enabled):

@@ -1,0 +1,1 @@
+"""The metadata-only dry run: filters, dedup and the packer's token and tile counts before any download."""

@@ -21,8 +21,10 @@ class MissingSize:
     linear in size) and reruns give the same plan. Such rows are marked `estimated`. Empty: they
     are rejected `no_declared_size`, as a plan cannot know their tiles."""
 
+    # [[width, height], ...] or [[width, height, weight], ...]: whole pixels >= 1, weight > 0
+    # (default 1); empty: sizeless rows are rejected no_declared_size
     sizes: list[list[float]] = field(default_factory=list)
-    seed: int = 0
+    seed: int = 0  # seeds the uid hash that draws each sizeless row's size
 
     def __post_init__(self) -> None:
         for entry in self.sizes:
@@ -54,7 +56,7 @@ class PlanConfig:
     style: Literal["caption", "pretrain"] = "caption"  # the conversation each pair becomes (annotate.tasks.plain_tasks)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="plan", samples_per_shard=10_000))
     missing_size: MissingSize = field(default_factory=MissingSize)  # rows with no declared size: assumed, or rejected
-    progress: bool = True
+    progress: bool = True  # a progress bar per plan worker on stderr (--no-progress: false)
 
 
 def load_plan_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PlanConfig:

@@ -14,27 +14,27 @@ from curation.core.config import ConfigError, ShardConfig
 class ExactDedupConfig:
     """Exact keys, checked in this order: normalised URL, normalised caption, image sha256."""
 
-    url: bool = True
-    caption: bool = True
-    image: bool = True
+    url: bool = True  # same URL up to host case, default port, fragment, tracking params, query order: dup_url
+    caption: bool = True  # same caption up to case, punctuation and spacing (NFKC): dup_caption
+    image: bool = True  # same stored image bytes (sha256): dup_image; only where records have images
 
 
 @dataclass(frozen=True)
 class NearCaptionConfig:
     """MinHash LSH over caption shingles; a pair is a near-duplicate at Jaccard >= threshold."""
 
-    enabled: bool = True
-    shingle: Literal["char", "word"] = "char"
-    ngram: int = 5
-    num_perm: int = 128
-    seed: int = 1
-    threshold: float = 0.8
+    enabled: bool = True  # MinHash-LSH caption near-duplicates: near_dup_caption
+    shingle: Literal["char", "word"] = "char"  # n-grams of the normalised caption: characters or words
+    ngram: int = 5  # shingle length in characters or words (>= 1)
+    num_perm: int = 128  # MinHash permutations per signature (>= 2; bands x rows <= it)
+    seed: int = 1  # seeds the MinHash permutations (as datasketch's)
+    threshold: float = 0.8  # Jaccard of shingle sets from which two captions are near-duplicates, (0, 1]
     # bands x rows are chosen for this lower candidate threshold, so pairs at `threshold` are found
     # with high probability; verification then drops candidates below `threshold`.
     lsh_threshold: float = 0.7
     bands: int | None = None  # explicit bands x rows instead of choosing them from lsh_threshold
-    rows: int | None = None
-    verify: bool = True
+    rows: int | None = None  # rows per band, given together with bands
+    verify: bool = True  # keep only candidates at true Jaccard >= threshold; false: every bucket member is a duplicate
 
     def __post_init__(self) -> None:
         if self.ngram < 1 or self.num_perm < 2:
@@ -67,17 +67,17 @@ class NearImageConfig:
     bucket holds N / 2^K random hashes on average (238 at N = 10^9, K = 22), so a record meets
     L * N / 2^K candidates."""
 
-    enabled: bool = True
-    hamming: int = 10
+    enabled: bool = True  # pHash near-duplicates: near_dup_image; only where records have images
+    hamming: int = 10  # bits two 64-bit pHashes may differ and be near-duplicates (0..31)
     bits: int = 22  # K: mean bucket N / 2^K, under max_bucket at 10^9 records from K = 21
     tables: int | None = None  # L; default: the fewest reaching `recall` at distance `hamming`
-    recall: float = 0.95
-    seed: int = 1
+    recall: float = 0.95  # chance a pair `hamming` bits apart shares some table key, in (0, 1); sets default tables
+    seed: int = 1  # seeds each table's sampled bit positions and the forest trees' bit orders
     # memberships are shuffled as packed 8-byte pHashes (filters/dedup/image_lsh.py): up to
     # `partition_members` members, tables are grouped into `table_groups` partitions holding every
     # member once; past it, each table splits into 2^s partitions of about that many by key prefix
     partition_members: int = 4_000_000
-    table_groups: int = 32
+    table_groups: int = 32  # partitions the tables are grouped into while a table fits one (>= 1)
     # a bucket too hot for tiles (past max_split_chunks chunks) is searched by this many LSH-forest
     # trees, never sampled (filters/dedup/image_lsh.py)
     forest_trees: int = 4
@@ -117,8 +117,8 @@ class NearImageConfig:
 class ComponentsConfig:
     """Connected components: one union-find when the edges fit a worker, else large/small-star rounds."""
 
-    max_local_edges: int = 2_000_000
-    rounds: int = 8
+    max_local_edges: int = 2_000_000  # up to this many distinct edges: one union-find on one worker; more: rounds
+    rounds: int = 8  # large-star + small-star rounds; edges still unsettled finish in one union-find
 
     def __post_init__(self) -> None:
         if self.max_local_edges < 0 or self.rounds < 1:
@@ -129,16 +129,19 @@ class ComponentsConfig:
 class DedupConfig:
     """The whole dedup recipe. Representatives: highest `score_field`, then smallest uid."""
 
+    # Pair field or `extra` column ranking representatives, highest kept (unscored after scored);
+    # null: smallest uid
     score_field: str | None = "clip_similarity"
     exact: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     near_caption: NearCaptionConfig = field(default_factory=NearCaptionConfig)
     near_image: NearImageConfig = field(default_factory=NearImageConfig)
     max_bucket: int = 1000  # the most members compared pairwise in one group; a bigger bucket is hot
-    max_split_chunks: int = 32  # a hot image bucket splits into up to this many chunks, compared pairwise
-    # as tiles (past it: an LSH forest); hot caption buckets go to pivots (filters/dedup/hot_captions.py)
+    # a hot image bucket splits into up to this many chunks, compared pairwise as tiles (past it: an
+    # LSH forest); hot caption buckets go to pivots (filters/dedup/hot_captions.py)
+    max_split_chunks: int = 32
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="dedup"))
-    progress: bool = True
+    progress: bool = True  # a progress bar per shard-reading worker on stderr (--no-progress: false)
 
     def __post_init__(self) -> None:
         if self.max_bucket < 4:

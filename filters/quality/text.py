@@ -23,10 +23,10 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 class HeuristicsConfig:
     """InternVL 2.5 rule-based filters on the caption (0 turns a rule off)."""
 
-    enabled: bool = True
-    min_mean_sentence_words: float = 1.0
-    max_mean_sentence_words: float = 80.0
-    max_sentence_chars: int = 1000
+    enabled: bool = True  # run these rules on the caption (false: all off)
+    min_mean_sentence_words: float = 1.0  # mean words per sentence at least (characters for unspaced CJK text)
+    max_mean_sentence_words: float = 80.0  # mean words per sentence at most; else abnormal_sentence_length
+    max_sentence_chars: int = 1000  # characters in the longest sentence at most (0: off): abnormal_sentence_length
     max_digit_run: int = 24  # a run of this many digits or more (long number sequences)
     max_zero_run: int = 8  # a run of this many zeros or more
     max_duplicate_line_fraction: float = 0.3  # over 3+ lines: share of lines that repeat an earlier one
@@ -40,7 +40,7 @@ class HeuristicsConfig:
     max_char_rep_ratio: float = 0.0  # 0: off; Data-Juicer's default 0.5
     # zlib compressed / raw bytes, for texts of at least `compression_min_bytes` (short texts do not compress)
     min_compression_ratio: float = 0.0  # 0: off
-    compression_min_bytes: int = 200
+    compression_min_bytes: int = 200  # UTF-8 bytes a text needs before min_compression_ratio applies
 
 
 def sentences(text: str) -> list[str]:
