@@ -1,7 +1,7 @@
 """Scale simulation, no network: metadata-only ingest + dedup + pack (`curate plan`) over generated
 LAION-schema rows on DirectRunner multi_processing, with peak RSS per process and group bounds.
 
-1. Generates `--rows` rows (curation/sample_laion.py: LAION-5B columns, planted URL / caption /
+1. Generates `--rows` rows (curation/samples/laion.py: LAION-5B columns, planted URL / caption /
    near-caption duplicates, a hot templated caption family, rows each metadata filter rejects) as
    parquet parts, in a child process so it does not count towards the runner's memory.
 2. Runs `pipelines.plan.run_plan` with `configs/plan.yaml` (LAION recipe filters, URL + caption +
