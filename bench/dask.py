@@ -8,9 +8,9 @@ and on the cluster with `--runner pipelines.dask_runner.DaskRunner`, `--repeat` 
 interleaved, the best wall time kept. Checks that both wrote the same bytes.
 
 Prints one JSON line per runner: rows, wall_s (best), rows_per_s, identical (output bytes equal to
-DirectRunner's).
+DirectRunner's). `--partitions` runs the Dask side with each `--dask_partitions` value given.
 
-    python bench/dask.py --rows 20000 [--repeat 2]
+    python bench/dask.py --rows 20000 [--repeat 2] [--partitions 2 4 16]
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# this script's folder is sys.path[0], where it (dask.py) and bench/distributed.py would shadow the
+# dask and distributed packages: the repository root takes its place
+sys.path[0] = str(ROOT)
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -36,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--partitions", type=int, nargs="+", default=[16], help="--dask_partitions values to run")
     args = parser.parse_args()
 
     from curation.plan.config import load_plan_config
@@ -50,9 +53,10 @@ def main() -> None:
                                                                 "pack": {"progress": False}})
         inputs = [str(work / "meta" / "*.parquet")]
         with dask_cluster(work / "cluster", workers=2, threads=1) as address:
-            runners = {"direct_multi_processing_2": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
-                       "dask_2_workers": ["--runner", "pipelines.dask_runner.DaskRunner",
-                                          "--dask_client_address", address]}
+            runners = {"direct_multi_processing_2": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]}
+            for n in args.partitions:
+                runners[f"dask_2_workers_{n}_partitions"] = ["--runner", "pipelines.dask_runner.DaskRunner",
+                                                             "--dask_client_address", address, "--dask_partitions", str(n)]
             best: dict[str, float] = {}
             outputs: dict[str, dict[str, bytes]] = {}
             for _ in range(args.repeat):

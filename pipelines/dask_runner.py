@@ -16,10 +16,12 @@ the stock runner:
    PCollection nobody consumes is computed.
 
 Also: a DoFn is set up once per worker thread and reused by every partition it runs (models load
-once, not per partition); a Flatten's partitions are capped (`--dask_max_partitions`), as
-concatenating bags otherwise adds them up stage after stage. What it cannot run (user state,
-timers, `Read`) is refused with the transform named, never turned into a no-op. Metrics are not
-collected (`result.metrics()` raises); the stages' counts are computed in their graphs instead.
+once, not per partition); a Reshuffle and a GroupByKey spread their output over `--dask_partitions`
+partitions (the stock runner kept everything read from a few files in one partition, on one
+worker), and a Flatten keeps at most that many (concatenating bags adds them up stage after
+stage). What it cannot run (user state, timers, `Read`) is refused with the transform named, never
+turned into a no-op. Metrics are not collected (`result.metrics()` raises); the stages' counts are
+computed in their graphs instead.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask import dask_runner as beam_dask
 from apache_beam.runners.dask import transform_evaluator as te
-from apache_beam.runners.dask.overrides import _Create, _Flatten, _GroupByKeyOnly, _Read, dask_overrides
+from apache_beam.runners.dask.overrides import _Create, _Flatten, _GroupByKeyOnly, _Read, _Reshuffle, dask_overrides
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -49,8 +51,9 @@ class UnsupportedOnDask(ValueError):
 class DaskPartitionOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--dask_max_partitions", type=int, default=16,
-                            help="the most partitions a Flatten's output keeps (it is repartitioned down to it)")
+        parser.add_argument("--dask_partitions", type=int, default=16,
+                            help="partitions a Reshuffle or GroupByKey spreads its output over, and the most a "
+                                 "Flatten's output keeps")
 
 
 class _Collect(Receiver):
@@ -146,11 +149,11 @@ def _refuse_unsupported(node: AppliedPTransform) -> None:
 class _BagVisitor(PipelineVisitor):
     """Beam primitives -> one dask bag per PCollection."""
 
-    def __init__(self, bag_kwargs: dict, max_partitions: int) -> None:
+    def __init__(self, bag_kwargs: dict, partitions: int) -> None:
         self.run = uuid.uuid4().hex
         self.pardos = 0
         self.bag_kwargs = bag_kwargs
-        self.max_partitions = max_partitions
+        self.partitions = partitions
         self.bags: dict[pvalue.PValue, t.Any] = {}
         self.consumed: set[pvalue.PValue] = set()
 
@@ -168,12 +171,17 @@ class _BagVisitor(PipelineVisitor):
             out = te.Create(node, bag_kwargs=self.bag_kwargs).apply(None)
         elif isinstance(transform, _Flatten):
             out = te.Flatten(node).apply(bags)
-            if out.npartitions > self.max_partitions:
-                out = out.repartition(npartitions=self.max_partitions)
+            if out.npartitions > self.partitions:
+                out = out.repartition(npartitions=self.partitions)
         elif isinstance(transform, _GroupByKeyOnly):
             # a task-based shuffle: the stock one picks partd files on each worker's local disk
             # when the graph is built before a client exists, which only works on one machine
-            out = bags[0].groupby(_key, shuffle="tasks").map(_grouped)
+            out = bags[0].groupby(_key, shuffle="tasks", npartitions=max(bags[0].npartitions, self.partitions))
+            out = out.map(_grouped)
+        elif isinstance(transform, _Reshuffle):  # Beam's hint to spread the work: here, more partitions
+            out = bags[0]
+            if out.npartitions < self.partitions:
+                out = out.repartition(npartitions=self.partitions)
         elif type(transform) is beam.ParDo:
             main = next(iter(node.main_inputs.values()))
             window_fn = main.windowing.windowfn if hasattr(main, "windowing") else None
@@ -184,13 +192,13 @@ class _BagVisitor(PipelineVisitor):
                            for si in node.side_inputs]
             args, kwargs = transform.args, transform.kwargs  # side inputs as placeholders, filled per run
             self.pardos += 1
-            tagged = bags[0].map_partitions(_run_partition, (self.run, self.pardos), transform.fn, node.full_label, window_fn,
-                                            specs, list(args), dict(kwargs), *side_values)
+            tagged = bags[0].map_partitions(_run_partition, (self.run, self.pardos), transform.fn, node.full_label,
+                                            window_fn, specs, list(args), dict(kwargs), *side_values)
             for tag, pcoll in outputs:
                 wanted = None if tag in (None, "None") else tag
                 self.bags[pcoll] = tagged.filter(lambda x, w=wanted: x[0] == w).map(lambda x: x[1])
             return
-        else:  # identities: Reshuffle, GroupAlsoByWindow (a GroupByKey's grouping is done above)
+        else:  # identities: GroupAlsoByWindow (a GroupByKey's grouping is done above)
             out = bags[0] if bags else None
         for _, pcoll in outputs:
             self.bags[pcoll] = out
@@ -220,7 +228,7 @@ class DaskRunner(beam_dask.DaskRunner):
 
         dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(drop_default=True, current_only=True)
         bag_kwargs = beam_dask.DaskOptions._extract_bag_kwargs(dask_options)
-        cap = options.view_as(DaskPartitionOptions).dask_max_partitions
+        cap = options.view_as(DaskPartitionOptions).dask_partitions
         pipeline.replace_all(dask_overrides())
         visitor = _BagVisitor(bag_kwargs, cap)
         pipeline.visit(visitor)
