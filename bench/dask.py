@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--partitions", type=int, nargs="+", default=[16], help="--dask_partitions values to run")
+    parser.add_argument("--partitions", type=int, nargs="+", default=[4], help="--dask_partitions values to run")
     args = parser.parse_args()
 
     from curation.plan.config import load_plan_config

@@ -51,7 +51,7 @@ class UnsupportedOnDask(ValueError):
 class DaskPartitionOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--dask_partitions", type=int, default=16,
+        parser.add_argument("--dask_partitions", type=int, default=4,
                             help="partitions a Reshuffle or GroupByKey spreads its output over, and the most a "
                                  "Flatten's output keeps")
 
@@ -77,7 +77,7 @@ class _Receivers(dict):
         return self[tag]
 
 
-def _invoker(token: tuple[str, int], fn: beam.DoFn, label: str, window_fn, side_inputs, args, kwargs):
+def _invoker(token: tuple[str, int], fn: beam.DoFn, label: str, window_fn, specs, side_values, args, kwargs):
     """The DoFn's invoker for this worker thread, set up on first use and reused by the run's later
     partitions (side inputs are the same for all of them); a new run tears the last one's down."""
     run, _ = token
@@ -96,7 +96,7 @@ def _invoker(token: tuple[str, int], fn: beam.DoFn, label: str, window_fn, side_
                              per_element_output_counter=None, output_batch_converter=None,
                              process_yields_batches=False, process_batch_yields_elements=False)
     invoker = DoFnInvoker.create_invoker(
-        DoFnSignature(fn), handler, context=DoFnContext(label, state=None), side_inputs=side_inputs,
+        DoFnSignature(fn), handler, context=DoFnContext(label, state=None), side_inputs=_side_maps(specs, side_values),
         input_args=list(args), input_kwargs=dict(kwargs), user_state_context=None,
         bundle_finalizer_param=beam.DoFn.BundleFinalizerParam())
     invoker.invoke_setup()
@@ -125,7 +125,7 @@ def _joined(parts: list[list]) -> list:
 def _run_partition(items, token, fn, label, window_fn, specs, args, kwargs, *side_values):
     """One dask partition as one bundle: process every element, then finish the bundle, and only
     then hand over what it emitted (fix 2), each output tagged with its tag."""
-    invoker, values = _invoker(token, fn, label, window_fn, _side_maps(specs, side_values), args, kwargs)
+    invoker, values = _invoker(token, fn, label, window_fn, specs, side_values, args, kwargs)
     invoker.invoke_start_bundle()
     for item in items:
         invoker.invoke_process(te.get_windowed_value(item, window_fn))
