@@ -37,6 +37,7 @@ from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask import dask_runner as beam_dask
 from apache_beam.runners.dask import transform_evaluator as te
+from apache_beam.runners.runner import PipelineState
 from apache_beam.runners.dask.overrides import _Create, _Flatten, _GroupByKeyOnly, _Read, _Reshuffle, dask_overrides
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.utils.windowed_value import WindowedValue
@@ -216,7 +217,7 @@ class DaskResult(beam_dask.DaskRunnerResult):
         try:
             return super().wait_until_finish(duration)
         finally:
-            if self._state in ("DONE", "FAILED") or str(self._state).endswith(("DONE", "FAILED")):
+            if self._state in (PipelineState.DONE, PipelineState.FAILED):
                 self.client.close()
 
 

@@ -96,10 +96,11 @@ def _default(f: dataclasses.Field) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def rows(cls: type, prefix: str = "", seen: dict[type, str] | None = None,
+def rows(cls: type, prefix: str = "", seen: dict[type, tuple[str, str]] | None = None,
          stage: str = "") -> Iterator[tuple[str, str, str, str]]:
     """(key, type, default, meaning) for every field of `cls`, nested recipes after their parent key;
-    a nested recipe listed before (`seen`: class -> where) is named, not repeated."""
+    a nested recipe listed before (`seen`: class -> (stage, key); key "" for a stage's own recipe)
+    is named, not repeated."""
     seen = {} if seen is None else seen
     hints = typing.get_type_hints(cls)
     notes = _comments(cls)
@@ -113,12 +114,12 @@ def rows(cls: type, prefix: str = "", seen: dict[type, str] | None = None,
         if inner is not None and not meaning:
             meaning = (inspect.getdoc(inner) or "").split("\n\n")[0].replace("\n", " ")
         if inner is not None and inner in seen:
-            where = seen[inner]
-            meaning = f"{meaning} Its keys: {where[3:]}'s recipe, below or above." if where.startswith("## ") else \
-                f"{meaning} Its keys: as `{where}`."
+            where, key = seen[inner]
+            meaning = f"{meaning} Its keys: as `{key}` under {where}." if key else \
+                f"{meaning} Its keys: {where}'s recipe, below or above."
             meaning = meaning.strip()
         elif inner is not None:
-            seen[inner] = f"{stage}: {prefix}{f.name}"
+            seen[inner] = (stage, f"{prefix}{f.name}")
             nested.append((f.name, inner, typing.get_origin(tp) in (list, dict)))
         yield f"{prefix}{f.name}", _type_name(tp), _default(f), meaning
     for name, inner, many in nested:
@@ -142,7 +143,7 @@ def render() -> str:
            "stale). A key left out of a YAML recipe takes its default; an unknown key or a bad value fails at load",
            "with the key named. Nested recipes are listed as `parent.key`; `[]` marks a list of them.", ""]
     stages = _stages()
-    seen: dict[type, str] = {cls: f"## {stage}" for stage, _, cls in stages}  # a stage's recipe inside another: named
+    seen = {cls: (stage, "") for stage, _, cls in stages}  # a stage's recipe inside another: named
     for stage, files, cls in stages:
         doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
         out += [f"## {stage}", "", *textwrap.wrap(f"`{cls.__module__}.{cls.__name__}` ({files}). {doc}", 100), ""]
