@@ -8,30 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
+from curation.samples.processes import free_ports, script
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def dask_binary() -> str:
-    here = Path(sys.executable).parent / "dask"
-    found = str(here) if here.exists() else shutil.which("dask")
-    if not found:
-        raise FileNotFoundError("no `dask` command: pip install distributed (the [dask] extra)")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
@@ -52,7 +37,7 @@ def dask_cluster(folder: Path, workers: int = 2, threads: int = 1, timeout_s: fl
                  env: dict[str, str] | None = None) -> Iterator[str]:
     """Start a scheduler and `workers` worker processes (`env` added to theirs); yields the
     scheduler address."""
-    port = _free_port()
+    port, dashboard = free_ports(2)
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "DASK_DISTRIBUTED__WORKER__DAEMON": "False",  # workers may start processes (Beam's own pools)
@@ -61,11 +46,11 @@ def dask_cluster(folder: Path, workers: int = 2, threads: int = 1, timeout_s: fl
     logs = [open(folder / name, "wb") for name in ("scheduler.log", "workers.log")]
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(subprocess.Popen([dask_binary(), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                       "--dashboard-address", f"127.0.0.1:{_free_port()}"],
+        procs.append(subprocess.Popen([script("dask", "pip install distributed (the [dask] extra)"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                       "--dashboard-address", f"127.0.0.1:{dashboard}"],
                                       stdout=logs[0], stderr=subprocess.STDOUT, env=env, cwd=folder,
                                       start_new_session=True))
-        procs.append(subprocess.Popen([dask_binary(), "worker", address, "--nworkers", str(workers), "--nthreads",
+        procs.append(subprocess.Popen([script("dask", "pip install distributed (the [dask] extra)"), "worker", address, "--nworkers", str(workers), "--nthreads",
                                        str(threads), "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "0",
                                        "--local-directory", str(folder / "workers")],
                                       stdout=logs[1], stderr=subprocess.STDOUT, env=env, cwd=ROOT,

