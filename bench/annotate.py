@@ -66,14 +66,14 @@ def through_beam(cfg, shard: tuple[str, dict], n: int) -> float:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.annotate import NS, OcrHandler
-    from pipelines.sharded_input import ReadShard
+    from pipelines.sharded_input import InputShard, ReadShard
 
     t = time.perf_counter()
     p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
     _ = (
         p
-        | beam.Create([(0, *shard)])  # an InputShard: (input number, folder, entry)
-        | beam.ParDo(ReadShard(False, NS, "bench"))
+        | beam.Create([InputShard(0, *shard)])
+        | beam.ParDo(ReadShard(False, NS, "bench", origin=True))  # ((shard, position), sample), as annotate keys them
         | RunInference(OcrHandler(cfg))
         | beam.Map(_count)
     )

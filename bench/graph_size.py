@@ -63,14 +63,15 @@ def stages(shards: int, files: list[str], work: Path) -> dict:
     cfgs = ROOT / "configs"
     folders = [f"gs://bucket/laion/part-{i}" for i in range(3)]
     rows = shards * 10_000
+    per_folder = [shards // 3 + (i < shards % 3) for i in range(3)]
     out = "gs://bucket/out"
     return {
         "ingest": lambda p, prev: build_ingest(p, load_config(cfgs / "laion.yaml", IngestConfig), files, out, "fp", prev),
         "plan": lambda p, prev: build_plan(p, load_plan_config(cfgs / "plan.yaml", None), files, out, "fp", prev),
         "dedup": lambda p, prev: build_dedup(p, load_config(cfgs / "dedup.yaml", DedupConfig),
-                                             ReadInputShards(folders, rows, "dedup"), shards, out, "fp", prev, ["laion"]),
+                                             ReadInputShards(folders, rows, "dedup", per_folder), shards, out, "fp", prev, ["laion"]),
         "annotate": lambda p, prev: build_annotate(p, load_config(cfgs / "annotate.yaml", AnnotateConfig),
-                                                   ReadInputShards(folders, rows, "annotate"), shards, out, "fp", prev,
+                                                   ReadInputShards(folders, rows, "annotate", per_folder), shards, out, "fp", prev,
                                                    ["laion"]),
         "translate": lambda p, prev: build_translate(p, load_config(cfgs / "translate.yaml", TranslateConfig), files, "",
                                                      out, "fp", prev),

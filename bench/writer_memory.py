@@ -1,5 +1,5 @@
-"""Shard writer memory: ingest's writer over one shard of large staged images, peak RSS over the
-process's RSS just before the write.
+"""Shard writer memory: ingest's, dedup's and annotate's writers over one shard of large images, peak
+RSS over the process's RSS just before the write.
 
 `--samples` images of `--image-mb` MB each (random bytes: the writer copies images, it never
 decodes them) are staged into bundle files the way ingest's Download step stages them
@@ -8,7 +8,11 @@ decodes them) are staged into bundle files the way ingest's Download step stages
 a local folder. Each measurement runs in its own child process; the peak is the kernel's VmHWM
 after a reset (/proc/self/clear_refs), so it is what the write itself added. Prints one JSON line
 per mode with `rss_over_baseline_mb`:
-- `streamed`: today's writer (images spilled to local disk bundle by bundle, one in memory);
+- `streamed`: ingest's writer (images spilled to local disk bundle by bundle, one in memory);
+- `dedup` / `annotate`: that shard re-read and rewritten by the stage's own writer, as the
+  pipeline runs it (`dedup_shard_writer` with a decision for every tenth row,
+  `write_annotated_shard` with every row as it arrives from the shuffle, without its image): the
+  input tar spilled to local disk, one image in memory;
 - `in_memory` (`--in-memory-samples`, 0 to skip): every image read back first, as the writer did
   before, at a size this machine can hold.
 
@@ -68,10 +72,47 @@ def child(samples: int, image_mb: float, mode: str, workdir: str) -> dict:
 
     out = Path(workdir) / "out"
     out.mkdir()
+    ingest_write = write_in_memory if mode == "in_memory" else write_staged_shard
+    if mode in ("dedup", "annotate"):  # ingest's shard first, then the stage's writer re-reads it
+        report = write_one_shard(str(out), "bench", 0, 1, staged, ingest_write, NS)
+        del staged
+        return _measure(mode, samples, image_mb, stage_s, _stage_writer(mode, out, report))
+    return _measure(mode, samples, image_mb, stage_s, lambda: write_one_shard(str(out), "bench", 0, 1, staged, ingest_write, NS))
+
+
+def _stage_writer(mode: str, folder: Path, report):
+    """A call that writes the stage's shard from ingest's shard in `folder` with the stage's writer
+    as the pipeline runs it: its InputShard plus what crosses the shuffle to it, no image bytes."""
+    from curation.core.records import record_pair
+    from filters.dedup.keys import Decision, pair_node
+    from pipelines.sharded_input import InputShard, opened_shard
+    from pipelines.sharded_output import write_one_shard
+
+    entry = {"name": report.name, "tar": f"{report.name}.tar", "manifest": f"{report.name}.parquet",
+             "tar_sha256": report.tar_sha256, "manifest_sha256": report.manifest_sha256, "rows": report.rows}
+    shard = InputShard(0, str(folder), entry, 0)
+    with opened_shard(shard) as (records, _):  # what the stage's first read sends on: no image bytes
+        if mode == "dedup":
+            from pipelines.dedup.stage import NS, dedup_shard_writer
+
+            nodes = [pair_node(record_pair(r), None, (0, i)) for i, r in enumerate(records)]
+            elements = [shard] + [Decision(nodes[i], "dup_caption", nodes[0]) for i in range(1, len(nodes), 10)]
+            write = dedup_shard_writer(None)
+        else:
+            from pipelines.annotate import NS, write_annotated_shard
+
+            elements = [shard] + [((0, i), r) for i, r in enumerate(records)]
+            write = write_annotated_shard
+    out = folder / mode
+    out.mkdir()
+    return lambda: write_one_shard(str(out), mode, 0, 1, elements, write, NS)
+
+
+def _measure(mode: str, samples: int, image_mb: float, stage_s: float, write) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     baseline = _status("VmRSS")
     t0 = time.perf_counter()
-    report = write_one_shard(str(out), "bench", 0, 1, staged, write_staged_shard if mode == "streamed" else write_in_memory, NS)
+    report = write()
     write_s = time.perf_counter() - t0
     peak = _status("VmHWM")
     return {"mode": mode, "samples": samples, "image_mb": image_mb, "kept": report.kept,
@@ -85,12 +126,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--image-mb", type=float, default=1.0)
     ap.add_argument("--in-memory-samples", type=int, default=1_000)
+    ap.add_argument("--modes", nargs="+", default=["streamed", "dedup", "annotate"],
+                    choices=["streamed", "dedup", "annotate"])
     ap.add_argument("--child", nargs=2, metavar=("MODE", "WORKDIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.samples, args.image_mb, *args.child)), flush=True)
         return
-    runs = [("streamed", args.samples)] + ([("in_memory", args.in_memory_samples)] if args.in_memory_samples else [])
+    runs = [(mode, args.samples) for mode in args.modes] + (
+        [("in_memory", args.in_memory_samples)] if args.in_memory_samples else [])
     for mode, samples in runs:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
             res = subprocess.run([sys.executable, __file__, "--samples", str(samples), "--image-mb", str(args.image_mb),

@@ -3,8 +3,10 @@
 
 Only wiring: rules, engines, the scorer and the record logic live in filters/ and curation/. The
 two model steps are RunInference ModelHandlers (model loaded once per worker, batched, metrics
-in their own namespaces), each behind a Reshuffle and carrying the config's accelerator hint,
-so on Dataflow only they need GPU workers.
+in their own namespaces) carrying the config's accelerator hint, so on Dataflow only they need GPU
+workers. OCR runs where the shard is read (behind a Reshuffle only when it has an accelerator);
+the LLM, which reads text only, behind a Reshuffle. Past OCR no record carries its image: each
+output shard's writer re-reads its input shard for the bytes (one output shard per input shard).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from curation.annotate.config import AnnotateConfig, LanguageConfig, LlmConfig, OcrConfig, QualityConfig
-from curation.core.records import Rejection, Sample, record_uid
-from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_pair_shard_job
-from pipelines.sharded_input import ReadInputShards, ReadShard
+from curation.core.records import Rejection, Sample
+from pipelines.sharded_output import WriteShards, not_done, run_pair_shard_job
+from pipelines.sharded_input import InputShard, ReadInputShards, ReadShard, opened_shard
 
 NS = "curate.annotate"
 
@@ -97,7 +99,7 @@ class _BatchedHandler(ModelHandler):
 
 
 class OcrHandler(_BatchedHandler):
-    """Samples -> PredictionResult(sample, OcrResult | OcrError), one engine per worker."""
+    """(row key, Sample) -> PredictionResult((row key, sample), OcrResult | OcrError), one engine per worker."""
 
     def __init__(self, cfg: OcrConfig, language: LanguageConfig | None = None) -> None:
         super().__init__(cfg.batch_size, cfg.accelerator, f"{NS}.ocr", cfg.share_across_processes)
@@ -110,19 +112,20 @@ class OcrHandler(_BatchedHandler):
         record_load("ocr")
         return self.served(build_ocr_engine(self.cfg))
 
-    def run_inference(self, batch: Sequence[Sample], model, inference_args=None) -> Iterable[PredictionResult]:
+    def run_inference(self, batch: Sequence[tuple[Any, Sample]], model, inference_args=None) -> Iterable[PredictionResult]:
         from curation.annotate.steps import expected_script
 
         # the script language ID expects picks the engine (Tesseract for what PP-OCR cannot read)
-        scripts = [expected_script(s, self.language) if self.language and self.language.enabled else None for s in batch]
-        results = model.recognize([s.image.data for s in batch], scripts)
+        scripts = [expected_script(s, self.language) if self.language and self.language.enabled else None
+                   for _, s in batch]
+        results = model.recognize([s.image.data for _, s in batch], scripts)
         Metrics.counter(NS, "ocr_images").inc(len(batch))  # in the index's _metrics: what a resume re-ran
         name = model.info()["name"]
-        return [PredictionResult(s, r, name) for s, r in zip(batch, results)]
+        return [PredictionResult(e, r, name) for e, r in zip(batch, results)]
 
 
 class QualityHandler(_BatchedHandler):
-    """Samples -> PredictionResult(sample, QualityResult), one LLM backend per worker."""
+    """(row key, Sample) -> PredictionResult((row key, sample), QualityResult), one LLM backend per worker."""
 
     def __init__(self, cfg: QualityConfig, llm: LlmConfig, enforce: dict[str, bool] | None = None,
                  thresholds: dict[str, float] | None = None) -> None:
@@ -140,61 +143,88 @@ class QualityHandler(_BatchedHandler):
         return self.served(QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling, self.enforce,
                                          getattr(self, "thresholds", None)))
 
-    def run_inference(self, batch: Sequence[Sample], model, inference_args=None) -> Iterable[PredictionResult]:
+    def run_inference(self, batch: Sequence[tuple[Any, Sample]], model, inference_args=None) -> Iterable[PredictionResult]:
         from curation.annotate.steps import score_input
 
-        results = model.score([score_input(s) for s in batch])
+        results = model.score([score_input(s) for _, s in batch])
         Metrics.counter(NS, "llm_samples").inc(len(batch))
         backend = model.info()["backend"]
-        return [PredictionResult(s, r, backend) for s, r in zip(batch, results)]
+        return [PredictionResult(e, r, backend) for e, r in zip(batch, results)]
 
 
-def _route(rec, counter: str):
-    """Samples on the main output; rejections to `rejected`, counted per reason."""
+def _route(key, rec, counter: str):
+    """(row key, Sample) on the main output; (row key, Rejection) to `rejected`, counted per reason."""
     if isinstance(rec, Rejection):
         Metrics.counter(NS, f"{counter}_{rec.reason}").inc()
-        yield beam.pvalue.TaggedOutput("rejected", rec)
+        yield beam.pvalue.TaggedOutput("rejected", (key, rec))
     else:
-        yield rec
+        yield key, rec
 
 
-def _rules(sample, cfg: AnnotateConfig):
+def _rules(element, cfg: AnnotateConfig):
     from curation.annotate.steps import apply_language, apply_rules
     from filters.quality.text import TextRules
 
+    key, sample = element
     ruled = apply_rules(sample, TextRules(cfg.heuristics))
     if isinstance(ruled, Sample) and cfg.language.enabled:
         ruled = apply_language(ruled, cfg.language)
-    yield from _route(ruled, "rules")
+    yield from _route(key, ruled, "rules")
 
 
 def _after_ocr(pred: PredictionResult, language: LanguageConfig):
     from curation.annotate.steps import apply_ocr
 
-    yield from _route(apply_ocr(pred.example, pred.inference, pred.model_id, language), "ocr")
+    key, sample = pred.example
+    yield from _route(key, apply_ocr(sample, pred.inference, pred.model_id, language), "ocr")
 
 
-def _after_quality(pred: PredictionResult | Sample, cfg: AnnotateConfig):
+def _without_image(element):
+    """(row key, Sample) -> the same with its image bytes dropped: past OCR nothing reads the pixels,
+    and the shard writer reads them back from its input shard."""
+    import dataclasses
+
+    key, sample = element
+    stored = None if sample.stored is None else {k: (b"" if k == sample.image.ext else v) for k, v in sample.stored.items()}
+    return key, Sample(sample.pair, dataclasses.replace(sample.image, data=b""), stored=stored)
+
+
+def _after_quality(element, cfg: AnnotateConfig):
     from curation.annotate.steps import apply_quality
 
-    if isinstance(pred, PredictionResult):
-        yield from _route(apply_quality(pred.example, pred.inference, cfg), "quality")
+    if isinstance(element, PredictionResult):
+        key, sample = element.example
+        yield from _route(key, apply_quality(sample, element.inference, cfg), "quality")
     else:
-        yield from _route(apply_quality(pred, None, cfg), "quality")
+        key, sample = element
+        yield from _route(key, apply_quality(sample, None, cfg), "quality")
 
 
-def write_annotated_shard(shard: int, name: str, records, tar_file, manifest_file):
-    """A pair shard plus `{name}.conversations.jsonl`, whose rows name each image inside the shard's
-    tar (`{name}.tar!/{uid}.jpg@offset:size`, curation/core/image_refs.py): pack reads it there
-    by range, `curate export internvl` writes the loose files InternVL's own reader wants. No
+def _annotate_rows(element) -> int:
+    """Rows an element bound for an annotate writer stands for: the input shard it re-reads for the
+    image bytes, none (its rows arrive annotated, one element each)."""
+    return 0 if isinstance(element, InputShard) else 1
+
+
+def write_annotated_shard(shard: int, name: str, elements, tar_file, manifest_file):
+    """Its input shard and the annotated rows read from it -> a pair shard plus
+    `{name}.conversations.jsonl`, whose rows name each image inside the shard's tar
+    (`{name}.tar!/{uid}.jpg@offset:size`, curation/core/image_refs.py): pack reads it there by
+    range, `curate export internvl` writes the loose files InternVL's own reader wants. The rows
+    arrive without image bytes; each image streams from the re-read input shard into the tar. No
     image is stored twice."""
     from curation.annotate.steps import conversation_row
     from curation.core.image_refs import member_ref
     from curation.core.shards import ShardFormatError, write_pair_shard
 
-    records = list(records)
+    sources = [e for e in elements if isinstance(e, InputShard)]
+    if len(sources) != 1 or sources[0].number != shard:
+        raise ValueError(f"{name}: {len(sources)} input shards reached its writer, expected shard {shard}")
+    records = [rec for (_, position), rec in sorted((e for e in elements if not isinstance(e, InputShard)),
+                                                    key=lambda e: e[0][1])]
     members: dict[str, tuple[int, int]] = {}
-    report = write_pair_shard(shard, name, records, tar_file, manifest_file, members=members)
+    with opened_shard(sources[0]) as (_, load):
+        report = write_pair_shard(shard, name, records, tar_file, manifest_file, load=load, members=members)
     kept = sorted((r for r in records if isinstance(r, Sample)), key=lambda s: s.pair.uid)
     lines, tasks = [], {}
     for sample in kept:
@@ -217,37 +247,43 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
                    output: str, fingerprint: str, previous: beam.PCollection, sources: list[str],
                    calibration: dict[str, Any] | None = None) -> beam.PCollection:
     """Wire the annotate graph on `p`; returns the PCollection holding the written index.
-    `calibration` (calibration.calibrate) decides which scores may reject and goes into the index."""
+    `calibration` (calibration.calibrate) decides which scores may reject and goes into the index.
+
+    One output shard per input shard. Rows travel keyed by (shard, position); image bytes cross no
+    shuffle past OCR (only where OCR needs GPU workers do they cross one, to reach them), and each
+    writer re-reads its input shard for them."""
     from curation.annotate.calibration import enforced, thresholds
 
     count = p | "NumShards" >> beam.Create([num_shards])
     n = beam.pvalue.AsSingleton(count)
+    todo, done = not_done(cfg.shards.prefix), beam.pvalue.AsDict(previous)
+    inputs = p | "InputShards" >> shards
     # Output shards are decided first, so a resumed run sends no row of a finished shard to OCR or the LLM.
     assigned = (
-        p
-        | "InputShards" >> shards
-        | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "annotate"))
-        | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
+        inputs
+        | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "annotate", origin=True, lazy=not cfg.ocr.enabled))
+        | "AssignShard" >> beam.Map(lambda e: (e[0][0], e))
     )
     records = (
         assigned
-        | "SkipDoneShards" >> beam.Filter(not_done(cfg.shards.prefix), num_shards=n, done=beam.pvalue.AsDict(previous))
+        | "SkipDoneShards" >> beam.Filter(todo, num_shards=n, done=done)
         | "Records" >> beam.Values()
     )
-    upstream = records | "UpstreamRejections" >> beam.Filter(lambda r: isinstance(r, Rejection))
-    samples = records | "Samples" >> beam.Filter(lambda r: isinstance(r, Sample))
+    upstream = records | "UpstreamRejections" >> beam.Filter(lambda e: isinstance(e[1], Rejection))
+    samples = records | "Samples" >> beam.Filter(lambda e: isinstance(e[1], Sample))
     ruled = samples | "HeuristicRules" >> beam.FlatMap(_rules, cfg).with_outputs("rejected", main="kept")
     rejected = [upstream, ruled.rejected]
     kept = ruled.kept
     if cfg.ocr.enabled:
+        if cfg.ocr.accelerator:  # the GPU workers are another stage: the images travel to them
+            kept = kept | "BeforeOcr" >> beam.Reshuffle()
         ocr = (
             kept
-            | "BeforeOcr" >> beam.Reshuffle()
             | "Ocr" >> RunInference(OcrHandler(cfg.ocr, cfg.language))
             | "OcrVerdict" >> beam.FlatMap(_after_ocr, cfg.language).with_outputs("rejected", main="kept")
         )
         rejected.append(ocr.rejected)
-        kept = ocr.kept
+        kept = ocr.kept | "DropImages" >> beam.Map(_without_image)
     if cfg.quality.enabled:
         kept = (
             kept
@@ -256,16 +292,19 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
         )
     quality = kept | "QualityVerdict" >> beam.FlatMap(_after_quality, cfg).with_outputs("rejected", main="kept")
     rejected.append(quality.rejected)
-    keyed = (
+    annotated = (
         (quality.kept, *rejected)
         | "AllRecords" >> beam.Flatten()
-        | "ShardAgain" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=record_uid)
+        | "BackToShard" >> beam.Map(lambda e: (e[0][0], e))
     )
+    reread = inputs | "OneShardEach" >> beam.Map(lambda s: (s.number, s)) | "SkipDoneInputs" >> beam.Filter(
+        todo, num_shards=n, done=done)
+    keyed = (annotated, reread) | "RowsAndShards" >> beam.Flatten()
     return keyed | "Write" >> WriteShards(output, cfg.shards.prefix, "pairs", fingerprint,
                                           write_annotated_shard, count, previous, NS,
                                           extra={"source": "+".join(sources), "annotate_of": sources,
                                                  **({"calibration": calibration} if calibration else {})},
-                                          assigned=assigned, rows_read=shards.rows)
+                                          assigned=assigned, rows_read=shards.rows, rows_of=_annotate_rows)
 
 
 def run_annotate(cfg: AnnotateConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
@@ -278,4 +317,4 @@ def run_annotate(cfg: AnnotateConfig, inputs: list[str], output: str, beam_args:
         calibration = calibrate(cfg) if cfg.quality.enabled and cfg.quality.calibration.enabled else None
         return build_annotate(p, cfg, shards, n, out, fp, prev, sources, calibration)
 
-    return run_pair_shard_job(cfg, inputs, output, beam_args, "annotate", NS, build)
+    return run_pair_shard_job(cfg, inputs, output, beam_args, "annotate", NS, build, one_to_one=True)

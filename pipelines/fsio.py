@@ -129,6 +129,19 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def copy_into(path: str, out: IO[bytes], chunk: int = 8 << 20) -> str:
+    """Stream a file's bytes into `out` (a local spill file) a chunk at a time; returns their
+    sha256: one sequential read of an object, never the whole of it in memory."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
 class RawReader:
     """A file opened for reading past Beam's read-ahead buffer: on an object store each read after
     a seek is one ranged GET of what it asks for, not 16 MiB. Holds the buffered file it came from

@@ -71,19 +71,23 @@ class DoneShards(beam.PTransform):
 class WriteShard(beam.DoFn):
     """(shard, records) -> ShardReport, writing tar + manifest atomically, then the marker."""
 
-    def __init__(self, output: str, prefix: str, write: Callable, namespace: str) -> None:
+    def __init__(self, output: str, prefix: str, write: Callable, namespace: str,
+                 rows_of: Callable[[Any], int] | None = None) -> None:
         self.output = output
         self.prefix = prefix
         self.write = write
         self.namespace = namespace
+        self.rows_of = rows_of
 
     def process(self, element, num_shards: int):
-        """-> (its report, the elements the group held: rows, and decisions where they travel too)."""
+        """-> (its report, the elements the group held: rows, and decisions where they travel too;
+        an element that stands for several rows, as an input shard a writer re-reads, counts by
+        `rows_of`)."""
         shard, records = element
         records = list(records)
         report = write_one_shard(self.output, self.prefix, shard, num_shards, records, self.write, self.namespace)
         group_size(self.namespace, "write_shard", report.rows)
-        yield report, len(records)
+        yield report, sum(map(self.rows_of, records)) if self.rows_of else len(records)
 
 
 def marker_path(output: str, name: str) -> str:
@@ -194,28 +198,31 @@ class WriteShards(beam.PTransform):
     `assigned`: the (shard, row) elements as first assigned, before finished shards are skipped or
     any step runs, counted per shard; `decisions`: the (shard, Decision) elements that go to the
     writers beside the rows, counted where they are keyed; `rows_read`: the rows the stage read (an
-    int, or a singleton PCollection). The index is written only if every shard's writer got exactly
-    its rows (and decisions)."""
+    int, or a singleton PCollection); `rows_of`: the rows an element stands for, where not one
+    (an input shard that its writer re-reads). The index is written only if every shard's writer
+    got exactly its rows (and decisions)."""
 
     def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable,
                  num_shards, previous: beam.PCollection, namespace: str, extra=None,
-                 assigned=None, rows_read=None, decisions=None) -> None:
+                 assigned=None, rows_read=None, decisions=None, rows_of: Callable[[Any], int] | None = None) -> None:
         super().__init__()
         self.args = (output, prefix, kind, fingerprint, write, previous, namespace, extra)
         self.num_shards = num_shards
         self.assigned = assigned
         self.decisions = decisions
         self.rows_read = rows_read
+        self.rows_of = rows_of
 
     def expand(self, keyed):
         output, prefix, kind, fingerprint, write, previous, namespace, extra = self.args
         n = beam.pvalue.AsSingleton(self.num_shards)
         side = {"previous": beam.pvalue.AsDict(previous)}
+        rows_of = self.rows_of or (lambda e: 1)
         for name, keyed_elements in (("assigned", self.assigned), ("decisions", self.decisions)):
             if keyed_elements is not None:
                 side[name] = beam.pvalue.AsDict(
                     keyed_elements
-                    | f"{name.title()}ShardOnly" >> beam.Map(lambda e: (e[0], 1))
+                    | f"{name.title()}ShardOnly" >> beam.Map(lambda e: (e[0], rows_of(e[1])))
                     | f"{name.title()}PerShard" >> beam.CombinePerKey(sum))
         if isinstance(self.rows_read, beam.PCollection):
             side["rows_read"] = beam.pvalue.AsSingleton(self.rows_read)
@@ -224,7 +231,7 @@ class WriteShards(beam.PTransform):
         reports = (
             keyed
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(WriteShard(output, prefix, write, namespace), num_shards=n)
+            | "WriteShard" >> beam.ParDo(WriteShard(output, prefix, write, namespace, self.rows_of), num_shards=n)
         )
         return (
             reports
@@ -235,24 +242,28 @@ class WriteShards(beam.PTransform):
 
 
 def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list[str] | None, stage: str,
-                       namespace: str, build: Callable) -> dict[str, Any]:
+                       namespace: str, build: Callable, one_to_one: bool = False) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a stage that reads pair-shard folders and writes pair
     shards (dedup, annotate). `build(p, shards, num_shards, output, fingerprint, previous, sources)`
     wires the graph. The job is its config plus the exact input shards (their hashes), not file
-    names and sizes."""
+    names and sizes. `one_to_one`: one output shard per input shard (a stage whose writers re-read
+    their input shard), else as many as `shards.samples_per_shard` asks."""
     import dataclasses
+    from collections import Counter
 
     from curation.core.shards import INDEX_NAME, num_shards_for
 
     local_runner.pipeline_options(beam_args)  # first: the launcher's FileSystems get the job's stores
     shards, rows, sources = input_shards(inputs, stage)
-    num_shards = num_shards_for(rows, cfg.shards.samples_per_shard)
+    num_shards = len(shards) if one_to_one else num_shards_for(rows, cfg.shards.samples_per_shard)
+    per_folder = Counter(s.input_no for s in shards)
+    counts = [per_folder[i] for i in range(len(inputs))]
     semantic = dataclasses.replace(cfg, progress=True)
     index_paths = [f"{folder.rstrip('/')}/{INDEX_NAME}" for folder in inputs]
     identity = sorted((s.entry["tar_sha256"], s.entry["manifest_sha256"]) for s in shards)
     return run_sharded_job(
         index_paths, output, semantic,
-        lambda p, files, out, fp, prev: build(p, ReadInputShards(inputs, rows, stage), num_shards, out, fp, prev,
+        lambda p, files, out, fp, prev: build(p, ReadInputShards(inputs, rows, stage, counts), num_shards, out, fp, prev,
                                               sources),
         namespace, beam_args, input_identity=identity)
 

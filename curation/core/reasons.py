@@ -11,7 +11,7 @@ REASONS: dict[str, str] = {
     "malformed_row": "the metadata row could not be parsed (bad JSON line, wrong types)",
     "unreadable_file": "the metadata file stops being readable here (corrupt footer, bad compression)",
     "missing_url": "the row has no URL or local image path",
-    "dup_uid": "another input row already has this uid (kept the first in source order)",
+    "dup_uid": "another input row already has this uid (kept: the first in source order; in dedup, its best representative)",
     "subsampled": "left out by its meta dataset's repeat_time below 1 (a seeded share of the rows is kept)",
     # metadata filters
     "empty_caption": "caption is empty or whitespace",

@@ -102,13 +102,15 @@ def safe_member_name(name: str) -> str | None:
 
 
 def iter_tar_groups(tar_path_or_file: str | IO[bytes], strict: bool = False,
-                    max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[tuple[str, dict[str, bytes]]]:
+                    max_member_bytes: int = MAX_MEMBER_BYTES,
+                    lazy: Callable[[str], bool] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(key, {suffix: bytes}) per webdataset sample, in file order: members sharing the name before
     the first dot are one sample (they are written contiguously). Reads the tar as a stream (any
     readable file object) and extracts nothing to disk. A member over `max_member_bytes` is a
     ShardFormatError before a byte of it is read. `strict` raises ValueError on a member that
     is not a regular file, has an unsafe name (`safe_member_name`) or repeats within its sample;
-    otherwise non-file members are skipped."""
+    otherwise non-file members are skipped. Members whose suffix `lazy` accepts are not read: their
+    value is the (offset, size) of their bytes in the tar, for a reader that fetches them later."""
     if isinstance(tar_path_or_file, str):
         opened = tarfile.open(tar_path_or_file, "r|")
     else:
@@ -132,7 +134,7 @@ def iter_tar_groups(tar_path_or_file: str | IO[bytes], strict: bool = False,
             if strict and suffix in group:
                 raise ValueError(f"member {info.name!r} appears twice")
             key = k
-            group[suffix] = tar.extractfile(info).read()
+            group[suffix] = (info.offset_data, info.size) if lazy and lazy(suffix) else tar.extractfile(info).read()
         if key is not None:
             yield key, group
 
@@ -185,8 +187,14 @@ class ShardFormatError(ValueError):
     """A pair shard does not match its manifest or its index entry."""
 
 
+def _image_suffix(group: dict[str, Any]) -> str | None:
+    """The suffix of a sample's image member: its json's `ext`, else the first jpg / webp / png."""
+    meta = json.loads(group["json"]) if "json" in group else {}
+    return meta.get("ext") or next((s for s in group if s in ("jpg", "webp", "png")), None)
+
+
 def sample_from_members(group: dict[str, bytes]) -> Sample:
-    """A kept sample back from its webdataset members (`jpg|webp`, `json`, `txt`)."""
+    """A kept sample back from its webdataset members (`jpg|webp|png`, `json`, `txt`)."""
     meta = json.loads(group["json"])
     ext = meta.get("ext") or next(s for s in group if s in ("jpg", "webp"))
     pair = Pair(**{k: v for k, v in meta.items() if k in _PAIR_FIELDS})
@@ -204,7 +212,49 @@ def _pair_from_row(row: dict[str, Any]) -> Pair:
 def read_pair_shard(tar_file: IO[bytes], manifest_file: IO[bytes]) -> Iterator[Sample | Rejection]:
     """Every manifest row of one shard back as a record: kept rows with their stored members,
     rejected rows as Rejections (stage, reason and detail as written)."""
-    groups = dict(iter_tar_groups(tar_file, strict=True))
+    yield from _shard_records(dict(iter_tar_groups(tar_file, strict=True)), manifest_file)
+
+
+_SMALL_MEMBERS = frozenset({"json", "txt"})  # read at once by a lazy reader; every other member waits
+
+
+def read_pair_shard_lazy(tar_file: IO[bytes], manifest_file: IO[bytes]
+                         ) -> tuple[list[Sample | Rejection], Callable[[Sample], None]]:
+    """One shard's records without their image bytes, and `load(sample)`, which reads a kept
+    sample's image back from `tar_file` (seekable: a local file) into `image.data` and its stored
+    member: what a writer that re-reads its input shard streams with (`write_pair_shard(load=)`),
+    one image in memory instead of the shard."""
+    groups = dict(iter_tar_groups(tar_file, strict=True, lazy=lambda suffix: suffix not in _SMALL_MEMBERS))
+    where: dict[str, tuple[str, int, int]] = {}
+    for key, group in groups.items():
+        image = _image_suffix(group)
+        for suffix, value in group.items():
+            if suffix in _SMALL_MEMBERS:
+                continue
+            if suffix == image:  # left for `load`
+                where[key] = (suffix, *value)
+                group[suffix] = b""
+            else:  # another member a stage stored beside the image: small, read now
+                tar_file.seek(value[0])
+                group[suffix] = tar_file.read(value[1])
+
+    def load(sample: Sample) -> None:
+        if sample.pair.uid not in where:
+            raise ShardFormatError(f"{sample.pair.uid}: no image member in the tar")
+        suffix, offset, size = where[sample.pair.uid]
+        tar_file.seek(offset)
+        data = tar_file.read(size)
+        if len(data) != size:
+            raise ShardFormatError(f"{sample.pair.uid}.{suffix}: {len(data)} of {size} bytes in the tar")
+        sample.image.data = data
+        if sample.stored is not None:
+            sample.stored[suffix] = data
+
+    return list(_shard_records(groups, manifest_file)), load
+
+
+def _shard_records(groups: dict[str, dict[str, Any]], manifest_file: IO[bytes]) -> Iterator[Sample | Rejection]:
+    """Manifest rows in order, kept ones built from their tar members (`groups`)."""
     table = pq.read_table(manifest_file)
     kept = 0
     for row in table.to_pylist():
@@ -278,12 +328,14 @@ def write_pair_shard(shard: int, name: str, records: Iterable[Sample | Rejection
 
     def stream():
         for s in kept:
-            fill = load is not None and not s.image.data and s.stored is None
+            fill = load is not None and not s.image.data
             if fill:
                 load(s)
             yield from sample_members(s)
-            if fill:
+            if fill:  # dropped again: one image in memory at a time
                 s.image.data = b""
+                if s.stored is not None and s.image.ext in s.stored:
+                    s.stored[s.image.ext] = b""
 
     where = write_tar(tar_out, stream())
     if members is not None:

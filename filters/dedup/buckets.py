@@ -40,6 +40,23 @@ def cascade(cfg: DedupConfig, images: bool = True) -> tuple[list[str], list[str]
     return exact, near
 
 
+# the DupKey field each step reads (the uid step reads the node, which every key keeps)
+_STEP_FIELDS = {("exact", "url"): "url", ("exact", "caption"): "caption", ("exact", "image"): "sha256",
+                ("exact", "uid"): None, ("near", "caption"): "caption", ("near", "image"): "phash"}
+
+
+def fields_needed(steps: list[tuple[str, str]]) -> frozenset[str]:
+    """The DupKey fields the given (exact | near, kind) steps read."""
+    return frozenset(f for step in steps if (f := _STEP_FIELDS[step]))
+
+
+def slim(key: DupKey, keep: frozenset[str]) -> DupKey:
+    """The key without the fields no remaining step reads: what is left of the cascade shuffles
+    only what it uses (a caption is not carried into the image steps, a URL past its own)."""
+    return key._replace(url=key.url if "url" in keep else None, caption=key.caption if "caption" in keep else "",
+                        sha256=key.sha256 if "sha256" in keep else None, phash=key.phash if "phash" in keep else None)
+
+
 def exact_group(group: Iterable[DupKey]) -> tuple[DupKey | None, int]:
     """(representative, size) of an exact-key group in one pass: the minimum node survives.
 

@@ -24,6 +24,7 @@ DETAIL = {
     "dup_url": "same URL as",
     "dup_caption": "same normalised caption as",
     "dup_image": "same image bytes as",
+    "dup_uid": "same uid as",
     "near_dup_caption": "caption near-duplicate of",
     "near_dup_image": "image near-duplicate of",
 }
@@ -53,9 +54,9 @@ class DupKey(NamedTuple):
     """What dedup needs of one record: light, so only these travel through the shuffles."""
 
     node: str
-    url: str | None  # normalised
+    url: str | None  # a 96-bit hash of the normalised URL (equality is all the URL step asks)
     caption: str
-    sha256: str | None
+    sha256: str | None  # the image's sha256, its first 128 bits
     phash: str | None  # 16 hex digits
 
 
@@ -120,17 +121,29 @@ def origin_tiebreak(*parts: object) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
-def pair_node(pair, score_field: str | None, origin: tuple = ()) -> str:
+HOME = "@"  # in a node's tiebreak: the output shard its row is written to, and its position there
+
+
+def pair_node(pair, score_field: str | None, origin: tuple[int, int] | None = None) -> str:
     """The node of a pair: its score and uid, then its source file and row, then `origin` (where
-    one input row can arrive more than once: the input, shard and position it was read from)."""
+    one input row can arrive more than once: the shard it was read from, numbered across every
+    input, and its position there, which is also its home: the output shard that writes it)."""
     tiebreak = origin_tiebreak(pair.source_file, pair.source_row)
-    if origin:
-        tiebreak += origin_tiebreak(*origin)
+    if origin is not None:
+        tiebreak += f"{HOME}{origin[0]:x}.{origin[1]:x}"
     return node_id(pair.uid, score_of(pair, score_field), tiebreak)
 
 
-def origin_row(item: tuple[tuple, Any], score_field: str | None) -> Row:
-    """(origin, pair-shard record) as a shard reader tags it -> the record's `Row`."""
+def node_home(node: str) -> int:
+    """The output shard a node's row is written to (the shard number `pair_node` got with its origin)."""
+    tiebreak = node.split(SEP, 1)[1]
+    if HOME not in tiebreak:
+        raise ValueError(f"node {node!r} carries no home shard (made without an origin)")
+    return int(tiebreak.rsplit(HOME, 1)[1].split(".", 1)[0], 16)
+
+
+def origin_row(item: tuple[tuple[int, int], Any], score_field: str | None) -> Row:
+    """((shard, position), pair-shard record) as a shard reader tags it -> the record's `Row`."""
     from curation.core.records import record_pair
 
     origin, rec = item
@@ -141,8 +154,8 @@ def dup_key(pair, score_field: str | None, sha256: str | None = None, phash: str
             node: str | None = None) -> DupKey:
     """The DupKey of a pair under `node` (default `pair_node`: the tiebreak tells rows apart that
     share a uid)."""
-    url = normalize_url(pair.url) if pair.url else None
-    return DupKey(node or pair_node(pair, score_field), url, pair.caption or "", sha256, phash)
+    url = _hash_normalized(normalize_url(pair.url)) if pair.url else None
+    return DupKey(node or pair_node(pair, score_field), url, pair.caption or "", sha256[:32] if sha256 else None, phash)
 
 
 def caption_hash(caption: str) -> str:
@@ -164,6 +177,7 @@ EXACT_KEYS = {
     "url": ("dup_url", lambda k: k.url),
     "caption": ("dup_caption", _caption_key),
     "image": ("dup_image", lambda k: k.sha256),
+    "uid": ("dup_uid", lambda k: node_uid(k.node)),  # rows of one uid in different shards (dedup's last exact step)
 }
 
 
@@ -190,17 +204,23 @@ def apply_decisions(elements: Iterable) -> list:
     """One shard's `Row`s mixed with the Decisions for them -> the records in node order, each kept
     sample whose node a Decision names turned into a `dedup` Rejection (detail ends with the
     representative). Matched by node, never by uid: two rows sharing a uid are two rows. A Decision
-    whose row never arrived changes nothing here: the shard is short, which the row count before
-    the index catches (`RowsLost`)."""
+    that names no kept row of the shard is a ValueError: it was keyed to the wrong shard, or its row
+    changed, and the row it meant would stay."""
     from curation.core.records import Rejection, Sample
 
     decided, rows = split_decisions(elements, lambda d: d.node)
     rows.sort(key=lambda r: r.node)
     out = []
+    applied = 0
     for row in rows:
         rec = row.record
         d = decided.get(row.node) if isinstance(rec, Sample) else None
+        applied += d is not None
         out.append(Rejection(rec.pair, "dedup", d.reason, d.detail) if d is not None else rec)
+    if applied != len(decided):
+        missing = sorted(set(decided) - {r.node for r in rows if isinstance(r.record, Sample)})
+        raise ValueError(f"{len(missing)} dedup decisions name no kept row of this shard, "
+                         f"e.g. {node_uid(missing[0])} ({decided[missing[0]].reason})")
     return out
 
 

@@ -8,37 +8,50 @@ import apache_beam as beam
 from curation.core.shards import shard_of
 from filters.dedup import buckets
 from filters.dedup.config import DedupConfig
-from filters.dedup.keys import Decision
+from filters.dedup.keys import Decision, DupKey
 from pipelines.dedup.exact import ExactDedup
 from pipelines.dedup.near import NearDuplicates
 
 
 class DedupDecisions(beam.PTransform):
     """DupKeys -> Decisions for every duplicate, in the cascade URL -> caption -> image bytes ->
-    near caption -> near image; each step sees only the previous steps' survivors."""
+    (uid, with `unique_uids`) -> near caption -> near image; each step sees only the previous
+    steps' survivors."""
 
-    def __init__(self, cfg: DedupConfig, namespace: str, images: bool = True) -> None:
+    def __init__(self, cfg: DedupConfig, namespace: str, images: bool = True, unique_uids: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.namespace = namespace
         self.images = images
+        self.unique_uids = unique_uids
 
     def expand(self, keys):
         cfg = self.cfg
         decisions = []
         exact, near = buckets.cascade(cfg, self.images)
-        for kind in exact:
-            keys, dups = keys | f"Exact{kind.title()}" >> ExactDedup(kind, self.namespace)
+        if self.unique_uids:  # rows that share a uid and nothing else: their writers are apart
+            exact = [*exact, "uid"]
+        steps = [("exact", k) for k in exact] + [("near", k) for k in near]
+
+        def slimmed(keys, at: int):  # only the fields the steps from `at` on read go further
+            return keys | f"Slim{at}" >> beam.Map(buckets.slim, buckets.fields_needed(steps[at:]))
+
+        keys = slimmed(keys, 0)
+        for i, kind in enumerate(exact):
+            keep = buckets.fields_needed(steps[i + 1:])
+            keys, dups = keys | f"Exact{kind.title()}" >> ExactDedup(kind, self.namespace, keep)
             decisions.append(dups)
         for i, kind in enumerate(near):
             found = keys | f"Near{kind.title()}" >> NearDuplicates(kind, cfg, self.namespace)
             decisions.append(found)
             if i + 1 < len(near):
+                keys = slimmed(keys, len(exact) + i + 1)
                 keys = (
-                    {"keys": keys | f"KeyByNode{kind.title()}" >> beam.Map(lambda k: (k.node, k)),
+                    {"keys": keys | f"KeyByNode{kind.title()}" >> beam.Map(lambda k: (k.node, tuple(k))),
                      "decisions": found | f"DecisionsByNode{kind.title()}" >> beam.Map(lambda d: (d.node, d))}
                     | f"Drop{kind.title()}Dups" >> beam.CoGroupByKey()
                     | f"Survivors{kind.title()}" >> beam.FlatMap(buckets.undecided)
+                    | f"Keys{kind.title()}" >> beam.Map(DupKey._make)  # tuples in the shuffle (exact.py)
                 )
         if not decisions:
             return keys.pipeline | "NoDecisions" >> beam.Create([])
@@ -63,5 +76,5 @@ class DedupDecisions(beam.PTransform):
 
 
 def decision_shard(d: Decision, num_shards: int):
-    """A Decision keyed by the shard its record hashes to, so the shard writer applies it."""
+    """A Decision keyed by the shard its record's uid hashes to (plan), so that shard's writer applies it."""
     return shard_of(d.uid, num_shards), d

@@ -1,7 +1,11 @@
-"""Dedup: pair shards -> exact (URL, caption, image bytes) and near-duplicate (MinHash LSH on captions,
-bit-sampling LSH on image pHashes) decisions -> the same records re-sharded, duplicates rejected.
+"""Dedup: pair shards -> exact (URL, caption, image bytes, uid) and near-duplicate (MinHash LSH on
+captions, bit-sampling LSH on image pHashes) decisions -> one output shard per input shard, its
+duplicates rejected.
 
-Only wiring (the logic: filters/dedup/). No step holds all keys or signatures in one process: exact
+Only wiring (the logic: filters/dedup/). Keys and decisions cross the shuffles, never image bytes:
+the first read takes only what dedup keys on (`ReadShard(lazy=True)`), and each output shard's
+writer re-reads its own input shard and streams it out with that shard's decisions applied, as
+TFDS and datatrove rewrite shards. No step holds all keys or signatures in one process: exact
 groups (pipelines/dedup/exact.py), caption buckets and image table partitions (near.py) are
 GroupByKeys, components (components.py) are one union-find only while the edge list fits a worker
 (`components.max_local_edges`), else rounds of large-star / small-star. `DedupDecisions`
@@ -14,14 +18,12 @@ from typing import Any
 
 import apache_beam as beam
 
-from curation.core.records import record_uid
-from curation.core.shards import write_pair_shard
 from filters.dedup import buckets
 from filters.dedup.config import DedupConfig
-from filters.dedup.keys import Row, apply_decisions, origin_row
-from pipelines.dedup.decisions import DedupDecisions, decision_shard
-from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_pair_shard_job
-from pipelines.sharded_input import ReadInputShards, ReadShard
+from filters.dedup.keys import Decision, Row, apply_decisions, node_home, origin_row
+from pipelines.dedup.decisions import DedupDecisions
+from pipelines.sharded_input import InputShard, ReadInputShards, ReadShard, opened_shard, shard_rows
+from pipelines.sharded_output import WriteShards, not_done, run_pair_shard_job
 
 NS = "curate.dedup"
 
@@ -29,50 +31,62 @@ NS = "curate.dedup"
 # The dedup stage over pair shards
 
 
-def write_dedup_shard(shard: int, name: str, elements, tar_file, manifest_file):
-    """Rows and the Decisions that hash to this shard -> a pair shard with duplicates rejected."""
-    return write_pair_shard(shard, name, apply_decisions(elements), tar_file, manifest_file)
+def dedup_shard_writer(score_field: str | None):
+    """The shard writer: (its InputShard, the Decisions whose rows live there) -> the input shard
+    re-read and written out in node order, each decided row a `dedup` Rejection naming the kept
+    representative, images streamed from the spill one at a time."""
+    from curation.core.records import record_pair
+    from curation.core.shards import write_pair_shard
+    from filters.dedup.keys import pair_node
 
+    def write(shard: int, name: str, elements, tar_file, manifest_file):
+        sources = [e for e in elements if isinstance(e, InputShard)]
+        decisions = [e for e in elements if isinstance(e, Decision)]
+        if len(sources) != 1 or sources[0].number != shard:
+            raise ValueError(f"{name}: {len(sources)} input shards reached its writer, expected shard {shard}")
+        with opened_shard(sources[0]) as (records, load):
+            rows = [Row(pair_node(record_pair(rec), score_field, (shard, position)), rec)
+                    for position, rec in enumerate(records)]
+            return write_pair_shard(shard, name, apply_decisions(rows + decisions), tar_file, manifest_file,
+                                    load=load)
 
-def _row_uid(row: Row) -> str:
-    return record_uid(row.record)
+    return write
 
 
 def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: ReadInputShards, num_shards: int, output: str,
                 fingerprint: str, previous: beam.PCollection, sources: list[str]) -> beam.PCollection:
     """Wire the dedup graph on `p`; returns the PCollection holding the written index."""
     prefix = cfg.shards.prefix
-    # Each row tagged with where it was read (input, shard, position): rows repeated across inputs
-    # stay distinct nodes, and a Decision removes only the copy it names.
-    rows = (
-        p
-        | "InputShards" >> shards
-        | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "dedup", origin=True))
-        | "Rows" >> beam.Map(origin_row, cfg.score_field)
-    )
+    inputs = p | "InputShards" >> shards
+    # Each row tagged with where it was read (shard across all inputs, position): rows repeated
+    # across inputs stay distinct nodes, and a Decision names the one shard that removes its row.
     decisions = (
-        rows
+        inputs
+        | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "dedup", origin=True, lazy=True))
+        | "Rows" >> beam.Map(origin_row, cfg.score_field)
         | "DupKeys" >> beam.FlatMap(buckets.sample_dup_keys, cfg.score_field)
-        | "Dedup" >> DedupDecisions(cfg, NS)
+        | "Dedup" >> DedupDecisions(cfg, NS, unique_uids=True)
     )
     count = p | "NumShards" >> beam.Create([num_shards])
     n = beam.pvalue.AsSingleton(count)
     todo, done = not_done(prefix), beam.pvalue.AsDict(previous)
-    assigned = rows | "AssignShard" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=_row_uid)
-    decided = decisions | "DecisionShard" >> beam.Map(decision_shard, num_shards=n)
+    assigned = inputs | "OneShardEach" >> beam.Map(lambda s: (s.number, s))
+    decided = decisions | "DecisionShard" >> beam.Map(lambda d: (node_home(d.node), d))
     keyed = (
         (assigned, decided)
-        | "RowsAndDecisions" >> beam.Flatten()
+        | "ShardsAndDecisions" >> beam.Flatten()
         | "SkipDoneShards" >> beam.Filter(todo, num_shards=n, done=done)
     )
-    return keyed | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_dedup_shard, count, previous, NS,
+    return keyed | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, dedup_shard_writer(cfg.score_field),
+                                          count, previous, NS,
                                           extra={"source": "+".join(sources), "dedup_of": sources},
-                                          assigned=assigned, decisions=decided,
-                                          rows_read=shards.rows)
+                                          assigned=assigned, decisions=decided, rows_read=shards.rows,
+                                          rows_of=shard_rows)
 
 
 def run_dedup(cfg: DedupConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a dedup job over pair-shard folders; returns the index."""
     return run_pair_shard_job(
         cfg, inputs, output, beam_args, "dedup", NS,
-        lambda p, shards, n, out, fp, prev, sources: build_dedup(p, cfg, shards, n, out, fp, prev, sources))
+        lambda p, shards, n, out, fp, prev, sources: build_dedup(p, cfg, shards, n, out, fp, prev, sources),
+        one_to_one=True)
