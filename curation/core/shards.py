@@ -196,7 +196,7 @@ def _image_suffix(group: dict[str, Any]) -> str | None:
 def sample_from_members(group: dict[str, bytes]) -> Sample:
     """A kept sample back from its webdataset members (`jpg|webp|png`, `json`, `txt`)."""
     meta = json.loads(group["json"])
-    ext = meta.get("ext") or next(s for s in group if s in ("jpg", "webp"))
+    ext = _image_suffix(group)
     pair = Pair(**{k: v for k, v in meta.items() if k in _PAIR_FIELDS})
     image = ImageInfo(data=group[ext], **{k: v for k, v in meta.items() if k in _IMAGE_FIELDS})
     return Sample(pair, image, stored=dict(group))
