@@ -76,6 +76,15 @@ def mkdirs(path: str) -> None:
                 raise
 
 
+def _send_empty_part(f: IO[bytes]) -> None:
+    """An empty object on S3: Beam's uploader completes a multipart upload with no part at all,
+    which S3 refuses (NoSuchUpload / MalformedXML), so an empty file (a shard's jsonl with no kept
+    row) could not be written. One empty part makes it valid: S3 has no minimum for the last part."""
+    uploader = getattr(getattr(f, "raw", None), "_uploader", None)
+    if type(uploader).__name__ == "S3Uploader" and not uploader.parts and not uploader.buffer:
+        uploader._write_to_s3(b"")
+
+
 def write_atomic(path: str, fill: Callable[[IO[bytes]], T]) -> T:
     """Write through `fill(f)` so readers never see a partial file. On local disk (and HDFS): a
     unique temp name, then a rename onto `path` (a retried bundle never clobbers another attempt's
@@ -87,6 +96,8 @@ def write_atomic(path: str, fill: Callable[[IO[bytes]], T]) -> T:
         try:
             result = fill(parts)
             parts.close()
+            if parts.position == 0:
+                _send_empty_part(f)
         except BaseException:
             f.close()  # the upload cannot be abandoned through Beam's writer: remove what it left
             FileSystems.delete([path])

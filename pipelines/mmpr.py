@@ -9,7 +9,6 @@ row: kept with its pairs, or rejected with a reason.
 
 from __future__ import annotations
 
-import functools
 import posixpath
 from typing import Any, Iterable, Sequence
 
@@ -71,14 +70,16 @@ class PolicyHandler(_BatchedHandler):
         return self.served(build_policy(self.policy))
 
     def run_inference(self, batch: Sequence[MmprTask], model, inference_args=None) -> Iterable[PredictionResult]:
-        from curation.mmpr.tasks import continuation_request, sample_requests
+        from curation.mmpr.tasks import continuation_request, sample_requests, task_images
 
         info = model.info()
         if self.mode == "sample":
-            requests = [sample_requests(t, self.cfg, info["per_request_seed"]) for t in batch]
+            requests = [sample_requests(t, self.cfg, info["per_request_seed"], task_images(t, fsio.read_image))
+                        for t in batch]
             sampling = self.cfg.sampling
         else:
-            requests = [[continuation_request(t, self.cfg, info["per_request_seed"], getattr(self, "cut_tokenizer", None))]
+            requests = [[continuation_request(t, self.cfg, info["per_request_seed"], getattr(self, "cut_tokenizer", None),
+                                              task_images(t, fsio.read_image) if self.cfg.dropout_ntp.with_image else ())]
                         for t in batch]
             sampling = self.cfg.continue_sampling
         flat = model.generate([r for rs in requests for r in rs], sampling)
@@ -122,13 +123,14 @@ def uid_of(task: MmprTask) -> str:
     return task.uid
 
 
-def write_shard(shard: int, name: str, records, tar_file, manifest_file, output: str):
+def write_shard(shard: int, name: str, records, tar_file, manifest_file):
+    """One shard; each kept question's images are read again (by path, or from its row) as they are
+    streamed into the tar."""
     from curation.mmpr.shards import write_mmpr_shard
+    from curation.mmpr.tasks import task_images
 
-    def write_file(rel: str, data: bytes) -> None:
-        fsio.write_atomic(fsio.join(output, rel), lambda f: f.write(data))
-
-    return write_mmpr_shard(shard, name, records, tar_file, manifest_file, write_file)
+    return write_mmpr_shard(shard, name, records, tar_file, manifest_file,
+                            lambda task: task_images(task, fsio.read_image))
 
 
 def build_mmpr(p: beam.Pipeline, cfg: MmprConfig, files: list[str], output: str, fingerprint: str,
@@ -151,12 +153,11 @@ def build_mmpr(p: beam.Pipeline, cfg: MmprConfig, files: list[str], output: str,
                  | "BeforeContinue" >> beam.Reshuffle()
                  | "Continue" >> RunInference(PolicyHandler(cfg.continuation_policy, cfg, "continue"))
                  | "DropoutPair" >> beam.FlatMap(_after_continuation, cfg).with_outputs("done", main="todo"))
-    write = functools.partial(write_shard, output=output)
     return (
         (read.done, sampled.done, continued.done)
         | "AllTasks" >> beam.Flatten()
         | "ShardAgain" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
-        | "Write" >> WriteShards(output, prefix, "mmpr", fingerprint, write, num_shards, previous, NS,
+        | "Write" >> WriteShards(output, prefix, "mmpr", fingerprint, write_shard, num_shards, previous, NS,
                                  extra={"policy": cfg.policy.label, "continuation": cfg.continuation_policy.label,
                                         "style": cfg.prompt.style},
                                  assigned=assigned, rows_read=rows_read)

@@ -133,6 +133,34 @@ def test_mmpr_then_pack_then_mpo_training(mmpr_run, tmp_path, tokenizer):
     assert all(m["pairs"] >= 1 and np.isfinite(m["dpo"]) for m in metrics)
 
 
+@pytest.mark.slow
+def test_mmpr_keeps_images_only_in_its_tars_and_exports_them_for_internvl(mmpr_run, tmp_path):
+    """No image is stored outside a tar; `curate export internvl` writes the pairs with `image` a
+    relative file path holding the tar member's bytes, each image once."""
+    from curation.cli.main import main
+    from curation.core.image_refs import parse_member_ref, read_image_bytes
+
+    out, index = mmpr_run
+    assert not (out / "images").exists() and {p.suffix for p in out.iterdir() if p.is_file()} <= {
+        ".tar", ".parquet", ".jsonl", ".json"}
+    target = tmp_path / "internvl"
+    assert main(["export", "internvl", "--input", str(out), "--output", str(target)]) == 0
+    names = set()
+    for src in sorted(out.glob("*.jsonl")):
+        ours = [json.loads(line) for line in src.read_text().splitlines()]
+        theirs = [json.loads(line) for line in (target / src.name).read_text().splitlines()]
+        assert [{**r, "image": None} for r in ours] == [{**r, "image": None} for r in theirs]
+        for a, b in zip(ours, theirs):
+            refs = a["image"] if isinstance(a["image"], list) else [a["image"]]
+            files = b["image"] if isinstance(b["image"], list) else [b["image"]]
+            for ref, rel in zip(refs, files):
+                assert rel == f"images/{src.stem}/{parse_member_ref(ref).member}"
+                assert (target / rel).read_bytes() == read_image_bytes(str(out / ref), lambda p: open(p, "rb"))
+                names.add(rel)
+    assert index["stats"]["pairs"] > 0 and sorted(names) == sorted(
+        str(p.relative_to(target)) for p in (target / "images").rglob("*") if p.is_file())
+
+
 # ---------------------------------------------------------------------------------------------
 # The per-row logic on given responses (no model)
 
@@ -140,7 +168,7 @@ ITEM = MmprItem("q", ("a.png",), "What is 2 + 2?", "4", "number")
 
 
 def _task(item=ITEM) -> MmprTask:
-    return MmprTask(item.id, "f.jsonl", 0, item, [b"png"], ["png"])
+    return MmprTask(item.id, "f.jsonl", 0, item, image_paths=[""], image_exts=["png"], embedded=[b"png"])
 
 
 def _resp(text: str, finish_reason: str = "stop") -> PolicyResponse:
@@ -249,9 +277,16 @@ def test_a_uid_kept_twice_keeps_the_first_row_only():
         task.pairs = [{"id": f"q_c{row}", "method": "correctness", "chosen": "a", "rejected": "b"}]
         return task
 
-    written: dict[str, bytes] = {}
-    report, extra = write_mmpr_shard(0, "mmpr-00000-of-00001", [kept(7), kept(3)], io.BytesIO(), io.BytesIO(),
-                                     written.__setitem__)
+    loaded = []
+    tar = io.BytesIO()
+    report, extra = write_mmpr_shard(0, "mmpr-00000-of-00001", [kept(7), kept(3)], tar, io.BytesIO(),
+                                     lambda task: loaded.append(task.source_row) or (b"png",))
     assert report.kept == 1 and report.reasons == {"dup_uid": 1} and report.rows == 2
     rows = [json.loads(line) for line in extra["mmpr-00000-of-00001.jsonl"].decode().splitlines()]
-    assert [r["id"] for r in rows] == ["q_c3"] and list(written) == ["images/mmpr-00000-of-00001/q_0.png"]
+    assert [r["id"] for r in rows] == ["q_c3"] and loaded == [3]  # only the kept question's images are read
+    # the pair names its image inside the tar, by byte range, and nothing is written beside the shard
+    from curation.core.image_refs import parse_member_ref, read_range
+
+    ref = parse_member_ref(rows[0]["image"])
+    assert ref.tar == "mmpr-00000-of-00001.tar" and ref.member == "q.0.png"
+    assert read_range(tar, ref.offset, ref.size, "tar") == b"png"

@@ -72,10 +72,13 @@ class HashingWriter(io.RawIOBase):
         return self.sha.hexdigest()
 
 
-def write_tar(f: IO[bytes], members: Iterable[tuple[str, bytes]]) -> dict[str, tuple[int, int]]:
+def write_tar(f: IO[bytes], members: Iterable[tuple[str, bytes]],
+              where: dict[str, tuple[int, int]] | None = None) -> dict[str, tuple[int, int]]:
     """A tar with fixed headers (mtime, owner, mode) in the given member order; streams. Returns
-    each member's (offset, size) of its bytes in the tar, for readers that fetch one by range."""
-    where: dict[str, tuple[int, int]] = {}
+    each member's (offset, size) of its bytes in the tar, for readers that fetch one by range;
+    `where`, when given, is filled as the members are written, so a lazy `members` can name the
+    byte ranges of the members before it."""
+    where = {} if where is None else where
     with tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)

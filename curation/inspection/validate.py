@@ -101,7 +101,7 @@ def _check_shard(ss: ShardSet, entry: dict[str, Any], problems: list[str]) -> tu
         stream = io.BufferedReader(reader, 1 << 20)
         try:
             if ss.kind == "preference":
-                questions = _check_preferences(ss, entry, iter_tar_groups(stream, strict=True), problems)
+                questions = _check_preferences(ss, entry, iter_tar_groups(stream, strict=True, lazy=_not_json), problems)
                 if questions != {r["uid"] for r in kept_rows}:
                     problems.append(f"{entry['tar']}: tar questions differ from the manifest's kept rows")
             elif ss.kind == "pair":
@@ -159,14 +159,23 @@ def _check_pairs(name: str, groups, problems: list[str]) -> set[str]:
     return seen
 
 
+def _not_json(suffix: str) -> bool:
+    return suffix != "json"
+
+
 def _check_preferences(ss: ShardSet, entry: dict[str, Any], groups, problems: list[str]) -> set[str]:
     """MMPR shards: each kept question's json and images in the tar, its pairs equal to the rows of
-    `{name}.jsonl` (whose sha256 the index lists), every pair's images present beside the shard."""
+    `{name}.jsonl` (whose sha256 the index lists), every pair's image a member of this tar at the
+    byte range it names (a shard from before images moved into the tar: a file beside it)."""
+    from curation.core.image_refs import parse_member_ref
+
     name = entry["name"]
     seen: set[str] = set()
+    ranges: dict[str, tuple[int, int]] = {}
     tar_pairs: list[dict[str, Any]] = []
     for key, group in groups:
         seen.add(key)
+        ranges.update({f"{key}.{suffix}": where for suffix, where in group.items() if suffix != "json"})
         try:
             doc = json.loads(group["json"])
             tar_pairs += doc["pairs"]
@@ -189,6 +198,12 @@ def _check_preferences(ss: ShardSet, entry: dict[str, Any], groups, problems: li
             problems.append(f"{jsonl}: pair {row.get('id')} lacks {missing}")
             continue
         for image in row["image"] if isinstance(row["image"], list) else [row["image"]]:
+            ref = parse_member_ref(image)
+            if ref is not None:
+                if ref.tar != entry["tar"] or ranges.get(ref.member) != (ref.offset, ref.size):
+                    problems.append(f"{jsonl}: pair {row['id']}: image {image} is not a member of {entry['tar']} "
+                                    f"at that byte range")
+                continue
             try:
                 open_binary(ss.path(image)).close()
             except OSError:

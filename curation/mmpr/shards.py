@@ -1,10 +1,11 @@
 """The MMPR stage's files: reading question jsonl into tasks, and one output shard.
 
-Per shard `{name}.jsonl` (InternVL MPO rows, sorted by id; image paths relative to the output
-folder, the pack stage's default image root) with its images under `images/{name}/`, `{name}.tar`
-(webdataset: per kept question `{uid}.json` with its pairs and every sampled response, and its
-images) and `{name}.parquet` (one manifest row per input row: kept with its pair count, or rejected
-with stage, reason and detail).
+Per shard `{name}.tar` (webdataset: per kept question its images `{uid}.{k}.{ext}`, then
+`{uid}.json` with its pairs and every sampled response), `{name}.jsonl` (InternVL MPO rows, sorted
+by id, each naming its images inside the tar by byte range, `{name}.tar!/{uid}.0.jpg@offset:size`,
+relative to the output folder, pack's default image root; `curate export internvl` writes them as
+loose files for InternVL's own reader) and `{name}.parquet` (one manifest row per input row: kept
+with its pair count, or rejected with stage, reason and detail). No image is stored outside a tar.
 """
 
 from __future__ import annotations
@@ -79,26 +80,33 @@ def _manifest_row(t: MmprTask) -> dict[str, Any]:
 
 
 def write_mmpr_shard(shard: int, name: str, records: Iterable[MmprTask], tar_file: IO[bytes], manifest_file: IO[bytes],
-                     write_file: Callable[[str, bytes], None]) -> tuple[ShardReport, dict[str, bytes]]:
-    """One shard from all its tasks (kept and rejected); `write_file(relative path, data)` writes an
-    image beside the shard. Returns the report and `{name}.jsonl`."""
+                     load: Callable[[MmprTask], tuple[bytes, ...]]) -> tuple[ShardReport, dict[str, bytes]]:
+    """One shard from all its tasks (kept and rejected); `load(task)` reads a kept question's
+    images again, one question at a time, as they are streamed into the tar. Its pairs name them
+    there (`{name}.tar!/{uid}.{k}.{ext}@offset:size`), in the tar's json and in `{name}.jsonl`
+    alike. Returns the report and `{name}.jsonl`."""
+    from curation.core.image_refs import member_ref
+
     tasks = _resolve_collisions(records)
     kept = sorted((t for t in tasks if t.pairs), key=lambda t: t.uid)
-    lines, members, methods = [], [], Counter()
-    for task in kept:
-        rels = [f"images/{name}/{task.uid}_{k}.{ext}" for k, ext in enumerate(task.image_exts)]
-        for rel, data in zip(rels, task.images):
-            write_file(rel, data)
-        doc = {"id": task.uid, "responses": task.responses, "pairs": []}
-        for pair in sorted(task.pairs, key=lambda p: p["id"]):
-            row = {**pair, "image": rels[0] if len(rels) == 1 else rels}
-            lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
-            doc["pairs"].append(row)
-            methods[pair["method"]] += 1
-        members.append((f"{task.uid}.json", json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()))
-        members += [(f"{task.uid}.{k}.{ext}", data) for k, (ext, data) in enumerate(zip(task.image_exts, task.images))]
+    lines, methods = [], Counter()
+    where: dict[str, tuple[int, int]] = {}
+
+    def members() -> Iterator[tuple[str, bytes]]:
+        for task in kept:  # images first, so the json after them can name their byte ranges
+            names = [f"{task.uid}.{k}.{ext}" for k, ext in enumerate(task.image_exts)]
+            yield from zip(names, load(task))
+            refs = [member_ref(f"{name}.tar", m, *where[m]) for m in names]
+            doc = {"id": task.uid, "responses": task.responses, "pairs": []}
+            for pair in sorted(task.pairs, key=lambda p: p["id"]):
+                row = {**pair, "image": refs[0] if len(refs) == 1 else refs}
+                lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
+                doc["pairs"].append(row)
+                methods[pair["method"]] += 1
+            yield f"{task.uid}.json", json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()
+
     tar_out = HashingWriter(tar_file)
-    write_tar(tar_out, members)
+    write_tar(tar_out, members(), where)
     man_out = HashingWriter(manifest_file)
     rows = [_manifest_row(t) for t in tasks]
     write_rows(rows, MMPR_MANIFEST, man_out)

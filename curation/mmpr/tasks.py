@@ -23,8 +23,11 @@ class MmprTask:
     source_file: str
     source_row: int
     item: MmprItem | None = None
-    images: list[bytes] = field(default_factory=list)
+    # Image k is read again where its bytes are needed (the policy, the shard writer), never carried
+    # through the shuffles: its full path, or "" when the row carried its bytes (kept in `embedded`).
+    image_paths: list[str] = field(default_factory=list)
     image_exts: list[str] = field(default_factory=list)
+    image_digests: list[str] = field(default_factory=list)  # blake2b-128 of image k as first read
     embedded: list[bytes | None] = field(default_factory=list)  # image k's bytes when the row carried them
     responses: list[dict[str, Any]] = field(default_factory=list)  # text, finish_reason, correct, meta
     pairs: list[dict[str, Any]] = field(default_factory=list)
@@ -41,8 +44,27 @@ class MmprTask:
 
     def reject(self, stage: str, reason: str, detail: str = "") -> "MmprTask":
         self.stage, self.reason, self.detail = stage, reason, detail[:500]
-        self.images, self.embedded = [], []
+        self.image_paths, self.image_exts, self.image_digests, self.embedded = [], [], [], []
         return self
+
+
+def image_digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def task_images(task: MmprTask, read: Any) -> tuple[bytes, ...]:
+    """The task's image bytes, in order: the row's own, or read again by path with `read(path)`.
+    A file whose bytes differ from the first read is an error that names it: the input changed
+    under the running job, and the pairs would name another image."""
+    out = []
+    for k, path in enumerate(task.image_paths):
+        data = task.embedded[k] if k < len(task.embedded) and task.embedded[k] is not None else read(path)
+        if k < len(task.image_digests) and image_digest(data) != task.image_digests[k]:
+            raise OSError(f"{path or task.source_file}: image {k} of {task.uid} changed since the job read it")
+        out.append(data)
+    return tuple(out)
 
 
 
@@ -148,16 +170,16 @@ def wants_dropout(task: MmprTask, cfg) -> bool:
 
 
 
-def sample_requests(task: MmprTask, cfg, per_request_seed: bool):
-    """The policy requests for one question: `correctness.samples` of them with a ground truth, one
-    (the Dropout NTP chosen response) without."""
+def sample_requests(task: MmprTask, cfg, per_request_seed: bool, images: tuple[bytes, ...] = ()):
+    """The policy requests for one question (`images`: its image bytes): `correctness.samples` of
+    them with a ground truth, one (the Dropout NTP chosen response) without."""
     from curation.mmpr.policy import PolicyRequest
 
     n = cfg.correctness.samples if wants_correctness(task, cfg) else 1 if wants_dropout(task, cfg) else 0
     base = item_seed(cfg.sampling.seed, task.uid)
     prompt = render_prompt(cfg.prompt.template, task.item.question)
     history = _history(cfg)
-    return [PolicyRequest(prompt, tuple(task.images), history, "", (base + k) & 0x7FFFFFFF if per_request_seed else base)
+    return [PolicyRequest(prompt, images, history, "", (base + k) & 0x7FFFFFFF if per_request_seed else base)
             for k in range(n)]
 
 
@@ -202,14 +224,15 @@ def after_sampling(task: MmprTask, responses: Sequence[Any], cfg, policy_label: 
 
 
 
-def continuation_request(task: MmprTask, cfg, per_request_seed: bool, tokenizer: Any = None):
+def continuation_request(task: MmprTask, cfg, per_request_seed: bool, tokenizer: Any = None,
+                         images: tuple[bytes, ...] = ()):
     """Dropout NTP: continue the chosen response's prefix (cut by `tokenizer`'s tokens when given;
-    kept on the task for the pair), without the image unless configured."""
+    kept on the task for the pair), without the image (`images`) unless configured."""
     from curation.mmpr.policy import PolicyRequest
 
     d = cfg.dropout_ntp
     prompt = render_prompt(cfg.prompt.template, task.item.question)
-    images = tuple(task.images) if d.with_image else ()
+    images = images if d.with_image else ()
     task.prefix = dropout_prefix(task.chosen, d.ratio, tokenizer)
     return PolicyRequest(prompt, images, _history(cfg), task.prefix, item_seed(cfg.continue_sampling.seed + 1, task.uid))
 
@@ -249,7 +272,8 @@ def finish(task: MmprTask) -> MmprTask:
 
 def load_images(task: MmprTask, root: str, cfg, read: Any) -> MmprTask:
     """Read the row's images (embedded bytes, or relative paths under `root`, never outside it) and
-    check their headers: a missing, oversized or undecodable image rejects the row with its reason."""
+    check their headers: a missing, oversized or undecodable image rejects the row with its reason.
+    Only the paths and formats stay on the task (and the bytes a row embeds)."""
     import io
 
     from packing.tokens import EncodeError
@@ -260,6 +284,7 @@ def load_images(task: MmprTask, root: str, cfg, read: Any) -> MmprTask:
     try:
         for k, path in enumerate(task.item.images):
             data = task.embedded[k] if k < len(task.embedded) else None
+            full = ""
             if data is None:
                 full = resolve_image(root, path)
                 try:
@@ -269,9 +294,9 @@ def load_images(task: MmprTask, root: str, cfg, read: Any) -> MmprTask:
             if len(data) > cfg.max_bytes:
                 raise EncodeError("file_too_large", f"{path}: above images.max_bytes {cfg.max_bytes}")
             _, _, ext = read_header(io.BytesIO(data), cfg.max_pixels)
-            task.images.append(data)
+            task.image_paths.append(full)
             task.image_exts.append(ext)
-        task.embedded = []
+            task.image_digests.append(image_digest(data))
     except EncodeError as err:
         task.reject("read", err.reason, err.detail)
     return task

@@ -70,8 +70,15 @@ def write_vqa(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
 
 def check_mmpr(output: str | Path, expected_path: str | Path) -> list[str]:
     """Problems with an MMPR output against the sample's expectations: every row accounted for,
-    the bad rows rejected with their reason, every pair well formed with existing images."""
+    the bad rows rejected with their reason, every pair well formed, each of its images readable
+    where it names it (a member of its shard's tar, by byte range) and an image."""
     import pyarrow.parquet as pq
+
+    import io
+
+    from PIL import Image
+
+    from curation.core.image_refs import read_image_bytes
 
     out = Path(output)
     expected = json.loads(Path(expected_path).read_text())
@@ -100,8 +107,16 @@ def check_mmpr(output: str | Path, expected_path: str | Path) -> list[str]:
         images = pair["image"] if isinstance(pair["image"], list) else [pair["image"]]
         if not pair["chosen"].strip() or not pair["rejected"].strip() or pair["chosen"] == pair["rejected"]:
             problems.append(f"{pair['id']}: chosen / rejected empty or equal")
-        if not all((out / p).is_file() for p in images):
-            problems.append(f"{pair['id']}: image {images} missing")
+        for image in images:
+            try:
+                data = read_image_bytes(str(out / image), lambda path: open(path, "rb"))
+            except OSError as err:
+                problems.append(f"{pair['id']}: image {image} unreadable ({err})")
+                continue
+            try:
+                Image.open(io.BytesIO(data)).verify()
+            except Exception as err:  # noqa: BLE001 - any decoder complaint is the problem reported
+                problems.append(f"{pair['id']}: image {image} holds no image ({type(err).__name__})")
     if not pairs:
         problems.append("no preference pairs at all")
     return problems
