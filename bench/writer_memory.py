@@ -1,4 +1,4 @@
-"""Shard writer memory: ingest's, dedup's and annotate's writers over one shard of large images, peak
+"""Shard writer memory: ingest's, dedup's, annotate's and MMPR's writers over one shard of large images, peak
 RSS over the process's RSS just before the write.
 
 `--samples` images of `--image-mb` MB each (random bytes: the writer copies images, it never
@@ -13,6 +13,9 @@ per mode with `rss_over_baseline_mb`:
   pipeline runs it (`dedup_shard_writer` with a decision for every tenth row,
   `write_annotated_shard` with every row as it arrives from the shuffle, without its image): the
   input tar spilled to local disk, one image in memory;
+- `mmpr`: MMPR's writer over one question per image, each naming its image by path (here a member
+  of ingest's shard by byte range, so no second copy of the images is staged), as the stage's
+  shuffle delivers them: paths, no bytes; each question's image read again as it is streamed;
 - `in_memory` (`--in-memory-samples`, 0 to skip): every image read back first, as the writer did
   before, at a size this machine can hold.
 
@@ -73,7 +76,7 @@ def child(samples: int, image_mb: float, mode: str, workdir: str) -> dict:
     out = Path(workdir) / "out"
     out.mkdir()
     ingest_write = write_in_memory if mode == "in_memory" else write_staged_shard
-    if mode in ("dedup", "annotate"):  # ingest's shard first, then the stage's writer re-reads it
+    if mode in ("dedup", "annotate", "mmpr"):  # ingest's shard first, then the stage's writer re-reads it
         report = write_one_shard(str(out), "bench", 0, 1, staged, ingest_write, NS)
         del staged
         return _measure(mode, samples, image_mb, stage_s, _stage_writer(mode, out, report))
@@ -88,6 +91,8 @@ def _stage_writer(mode: str, folder: Path, report):
     from pipelines.sharded_input import InputShard, opened_shard
     from pipelines.sharded_output import write_one_shard
 
+    if mode == "mmpr":
+        return _mmpr_writer(folder, report)
     entry = {"name": report.name, "tar": f"{report.name}.tar", "manifest": f"{report.name}.parquet",
              "tar_sha256": report.tar_sha256, "manifest_sha256": report.manifest_sha256, "rows": report.rows}
     shard = InputShard(0, str(folder), entry, 0)
@@ -108,6 +113,41 @@ def _stage_writer(mode: str, folder: Path, report):
     return lambda: write_one_shard(str(out), mode, 0, 1, elements, write, NS)
 
 
+def _mmpr_writer(folder: Path, report):
+    """MMPR's writer over one kept question per image of ingest's shard, as its shuffle delivers
+    them: image paths (the tar member by byte range) and digests, no bytes."""
+    from curation.core.image_refs import member_ref
+    from curation.core.shards import iter_tar_groups
+    from curation.mmpr.pairs import MmprItem
+    from curation.mmpr.tasks import MmprTask, image_digest
+    from pipelines.mmpr import NS, write_shard
+    from pipelines.sharded_output import write_one_shard
+
+    tar = f"{report.name}.tar"
+    tasks = []
+    with open(folder / tar, "rb") as f:
+        for i, (key, group) in enumerate(iter_tar_groups(f)):
+            data = group["jpg"]
+            item = MmprItem(key, (f"{key}.jpg",), "<image>\nWhat is shown?", "a", "exact")
+            tasks.append(MmprTask(key, "bench.jsonl", i, item, image_exts=["jpg"], image_digests=[image_digest(data)],
+                                  responses=[{"text": "a", "correct": True}, {"text": "b", "correct": False}],
+                                  pairs=[{"id": f"{key}_c0", "method": "correctness", "chosen": "a", "rejected": "b"}]))
+    ranges = dict(_offsets(folder / tar))
+    for task in tasks:
+        task.image_paths = [str(folder / member_ref(tar, f"{task.uid}.jpg", *ranges[f"{task.uid}.jpg"]))]
+    out = folder / "mmpr"
+    out.mkdir()
+    return lambda: write_one_shard(str(out), "mmpr", 0, 1, tasks, write_shard, NS)
+
+
+def _offsets(tar_path: Path):
+    """(member name, (offset, size)) of every image member of a tar, without reading the images."""
+    from curation.core.shards import iter_tar_groups
+
+    for key, group in iter_tar_groups(str(tar_path), lazy=lambda suffix: suffix == "jpg"):
+        yield f"{key}.jpg", group["jpg"]
+
+
 def _measure(mode: str, samples: int, image_mb: float, stage_s: float, write) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     baseline = _status("VmRSS")
@@ -126,8 +166,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--image-mb", type=float, default=1.0)
     ap.add_argument("--in-memory-samples", type=int, default=1_000)
-    ap.add_argument("--modes", nargs="+", default=["streamed", "dedup", "annotate"],
-                    choices=["streamed", "dedup", "annotate"])
+    ap.add_argument("--modes", nargs="+", default=["streamed", "dedup", "annotate", "mmpr"],
+                    choices=["streamed", "dedup", "annotate", "mmpr"])
     ap.add_argument("--child", nargs=2, metavar=("MODE", "WORKDIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

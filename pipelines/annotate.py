@@ -12,6 +12,7 @@ output shard's writer re-reads its input shard for the bytes (one output shard p
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -124,32 +125,72 @@ class OcrHandler(_BatchedHandler):
         return [PredictionResult(e, r, name) for e, r in zip(batch, results)]
 
 
-class QualityHandler(_BatchedHandler):
-    """(row key, Sample) -> PredictionResult((row key, sample), QualityResult), one LLM backend per worker."""
+PROBE = "probe"  # a calibration probe's key is (PROBE, i); a row's is (shard, position)
 
-    def __init__(self, cfg: QualityConfig, llm: LlmConfig, enforce: dict[str, bool] | None = None,
-                 thresholds: dict[str, float] | None = None) -> None:
+
+class QualityHandler(_BatchedHandler):
+    """(key, Sample or probe ScoreInput) -> PredictionResult((key, item), QualityResult): the LLM's
+    scores only, one backend per worker. Rows and calibration probes share the model load and the
+    batches; the verdicts are judged after (`QualityVerdict`), once the gates are decided."""
+
+    def __init__(self, cfg: QualityConfig, llm: LlmConfig) -> None:
         super().__init__(llm.batch_size, llm.accelerator, f"{NS}.llm", llm.share_across_processes)
         self.cfg = cfg
         self.llm = llm
-        self.enforce = enforce  # per score: may it reject (the calibration gate); None: all may
-        self.thresholds = thresholds  # per score: the threshold calibration decided; None: the recipe's
 
     def load_model(self):
         from curation.annotate.llm import build_backend
         from curation.annotate.quality import QualityScorer
 
         record_load("llm")
-        return self.served(QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling, self.enforce,
-                                         getattr(self, "thresholds", None)))
+        return self.served(QualityScorer(self.cfg, build_backend(self.llm), self.llm.sampling))
 
-    def run_inference(self, batch: Sequence[tuple[Any, Sample]], model, inference_args=None) -> Iterable[PredictionResult]:
+    def run_inference(self, batch: Sequence[tuple[Any, Any]], model, inference_args=None) -> Iterable[PredictionResult]:
+        from curation.annotate.quality import ScoreInput
         from curation.annotate.steps import score_input
 
-        results = model.score([score_input(s) for _, s in batch])
-        Metrics.counter(NS, "llm_samples").inc(len(batch))
+        results = model.measure([s if isinstance(s, ScoreInput) else score_input(s) for _, s in batch])
+        probes = sum(1 for key, _ in batch if key[0] == PROBE)
+        Metrics.counter(NS, "llm_samples").inc(len(batch) - probes)
+        if probes:
+            Metrics.counter(NS, "llm_probes").inc(probes)
         backend = model.info()["backend"]
         return [PredictionResult(e, r, backend) for e, r in zip(batch, results)]
+
+
+def _probe_inputs(_, n: int, seed: int):
+    """The calibration probe set as scorer inputs keyed (PROBE, i), built where it runs."""
+    from curation.annotate.probes import probe_set
+
+    for i, probe in enumerate(probe_set(n, seed)):
+        yield (PROBE, i), probe.score_input()
+
+
+def _split_probes(pred: PredictionResult):
+    """Probe results to `probes` as (i, QualityResult); rows' results on the main output."""
+    if pred.example[0][0] == PROBE:
+        yield beam.pvalue.TaggedOutput("probes", (pred.example[0][1], pred.inference))
+    else:
+        yield pred
+
+
+def _calibration_doc(results: list[tuple[int, Any]], cfg: AnnotateConfig) -> dict[str, Any]:
+    """Every probe's result -> the calibration document (figures cached where this runs, gates decided)."""
+    from curation.annotate.calibration import decided, figures_header, gates_of, store_figures
+    from curation.annotate.probes import probe_set
+
+    c = cfg.quality.calibration
+    probes = probe_set(c.probes, c.seed)
+    by_index = dict(results)
+    if sorted(by_index) != list(range(len(probes))):
+        raise RuntimeError(f"annotate calibration: {len(by_index)} of {len(probes)} probe results came back")
+    figures = {**figures_header(cfg, len(probes)),
+               **gates_of(probes, [by_index[i] for i in range(len(probes))], cfg.quality)}
+    try:
+        store_figures(cfg, figures)
+    except OSError as err:  # a read-only or remote worker disk: the figures are still in the index
+        logging.getLogger(__name__).warning("annotate: calibration figures not cached: %s", err)
+    return decided(figures, cfg)
 
 
 def _route(key, rec, counter: str):
@@ -189,12 +230,17 @@ def _without_image(element):
     return key, Sample(sample.pair, dataclasses.replace(sample.image, data=b""), stored=stored)
 
 
-def _after_quality(element, cfg: AnnotateConfig):
+def _after_quality(element, cfg: AnnotateConfig, calibration: dict[str, Any] | None = None):
+    """A row's scores judged by the gates `calibration` decided (None: every score may reject at
+    the recipe's thresholds), then the row kept with its conversation or rejected."""
+    from curation.annotate.calibration import enforced, thresholds
+    from curation.annotate.quality import judge
     from curation.annotate.steps import apply_quality
 
     if isinstance(element, PredictionResult):
         key, sample = element.example
-        yield from _route(key, apply_quality(sample, element.inference, cfg), "quality")
+        (result,) = judge([element.inference], cfg.quality, enforced(calibration), thresholds(calibration))
+        yield from _route(key, apply_quality(sample, result, cfg), "quality")
     else:
         key, sample = element
         yield from _route(key, apply_quality(sample, None, cfg), "quality")
@@ -245,15 +291,15 @@ def write_annotated_shard(shard: int, name: str, elements, tar_file, manifest_fi
 
 def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShards, num_shards: int,
                    output: str, fingerprint: str, previous: beam.PCollection, sources: list[str],
-                   calibration: dict[str, Any] | None = None) -> beam.PCollection:
+                   calibration: dict[str, Any] | None = None, calibrate_on_workers: bool = False) -> beam.PCollection:
     """Wire the annotate graph on `p`; returns the PCollection holding the written index.
-    `calibration` (calibration.calibrate) decides which scores may reject and goes into the index.
+    `calibration` (calibration.calibrate) decides which scores may reject and goes into the index;
+    `calibrate_on_workers`: the probes are scored in the job instead, beside the rows, and the
+    rows are judged once the gates are decided.
 
     One output shard per input shard. Rows travel keyed by (shard, position); image bytes cross no
     shuffle past OCR (only where OCR needs GPU workers do they cross one, to reach them), and each
     writer re-reads its input shard for them."""
-    from curation.annotate.calibration import enforced, thresholds
-
     count = p | "NumShards" >> beam.Create([num_shards])
     n = beam.pvalue.AsSingleton(count)
     todo, done = not_done(cfg.shards.prefix), beam.pvalue.AsDict(previous)
@@ -284,13 +330,26 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
         )
         rejected.append(ocr.rejected)
         kept = ocr.kept | "DropImages" >> beam.Map(_without_image)
+    gates: Any = calibration
+    extra_side = None
     if cfg.quality.enabled:
+        if calibrate_on_workers:
+            c = cfg.quality.calibration
+            probes = p | "Calibration" >> beam.Create([None]) | "Probes" >> beam.FlatMap(_probe_inputs, c.probes, c.seed)
+            kept = (kept, probes) | "RowsAndProbes" >> beam.Flatten()
         kept = (
             kept
             | "BeforeLlm" >> beam.Reshuffle()
-            | "QualityScore" >> RunInference(QualityHandler(cfg.quality, cfg.llm, enforced(calibration), thresholds(calibration)))
+            | "QualityScore" >> RunInference(QualityHandler(cfg.quality, cfg.llm))
         )
-    quality = kept | "QualityVerdict" >> beam.FlatMap(_after_quality, cfg).with_outputs("rejected", main="kept")
+        if calibrate_on_workers:
+            split = kept | "SplitProbes" >> beam.FlatMap(_split_probes).with_outputs("probes", main="rows")
+            doc = (split.probes
+                   | "ProbeResults" >> beam.combiners.ToList()
+                   | "DecideGates" >> beam.Map(_calibration_doc, cfg))
+            kept, gates = split.rows, beam.pvalue.AsSingleton(doc)
+            extra_side = doc | "CalibrationInIndex" >> beam.Map(lambda d: {"calibration": d})
+    quality = kept | "QualityVerdict" >> beam.FlatMap(_after_quality, cfg, gates).with_outputs("rejected", main="kept")
     rejected.append(quality.rejected)
     annotated = (
         (quality.kept, *rejected)
@@ -304,17 +363,27 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
                                           write_annotated_shard, count, previous, NS,
                                           extra={"source": "+".join(sources), "annotate_of": sources,
                                                  **({"calibration": calibration} if calibration else {})},
-                                          assigned=assigned, rows_read=shards.rows, rows_of=_annotate_rows)
+                                          assigned=assigned, rows_read=shards.rows, rows_of=_annotate_rows,
+                                          extra_side=extra_side)
 
 
 def run_annotate(cfg: AnnotateConfig, inputs: list[str], output: str, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) an annotate job over pair-shard folders; returns the index.
-    When there is work and the LLM scores, the rater is first measured on the probe set (cached)."""
+    When there is work and the LLM scores, the rater is measured on the probe set (cached): in the
+    job by default, before it with `quality.calibration.run_on: launcher`."""
 
     def build(p, shards, n, out, fp, prev, sources):
-        from curation.annotate.calibration import calibrate
+        from curation.annotate.calibration import cached_figures, calibrate, decided
 
-        calibration = calibrate(cfg) if cfg.quality.enabled and cfg.quality.calibration.enabled else None
-        return build_annotate(p, cfg, shards, n, out, fp, prev, sources, calibration)
+        calibration, on_workers = None, False
+        if cfg.quality.enabled and cfg.quality.calibration.enabled:
+            figures = cached_figures(cfg)
+            if figures is not None:
+                calibration = decided(figures, cfg)
+            elif cfg.quality.calibration.run_on == "launcher":
+                calibration = calibrate(cfg)
+            else:
+                on_workers = True
+        return build_annotate(p, cfg, shards, n, out, fp, prev, sources, calibration, on_workers)
 
     return run_pair_shard_job(cfg, inputs, output, beam_args, "annotate", NS, build, one_to_one=True)

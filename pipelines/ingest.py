@@ -126,16 +126,18 @@ class Download(beam.DoFn):
     whatever is still in flight or held at the end of a bundle is drained in finish_bundle. Order
     does not matter: the writer sorts."""
 
-    def __init__(self, cfg: IngestConfig, output: str) -> None:
+    def __init__(self, cfg: IngestConfig, output: str, nsfw_enforced: bool = False) -> None:
         self.cfg = cfg
         self.output = output
+        self.nsfw_enforced = nsfw_enforced  # the launcher's NSFW gate: may its score reject
 
     def setup(self) -> None:
         from curation.ingest.download import Downloader, InFlight
         from filters.registry import build_filters
 
         pixel = build_filters(self.cfg.pixel_filters, "pixel_filters")
-        self.downloader = Downloader(self.cfg.download, self.cfg.image, self.cfg.source, pixel)
+        models = (self.cfg.pixels, self.nsfw_enforced) if self.cfg.pixels.active else None
+        self.downloader = Downloader(self.cfg.download, self.cfg.image, self.cfg.source, pixel, models)
         self.inflight = InFlight(self._one, self.cfg.download.threads)
         self.kept = Metrics.counter(NS, "downloaded")
         self.failed = Metrics.counter(NS, "download_failed")
@@ -297,8 +299,12 @@ class MetadataSteps(beam.PTransform):
 def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: str, fingerprint: str,
                  previous: beam.PCollection, root: str = "") -> beam.PCollection:
     """Wire the ingest graph on `p` (file names recorded relative to `root`); returns the
-    PCollection holding the written index."""
+    PCollection holding the written index. With NSFW scoring on, its gate is measured here, on
+    the launcher (`filters.quality.nsfw.nsfw_gate`), and goes into the index."""
+    from filters.quality.nsfw import nsfw_gate
+
     prefix = cfg.shards.prefix
+    gate = nsfw_gate(cfg.pixels.nsfw) if cfg.pixels.nsfw.enabled else None
     rows, num_shards, read = p | "Read" >> ReadAndCount(files, ReadFile(cfg, NS, root), cfg.shards.samples_per_shard,
                                                       SplitFile(cfg))
     n = beam.pvalue.AsSingleton(num_shards)
@@ -309,14 +315,15 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
         kept
         | "SkipDoneShards" >> beam.Filter(todo, num_shards=n, done=done)
         | "BySite" >> SiteGroups(cfg)
-        | "Download" >> beam.ParDo(Download(cfg, output))
+        | "Download" >> beam.ParDo(Download(cfg, output, bool(gate and gate["enforced"])))
     )
     rejected_todo = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n, done=done)
     return (
         (downloaded, rejected_todo)
         | "Records" >> beam.Flatten()
         | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_staged_shard, num_shards, previous, NS,
-                                 extra={"source": cfg.source.name}, assigned=keyed, rows_read=read)
+                                 extra={"source": cfg.source.name, **({"nsfw_gate": gate} if gate else {})},
+                                 assigned=keyed, rows_read=read)
     )
 
 
@@ -325,9 +332,10 @@ def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: lis
     from curation.core.rows import input_root
     from pipelines import fsio
 
-    # Progress bars, staging, read splits, the thread count and the hot-host split do not change the
+    # Progress bars, staging, read splits, the thread counts and the hot-host split do not change the
     # output: not in the fingerprint.
     semantic = dataclasses.replace(cfg, progress=True, stage_images=True, staging_bundle_mb=64.0,
+                                   pixels=dataclasses.replace(cfg.pixels, nsfw=dataclasses.replace(cfg.pixels.nsfw, threads=1)),
                                    source=dataclasses.replace(cfg.source, split_rows=0),
                                    download=dataclasses.replace(cfg.download, threads=1, hot_host_rows=10_000,
                                                                 max_host_subkeys=16))

@@ -153,7 +153,7 @@ class WriteIndex(beam.DoFn):
 
     def process(self, written: list[tuple[ShardReport, int]], num_shards: int, assigned: dict[int, int] | None = None,
                 decisions: dict[int, int] | None = None, rows_read: int | None = None,
-                previous: dict[str, ShardReport] | None = None):
+                previous: dict[str, ShardReport] | None = None, extra_side: dict[str, Any] | None = None):
         stage = self.namespace.rsplit(".", 1)[-1]
         suffix = f"-of-{num_shards:05d}.json"
         markers = {p.rsplit("/", 1)[-1][:-5] for p in fsio.listdir(fsio.join(self.output, PROGRESS_DIR), suffix)}
@@ -186,7 +186,8 @@ class WriteIndex(beam.DoFn):
                     fsio.delete(marker_path(self.output, name))
             raise RowsLost(problem)
         index = build_index(by_name.values(), kind=self.kind, prefix=self.prefix, num_shards=num_shards,
-                            fingerprint=self.fingerprint, extra={**(self.extra or {}), "rows": account.totals()})
+                            fingerprint=self.fingerprint,
+                            extra={**(self.extra or {}), **(extra_side or {}), "rows": account.totals()})
         fsio.write_json(fsio.join(self.output, INDEX_NAME), index)
         yield index
 
@@ -199,12 +200,14 @@ class WriteShards(beam.PTransform):
     any step runs, counted per shard; `decisions`: the (shard, Decision) elements that go to the
     writers beside the rows, counted where they are keyed; `rows_read`: the rows the stage read (an
     int, or a singleton PCollection); `rows_of`: the rows an element stands for, where not one
-    (an input shard that its writer re-reads). The index is written only if every shard's writer
-    got exactly its rows (and decisions)."""
+    (an input shard that its writer re-reads); `extra_side`: a singleton PCollection of index
+    fields the job computes (annotate's calibration). The index is written only if every shard's
+    writer got exactly its rows (and decisions)."""
 
     def __init__(self, output: str, prefix: str, kind: str, fingerprint: str, write: Callable,
                  num_shards, previous: beam.PCollection, namespace: str, extra=None,
-                 assigned=None, rows_read=None, decisions=None, rows_of: Callable[[Any], int] | None = None) -> None:
+                 assigned=None, rows_read=None, decisions=None, rows_of: Callable[[Any], int] | None = None,
+                 extra_side: beam.PCollection | None = None) -> None:
         super().__init__()
         self.args = (output, prefix, kind, fingerprint, write, previous, namespace, extra)
         self.num_shards = num_shards
@@ -212,6 +215,7 @@ class WriteShards(beam.PTransform):
         self.decisions = decisions
         self.rows_read = rows_read
         self.rows_of = rows_of
+        self.extra_side = extra_side
 
     def expand(self, keyed):
         output, prefix, kind, fingerprint, write, previous, namespace, extra = self.args
@@ -224,6 +228,8 @@ class WriteShards(beam.PTransform):
                     keyed_elements
                     | f"{name.title()}ShardOnly" >> beam.Map(lambda e: (e[0], rows_of(e[1])))
                     | f"{name.title()}PerShard" >> beam.CombinePerKey(sum))
+        if self.extra_side is not None:
+            side["extra_side"] = beam.pvalue.AsSingleton(self.extra_side)
         if isinstance(self.rows_read, beam.PCollection):
             side["rows_read"] = beam.pvalue.AsSingleton(self.rows_read)
         elif self.rows_read is not None:

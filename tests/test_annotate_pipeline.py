@@ -281,6 +281,28 @@ def test_inspect_shows_and_validates_annotations(annotated, capsys):
     assert "id='unenforced'" in page and "<td>low_quality_score</td>" in page
 
 
+def test_probes_scored_on_the_workers_give_the_launchers_calibration(ingested, tmp_path):
+    """`calibration.run_on: workers` (the default): the probes go through the job's own LLM step
+    beside the rows, and the gates, the index and every row's verdict are those of the probes
+    scored on the launcher before the job."""
+    from curation.annotate.calibration import calibrate, calibration_key
+    from pipelines.annotate import run_annotate
+    from tests.conftest import output_files
+
+    def cfg(cache: str, run_on: str) -> AnnotateConfig:
+        return _cfg(ocr={"enabled": False}, quality={"calibration": {"cache_dir": str(tmp_path / cache), "run_on": run_on}})
+
+    on_workers = run_annotate(cfg("workers", "workers"), [str(ingested)], str(tmp_path / "a"))
+    assert on_workers["_metrics"]["llm_probes"] == 24 and on_workers["_metrics"]["llm_samples"] > 0
+    assert (tmp_path / "workers" / f"{calibration_key(cfg('workers', 'workers'))}.json").is_file()  # cached where it ran
+    assert calibrate(cfg("launcher", "launcher")) == on_workers["calibration"]
+    on_launcher = run_annotate(cfg("launcher", "launcher"), [str(ingested)], str(tmp_path / "b"))
+    assert "llm_probes" not in on_launcher["_metrics"]  # read from the launcher's cache: no probe in the job
+    got, want = output_files(tmp_path / "a"), output_files(tmp_path / "b")
+    assert json.loads(got.pop("_index.json"))["reasons"] == json.loads(want.pop("_index.json"))["reasons"]
+    assert got == want
+
+
 def test_model_steps_carry_the_accelerator_hint_and_nothing_else_does():
     """On Dataflow only the OCR and LLM steps should ask for GPU workers."""
     import apache_beam as beam

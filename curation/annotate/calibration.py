@@ -21,18 +21,11 @@ from typing import Any, Callable, Sequence
 from curation.annotate.config import AnnotateConfig, QualityConfig
 from curation.annotate.probes import PROBE_VERSION, Probe, probe_set
 from curation.annotate.quality import SCORES, QualityScorer
+from filters.quality.gates import roc_auc
 
 log = logging.getLogger(__name__)
 REPETITION_KINDS = frozenset({"repeated_ngrams"})  # what the repetition prompt is asked to find
 FIGURES_VERSION = 3  # per-probe scores, no thresholds
-
-
-def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
-    """P(a positive scores above a negative), ties counting half (Mann-Whitney U); None if a side is empty."""
-    if not positive or not negative:
-        return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
-    return wins / (len(positive) * len(negative))
 
 
 def calibration_key(cfg: AnnotateConfig) -> str:
@@ -49,14 +42,19 @@ def calibration_key(cfg: AnnotateConfig) -> str:
 
 
 def measure(scorer: QualityScorer, probes: Sequence[Probe], batch_size: int) -> dict[str, Any]:
-    """Rate every probe; per gate the probes it is measured on as [kind, clean, score or None]
-    (the repetition prompt reads captions: clean caption probes against repeated n-grams)."""
+    """Rate every probe on this process (the launcher); `gates_of` the results."""
     results = []
     for i in range(0, len(probes), batch_size):
-        results += scorer.score([p.score_input() for p in probes[i:i + batch_size]])
+        results += scorer.measure([p.score_input() for p in probes[i:i + batch_size]])
+    return gates_of(probes, results, scorer.cfg)
+
+
+def gates_of(probes: Sequence[Probe], results: Sequence[Any], q: QualityConfig) -> dict[str, Any]:
+    """Per gate the probes it is measured on as [kind, clean, score or None] (the repetition
+    prompt reads captions: clean caption probes against repeated n-grams)."""
     gates: dict[str, Any] = {}
     for kind, gate, _, _ in SCORES:
-        if gate == "repetition" and scorer.cfg.repetition is None:
+        if gate == "repetition" and q.repetition is None:
             continue
         if gate == "repetition":
             pairs = [(p, r) for p, r in zip(probes, results) if p.domain == "caption" and (p.clean or p.kind in REPETITION_KINDS)]
@@ -136,34 +134,55 @@ def _cache_path(cfg: AnnotateConfig, key: str) -> Path:
     return folder / f"{key}.json"
 
 
-def calibrate(cfg: AnnotateConfig, backend_factory: Callable | None = None) -> dict[str, Any]:
-    """The calibration document for this recipe (from the cache, else measured and cached), with
-    each gate decided; one warning line names the gates that are not enforced."""
-    from curation.annotate.llm import build_backend
+def figures_header(cfg: AnnotateConfig, probes: int) -> dict[str, Any]:
+    """What a figures document says besides its gates: the key, the rater, the probe set."""
+    return {"key": calibration_key(cfg), "backend": cfg.llm.backend, "model": cfg.llm.model, "probes": probes,
+            "seed": cfg.quality.calibration.seed, "probe_version": PROBE_VERSION}
 
-    key = calibration_key(cfg)
-    path = _cache_path(cfg, key)
-    if path.exists():
-        figures = json.loads(path.read_text())
-        log.info("rater calibration %s read from %s", key, path)
-    else:
-        probes = probe_set(cfg.quality.calibration.probes, cfg.quality.calibration.seed)
-        scorer = QualityScorer(cfg.quality, (backend_factory or build_backend)(cfg.llm), cfg.llm.sampling)
-        figures = {"key": key, "backend": cfg.llm.backend, "model": cfg.llm.model, "probes": len(probes),
-                   "seed": cfg.quality.calibration.seed, "probe_version": PROBE_VERSION,
-                   **measure(scorer, probes, cfg.llm.batch_size)}
-        del scorer
-        _release_model()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(figures, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+
+def cached_figures(cfg: AnnotateConfig) -> dict[str, Any] | None:
+    """The probe scores of this rater and probe set from the cache, or None."""
+    path = _cache_path(cfg, calibration_key(cfg))
+    if not path.exists():
+        return None
+    log.info("rater calibration %s read from %s", path.stem, path)
+    return json.loads(path.read_text())
+
+
+def store_figures(cfg: AnnotateConfig, figures: dict[str, Any]) -> None:
+    """Cache the probe scores (atomically: a reader sees the whole file or none)."""
+    path = _cache_path(cfg, figures["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(figures, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def decided(figures: dict[str, Any], cfg: AnnotateConfig) -> dict[str, Any]:
+    """`decide`, plus one warning line naming the gates that are not enforced."""
     doc = decide(figures, cfg.quality)
     open_gates = [f"{name} ({g['why']})" for name, g in doc["gates"].items() if not g["enforced"]]
     if open_gates:
         log.warning("annotate: rater %s on %d probes cannot reject on %s: its scores are recorded, nothing is rejected "
                     "for them", cfg.llm.model, doc["probes"], ", ".join(open_gates))
     return doc
+
+
+def calibrate(cfg: AnnotateConfig, backend_factory: Callable | None = None) -> dict[str, Any]:
+    """The calibration document for this recipe, on this process: from the cache, else measured
+    here and cached, with each gate decided. (`run_on: workers` scores the probes in the job
+    instead: pipelines/annotate.py.)"""
+    from curation.annotate.llm import build_backend
+
+    figures = cached_figures(cfg)
+    if figures is None:
+        probes = probe_set(cfg.quality.calibration.probes, cfg.quality.calibration.seed)
+        scorer = QualityScorer(cfg.quality, (backend_factory or build_backend)(cfg.llm), cfg.llm.sampling)
+        figures = {**figures_header(cfg, len(probes)), **measure(scorer, probes, cfg.llm.batch_size)}
+        del scorer
+        _release_model()
+        store_figures(cfg, figures)
+    return decided(figures, cfg)
 
 
 def _release_model() -> None:

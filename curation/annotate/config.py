@@ -144,10 +144,15 @@ class CalibrationConfig:
     probes: int = 300  # probe-set size (>= 24): half clean texts, half degraded copies
     seed: int = 0  # the probe set's seed (same seed and size: same probes)
     cache_dir: str | None = None  # where probe scores are cached; null: calibration/ in the curate cache folder
+    # where the probes are scored when the cache has no figures: workers (in the job, batched with the
+    # rows by the same model load; rows are judged once the gates are decided) | launcher (before the job)
+    run_on: str = "workers"
 
     def __post_init__(self) -> None:
         if self.probes < 24:
             raise ConfigError("quality.calibration.probes: at least 24 (every degradation in both domains)")
+        if self.run_on not in ("workers", "launcher"):
+            raise ConfigError(f"quality.calibration.run_on: workers or launcher, got {self.run_on!r}")
 
 
 @dataclass(frozen=True)

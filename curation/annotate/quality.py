@@ -142,6 +142,12 @@ class QualityScorer:
         return answers
 
     def score(self, items: Sequence[ScoreInput]) -> list[QualityResult]:
+        """Measure, then judge with this scorer's gates and thresholds."""
+        return judge(self.measure(items), self.cfg, self.enforce, self.thresholds)
+
+    def measure(self, items: Sequence[ScoreInput]) -> list[QualityResult]:
+        """The scores only (an `llm_error` is the one verdict set): a step whose gates are decided
+        elsewhere (calibration on the workers, beside the rows) judges them with `judge`."""
         domains, raws = self.domains(items)
         results = [QualityResult(domain=d, raw=r) for d, r in zip(domains, raws)]
         convs, slots = [], []
@@ -169,25 +175,35 @@ class QualityScorer:
                 res.unparseable[kind] = seen
             else:
                 setattr(res, kind, value)
-        for res in results:
-            if res.reason is not None:
-                continue
-            # the more specific finding first: a repetitive caption usually also scores low
-            for kind, gate, code, _ in SCORES:
-                threshold = self.thresholds[gate]
-                value = getattr(res, kind)
-                if kind in res.unparseable and self.cfg.on_unparseable == "reject":
-                    finding = ("llm_unparseable", f"{kind}: {res.unparseable[kind]}")
-                elif value is not None and value < threshold:
-                    name = "repetition score" if kind == "repetition_score" else f"{res.domain} score"
-                    finding = (code, f"{name} {value:g} < {threshold:g}")
-                else:
-                    continue
-                if not self.enforce.get(gate, True):
-                    res.unenforced.append(f"{finding[0]}: {finding[1]}")
-                elif res.reason is None:
-                    res.reason, res.detail = finding
         return results
+
+
+def judge(results: list[QualityResult], cfg: QualityConfig, enforce: dict[str, bool] | None = None,
+          thresholds: dict[str, float] | None = None) -> list[QualityResult]:
+    """Each measured result's verdict: below a gate's threshold (or unparseable, if the recipe
+    rejects those) is rejected when the gate is enforced (`enforce`, default all), recorded in
+    `unenforced` when not. `thresholds`: calibration's choice where the recipe sets none."""
+    enforce = enforce or {}
+    limits = {gate: threshold_of(cfg, gate, thresholds) for _, gate, _, _ in SCORES}
+    for res in results:
+        if res.reason is not None:
+            continue
+        # the more specific finding first: a repetitive caption usually also scores low
+        for kind, gate, code, _ in SCORES:
+            threshold = limits[gate]
+            value = getattr(res, kind)
+            if kind in res.unparseable and cfg.on_unparseable == "reject":
+                finding = ("llm_unparseable", f"{kind}: {res.unparseable[kind]}")
+            elif value is not None and value < threshold:
+                name = "repetition score" if kind == "repetition_score" else f"{res.domain} score"
+                finding = (code, f"{name} {value:g} < {threshold:g}")
+            else:
+                continue
+            if not enforce.get(gate, True):
+                res.unenforced.append(f"{finding[0]}: {finding[1]}")
+            elif res.reason is None:
+                res.reason, res.detail = finding
+    return results
 
 
 def recipe_threshold(cfg: QualityConfig, gate: str) -> float | None:

@@ -70,6 +70,8 @@ REASONS: dict[str, str] = {
     "too_large": "decoded area above the pixel filter",
     "bad_aspect_ratio": "decoded aspect ratio above the pixel filter",
     "blank_image": "uniform or near-uniform pixels (blank, solid colour, empty transparency)",
+    "nsfw_pixels": "Open-NSFW's score on the downloaded pixels above pixels.nsfw.max_score (only once its gate is earned)",
+    "too_many_faces": "more faces (detected, plus the row's face boxes) than pixels.faces.max_faces",
     "encode_error": "re-encoding the image failed",
     "phash_mismatch": "the image's pHash is farther than phash_tolerance bits from the source's (a different image)",
     "internal_error": "an unexpected exception while downloading or decoding this row (its type in the detail); the run went on",

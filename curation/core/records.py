@@ -26,7 +26,8 @@ NUMERIC_FIELDS: dict[str, type] = {
     "aesthetic_score": float,
 }
 TEXT_FIELDS = ("nsfw_tag", "license", "source_hash", "image_phash")
-MAPPABLE_FIELDS = ("uid", "url", "caption", "image_path", *NUMERIC_FIELDS, *TEXT_FIELDS)
+BOX_FIELDS = ("face_bboxes",)  # lists of relative [x0, y0, x1, y1] boxes (DataComp's face_bboxes)
+MAPPABLE_FIELDS = ("uid", "url", "caption", "image_path", *NUMERIC_FIELDS, *TEXT_FIELDS, *BOX_FIELDS)
 
 _UID_SAFE = re.compile(r"[A-Za-z0-9_]+")
 UID_MAX = 128  # characters; a longer uid keeps a prefix and a hash of the whole
@@ -129,6 +130,7 @@ class Pair:
     source_hash: str | None = None
     image_phash: str | None = None
     caption_raw: str | None = None  # the caption as the source wrote it, when ingest decoded HTML references in it
+    face_bboxes: list[list[float]] | None = None  # relative face boxes the source names, blurred when asked
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -153,6 +155,8 @@ class ImageInfo:
     http_status: int | None = None
     mime: str | None = None
     source_sha256: str | None = None  # of the bytes as downloaded, before decode and re-encode
+    nsfw_pixels: float | None = None  # Open-NSFW's P(NSFW) on the pixels, when scored
+    faces: list[list[int]] | None = None  # blurred face boxes [x0, y0, x1, y1] in stored pixels, when looked for
 
 
 @dataclass(slots=True)
@@ -173,6 +177,9 @@ class Sample:
         meta = pair_metadata(self.pair)
         info = asdict(self.image)
         del info["data"]
+        for name in ("nsfw_pixels", "faces"):  # only where the recipe looks: other shards keep their bytes
+            if info[name] is None:
+                del info[name]
         meta.update(info)
         meta["status"] = "kept"
         return meta

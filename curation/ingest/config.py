@@ -8,6 +8,7 @@ from typing import Any, Literal
 from curation.core.config import ConfigError, ShardConfig
 from curation.core.records import MAPPABLE_FIELDS, UidConfig
 from filters.dedup.config import DedupConfig, ExactDedupConfig, NearCaptionConfig, NearImageConfig
+from filters.quality.pixel_models import PixelModelsConfig
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ class IngestConfig:
     # rules on each decoded image's original size, same form (min_side, aspect_ratio, max_area; blank_image
     # also on its pixels); plan applies them to declared sizes
     pixel_filters: list[dict[str, Any]] = field(default_factory=list)
+    # models on the image to be stored: Open-NSFW's score (nsfw), face detection, blurring, max_faces (faces)
+    pixels: PixelModelsConfig = field(default_factory=PixelModelsConfig)
     dedup_urls: bool = True  # shorthand for `dedup: {exact: {url: true, caption: false}, near_caption: {enabled: false}}`
     # URL and caption dedup before any download; image keys only exist after it (`curate dedup`).
     dedup: DedupConfig | None = None

@@ -24,15 +24,20 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+IMAGE_FILTER_REASONS = frozenset({"too_small", "too_large", "bad_aspect_ratio", "nsfw_pixels", "too_many_faces"})
+
+
 class Downloader:
     """Pair -> Sample | Rejection. Thread-safe; build one per worker."""
 
-    def __init__(self, download: DownloadConfig, image: ImageConfig, source: SourceConfig, pixel_filters=()) -> None:
+    def __init__(self, download: DownloadConfig, image: ImageConfig, source: SourceConfig, pixel_filters=(),
+                 models=None) -> None:
         self.fetcher = Fetcher(download)
         self.download_cfg = download
         self.image_cfg = image
         self.source_cfg = source
         self.pixel_filters = tuple(pixel_filters)
+        self.models = models  # (PixelModelsConfig, NSFW gate enforced) or None: no model looks
 
     def __call__(self, pair: Pair, gate: tuple[str, int] | None = None) -> Sample | Rejection:
         """Never raises: an unexpected exception is this row's `internal_error` (its type in the
@@ -50,7 +55,7 @@ class Downloader:
             if mismatch:
                 return Rejection(pair, "download", "hash_mismatch", mismatch)
             stage = "image"
-            result = process_image(fetched.data, self.image_cfg, self.pixel_filters)
+            result = process_image(fetched.data, self.image_cfg, self.pixel_filters, self.models, pair.face_bboxes)
             if isinstance(result, ImageInfo):
                 mismatch = self._phash_mismatch(pair, result.phash)
                 if mismatch:
@@ -58,7 +63,7 @@ class Downloader:
                 result.http_status = fetched.status
                 result.mime = fetched.mime
                 return Sample(pair, result)
-            stage = "image_filter" if result.reason in ("too_small", "too_large", "bad_aspect_ratio") else "image"
+            stage = "image_filter" if result.reason in IMAGE_FILTER_REASONS else "image"
             return Rejection(pair, stage, result.reason or "decode_error", result.detail)
         except Exception as err:  # noqa: BLE001 - one row's surprise is that row's rejection, never the bundle's
             return Rejection(pair, stage, "internal_error", f"{type(err).__name__}: {str(err)[:200]}")

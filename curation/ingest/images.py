@@ -13,7 +13,7 @@ import io
 import math
 import struct
 import zlib
-from typing import Sequence
+from typing import Any, Sequence
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -60,21 +60,26 @@ def _resize(img: Image.Image, scale: float, cfg: ImageConfig) -> Image.Image:
     return img.resize(new, _RESAMPLE[method])
 
 
-def _finish(img: Image.Image, cfg: ImageConfig) -> Image.Image:
-    """center_crop and border steps after the keep-ratio resize."""
+def _finish(img: Image.Image, cfg: ImageConfig) -> tuple[Image.Image, tuple[int, int]]:
+    """center_crop and border steps after the keep-ratio resize; also what they cut from the left
+    and the top (negative: the border added there), to map boxes onto the stored image."""
     size = cfg.image_size
     if cfg.resize_mode == "center_crop" and (img.width > size or img.height > size):
-        left, top = (img.width - size) // 2, (img.height - size) // 2
-        return img.crop((left, top, left + min(size, img.width), top + min(size, img.height)))
+        left, top = max(0, (img.width - size) // 2), max(0, (img.height - size) // 2)
+        return img.crop((left, top, left + min(size, img.width), top + min(size, img.height))), (left, top)
     if cfg.resize_mode == "border" and (img.width != size or img.height != size) and max(img.size) <= size:
         canvas = Image.new("RGB", (size, size), (255, 255, 255))
-        canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
-        return canvas
-    return img
+        left, top = (size - img.width) // 2, (size - img.height) // 2
+        canvas.paste(img, (left, top))
+        return canvas, (-left, -top)
+    return img, (0, 0)
 
 
-def process_image(data: bytes, cfg: ImageConfig, pixel_filters: Sequence = ()) -> ImageInfo | Verdict:
-    """Bytes -> ImageInfo, or a rejecting Verdict with a reason code. Never raises on bad data."""
+def process_image(data: bytes, cfg: ImageConfig, pixel_filters: Sequence = (), models: Any = None,
+                  row_faces: Any = None) -> ImageInfo | Verdict:
+    """Bytes -> ImageInfo, or a rejecting Verdict with a reason code. Never raises on bad data.
+    `models` ((PixelModelsConfig, NSFW gate enforced)): the model looks at the image to be stored
+    (filters/quality/pixel_models.py), `row_faces` the row's relative face boxes."""
     if not data:
         return Verdict.reject("empty_body", "0 bytes")
     try:
@@ -120,7 +125,16 @@ def process_image(data: bytes, cfg: ImageConfig, pixel_filters: Sequence = ()) -
             if verdict is not None and not verdict.ok:
                 return verdict
         hashed = phash(out)
-        out = _finish(out, cfg)
+        resized = out.size
+        out, cut = _finish(out, cfg)
+        seen = None
+        if models is not None and models[0].active:
+            from filters.quality.pixel_models import look
+
+            seen = look(out, models[0], models[1], row_faces, resized, cut)
+            if seen.verdict is not None:
+                return seen.verdict
+            out = seen.image
         buf = io.BytesIO()
         if cfg.encode_format == "jpg":
             out.save(buf, "JPEG", quality=cfg.encode_quality)
@@ -133,6 +147,7 @@ def process_image(data: bytes, cfg: ImageConfig, pixel_filters: Sequence = ()) -
         data=stored, ext=cfg.encode_format, width=out.width, height=out.height,
         original_width=orig_w, original_height=orig_h, original_format=fmt,
         sha256=hashlib.sha256(stored).hexdigest(), phash=hashed, source_sha256=hashlib.sha256(data).hexdigest(),
+        nsfw_pixels=None if seen is None else seen.nsfw, faces=None if seen is None else seen.faces,
     )
 
 

@@ -12,7 +12,7 @@ from typing import IO, Any, Iterator
 
 from curation.core.rows import WHOLE, RowError, Split, detect_format, iter_raw_rows
 from curation.ingest.config import SourceConfig
-from curation.core.records import NUMERIC_FIELDS, TEXT_FIELDS, Pair, Rejection, hash_uid
+from curation.core.records import BOX_FIELDS, NUMERIC_FIELDS, TEXT_FIELDS, Pair, Rejection, hash_uid
 
 
 def _to_number(value: Any, tp: type) -> int | float | None:
@@ -36,6 +36,29 @@ def _clean_text(value: Any) -> str:
         value = value.decode("utf-8", "replace")
     text = value if isinstance(value, str) else str(value)
     return "".join(ch for ch in text if ch >= " " or ch in "\t\n")
+
+
+def _boxes(value: Any) -> list[list[float]] | None:
+    """A box list column (DataComp's `face_bboxes`: [[x0, y0, x1, y1], ...], relative; a list, a
+    numpy array from parquet, or JSON text) as plain lists of 4 floats; entries that are not four
+    numbers are dropped, and nothing usable is None. Bounds are checked where the boxes are used."""
+    import json
+
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    out = []
+    for box in value if isinstance(value, (list, tuple)) else []:
+        if hasattr(box, "tolist"):
+            box = box.tolist()
+        if isinstance(box, (list, tuple)) and len(box) == 4 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+            out.append([float(v) for v in box])
+    return out or None
 
 
 def decode_references(text: str) -> str:
@@ -107,6 +130,9 @@ def row_to_pair(raw: dict[str, Any] | RowError, cfg: SourceConfig, source_file: 
         for name in TEXT_FIELDS:
             if name in cols and raw.get(cols[name]) is not None:
                 setattr(pair, name, _clean_text(raw.get(cols[name])))
+        for name in BOX_FIELDS:
+            if name in cols:
+                setattr(pair, name, _boxes(raw.get(cols[name])))
         if cfg.keep_extra_columns:
             mapped = set(cols.values())
             pair.extra = {str(k): _json_safe(v) for k, v in raw.items() if k not in mapped}
