@@ -55,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from curation.core.config import deep_merge, load_config
-    from curation.mmpr.tasks import load_images, parse_item, sample_requests
+    from curation.mmpr.tasks import load_images, parse_item, sample_requests, task_images
     from curation.mmpr.config import MmprConfig
     from curation.mmpr.policy import build_policy
     from pipelines.mmpr import run_mmpr
@@ -80,7 +80,9 @@ def main() -> None:
             tasks.append(load_images(task, str(path.parent), cfg.images, lambda p, n: Path(p).read_bytes()[:n]))
         model = build_policy(cfg.policy)
         batches = [tasks[i:i + cfg.policy.batch_size] for i in range(0, len(tasks), cfg.policy.batch_size)]
-        requests = [[r for t in batch for r in sample_requests(t, cfg, model.per_request_seed)] for batch in batches]
+        read = lambda p: Path(p).read_bytes()  # noqa: E731 - the images read again, as the stage's policy step does
+        requests = [[r for t in batch for r in sample_requests(t, cfg, model.per_request_seed, task_images(t, read))]
+                    for batch in batches]
         naive_s = naive = None
         if args.backend == "model":
             t0 = time.time()

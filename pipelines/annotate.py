@@ -12,7 +12,6 @@ output shard's writer re-reads its input shard for the bytes (one output shard p
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -21,6 +20,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from curation.annotate.config import AnnotateConfig, LanguageConfig, LlmConfig, OcrConfig, QualityConfig
 from curation.core.records import Rejection, Sample
+from pipelines import fsio
+from pipelines.annotate_calibration import PROBE, calibration_doc, probe_inputs, saved_figures, split_probes, state_path
 from pipelines.sharded_output import WriteShards, not_done, run_pair_shard_job
 from pipelines.sharded_input import InputShard, ReadInputShards, ReadShard, opened_shard
 
@@ -125,9 +126,6 @@ class OcrHandler(_BatchedHandler):
         return [PredictionResult(e, r, name) for e, r in zip(batch, results)]
 
 
-PROBE = "probe"  # a calibration probe's key is (PROBE, i); a row's is (shard, position)
-
-
 class QualityHandler(_BatchedHandler):
     """(key, Sample or probe ScoreInput) -> PredictionResult((key, item), QualityResult): the LLM's
     scores only, one backend per worker. Rows and calibration probes share the model load and the
@@ -150,47 +148,12 @@ class QualityHandler(_BatchedHandler):
         from curation.annotate.steps import score_input
 
         results = model.measure([s if isinstance(s, ScoreInput) else score_input(s) for _, s in batch])
-        probes = sum(1 for key, _ in batch if key[0] == PROBE)
+        probes = sum(1 for key, _ in batch if key[0] == PROBE)  # calibration probes ride with the rows
         Metrics.counter(NS, "llm_samples").inc(len(batch) - probes)
         if probes:
             Metrics.counter(NS, "llm_probes").inc(probes)
         backend = model.info()["backend"]
         return [PredictionResult(e, r, backend) for e, r in zip(batch, results)]
-
-
-def _probe_inputs(_, n: int, seed: int):
-    """The calibration probe set as scorer inputs keyed (PROBE, i), built where it runs."""
-    from curation.annotate.probes import probe_set
-
-    for i, probe in enumerate(probe_set(n, seed)):
-        yield (PROBE, i), probe.score_input()
-
-
-def _split_probes(pred: PredictionResult):
-    """Probe results to `probes` as (i, QualityResult); rows' results on the main output."""
-    if pred.example[0][0] == PROBE:
-        yield beam.pvalue.TaggedOutput("probes", (pred.example[0][1], pred.inference))
-    else:
-        yield pred
-
-
-def _calibration_doc(results: list[tuple[int, Any]], cfg: AnnotateConfig) -> dict[str, Any]:
-    """Every probe's result -> the calibration document (figures cached where this runs, gates decided)."""
-    from curation.annotate.calibration import decided, figures_header, gates_of, store_figures
-    from curation.annotate.probes import probe_set
-
-    c = cfg.quality.calibration
-    probes = probe_set(c.probes, c.seed)
-    by_index = dict(results)
-    if sorted(by_index) != list(range(len(probes))):
-        raise RuntimeError(f"annotate calibration: {len(by_index)} of {len(probes)} probe results came back")
-    figures = {**figures_header(cfg, len(probes)),
-               **gates_of(probes, [by_index[i] for i in range(len(probes))], cfg.quality)}
-    try:
-        store_figures(cfg, figures)
-    except OSError as err:  # a read-only or remote worker disk: the figures are still in the index
-        logging.getLogger(__name__).warning("annotate: calibration figures not cached: %s", err)
-    return decided(figures, cfg)
 
 
 def _route(key, rec, counter: str):
@@ -335,7 +298,7 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
     if cfg.quality.enabled:
         if calibrate_on_workers:
             c = cfg.quality.calibration
-            probes = p | "Calibration" >> beam.Create([None]) | "Probes" >> beam.FlatMap(_probe_inputs, c.probes, c.seed)
+            probes = p | "Calibration" >> beam.Create([None]) | "Probes" >> beam.FlatMap(probe_inputs, c.probes, c.seed)
             kept = (kept, probes) | "RowsAndProbes" >> beam.Flatten()
         kept = (
             kept
@@ -343,10 +306,10 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
             | "QualityScore" >> RunInference(QualityHandler(cfg.quality, cfg.llm))
         )
         if calibrate_on_workers:
-            split = kept | "SplitProbes" >> beam.FlatMap(_split_probes).with_outputs("probes", main="rows")
+            split = kept | "SplitProbes" >> beam.FlatMap(split_probes).with_outputs("probes", main="rows")
             doc = (split.probes
                    | "ProbeResults" >> beam.combiners.ToList()
-                   | "DecideGates" >> beam.Map(_calibration_doc, cfg))
+                   | "DecideGates" >> beam.Map(calibration_doc, cfg, output))
             kept, gates = split.rows, beam.pvalue.AsSingleton(doc)
             extra_side = doc | "CalibrationInIndex" >> beam.Map(lambda d: {"calibration": d})
     quality = kept | "QualityVerdict" >> beam.FlatMap(_after_quality, cfg, gates).with_outputs("rejected", main="kept")
@@ -373,17 +336,26 @@ def run_annotate(cfg: AnnotateConfig, inputs: list[str], output: str, beam_args:
     job by default, before it with `quality.calibration.run_on: launcher`."""
 
     def build(p, shards, n, out, fp, prev, sources):
-        from curation.annotate.calibration import cached_figures, calibrate, decided
+        from curation.annotate.calibration import cached_figures, decided, launcher_figures
 
         calibration, on_workers = None, False
         if cfg.quality.enabled and cfg.quality.calibration.enabled:
-            figures = cached_figures(cfg)
-            if figures is not None:
-                calibration = decided(figures, cfg)
-            elif cfg.quality.calibration.run_on == "launcher":
-                calibration = calibrate(cfg)
-            else:
+            figures = saved_figures(out, cfg) or cached_figures(cfg)
+            if figures is None and cfg.quality.calibration.run_on == "launcher":
+                figures = launcher_figures(cfg)
+            if figures is None:
                 on_workers = True
+            else:
+                fsio.write_json(state_path(out), figures)
+                calibration = decided(figures, cfg)
         return build_annotate(p, cfg, shards, n, out, fp, prev, sources, calibration, on_workers)
 
-    return run_pair_shard_job(cfg, inputs, output, beam_args, "annotate", NS, build, one_to_one=True)
+    def semantic(c: AnnotateConfig) -> AnnotateConfig:  # where the probes are scored and cached: same output
+        import dataclasses
+
+        q = c.quality
+        same = dataclasses.replace(q.calibration, run_on="workers", cache_dir=None)
+        return dataclasses.replace(c, quality=dataclasses.replace(q, calibration=same))
+
+    return run_pair_shard_job(cfg, inputs, output, beam_args, "annotate", NS, build, one_to_one=True,
+                              semantic_of=semantic)

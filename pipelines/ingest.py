@@ -137,6 +137,14 @@ class Download(beam.DoFn):
 
         pixel = build_filters(self.cfg.pixel_filters, "pixel_filters")
         models = (self.cfg.pixels, self.nsfw_enforced) if self.cfg.pixels.active else None
+        if models is not None:  # load here, so a worker without the models fails the job, not every row
+            from filters.quality.faces import face_cascade
+            from filters.quality.nsfw import nsfw_model
+
+            if self.cfg.pixels.nsfw.enabled:
+                nsfw_model(self.cfg.pixels.nsfw.threads)
+            if self.cfg.pixels.faces.detect:
+                face_cascade()
         self.downloader = Downloader(self.cfg.download, self.cfg.image, self.cfg.source, pixel, models)
         self.inflight = InFlight(self._one, self.cfg.download.threads)
         self.kept = Metrics.counter(NS, "downloaded")

@@ -70,17 +70,19 @@ class PolicyHandler(_BatchedHandler):
         return self.served(build_policy(self.policy))
 
     def run_inference(self, batch: Sequence[MmprTask], model, inference_args=None) -> Iterable[PredictionResult]:
-        from curation.mmpr.tasks import continuation_request, sample_requests, task_images
+        from curation.mmpr.tasks import continuation_request, reread_images, sample_requests
 
         info = model.info()
-        if self.mode == "sample":
-            requests = [sample_requests(t, self.cfg, info["per_request_seed"], task_images(t, fsio.read_image))
-                        for t in batch]
+        if self.mode == "sample":  # a question whose image cannot be read again is rejected, with no request
+            requests = [sample_requests(t, self.cfg, info["per_request_seed"], images) if images is not None else []
+                        for t, images in ((t, reread_images(t, fsio.read_image, "sample")) for t in batch)]
             sampling = self.cfg.sampling
         else:
+            wants = self.cfg.dropout_ntp.with_image
             requests = [[continuation_request(t, self.cfg, info["per_request_seed"], getattr(self, "cut_tokenizer", None),
-                                              task_images(t, fsio.read_image) if self.cfg.dropout_ntp.with_image else ())]
-                        for t in batch]
+                                              images)] if images is not None else []
+                        for t, images in ((t, reread_images(t, fsio.read_image, "continue") if wants else ())
+                                          for t in batch)]
             sampling = self.cfg.continue_sampling
         flat = model.generate([r for rs in requests for r in rs], sampling)
         out, start = [], 0
@@ -116,6 +118,9 @@ def _after_sampling(pred: PredictionResult, cfg: MmprConfig):
 def _after_continuation(pred: PredictionResult, cfg: MmprConfig):
     from curation.mmpr.tasks import after_continuation
 
+    if not pred.inference:  # its image could not be read again: rejected, no request sent
+        yield from _route(pred.example, "continue")
+        return
     yield from _route(after_continuation(pred.example, pred.inference[0], cfg, pred.model_id), "continue")
 
 
@@ -125,12 +130,10 @@ def uid_of(task: MmprTask) -> str:
 
 def write_shard(shard: int, name: str, records, tar_file, manifest_file):
     """One shard; each kept question's images are read again (by path, or from its row) as they are
-    streamed into the tar."""
+    streamed into the tar (one that cannot be is rejected there)."""
     from curation.mmpr.shards import write_mmpr_shard
-    from curation.mmpr.tasks import task_images
 
-    return write_mmpr_shard(shard, name, records, tar_file, manifest_file,
-                            lambda task: task_images(task, fsio.read_image))
+    return write_mmpr_shard(shard, name, records, tar_file, manifest_file, fsio.read_image)
 
 
 def build_mmpr(p: beam.Pipeline, cfg: MmprConfig, files: list[str], output: str, fingerprint: str,

@@ -248,12 +248,14 @@ class WriteShards(beam.PTransform):
 
 
 def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list[str] | None, stage: str,
-                       namespace: str, build: Callable, one_to_one: bool = False) -> dict[str, Any]:
+                       namespace: str, build: Callable, one_to_one: bool = False,
+                       semantic_of: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) a stage that reads pair-shard folders and writes pair
     shards (dedup, annotate). `build(p, shards, num_shards, output, fingerprint, previous, sources)`
     wires the graph. The job is its config plus the exact input shards (their hashes), not file
     names and sizes. `one_to_one`: one output shard per input shard (a stage whose writers re-read
-    their input shard), else as many as `shards.samples_per_shard` asks."""
+    their input shard), else as many as `shards.samples_per_shard` asks. `semantic_of`: the config
+    with the knobs that do not change the output normalised, for the job's fingerprint."""
     import dataclasses
     from collections import Counter
 
@@ -264,7 +266,7 @@ def run_pair_shard_job(cfg: Any, inputs: list[str], output: str, beam_args: list
     num_shards = len(shards) if one_to_one else num_shards_for(rows, cfg.shards.samples_per_shard)
     per_folder = Counter(s.input_no for s in shards)
     counts = [per_folder[i] for i in range(len(inputs))]
-    semantic = dataclasses.replace(cfg, progress=True)
+    semantic = (semantic_of or (lambda c: c))(dataclasses.replace(cfg, progress=True))
     index_paths = [f"{folder.rstrip('/')}/{INDEX_NAME}" for folder in inputs]
     identity = sorted((s.entry["tar_sha256"], s.entry["manifest_sha256"]) for s in shards)
     return run_sharded_job(

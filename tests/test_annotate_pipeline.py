@@ -301,6 +301,15 @@ def test_probes_scored_on_the_workers_give_the_launchers_calibration(ingested, t
     got, want = output_files(tmp_path / "a"), output_files(tmp_path / "b")
     assert json.loads(got.pop("_index.json"))["reasons"] == json.loads(want.pop("_index.json"))["reasons"]
     assert got == want
+    # the scores the rows were judged by stay in the job's state, so a resume judges by the same gates
+    from pipelines.annotate_calibration import saved_figures
+
+    cached = json.loads((tmp_path / "workers" / f"{calibration_key(cfg('workers', 'workers'))}.json").read_text())
+    assert saved_figures(str(tmp_path / "a"), cfg("x", "workers")) == cached
+    assert saved_figures(str(tmp_path / "b"), cfg("x", "workers")) == cached
+    # where the probes are scored is not part of the job: the finished job is found, not a conflict
+    again = run_annotate(cfg("elsewhere", "launcher"), [str(ingested)], str(tmp_path / "a"))
+    assert again["totals"] == on_workers["totals"] and not (tmp_path / "elsewhere").exists()
 
 
 def test_model_steps_carry_the_accelerator_hint_and_nothing_else_does():

@@ -17,7 +17,7 @@ import pytest
 from curation.core.config import ConfigError, load_config
 from curation.annotate.llm import LlmError
 from curation.mmpr.pairs import MmprItem
-from curation.mmpr.tasks import MmprTask, after_continuation, after_sampling, finish, sample_requests
+from curation.mmpr.tasks import MmprTask, after_continuation, after_sampling, finish, image_digest, sample_requests
 from curation.mmpr.config import MmprConfig
 from curation.mmpr.policy import PolicyResponse
 from curation.core.reasons import check_reason
@@ -192,7 +192,7 @@ def test_backend_errors_and_no_method():
     assert task.reason == "llm_error" and "HTTP 500" in task.detail
     no_dropout = recipe(dropout_ntp={"enabled": False})
     task = _task(MmprItem("d", ("a.png",), "Describe the image."))
-    assert sample_requests(task, no_dropout, False) == [] and finish(task).reason == "no_applicable_method"
+    assert sample_requests(task, no_dropout, False, ()) == [] and finish(task).reason == "no_applicable_method"
 
 
 def test_dropout_for_all_uses_a_right_response_and_both_methods_combine():
@@ -214,11 +214,11 @@ def test_dropout_for_all_uses_a_right_response_and_both_methods_combine():
 def test_requests_are_seeded_per_question_not_per_batch():
     cfg = recipe()
     task = _task()
-    batched = sample_requests(task, cfg, per_request_seed=False)
+    batched = sample_requests(task, cfg, False, (b"png",))
     assert len(batched) == 4 and len({r.seed for r in batched}) == 1  # one seeded batch per question
-    per_request = sample_requests(task, cfg, per_request_seed=True)
+    per_request = sample_requests(task, cfg, True, (b"png",))
     assert len({r.seed for r in per_request}) == 4  # a vLLM / server request each: distinct seeds
-    other = sample_requests(_task(MmprItem("other", ("a.png",), "What is 2 + 2?", "4", "number")), cfg, False)
+    other = sample_requests(_task(MmprItem("other", ("a.png",), "What is 2 + 2?", "4", "number")), cfg, False, (b"png",))
     assert other[0].seed != batched[0].seed and other[0].prompt == batched[0].prompt
     assert batched[0].history and batched[0].history[1].role == "assistant"  # the few-shot examples
 
@@ -264,6 +264,23 @@ def test_inspect_reads_mmpr_folders(mmpr_run, tmp_path):
     jsonl.write_text(jsonl.read_text().replace('"chosen": "', '"chosen": "edited ', 1))
     res = subprocess.run(CURATE + ["inspect", "validate", str(broken)], capture_output=True, text=True)
     assert res.returncode == 1 and f"{jsonl.name}: sha256 differs" in res.stdout and "pairs differ" in res.stdout
+    # a pair naming its image at a wrong byte range, or another question's image, is found
+    shutil.rmtree(broken)
+    shutil.copytree(out, broken)
+    jsonl = next(p for p in sorted(broken.glob("*.jsonl")) if p.stat().st_size)
+    from curation.core.image_refs import member_ref, parse_member_ref
+
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    refs = [parse_member_ref(r["image"] if isinstance(r["image"], str) else r["image"][0]) for r in rows]
+    first = refs[0]
+    other = next((r for r, ref in zip(rows, refs) if ref.member.split(".")[0] != first.member.split(".")[0]), None)
+    if other is not None:  # a pair of another question naming the first question's image
+        other["image"] = member_ref(first.tar, first.member, first.offset, first.size)
+    rows[0]["image"] = member_ref(first.tar, first.member, first.offset + 512, first.size)
+    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+    res = subprocess.run(CURATE + ["inspect", "validate", str(broken)], capture_output=True, text=True)
+    assert res.returncode == 1 and "at that byte range" in res.stdout, res.stdout
+    assert other is None or "belongs to another question" in res.stdout, res.stdout
 
 
 def test_a_uid_kept_twice_keeps_the_first_row_only():
@@ -277,16 +294,41 @@ def test_a_uid_kept_twice_keeps_the_first_row_only():
         task.pairs = [{"id": f"q_c{row}", "method": "correctness", "chosen": "a", "rejected": "b"}]
         return task
 
+    def on_disk(row: int) -> MmprTask:
+        task = kept(row)
+        task.uid = f"q{row}"
+        task.image_paths, task.embedded, task.image_digests = [f"/images/{row}.png"], [], [image_digest(b"png")]
+        return task
+
     loaded = []
     tar = io.BytesIO()
     report, extra = write_mmpr_shard(0, "mmpr-00000-of-00001", [kept(7), kept(3)], tar, io.BytesIO(),
-                                     lambda task: loaded.append(task.source_row) or (b"png",))
+                                     lambda path: loaded.append(path) or b"png")
     assert report.kept == 1 and report.reasons == {"dup_uid": 1} and report.rows == 2
     rows = [json.loads(line) for line in extra["mmpr-00000-of-00001.jsonl"].decode().splitlines()]
-    assert [r["id"] for r in rows] == ["q_c3"] and loaded == [3]  # only the kept question's images are read
+    assert [r["id"] for r in rows] == ["q_c3"] and loaded == []  # its image came from its row, not a file
     # the pair names its image inside the tar, by byte range, and nothing is written beside the shard
     from curation.core.image_refs import parse_member_ref, read_range
 
     ref = parse_member_ref(rows[0]["image"])
     assert ref.tar == "mmpr-00000-of-00001.tar" and ref.member == "q.0.png"
     assert read_range(tar, ref.offset, ref.size, "tar") == b"png"
+    # an image gone or changed since the job first read it rejects its own question, not the shard
+    files = {"/images/1.png": b"png", "/images/2.png": b"PNG, edited"}
+
+    def read(path: str) -> bytes:
+        loaded.append(path)
+        if path not in files:
+            raise FileNotFoundError(path)
+        return files[path]
+
+    tar = io.BytesIO()
+    report, extra = write_mmpr_shard(0, "s", [on_disk(1), on_disk(2), on_disk(4)], tar, io.BytesIO(), read)
+    assert (report.kept, report.rows, report.reasons) == (1, 3, {"local_file_error": 2})
+    assert sorted(loaded) == ["/images/1.png", "/images/2.png", "/images/4.png"]
+    rows = [json.loads(line) for line in extra["s.jsonl"].decode().splitlines()]
+    assert [r["id"] for r in rows] == ["q_c1"] and "q1.0.png" in rows[0]["image"]
+    import tarfile
+
+    tar.seek(0)
+    assert sorted(tarfile.open(fileobj=tar).getnames()) == ["q1.0.png", "q1.json"]

@@ -13,7 +13,8 @@ import pytest
 
 from curation.mmpr.answers import is_correct
 from curation.mmpr.config import MmprImageConfig, MmprSourceConfig
-from curation.mmpr.tasks import load_images
+from curation.core.image_refs import read_image_bytes
+from curation.mmpr.tasks import load_images, task_images
 from curation.mmpr.shards import read_tasks
 from curation.mmpr.sources import SchemaError, detect_schema
 from curation.samples.vqa_formats import EXPECTED, write_vqa_formats
@@ -41,8 +42,9 @@ def test_each_benchmark_shape_maps_to_its_answer_type(formats, name):
         answer_type, gt, n_options, n_images = want
         assert task.reason is None, (name, task.detail)
         item = task.item
-        assert (item.answer_type, item.answer_gt, len(item.options), len(task.images)) == want
-        assert all(d[:8] == b"\x89PNG\r\n\x1a\n" or d[:3] == b"\xff\xd8\xff" for d in task.images)
+        images = task_images(task, lambda p: open(p, "rb").read())  # what the policy and the writer read again
+        assert (item.answer_type, item.answer_gt, len(item.options), len(images)) == want
+        assert all(d[:8] == b"\x89PNG\r\n\x1a\n" or d[:3] == b"\xff\xd8\xff" for d in images)
         assert len(task.image_exts) == n_images and set(task.image_exts) <= {"png", "jpg"}
         if n_options:  # options are listed in the question, and the right one is judged right by letter or text
             assert "Options: (A) " in item.question
@@ -132,4 +134,4 @@ def test_mmpr_job_on_benchmark_parquet_writes_the_embedded_images(formats, tmp_p
     sources = {r["image"]["bytes"] for r in docs}
     for pair in pairs:
         images = pair["image"] if isinstance(pair["image"], list) else [pair["image"]]
-        assert images and all((out / p).read_bytes() in sources for p in images)
+        assert images and all(read_image_bytes(str(out / p), lambda f: open(f, "rb")) in sources for p in images)

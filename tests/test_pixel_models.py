@@ -129,6 +129,19 @@ def test_max_faces_rejects_a_crowd_and_counts_the_rows_boxes_too():
     assert process_image(png(photo("coffee")), ImageConfig(image_size=256), (), crowd).faces == []
     verdict = process_image(png(photo("coffee")), ImageConfig(image_size=256), (), crowd, [[0.1, 0.1, 0.3, 0.3]])
     assert not verdict.ok and verdict.reason == "too_many_faces"
+    # the row's box for the face the cascade finds too is the same face, counted once; boxes are clipped
+    one = (PixelModelsConfig(faces=FacesConfig(detect=True, blur=True, max_faces=1)), False)
+    info = process_image(png(photo("astronaut")), ImageConfig(image_size=512), (), one,
+                         [[185 / 512, 70 / 512, 270 / 512, 160 / 512]])
+    assert not hasattr(info, "reason") and len(info.faces) == 1, info
+    info = process_image(png(photo("astronaut")), ImageConfig(image_size=512), (),
+                         (PixelModelsConfig(faces=FacesConfig(detect=True, blur=True, max_faces=2)), False),
+                         [[185 / 512, 70 / 512, 270 / 512, 160 / 512], [0.9, 0.9, 1.0, 1.0]])
+    assert len(info.faces) == 2 and all(0 <= v <= 512 for box in info.faces for v in box)
+    from filters.quality.faces import merge_boxes
+
+    assert merge_boxes([(-10, -5, 20, 30), (0, 0, 21, 30), (50, 50, 50, 60), (90, 90, 120, 130)], 100, 100) == [
+        (0, 0, 20, 30), (90, 90, 100, 100)]
 
 
 def test_datacomp_recipe_blurs_faces_scores_pixels_and_accounts_for_every_row(tmp_path):

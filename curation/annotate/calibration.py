@@ -168,10 +168,9 @@ def decided(figures: dict[str, Any], cfg: AnnotateConfig) -> dict[str, Any]:
     return doc
 
 
-def calibrate(cfg: AnnotateConfig, backend_factory: Callable | None = None) -> dict[str, Any]:
-    """The calibration document for this recipe, on this process: from the cache, else measured
-    here and cached, with each gate decided. (`run_on: workers` scores the probes in the job
-    instead: pipelines/annotate.py.)"""
+def launcher_figures(cfg: AnnotateConfig, backend_factory: Callable | None = None) -> dict[str, Any]:
+    """The probe scores for this recipe, on this process: from the cache, else measured here and
+    cached. (`run_on: workers` scores the probes in the job instead: pipelines/annotate.py.)"""
     from curation.annotate.llm import build_backend
 
     figures = cached_figures(cfg)
@@ -182,7 +181,12 @@ def calibrate(cfg: AnnotateConfig, backend_factory: Callable | None = None) -> d
         del scorer
         _release_model()
         store_figures(cfg, figures)
-    return decided(figures, cfg)
+    return figures
+
+
+def calibrate(cfg: AnnotateConfig, backend_factory: Callable | None = None) -> dict[str, Any]:
+    """The calibration document for this recipe: `launcher_figures` with each gate decided."""
+    return decided(launcher_figures(cfg, backend_factory), cfg)
 
 
 def _release_model() -> None:

@@ -115,6 +115,8 @@ class JobState:
         """Shard name -> report for shards a previous run of this job finished."""
         done = {}
         for path in self.files.listdir(self.files.join(self.output, PROGRESS_DIR), ".json"):
+            if path.rsplit("/", 1)[-1] == "calibration.json":  # annotate's probe scores, not a shard's report
+                continue
             try:
                 report = ShardReport.from_json(self.files.read_bytes(path).decode())
             except (ValueError, TypeError, KeyError):

@@ -156,7 +156,7 @@ class ImageInfo:
     mime: str | None = None
     source_sha256: str | None = None  # of the bytes as downloaded, before decode and re-encode
     nsfw_pixels: float | None = None  # Open-NSFW's P(NSFW) on the pixels, when scored
-    faces: list[list[int]] | None = None  # blurred face boxes [x0, y0, x1, y1] in stored pixels, when looked for
+    faces: list[list[int]] | None = None  # face boxes [x0, y0, x1, y1] in stored pixels (blurred with faces.blur), when looked for
 
 
 @dataclass(slots=True)

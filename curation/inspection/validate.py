@@ -172,6 +172,7 @@ def _check_preferences(ss: ShardSet, entry: dict[str, Any], groups, problems: li
     name = entry["name"]
     seen: set[str] = set()
     ranges: dict[str, tuple[int, int]] = {}
+    owner: dict[str, str] = {}  # pair id -> the question whose images it may name
     tar_pairs: list[dict[str, Any]] = []
     for key, group in groups:
         seen.add(key)
@@ -179,7 +180,8 @@ def _check_preferences(ss: ShardSet, entry: dict[str, Any], groups, problems: li
         try:
             doc = json.loads(group["json"])
             tar_pairs += doc["pairs"]
-        except (KeyError, ValueError) as err:
+            owner.update({pair["id"]: key for pair in doc["pairs"]})
+        except (KeyError, ValueError, TypeError) as err:
             problems.append(f"{name}: question {key}: missing or unreadable json ({err})")
     jsonl = f"{name}.jsonl"
     try:
@@ -203,6 +205,8 @@ def _check_preferences(ss: ShardSet, entry: dict[str, Any], groups, problems: li
                 if ref.tar != entry["tar"] or ranges.get(ref.member) != (ref.offset, ref.size):
                     problems.append(f"{jsonl}: pair {row['id']}: image {image} is not a member of {entry['tar']} "
                                     f"at that byte range")
+                elif ref.member.split(".", 1)[0] != owner.get(row["id"]):
+                    problems.append(f"{jsonl}: pair {row['id']}: image {image} belongs to another question")
                 continue
             try:
                 open_binary(ss.path(image)).close()

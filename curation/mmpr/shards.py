@@ -80,22 +80,26 @@ def _manifest_row(t: MmprTask) -> dict[str, Any]:
 
 
 def write_mmpr_shard(shard: int, name: str, records: Iterable[MmprTask], tar_file: IO[bytes], manifest_file: IO[bytes],
-                     load: Callable[[MmprTask], tuple[bytes, ...]]) -> tuple[ShardReport, dict[str, bytes]]:
-    """One shard from all its tasks (kept and rejected); `load(task)` reads a kept question's
-    images again, one question at a time, as they are streamed into the tar. Its pairs name them
-    there (`{name}.tar!/{uid}.{k}.{ext}@offset:size`), in the tar's json and in `{name}.jsonl`
-    alike. Returns the report and `{name}.jsonl`."""
+                     read: Callable[[str], bytes]) -> tuple[ShardReport, dict[str, bytes]]:
+    """One shard from all its tasks (kept and rejected). A kept question's images are read again
+    (`read(path)`, or from its row), one question at a time, as they are streamed into the tar;
+    one that cannot be read is rejected here (`local_file_error`) and nothing of it is written.
+    Its pairs name its images in the tar (`{name}.tar!/{uid}.{k}.{ext}@offset:size`), in the
+    tar's json and in `{name}.jsonl` alike. Returns the report and `{name}.jsonl`."""
     from curation.core.image_refs import member_ref
+    from curation.mmpr.tasks import reread_images
 
     tasks = _resolve_collisions(records)
-    kept = sorted((t for t in tasks if t.pairs), key=lambda t: t.uid)
     lines, methods = [], Counter()
     where: dict[str, tuple[int, int]] = {}
 
     def members() -> Iterator[tuple[str, bytes]]:
-        for task in kept:  # images first, so the json after them can name their byte ranges
+        for task in sorted((t for t in tasks if t.pairs), key=lambda t: t.uid):
             names = [f"{task.uid}.{k}.{ext}" for k, ext in enumerate(task.image_exts)]
-            yield from zip(names, load(task))
+            images = reread_images(task, read, "write")
+            if images is None:  # gone or changed since the first read: rejected, nothing of it in the tar
+                continue
+            yield from zip(names, images)  # images first, so the json after them can name their byte ranges
             refs = [member_ref(f"{name}.tar", m, *where[m]) for m in names]
             doc = {"id": task.uid, "responses": task.responses, "pairs": []}
             for pair in sorted(task.pairs, key=lambda p: p["id"]):
@@ -107,6 +111,7 @@ def write_mmpr_shard(shard: int, name: str, records: Iterable[MmprTask], tar_fil
 
     tar_out = HashingWriter(tar_file)
     write_tar(tar_out, members(), where)
+    kept = [t for t in tasks if t.pairs]
     man_out = HashingWriter(manifest_file)
     rows = [_manifest_row(t) for t in tasks]
     write_rows(rows, MMPR_MANIFEST, man_out)

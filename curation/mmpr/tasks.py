@@ -56,8 +56,8 @@ def image_digest(data: bytes) -> str:
 
 def task_images(task: MmprTask, read: Any) -> tuple[bytes, ...]:
     """The task's image bytes, in order: the row's own, or read again by path with `read(path)`.
-    A file whose bytes differ from the first read is an error that names it: the input changed
-    under the running job, and the pairs would name another image."""
+    OSError naming the file when it cannot be read, or when its bytes differ from the first read
+    (the input changed under the running job: the pairs would name another image)."""
     out = []
     for k, path in enumerate(task.image_paths):
         data = task.embedded[k] if k < len(task.embedded) and task.embedded[k] is not None else read(path)
@@ -65,6 +65,17 @@ def task_images(task: MmprTask, read: Any) -> tuple[bytes, ...]:
             raise OSError(f"{path or task.source_file}: image {k} of {task.uid} changed since the job read it")
         out.append(data)
     return tuple(out)
+
+
+def reread_images(task: MmprTask, read: Any, stage: str) -> tuple[bytes, ...] | None:
+    """`task_images`, or None with the task rejected `local_file_error` at `stage` (its pairs
+    dropped): a file gone or changed since the first read fails its own row, never the job."""
+    try:
+        return task_images(task, read)
+    except Exception as err:  # noqa: BLE001 - any reader failure is this row's problem
+        task.pairs, task.chosen, task.prefix = [], None, None
+        task.reject(stage, "local_file_error", f"read again: {type(err).__name__}: {err}"[:300])
+        return None
 
 
 
@@ -170,7 +181,7 @@ def wants_dropout(task: MmprTask, cfg) -> bool:
 
 
 
-def sample_requests(task: MmprTask, cfg, per_request_seed: bool, images: tuple[bytes, ...] = ()):
+def sample_requests(task: MmprTask, cfg, per_request_seed: bool, images: tuple[bytes, ...]):
     """The policy requests for one question (`images`: its image bytes): `correctness.samples` of
     them with a ground truth, one (the Dropout NTP chosen response) without."""
     from curation.mmpr.policy import PolicyRequest
@@ -224,8 +235,8 @@ def after_sampling(task: MmprTask, responses: Sequence[Any], cfg, policy_label: 
 
 
 
-def continuation_request(task: MmprTask, cfg, per_request_seed: bool, tokenizer: Any = None,
-                         images: tuple[bytes, ...] = ()):
+def continuation_request(task: MmprTask, cfg, per_request_seed: bool, tokenizer: Any,
+                         images: tuple[bytes, ...]):
     """Dropout NTP: continue the chosen response's prefix (cut by `tokenizer`'s tokens when given;
     kept on the task for the pair), without the image (`images`) unless configured."""
     from curation.mmpr.policy import PolicyRequest

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curation.core.records import Verdict
-from filters.quality.faces import FacesConfig, blur_boxes, detect_faces, metadata_boxes
+from filters.quality.faces import FacesConfig, blur_boxes, detect_faces, merge_boxes, metadata_boxes
 from filters.quality.nsfw import NsfwConfig, nsfw_score
 
 
@@ -48,11 +48,10 @@ def look(img: Any, cfg: PixelModelsConfig, nsfw_enforced: bool, row_faces: Any =
     if not f.active:
         return PixelLook(img, score)
     boxes = detect_faces(img, f) if f.detect else []
-    if row_faces and (f.blur or f.max_faces is not None):
+    if row_faces:
         w, h = resized or img.size
-        boxes += [b for b in metadata_boxes(row_faces, w, h, cut) if b[2] > 0 and b[3] > 0
-                  and b[0] < img.width and b[1] < img.height]  # boxes the crop cut away are gone
-    boxes = sorted(set(boxes))
+        boxes += metadata_boxes(row_faces, w, h, cut)
+    boxes = merge_boxes(boxes, img.width, img.height)  # clipped to the stored image, one per face
     if f.max_faces is not None and len(boxes) > f.max_faces:
         return PixelLook(img, score, [list(b) for b in boxes],
                          Verdict.reject("too_many_faces", f"{len(boxes)} faces > max_faces {f.max_faces}"))
