@@ -166,11 +166,15 @@ def _route(key, rec, counter: str):
 
 
 def _rules(element, cfg: AnnotateConfig):
-    from curation.annotate.steps import apply_language, apply_rules
+    from curation.annotate.steps import apply_decontam, apply_language, apply_rules
     from filters.quality.text import TextRules
 
     key, sample = element
     ruled = apply_rules(sample, TextRules(cfg.heuristics))
+    if isinstance(ruled, Sample) and cfg.decontamination.enabled:
+        from curation.mmpr.eval_sets import eval_index
+
+        ruled = apply_decontam(ruled, eval_index(cfg.decontamination))  # built once per worker process
     if isinstance(ruled, Sample) and cfg.language.enabled:
         ruled = apply_language(ruled, cfg.language)
     yield from _route(key, ruled, "rules")
@@ -252,6 +256,16 @@ def write_annotated_shard(shard: int, name: str, elements, tar_file, manifest_fi
     return report, {f"{name}.conversations.jsonl": "".join(line + "\n" for line in lines).encode()}
 
 
+def _decontam_summary(cfg) -> dict[str, Any]:
+    """The eval sets as the launcher reads them (a missing file fails here, before any row): the
+    index's `decontamination` field; {} when off."""
+    if not cfg.enabled:
+        return {}
+    from curation.mmpr.eval_sets import eval_index
+
+    return {"decontamination": eval_index(cfg).summary()}
+
+
 def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShards, num_shards: int,
                    output: str, fingerprint: str, previous: beam.PCollection, sources: list[str],
                    calibration: dict[str, Any] | None = None, calibrate_on_workers: bool = False) -> beam.PCollection:
@@ -325,7 +339,8 @@ def build_annotate(p: beam.Pipeline, cfg: AnnotateConfig, shards: ReadInputShard
     return keyed | "Write" >> WriteShards(output, cfg.shards.prefix, "pairs", fingerprint,
                                           write_annotated_shard, count, previous, NS,
                                           extra={"source": "+".join(sources), "annotate_of": sources,
-                                                 **({"calibration": calibration} if calibration else {})},
+                                                 **({"calibration": calibration} if calibration else {}),
+                                                 **_decontam_summary(cfg.decontamination)},
                                           assigned=assigned, rows_read=shards.rows, rows_of=_annotate_rows,
                                           extra_side=extra_side)
 

@@ -19,7 +19,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from curation.mmpr.tasks import MmprTask
 from curation.mmpr.config import MmprConfig, PolicyConfig
 from pipelines import fsio
-from pipelines.annotate import _BatchedHandler, record_load
+from pipelines.annotate import _BatchedHandler, _decontam_summary, record_load
 from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
 from pipelines.progress import worker_bar
 from pipelines.sharded_input import ReadAndCount
@@ -41,10 +41,36 @@ class ReadTasks(beam.DoFn):
 
         root = self.cfg.images.image_root or posixpath.dirname(path)
         inputs = Metrics.counter(NS, "inputs")
+        decontam = self.cfg.decontamination
         with FileSystems.open(path) as f:
             for task in read_tasks(f, path, self.cfg.source):
                 inputs.inc()
-                yield load_images(task, root, self.cfg.images, fsio.read_image)
+                task = load_images(task, root, self.cfg.images, fsio.read_image)
+                yield decontaminate(task, decontam) if decontam.enabled and not task.reason else task
+
+
+def decontaminate(task: MmprTask, cfg) -> MmprTask:
+    """A question, option or answer sharing a long n-gram with an eval set, or an image near an
+    eval image, rejects the question `eval_contaminated` before any model runs."""
+    import io
+
+    from PIL import Image
+
+    from curation.core.images import phash, to_rgb
+    from curation.mmpr.eval_sets import eval_index, item_texts
+    from curation.mmpr.tasks import reread_images
+
+    index = eval_index(cfg)  # built once per worker process
+    hashes = []
+    if cfg.phash_bits >= 0 and task.image_paths:
+        images = reread_images(task, fsio.read_image, "read")
+        if images is None:
+            return task
+        for data in images:
+            with Image.open(io.BytesIO(data)) as img:
+                hashes.append(phash(to_rgb(img)))
+    hit = index.hit(item_texts(task.item), hashes)
+    return task if hit is None else task.reject("read", "eval_contaminated", hit)
 
 
 class PolicyHandler(_BatchedHandler):
@@ -162,7 +188,7 @@ def build_mmpr(p: beam.Pipeline, cfg: MmprConfig, files: list[str], output: str,
         | "ShardAgain" >> beam.ParDo(AssignShard(), num_shards=n, uid_of=uid_of)
         | "Write" >> WriteShards(output, prefix, "mmpr", fingerprint, write_shard, num_shards, previous, NS,
                                  extra={"policy": cfg.policy.label, "continuation": cfg.continuation_policy.label,
-                                        "style": cfg.prompt.style},
+                                        "style": cfg.prompt.style, **_decontam_summary(cfg.decontamination)},
                                  assigned=assigned, rows_read=rows_read)
     )
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from curation.core.config import ConfigError, SamplingConfig, ShardConfig
 from filters.quality.text import HeuristicsConfig
+from filters.quality.decontam import DecontamConfig
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,8 @@ class AnnotateConfig:
     heuristics: HeuristicsConfig = field(default_factory=HeuristicsConfig)
     conversations: ConversationConfig = field(default_factory=ConversationConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
+    # eval sets whose texts and images may not reach training data (`eval_contaminated`); none by default
+    decontamination: DecontamConfig = field(default_factory=DecontamConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="annotated"))
     progress: bool = True  # a progress bar per worker on stderr (rows read)
 

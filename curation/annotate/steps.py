@@ -41,6 +41,13 @@ def apply_rules(sample: Sample, rules: TextRules) -> Sample | Rejection:
     return Rejection(sample.pair, STAGE, verdict.reason, verdict.detail)  # type: ignore[arg-type]
 
 
+def apply_decontam(sample: Sample, index: Any) -> Sample | Rejection:
+    """A caption sharing a long n-gram with an eval set, or an image near an eval image's pHash
+    (filters/quality/decontam.py): rejected `eval_contaminated`, naming the set and the match."""
+    hit = index.hit([sample.pair.caption], [sample.image.phash])
+    return sample if hit is None else Rejection(sample.pair, STAGE, "eval_contaminated", hit)
+
+
 def apply_language(sample: Sample, cfg: LanguageConfig) -> Sample | Rejection:
     """The caption's language into the json (`language.caption`); with a `keep` list, a caption
     confidently in another language is rejected."""

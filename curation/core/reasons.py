@@ -24,6 +24,7 @@ REASONS: dict[str, str] = {
     "nsfw": "NSFW tag or score above threshold",
     "watermark": "watermark score above threshold",
     "low_clip_similarity": "CLIP image-text similarity below threshold",
+    "eval_contaminated": "a long n-gram of an eval set's question, answer or option (or a whole short one), or an image within phash_bits of an eval image",
     "language_not_kept": "caption confidently in a language outside the recipe's `language.keep` list",
     # dedup (detail ends with the kept representative's uid: highest quality score, then smallest uid)
     "dup_url": "exact duplicate of another row's normalised URL",

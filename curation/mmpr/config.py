@@ -10,6 +10,7 @@ from typing import Literal
 from curation.annotate.config import LlmConfig, _format_keys
 from curation.core.config import ConfigError, SamplingConfig, ShardConfig
 from model.config import DataConfig, ModelConfig, PromptConfig
+from filters.quality.decontam import DecontamConfig
 
 DEFAULT_TEMPLATES = {
     "final_answer": "{question}\nAnswer with a short rationale, then a last line of the form 'Final Answer: <answer>'.",
@@ -159,6 +160,8 @@ class MmprConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     continuation: PolicyConfig | None = None  # Dropout NTP's continuing model; default: the policy
     images: MmprImageConfig = field(default_factory=MmprImageConfig)
+    # eval sets whose questions, answers and images may not become training pairs (`eval_contaminated`)
+    decontamination: DecontamConfig = field(default_factory=DecontamConfig)
     shards: ShardConfig = field(default_factory=lambda: ShardConfig(prefix="mmpr"))
     progress: bool = True  # a progress bar per worker on stderr (questions per policy step)
 

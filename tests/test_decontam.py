@@ -1,0 +1,139 @@
+"""Benchmark decontamination: an index built from benchmarks' own files with `curate mmpr`'s
+readers (MMPR jsonl with image files, ScienceQA / A-OKVQA parquet with embedded images, written by
+curation.samples.vqa_formats), then the rows it rejects `eval_contaminated` in annotate (captions
+and images) and mmpr (questions, options, answers and images), named with the eval file and what
+matched. Real photos are scikit-image's."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import skimage.data
+from PIL import Image
+
+from curation.core.config import ConfigError
+from curation.core.images import phash
+from curation.mmpr.eval_sets import build_eval_index
+from filters.quality.decontam import DecontamConfig
+
+LONG = "In the photograph taken at the harbour, how many red fishing boats are tied to the wooden pier?"
+SHORT = "Which animal is sleeping on the blue sofa today?"  # 9 words: matched whole
+
+
+def photo(name: str) -> Image.Image:
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def evals(tmp_path_factory):
+    from curation.samples.vqa_formats import write_vqa_formats
+
+    root = tmp_path_factory.mktemp("evals")
+    (root / "images").mkdir()
+    photo("astronaut").save(root / "images" / "astronaut.png")
+    rows = [{"id": "e1", "image": "images/astronaut.png", "question": LONG, "answer_gt": "3"},
+            {"id": "e2", "image": "images/astronaut.png", "question": SHORT, "answer_gt": "a cat"},
+            {"id": "e3", "question": "What is this?", "answer_gt": "a dog"},  # too short to guard anything
+            {"id": "e4", "question": ""}]  # unusable: no question
+    (root / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    formats = write_vqa_formats(root / "formats")
+    return root, formats
+
+
+def test_the_index_reads_benchmark_files_and_matches_long_ngrams_and_whole_short_questions(evals):
+    root, formats = evals
+    cfg = DecontamConfig(eval_sets=[str(root / "bench.jsonl"), str(formats["aokvqa.parquet"])])
+    index = build_eval_index(cfg)
+    counts = index.summary()["eval_sets"]
+    assert counts["bench.jsonl"] == {"rows": 4, "texts": 9, "images": 2, "unusable": 1}  # 3 rows x (question, its head, answer)
+    assert counts["aokvqa.parquet"]["rows"] == 2 and counts["aokvqa.parquet"]["images"] == 2  # embedded images
+    # 13 words of the long question, in other case and punctuation, inside a caption
+    caption = "Stock photo: In the photograph TAKEN at the harbour - how many red fishing boats are tied, today"
+    assert 'of bench.jsonl' in index.text_hit(caption) and index.text_hit(caption).startswith('13-gram "in the photograph')
+    assert index.text_hit("In the photograph taken at the harbour how many red fishing boats do you see") is None  # 12
+    assert index.text_hit(f"Q: {SHORT.upper()}") and index.text_hit(SHORT.replace("blue", "green")) is None
+    assert index.text_hit("What is this? A dog.") is None  # a 3-word eval question guards nothing
+    with pytest.raises(ConfigError):
+        DecontamConfig(eval_sets=["x"], ngram=13, min_words=20)
+    with pytest.raises(FileNotFoundError, match="nothing matches"):
+        build_eval_index(DecontamConfig(eval_sets=[str(root / "none-*.jsonl")]))
+
+
+def test_an_eval_image_is_found_after_a_recompress_and_a_resize(evals):
+    root, _ = evals
+    index = build_eval_index(DecontamConfig(eval_sets=[str(root / "bench.jsonl")]))
+    buf = io.BytesIO()
+    photo("astronaut").resize((300, 300)).save(buf, "JPEG", quality=60)
+    copy = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    assert "bits from an image of bench.jsonl" in index.image_hit(phash(copy))
+    for other in ("coffee", "chelsea", "camera", "rocket"):
+        assert index.image_hit(phash(photo(other))) is None, other
+    texts_only = build_eval_index(DecontamConfig(eval_sets=[str(root / "bench.jsonl")], phash_bits=-1))
+    assert texts_only.image_hit(phash(copy)) is None and texts_only.summary()["images"] == 0
+
+
+def test_annotate_rejects_contaminated_captions_and_images_and_accounts_for_every_row(evals, tmp_path):
+    from curation.core.config import deep_merge, load_config
+    from curation.annotate.config import AnnotateConfig
+    from curation.core.records import ImageInfo, Pair, Sample
+    from curation.core.shards import build_index, write_pair_shard
+    from pipelines.annotate import run_annotate
+    from tests.conftest import CONFIGS
+
+    root, _ = evals
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+
+    def sample(uid: str, caption: str, img: Image.Image) -> Sample:
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        pair = Pair(uid=uid, url=f"http://example.org/{uid}.jpg", caption=caption, source="test",
+                    source_file="t.jsonl", source_row=int(uid[1:]))
+        return Sample(pair, ImageInfo(buf.getvalue(), "jpg", img.width, img.height, img.width, img.height, "JPEG",
+                                      "0" * 64, phash(img)))
+
+    samples = [sample("r0", f"A poster that asks: {LONG}", photo("coffee")),  # the long question
+               sample("r1", "Portrait of an astronaut in an orange suit with a flag behind her.", photo("astronaut")),
+               sample("r2", "A cup of coffee with latte art on a saucer on a wooden table.", photo("coffee")),
+               sample("r3", "A ginger cat resting on a windowsill in the afternoon sun.", photo("chelsea"))]
+    with open(folder / "t-00000-of-00001.tar", "wb") as t, open(folder / "t-00000-of-00001.parquet", "wb") as m:
+        report = write_pair_shard(0, "t-00000-of-00001", samples, t, m)
+    (folder / "_index.json").write_text(json.dumps(build_index([report], kind="pairs", prefix="t", num_shards=1,
+                                                               fingerprint="test")))
+    over = {"progress": False, "ocr": {"enabled": False}, "quality": {"enabled": False},
+            "decontamination": {"eval_sets": [str(root / "bench.jsonl")]}}
+    cfg = load_config(CONFIGS / "annotate.yaml", AnnotateConfig, deep_merge({}, over))
+    index = run_annotate(cfg, [str(folder)], str(tmp_path / "out"))
+    assert index["totals"] == {"inputs": 4, "kept": 2, "rejected": 2}
+    assert index["reasons"] == {"eval_contaminated": 2}
+    assert index["decontamination"]["eval_sets"]["bench.jsonl"]["rows"] == 4
+    import pyarrow.parquet as pq
+
+    rows = {r["uid"]: r for s in index["shards"] for r in pq.read_table(tmp_path / "out" / s["manifest"]).to_pylist()}
+    assert rows["r0"]["detail"].startswith("13-gram") and "bits from an image of bench.jsonl" in rows["r1"]["detail"]
+    assert rows["r2"]["status"] == rows["r3"]["status"] == "kept"
+
+
+def test_mmpr_rejects_a_benchmark_question_before_any_model_runs(tmp_path):
+    """MMPR reads VQA files: the same questions given as the eval set are rejected at read."""
+    from curation.mmpr.config import MmprConfig, MmprImageConfig
+    from curation.mmpr.shards import read_tasks
+    from curation.mmpr.tasks import load_images
+    from curation.samples.vqa import write_vqa
+    from pipelines.mmpr import decontaminate
+    from tests.test_mmpr_pipeline import recipe
+
+    vqa = write_vqa(tmp_path / "vqa")
+    train = tmp_path / "vqa" / "train.jsonl"
+    lines = vqa["questions"].read_text().splitlines()
+    train.write_text("\n".join(lines) + "\n")
+    cfg: MmprConfig = recipe(decontamination={"eval_sets": [str(vqa["questions"])], "min_words": 5})
+    with open(train, "rb") as f:
+        tasks = [load_images(t, str(train.parent), MmprImageConfig(), lambda p, n: open(p, "rb").read(n))
+                 for t in read_tasks(f, "train.jsonl")]
+    usable = [t for t in tasks if not t.reason]
+    judged = [decontaminate(t, cfg.decontamination) for t in usable]
+    assert usable and all(t.reason == "eval_contaminated" for t in judged), [(t.uid, t.detail) for t in judged]
+    assert all("vqa.jsonl" in t.detail for t in judged)
