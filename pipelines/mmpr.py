@@ -51,25 +51,22 @@ class ReadTasks(beam.DoFn):
 
 def decontaminate(task: MmprTask, cfg) -> MmprTask:
     """A question, option or answer sharing a long n-gram with an eval set, or an image near an
-    eval image, rejects the question `eval_contaminated` before any model runs."""
-    import io
-
-    from PIL import Image
-
-    from curation.core.images import phash, to_rgb
-    from curation.mmpr.eval_sets import eval_index, item_texts
+    eval image, rejects the question `eval_contaminated` before any model runs. Texts first; the
+    images are read again and hashed only when the texts are clean (one that does not decode is
+    rejected `decode_error`)."""
+    from curation.mmpr.eval_sets import DECODE_ERRORS, eval_index, image_phash, item_texts
     from curation.mmpr.tasks import reread_images
 
     index = eval_index(cfg)  # built once per worker process
-    hashes = []
-    if cfg.phash_bits >= 0 and task.image_paths:
+    hit = index.hit(item_texts(task.item))
+    if hit is None and cfg.phash_bits >= 0 and task.image_paths:
         images = reread_images(task, fsio.read_image, "read")
         if images is None:
             return task
-        for data in images:
-            with Image.open(io.BytesIO(data)) as img:
-                hashes.append(phash(to_rgb(img)))
-    hit = index.hit(item_texts(task.item), hashes)
+        try:
+            hit = index.hit([], [image_phash(data) for data in images])
+        except DECODE_ERRORS as err:
+            return task.reject("read", "decode_error", f"{type(err).__name__}: {err}"[:300])
     return task if hit is None else task.reject("read", "eval_contaminated", hit)
 
 

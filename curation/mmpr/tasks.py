@@ -54,6 +54,10 @@ def image_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+class ImageChanged(OSError):
+    """An image's bytes differ from what the job first read."""
+
+
 def task_images(task: MmprTask, read: Any) -> tuple[bytes, ...]:
     """The task's image bytes, in order: the row's own, or read again by path with `read(path)`.
     OSError naming the file when it cannot be read, or when its bytes differ from the first read
@@ -62,17 +66,22 @@ def task_images(task: MmprTask, read: Any) -> tuple[bytes, ...]:
     for k, path in enumerate(task.image_paths):
         data = task.embedded[k] if k < len(task.embedded) and task.embedded[k] is not None else read(path)
         if k < len(task.image_digests) and image_digest(data) != task.image_digests[k]:
-            raise OSError(f"{path or task.source_file}: image {k} of {task.uid} changed since the job read it")
+            raise ImageChanged(f"{path or task.source_file}: image {k} of {task.uid} changed since the job read it")
         out.append(data)
     return tuple(out)
 
 
 def reread_images(task: MmprTask, read: Any, stage: str) -> tuple[bytes, ...] | None:
     """`task_images`, or None with the task rejected `local_file_error` at `stage` (its pairs
-    dropped): a file gone or changed since the first read fails its own row, never the job."""
+    dropped): a file gone or changed since the first read fails its own row, never the job. Any
+    other error (a store that did not answer) propagates, so the runner retries the bundle."""
+    import errno
+
     try:
         return task_images(task, read)
-    except Exception as err:  # noqa: BLE001 - any reader failure is this row's problem
+    except OSError as err:
+        if not isinstance(err, (FileNotFoundError, ImageChanged)) and err.errno != errno.ENOENT:
+            raise
         task.pairs, task.chosen, task.prefix = [], None, None
         task.reject(stage, "local_file_error", f"read again: {type(err).__name__}: {err}"[:300])
         return None
