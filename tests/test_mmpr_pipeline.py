@@ -332,3 +332,38 @@ def test_a_uid_kept_twice_keeps_the_first_row_only():
 
     tar.seek(0)
     assert sorted(tarfile.open(fileobj=tar).getnames()) == ["q1.0.png", "q1.json"]
+
+
+def test_the_policy_step_rereads_images_and_rejects_a_question_whose_image_is_gone(tmp_path):
+    """PolicyHandler's own batch logic, with a stand-in for the model's generate (the real policy
+    runs in the slow tests above): requests carry the bytes read again from disk; a question whose
+    file vanished since the read step is rejected `local_file_error`, with no request sent."""
+    from pipelines.mmpr import PolicyHandler, _after_sampling
+
+    cfg = recipe()
+    (tmp_path / "a.png").write_bytes(b"png")
+
+    def on_disk(uid: str, name: str) -> MmprTask:
+        task = _task(MmprItem(uid, (name,), "What is 2 + 2?", "4", "number"))
+        task.image_paths, task.embedded, task.image_digests = [str(tmp_path / name)], [], [image_digest(b"png")]
+        return task
+
+    class Model:
+        sent: list = []
+
+        def info(self):
+            return {"per_request_seed": False, "label": "stand-in"}
+
+        def generate(self, requests, sampling):
+            self.sent += requests
+            return [_resp("2 + 2 = 4.\nFinal Answer: 4") for _ in requests]
+
+    model = Model()
+    handler = PolicyHandler(cfg.policy, cfg, "sample")
+    here, gone = on_disk("here", "a.png"), on_disk("gone", "missing.png")
+    results = list(handler.run_inference([here, gone], model))
+    assert len(model.sent) == cfg.correctness.samples and all(r.images == (b"png",) for r in model.sent)
+    assert [len(r.inference) for r in results] == [cfg.correctness.samples, 0]
+    assert gone.reason == "local_file_error" and "missing.png" in gone.detail
+    routed = list(_after_sampling(results[1], cfg))
+    assert len(routed) == 1 and routed[0].tag == "done" and routed[0].value.reason == "local_file_error"
