@@ -8,9 +8,13 @@ on CPU, as ingest runs them: one image at a time per download thread, on the ima
   call), its recommended way for throughput, on the same images;
 - `haar_faces`: `detect_faces` (OpenCV's frontal face cascade, the recipe's settings);
 - `ingest_image_step`: `process_image` with both on (decode, resize, NSFW, faces, blur, JPEG
-  encode) against the same step with neither, so the models' share of the step is in view.
+  encode) against the same step with neither, so the models' share of the step is in view;
+- `clip_vit_b16`: the CLIP step's scorer (`ClipScorer.score`: preprocessing, both towers, cosine),
+  `--clip-batch` images and captions per call, on a randomly initialised model of ViT-B/16's
+  architecture (curation/samples/tiny_clip.py: no CLIP weights ship offline; throughput does not
+  depend on the weights), on CPU, and on the GPU in float16 when there is one (`device`).
 
-    python bench/pixel_scores.py --images 200 --size 512
+    python bench/pixel_scores.py --images 200 --size 512 [--clip-images 256 --clip-batch 32]
 """
 
 from __future__ import annotations
@@ -50,12 +54,42 @@ def timed(model: str, n: int, fn, **extra) -> dict:
             "ms_per_image": round(1000 * s / n, 2), "cores": os.cpu_count(), **extra}
 
 
+def clip_lines(args) -> None:
+    import tempfile
+
+    import torch
+
+    from curation.samples.tiny_clip import save_random_clip
+    from filters.quality.clip import ClipConfig, ClipScorer
+
+    imgs = photos(args.clip_images, args.size)
+    captions = [f"a photo of the {PHOTOS[i % len(PHOTOS)]} sample, number {i}" for i in range(len(imgs))]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    with tempfile.TemporaryDirectory() as folder:
+        model = str(save_random_clip(folder, vit_b16=True))
+        for device in devices:
+            scorer = ClipScorer(ClipConfig(model=model, device=device, batch_size=args.clip_batch))
+            b = args.clip_batch
+            scorer.score(imgs[:b], captions[:b])  # warm
+            line = timed("clip_vit_b16", len(imgs),
+                         lambda: [scorer.score(imgs[i:i + b], captions[i:i + b]) for i in range(0, len(imgs), b)],
+                         size=args.size, batch=b, device=device, dtype=str(scorer.dtype).removeprefix("torch."),
+                         torch_threads=torch.get_num_threads(), weights="random (ViT-B/16 architecture)")
+            if device == "cuda":
+                line["gpu"] = torch.cuda.get_device_name()
+            print(json.dumps(line), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clip-images", type=int, default=256, help="images for the CLIP lines (0: none)")
+    ap.add_argument("--clip-batch", type=int, default=32)
     args = ap.parse_args()
+    if args.clip_images:
+        clip_lines(args)
 
     from curation.ingest.config import ImageConfig
     from curation.ingest.images import process_image

@@ -307,12 +307,14 @@ class MetadataSteps(beam.PTransform):
 def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: str, fingerprint: str,
                  previous: beam.PCollection, root: str = "") -> beam.PCollection:
     """Wire the ingest graph on `p` (file names recorded relative to `root`); returns the
-    PCollection holding the written index. With NSFW scoring on, its gate is measured here, on
-    the launcher (`filters.quality.nsfw.nsfw_gate`), and goes into the index."""
+    PCollection holding the written index. With NSFW or CLIP scoring on, its gate is measured
+    here, on the launcher (`nsfw_gate`, `clip_gate`), and goes into the index."""
+    from filters.quality.clip import clip_gate
     from filters.quality.nsfw import nsfw_gate
 
     prefix = cfg.shards.prefix
     gate = nsfw_gate(cfg.pixels.nsfw) if cfg.pixels.nsfw.enabled else None
+    clip = clip_gate(cfg.pixels.clip) if cfg.pixels.clip.enabled else None
     rows, num_shards, read = p | "Read" >> ReadAndCount(files, ReadFile(cfg, NS, root), cfg.shards.samples_per_shard,
                                                       SplitFile(cfg))
     n = beam.pvalue.AsSingleton(num_shards)
@@ -325,12 +327,17 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
         | "BySite" >> SiteGroups(cfg)
         | "Download" >> beam.ParDo(Download(cfg, output, bool(gate and gate["enforced"])))
     )
+    if clip is not None:
+        from pipelines.pixel_scores import ClipScores
+
+        downloaded = downloaded | "PixelScores" >> ClipScores(cfg.pixels.clip, bool(clip["enforced"]))
     rejected_todo = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n, done=done)
     return (
         (downloaded, rejected_todo)
         | "Records" >> beam.Flatten()
         | "Write" >> WriteShards(output, prefix, "pairs", fingerprint, write_staged_shard, num_shards, previous, NS,
-                                 extra={"source": cfg.source.name, **({"nsfw_gate": gate} if gate else {})},
+                                 extra={"source": cfg.source.name, **({"nsfw_gate": gate} if gate else {}),
+                                        **({"clip_gate": clip} if clip else {})},
                                  assigned=keyed, rows_read=read)
     )
 
@@ -340,10 +347,12 @@ def run_ingest(cfg: IngestConfig, inputs: list[str], output: str, beam_args: lis
     from curation.core.rows import input_root
     from pipelines import fsio
 
-    # Progress bars, staging, read splits, the thread counts and the hot-host split do not change the
-    # output: not in the fingerprint.
+    # Progress bars, staging, read splits, the thread counts, the hot-host split and where and in
+    # what batches the CLIP model runs do not change the output: not in the fingerprint.
+    clip = dataclasses.replace(cfg.pixels.clip, batch_size=32, accelerator=None, share_across_processes=False)
     semantic = dataclasses.replace(cfg, progress=True, stage_images=True, staging_bundle_mb=64.0,
-                                   pixels=dataclasses.replace(cfg.pixels, nsfw=dataclasses.replace(cfg.pixels.nsfw, threads=1)),
+                                   pixels=dataclasses.replace(cfg.pixels, nsfw=dataclasses.replace(cfg.pixels.nsfw, threads=1),
+                                                              clip=clip),
                                    source=dataclasses.replace(cfg.source, split_rows=0),
                                    download=dataclasses.replace(cfg.download, threads=1, hot_host_rows=10_000,
                                                                 max_host_subkeys=16))

@@ -17,6 +17,9 @@ PAIR_MANIFEST = pa.schema([
     ("declared_width", pa.int64()), ("declared_height", pa.int64()),
     ("clip_similarity", pa.float64()), ("nsfw_score", pa.float64()), ("watermark_score", pa.float64()),
     ("aesthetic_score", pa.float64()),
+    # the models' findings on the stored pixels (ingest's `pixels:`), kept rows only
+    ("nsfw_pixels", pa.float64()), ("faces", pa.int32()), ("clip_pixel_similarity", pa.float64()),
+    ("aesthetic_pixels", pa.float64()),
 ])
 
 # Packed shards (`curate pack`): one row per input conversation / preference pair.

@@ -157,6 +157,12 @@ class ImageInfo:
     source_sha256: str | None = None  # of the bytes as downloaded, before decode and re-encode
     nsfw_pixels: float | None = None  # Open-NSFW's P(NSFW) on the pixels, when scored
     faces: list[list[int]] | None = None  # face boxes [x0, y0, x1, y1] in stored pixels (blurred with faces.blur), when looked for
+    clip_pixel_similarity: float | None = None  # cosine of the stored image and its caption under clip_model, when scored
+    clip_model: str | None = None  # the CLIP / SigLIP model that gave clip_pixel_similarity
+    aesthetic_pixels: float | None = None  # LAION's aesthetic predictor v2 on the CLIP image embedding, when scored
+
+
+PIXEL_FINDINGS = ("nsfw_pixels", "faces", "clip_pixel_similarity", "clip_model", "aesthetic_pixels")
 
 
 @dataclass(slots=True)
@@ -177,7 +183,7 @@ class Sample:
         meta = pair_metadata(self.pair)
         info = asdict(self.image)
         del info["data"]
-        for name in ("nsfw_pixels", "faces"):  # only where the recipe looks: other shards keep their bytes
+        for name in PIXEL_FINDINGS:  # only where the recipe looks: other shards keep their bytes
             if info[name] is None:
                 del info[name]
         meta.update(info)

@@ -176,7 +176,9 @@ def manifest_row(rec: Sample | Rejection) -> dict[str, Any]:
         im = rec.image
         row.update(status="kept", width=im.width, height=im.height, original_width=im.original_width,
                    original_height=im.original_height, sha256=im.sha256, phash=im.phash,
-                   source_sha256=im.source_sha256)
+                   source_sha256=im.source_sha256, nsfw_pixels=im.nsfw_pixels,
+                   faces=None if im.faces is None else len(im.faces), clip_pixel_similarity=im.clip_pixel_similarity,
+                   aesthetic_pixels=im.aesthetic_pixels)
     else:
         row.update(status="rejected", stage=rec.stage, reason=rec.reason, detail=rec.detail)
     return row

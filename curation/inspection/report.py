@@ -10,7 +10,8 @@ import io
 from typing import Any
 
 from curation.core.shardset import ShardSet
-from curation.inspection.summary import CALIBRATION_COLUMNS, calibration_rows, summarize
+from curation.inspection.summary import (CALIBRATION_COLUMNS, PIXEL_GATE_COLUMNS, calibration_rows, pixel_gate_rows,
+                                         summarize)
 from curation.core.shards import iter_tar_groups
 
 THUMB = 160
@@ -137,6 +138,11 @@ def render_report(ss: ShardSet, thumbnails: int = 48, per_reason: int = 4) -> st
         for reason, rows_ in _unenforced_examples(ss, per_reason).items():
             parts += [f"<tr><td>{e(reason)}</td><td>{e(uid)}</td><td>{e(cap[:160])}</td><td>{e(detail[:200])}</td></tr>"
                       for uid, cap, detail in rows_]
+    if doc.get("pixel_gates"):
+        parts.append("</table><h2>Pixel models</h2><p>measured on their probes: a score rejects only where its gate is "
+                     "enforced</p><table id='pixel-gates'><tr>" + "".join(f"<th>{e(c)}</th>" for c in PIXEL_GATE_COLUMNS)
+                     + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in pixel_gate_rows(doc["pixel_gates"])]
     parts.append("</table><h2>Distributions</h2><div class='plots'>")
     for name, d in doc["distributions"].items():
         if d.get("count"):

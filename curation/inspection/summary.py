@@ -11,7 +11,8 @@ import numpy as np
 
 from curation.core.shardset import ShardSet
 
-PAIR_SCORES = ("clip_similarity", "aesthetic_score", "nsfw_score", "watermark_score", "quality_score", "ocr_chars")
+PAIR_SCORES = ("clip_similarity", "aesthetic_score", "nsfw_score", "watermark_score", "quality_score", "ocr_chars",
+               "clip_pixel_similarity", "aesthetic_pixels", "nsfw_pixels", "faces")
 _EDGES = {
     "caption_chars": [0, 10, 20, 40, 80, 160, 320, 640, 1280, math.inf],
     "image_side": [0, 64, 128, 256, 512, 1024, 2048, math.inf],
@@ -109,6 +110,9 @@ def summarize(ss: ShardSet) -> dict[str, Any]:
             doc["stats"] = dict(ss.index["stats"])
         if ss.index.get("calibration"):  # annotate: the rater measured on the probe set, and its gates
             doc["calibration"] = ss.index["calibration"]
+        gates = {name: ss.index[key] for name, key in PIXEL_GATES if ss.index.get(key)}
+        if gates:  # ingest: the pixel models measured on their probes
+            doc["pixel_gates"] = gates
     elif ss.kind == "preference":
         for name, values in sorted(merged.items()):
             dist[name] = distribution(values)
@@ -182,6 +186,24 @@ def calibration_rows(cal: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+PIXEL_GATES = (("nsfw", "nsfw_gate"), ("clip", "clip_gate"))  # (model step, its index key)
+PIXEL_GATE_COLUMNS = ("step", "model", "threshold", "ROC-AUC", "clean reject", "probes", "gate")
+
+
+def pixel_gate_rows(gates: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Per pixel model (ingest's `pixels:`): threshold, ROC-AUC and clean-reject rate on its
+    probes, and its gate state (enforced, or why not)."""
+    rows = []
+    for step, g in gates.items():
+        threshold = g.get("max_score", g.get("min_similarity"))
+        auc = "-" if g.get("auc") is None else f"{g['auc']:.3f}"
+        rej = "-" if g.get("clean_reject") is None else f"{g['clean_reject']:.1%}"
+        probes = "/".join(str(g[k]) for k in ("safe", "unsafe", "matched", "mismatched") if k in g) or "-"
+        state = "enforced" if g.get("enforced") else f"NOT enforced: {g.get('why', '')}"
+        rows.append((step, str(g.get("model")), "-" if threshold is None else f"{threshold:g}", auc, rej, probes, state))
+    return rows
+
+
 CALIBRATION_COLUMNS = ("score", "threshold", "ROC-AUC", "clean reject", "degraded reject", "clean/degraded probes",
                        "gate")
 
@@ -218,6 +240,13 @@ def render(doc: dict[str, Any], console) -> None:
         for col in CALIBRATION_COLUMNS:
             t.add_column(col)
         for row in calibration_rows(cal):
+            t.add_row(*row)
+        console.print(t)
+    if doc.get("pixel_gates"):
+        t = Table(title="pixel models: a score rejects only where its gate is enforced")
+        for col in PIXEL_GATE_COLUMNS:
+            t.add_column(col)
+        for row in pixel_gate_rows(doc["pixel_gates"]):
             t.add_row(*row)
         console.print(t)
     if doc["rejected_by_stage"]:

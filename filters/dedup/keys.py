@@ -124,14 +124,25 @@ def origin_tiebreak(*parts: object) -> str:
 HOME = "@"  # in a node's tiebreak: the output shard its row is written to, and its position there
 
 
-def pair_node(pair, score_field: str | None, origin: tuple[int, int] | None = None) -> str:
+def record_score(rec, field: str | None) -> float | None:
+    """A pair-shard record's representative score: its CLIP score on the stored pixels when it has
+    one (fresher than any metadata column, which goes stale as images change), else `score_of`."""
+    from curation.core.records import record_pair
+
+    pixel = getattr(getattr(rec, "image", None), "clip_pixel_similarity", None)
+    return float(pixel) if field and pixel is not None else score_of(record_pair(rec), field)
+
+
+def pair_node(pair, score_field: str | None, origin: tuple[int, int] | None = None,
+              score: float | None = None) -> str:
     """The node of a pair: its score and uid, then its source file and row, then `origin` (where
     one input row can arrive more than once: the shard it was read from, numbered across every
-    input, and its position there, which is also its home: the output shard that writes it)."""
+    input, and its position there, which is also its home: the output shard that writes it).
+    `score` (`record_score`) replaces the pair's own when given."""
     tiebreak = origin_tiebreak(pair.source_file, pair.source_row)
     if origin is not None:
         tiebreak += f"{HOME}{origin[0]:x}.{origin[1]:x}"
-    return node_id(pair.uid, score_of(pair, score_field), tiebreak)
+    return node_id(pair.uid, score_of(pair, score_field) if score is None else score, tiebreak)
 
 
 def node_home(node: str) -> int:
@@ -147,7 +158,7 @@ def origin_row(item: tuple[tuple[int, int], Any], score_field: str | None) -> Ro
     from curation.core.records import record_pair
 
     origin, rec = item
-    return Row(pair_node(record_pair(rec), score_field, origin), rec)
+    return Row(pair_node(record_pair(rec), score_field, origin, record_score(rec, score_field)), rec)
 
 
 def dup_key(pair, score_field: str | None, sha256: str | None = None, phash: str | None = None,

@@ -3,7 +3,7 @@ scorer measured on a labelled probe set (annotate's LLM rater, the NSFW classifi
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
@@ -12,3 +12,26 @@ def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | Non
         return None
     wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
     return wins / (len(positive) * len(negative))
+
+
+def decide_gate(clean: Sequence[float], dirty: Sequence[float], threshold: float, min_auc: float,
+                max_clean_reject: float, clean_name: str, dirty_name: str, rule: str) -> dict[str, Any]:
+    """Whether a scorer may reject, from its badness scores (higher: worse; a row is rejected
+    above `threshold`) on labelled clean and dirty probes: ROC-AUC >= `min_auc`, at most
+    `max_clean_reject` of the clean probes rejected, and at least one dirty probe caught. `rule`
+    says the threshold in the scorer's own terms ("above 0.8") for the reasons."""
+    auc = roc_auc(dirty, clean)
+    clean_reject = sum(s > threshold for s in clean) / len(clean) if clean else None
+    caught = sum(s > threshold for s in dirty)
+    why = []
+    if auc is None or auc < min_auc:
+        why.append(f"AUC {'?' if auc is None else format(auc, '.3f')} < min_auc {min_auc:g}")
+    if clean_reject is None or clean_reject > max_clean_reject:
+        why.append(f"{clean_name} probes rejected {'?' if clean_reject is None else format(clean_reject, '.1%')} > "
+                   f"max_clean_reject {max_clean_reject:.1%}")
+    if not caught:
+        why.append(f"rejects no {dirty_name} probe {rule}")
+    return {clean_name: len(clean), dirty_name: len(dirty), "auc": None if auc is None else round(auc, 4),
+            "clean_reject": None if clean_reject is None else round(clean_reject, 4),
+            f"{dirty_name}_reject": round(caught / len(dirty), 4) if dirty else None,
+            "enforced": not why, "why": "; ".join(why) or f"separates {clean_name} from {dirty_name} probes"}

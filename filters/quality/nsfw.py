@@ -94,20 +94,7 @@ def nsfw_gate(cfg: NsfwConfig) -> dict[str, Any]:
 def decide_nsfw(safe: list[float], unsafe: list[float], cfg: NsfwConfig) -> dict[str, Any]:
     """The gate's figures from the probes' scores: AUC, the share of each side rejected at
     `max_score`, and whether it may reject (or why not)."""
-    from filters.quality.gates import roc_auc
+    from filters.quality.gates import decide_gate
 
-    auc = roc_auc(unsafe, safe)
-    clean_reject = sum(s > cfg.max_score for s in safe) / len(safe) if safe else None
-    caught = sum(s > cfg.max_score for s in unsafe)
-    why = []
-    if auc is None or auc < cfg.calibration.min_auc:
-        why.append(f"AUC {'?' if auc is None else format(auc, '.3f')} < min_auc {cfg.calibration.min_auc:g}")
-    if clean_reject is None or clean_reject > cfg.calibration.max_clean_reject:
-        why.append(f"safe probes rejected {'?' if clean_reject is None else format(clean_reject, '.1%')} > "
-                   f"max_clean_reject {cfg.calibration.max_clean_reject:.1%}")
-    if not caught:
-        why.append(f"rejects no unsafe probe above {cfg.max_score:g}")
-    return {"safe": len(safe), "unsafe": len(unsafe), "auc": None if auc is None else round(auc, 4),
-            "clean_reject": None if clean_reject is None else round(clean_reject, 4),
-            "unsafe_reject": round(caught / len(unsafe), 4) if unsafe else None,
-            "enforced": not why, "why": "; ".join(why) or "separates safe from unsafe probes"}
+    return decide_gate(safe, unsafe, cfg.max_score, cfg.calibration.min_auc, cfg.calibration.max_clean_reject,
+                       "safe", "unsafe", f"above {cfg.max_score:g}")

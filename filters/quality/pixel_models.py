@@ -9,19 +9,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curation.core.records import Verdict
+from filters.quality.clip import ClipConfig
 from filters.quality.faces import FacesConfig, blur_boxes, detect_faces, merge_boxes, metadata_boxes
 from filters.quality.nsfw import NsfwConfig, nsfw_score
 
 
 @dataclass(frozen=True)
 class PixelModelsConfig:
-    """Models run on every downloaded image before it is stored (all off by default)."""
+    """Models run on every downloaded image (all off by default): NSFW and faces in the download
+    step, before the image is stored; CLIP (and the aesthetic predictor) after it, batched in a
+    RunInference step of its own (pipelines/pixel_scores.py)."""
 
     nsfw: NsfwConfig = field(default_factory=NsfwConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
 
     @property
     def active(self) -> bool:
+        """Whether the download step runs a model (CLIP runs after it)."""
         return self.nsfw.enabled or self.faces.active
 
 

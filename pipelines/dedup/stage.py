@@ -37,7 +37,7 @@ def dedup_shard_writer(score_field: str | None):
     representative, images streamed from the spill one at a time."""
     from curation.core.records import record_pair
     from curation.core.shards import write_pair_shard
-    from filters.dedup.keys import pair_node
+    from filters.dedup.keys import pair_node, record_score
 
     def write(shard: int, name: str, elements, tar_file, manifest_file):
         sources = [e for e in elements if isinstance(e, InputShard)]
@@ -45,7 +45,7 @@ def dedup_shard_writer(score_field: str | None):
         if len(sources) != 1 or sources[0].number != shard:
             raise ValueError(f"{name}: {len(sources)} input shards reached its writer, expected shard {shard}")
         with opened_shard(sources[0]) as (records, load):
-            rows = [Row(pair_node(record_pair(rec), score_field, (shard, position)), rec)
+            rows = [Row(pair_node(record_pair(rec), score_field, (shard, position), record_score(rec, score_field)), rec)
                     for position, rec in enumerate(records)]
             return write_pair_shard(shard, name, apply_decisions(rows + decisions), tar_file, manifest_file,
                                     load=load)
