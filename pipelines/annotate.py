@@ -16,11 +16,12 @@ from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from curation.annotate.config import AnnotateConfig, LanguageConfig, LlmConfig, OcrConfig, QualityConfig
 from curation.core.records import Rejection, Sample
 from pipelines import fsio
+from pipelines.model_handlers import BatchedHandler, record_load
 from pipelines.annotate_calibration import PROBE, calibration_doc, probe_inputs, saved_figures, split_probes, state_path
 from pipelines.sharded_output import WriteShards, not_done, run_pair_shard_job
 from pipelines.sharded_input import InputShard, ReadInputShards, ReadShard, opened_shard
@@ -28,79 +29,7 @@ from pipelines.sharded_input import InputShard, ReadInputShards, ReadShard, open
 NS = "curate.annotate"
 
 
-def record_load(step: str) -> None:
-    """With CURATE_MODEL_LOAD_DIR set, one marker file per model copy loaded (process, time): how
-    many copies a job really loaded, which no per-bundle metric can see for a shared model."""
-    import os
-    import time
-    import uuid
-
-    folder = os.environ.get("CURATE_MODEL_LOAD_DIR")
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"{step}-{os.getpid()}-{uuid.uuid4().hex[:8]}"), "w") as f:
-            f.write(f"{time.time():.3f}\n")
-
-
-class Serialized:
-    """One call at a time into a model that several SDK processes share: Beam's manager server runs
-    each client's calls on its own thread, and neither vLLM, transformers generation nor PaddleX is
-    thread-safe. Methods only (what a proxy can call)."""
-
-    def __init__(self, model: Any) -> None:
-        import threading
-
-        self._model = model
-        self._lock = threading.Lock()
-
-    def _call(self, name: str, *args, **kwargs):
-        with self._lock:
-            return getattr(self._model, name)(*args, **kwargs)
-
-    def info(self):
-        return self._call("info")
-
-    def recognize(self, *args, **kwargs):
-        return self._call("recognize", *args, **kwargs)
-
-    def score(self, *args, **kwargs):
-        return self._call("score", *args, **kwargs)
-
-    def generate(self, *args, **kwargs):
-        return self._call("generate", *args, **kwargs)
-
-
-class _BatchedHandler(ModelHandler):
-    """What the model steps share: fixed batches, a metrics namespace, the accelerator hint, and
-    `share_across_processes`: one model per worker VM, served to every SDK process of the VM through
-    Beam's multi_process_shared (a GPU worker runs several SDK processes; each would load its own
-    copy of a 7B rater at gpu_memory_utilization 0.85). Shared models are proxies: only methods."""
-
-    def __init__(self, batch_size: int, accelerator: str | None, namespace: str, share: bool = False) -> None:
-        super().__init__()
-        self.batch_size = batch_size
-        self.accelerator = accelerator
-        self.namespace = namespace
-        self.share = share
-
-    def share_model_across_processes(self) -> bool:
-        return self.share
-
-    def served(self, model: Any) -> Any:
-        """The loaded model, behind a lock when several processes will call it."""
-        return Serialized(model) if self.share else model
-
-    def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
-
-    def get_metrics_namespace(self) -> str:
-        return self.namespace
-
-    def get_resource_hints(self) -> dict[str, Any]:
-        return {"accelerator": self.accelerator} if self.accelerator else {}
-
-
-class OcrHandler(_BatchedHandler):
+class OcrHandler(BatchedHandler):
     """(row key, Sample) -> PredictionResult((row key, sample), OcrResult | OcrError), one engine per worker."""
 
     def __init__(self, cfg: OcrConfig, language: LanguageConfig | None = None) -> None:
@@ -126,7 +55,7 @@ class OcrHandler(_BatchedHandler):
         return [PredictionResult(e, r, name) for e, r in zip(batch, results)]
 
 
-class QualityHandler(_BatchedHandler):
+class QualityHandler(BatchedHandler):
     """(key, Sample or probe ScoreInput) -> PredictionResult((key, item), QualityResult): the LLM's
     scores only, one backend per worker. Rows and calibration probes share the model load and the
     batches; the verdicts are judged after (`QualityVerdict`), once the gates are decided."""

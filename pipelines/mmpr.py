@@ -19,7 +19,8 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from curation.mmpr.tasks import MmprTask
 from curation.mmpr.config import MmprConfig, PolicyConfig
 from pipelines import fsio
-from pipelines.annotate import _BatchedHandler, _decontam_summary, record_load
+from pipelines.annotate import _decontam_summary
+from pipelines.model_handlers import BatchedHandler, record_load
 from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
 from pipelines.progress import worker_bar
 from pipelines.sharded_input import ReadAndCount
@@ -70,7 +71,7 @@ def decontaminate(task: MmprTask, cfg) -> MmprTask:
     return task if hit is None else task.reject("read", "eval_contaminated", hit)
 
 
-class PolicyHandler(_BatchedHandler):
+class PolicyHandler(BatchedHandler):
     """Tasks -> PredictionResult(task, responses): `sample` asks each question N times (all its
     samples in one batch), `continue` continues each Dropout NTP prefix once."""
 

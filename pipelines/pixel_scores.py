@@ -17,7 +17,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from curation.core.records import Sample
 from filters.quality.clip import ClipConfig, PixelScore
 from pipelines import fsio
-from pipelines.annotate import _BatchedHandler, record_load
+from pipelines.model_handlers import BatchedHandler, record_load
 
 NS = "curate.ingest.clip"
 
@@ -37,7 +37,7 @@ def batch_images(samples: Sequence[Sample]) -> list[bytes]:
     return [d or b"" for d in data]
 
 
-class ClipHandler(_BatchedHandler):
+class ClipHandler(BatchedHandler):
     """(shard, Sample) -> PredictionResult((shard, sample), PixelScore, model name)."""
 
     def __init__(self, cfg: ClipConfig) -> None:

@@ -17,7 +17,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from curation.annotate.translate import TranslateConfig, TranslationItem
-from pipelines.annotate import _BatchedHandler
+from pipelines.model_handlers import BatchedHandler
 from pipelines.sharded_output import AssignShard, WriteShards, not_done, run_sharded_job
 from pipelines.progress import worker_bar
 from pipelines.sharded_input import ReadAndCount
@@ -46,7 +46,7 @@ class ReadRows(beam.DoFn):
                 yield item_of(rec)
 
 
-class TranslateHandler(_BatchedHandler):
+class TranslateHandler(BatchedHandler):
     """Items -> PredictionResult(item, the same item translated and checked), one backend per worker."""
 
     def __init__(self, cfg: TranslateConfig) -> None:

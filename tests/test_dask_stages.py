@@ -17,7 +17,7 @@ DIRECT = ["--direct_running_mode=in_memory"]
 
 @pytest.fixture(scope="module")
 def loads(tmp_path_factory) -> Path:
-    """Where the workers leave one marker per model copy they load (pipelines/annotate.py record_load)."""
+    """Where the workers leave one marker per model copy they load (pipelines/model_handlers.py record_load)."""
     return tmp_path_factory.mktemp("loads")
 
 

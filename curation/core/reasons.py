@@ -32,6 +32,8 @@ REASONS: dict[str, str] = {
     "dup_image": "same image bytes (sha256) as another row",
     "near_dup_caption": "caption near-duplicate (MinHash LSH, Jaccard >= threshold) of another row",
     "near_dup_image": "image near-duplicate (pHash within the Hamming radius) of another row",
+    "semantic_dup_caption": "caption embedding within semantic_caption.threshold cosine of another row's (SemDeDup)",
+    "semantic_dup_image": "CLIP image embedding within semantic_image.threshold cosine of another row's (SemDeDup)",
     # download
     "invalid_url": "URL cannot be parsed or has no host",
     "unsupported_scheme": "scheme other than http/https (file://, ftp://, data:)",

@@ -160,9 +160,10 @@ class ImageInfo:
     clip_pixel_similarity: float | None = None  # cosine of the stored image and its caption under clip_model, when scored
     clip_model: str | None = None  # the CLIP / SigLIP model that gave clip_pixel_similarity
     aesthetic_pixels: float | None = None  # LAION's aesthetic predictor v2 on the CLIP image embedding, when scored
+    clip_embedding: str | None = None  # the unit CLIP image embedding, float16 little-endian, base64 (store_embedding)
 
 
-PIXEL_FINDINGS = ("nsfw_pixels", "faces", "clip_pixel_similarity", "clip_model", "aesthetic_pixels")
+PIXEL_FINDINGS = ("nsfw_pixels", "faces", "clip_pixel_similarity", "clip_model", "aesthetic_pixels", "clip_embedding")
 
 
 @dataclass(slots=True)

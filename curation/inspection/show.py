@@ -109,6 +109,14 @@ def render_pair(found: dict[str, Any], save_images: str | None = None) -> str:
         scores = {k: v for k, v in meta.items() if k.endswith("_score") or k.startswith("clip_similarity")}
         if scores:
             lines.append("scores: " + ", ".join(f"{k}={v}" for k, v in sorted(scores.items())))
+        pixels = {k: meta[k] for k in ("nsfw_pixels", "clip_pixel_similarity", "clip_model", "aesthetic_pixels")
+                  if meta.get(k) is not None}
+        if meta.get("faces") is not None:
+            pixels["faces"] = len(meta["faces"])
+        if meta.get("clip_embedding"):
+            pixels["clip_embedding"] = f"{len(meta['clip_embedding']) * 3 // 8} bytes"  # float16, base64
+        if pixels:
+            lines.append("pixel models: " + ", ".join(f"{k}={v}" for k, v in pixels.items()))
         if save_images:
             for suffix, data in members.items():
                 if suffix in ("jpg", "webp", "png"):

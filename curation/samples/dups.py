@@ -11,6 +11,8 @@ real pair shards (tar + manifest + `_index.json`) through the same writer ingest
 
 from __future__ import annotations
 
+import base64
+
 import functools
 import io
 import json
@@ -189,11 +191,13 @@ def _blank_image(phash: str | None = None) -> ImageInfo:
 
 def write_pair_folder(out_dir: str | Path, records: list[Planted], samples_per_shard: int = 500,
                       scores: dict[str, float] | None = None, prefix: str = "planted",
-                      source_rows: dict[str, int] | None = None, source_file: str = "planted.jsonl") -> Path:
+                      source_rows: dict[str, int] | None = None, source_file: str = "planted.jsonl",
+                      embeddings: dict[str, bytes] | None = None) -> Path:
     """Planted records -> a pair-shard folder (tars, manifests, `_index.json`) like ingest writes.
     Images go through ingest's own decode/resize/pHash; records without one share a blank image
     (turn exact and near image dedup off for such a folder). `source_rows` fixes each uid's row
-    number, so the same records can be written in another order and stay the same records."""
+    number, so the same records can be written in another order and stay the same records.
+    `embeddings`: float16 image embeddings stored as ingest's CLIP step stores them (`clip_embedding`)."""
     from curation.ingest.images import process_image
 
     out = Path(out_dir)
@@ -206,6 +210,8 @@ def write_pair_folder(out_dir: str | Path, records: list[Planted], samples_per_s
         image = process_image(r.image, cfg) if r.image is not None else _blank_image(r.phash)
         if not isinstance(image, ImageInfo):
             raise ValueError(f"{r.uid}: generated image rejected: {image}")
+        if embeddings and r.uid in embeddings:
+            image.clip_embedding = base64.b64encode(embeddings[r.uid]).decode("ascii")
         samples.append(Sample(pair, image))
     n = num_shards_for(len(samples), samples_per_shard)
     by_shard: dict[int, list[Sample]] = {i: [] for i in range(n)}

@@ -34,15 +34,19 @@ Edge = tuple[str, str]
 
 def cascade(cfg: DedupConfig, images: bool = True) -> tuple[list[str], list[str]]:
     """(exact kinds, near-duplicate kinds) that run, in cascade order: URL -> caption -> image
-    bytes, then near caption -> near image; image steps only when the records have `images`."""
+    bytes, then near caption -> near image -> semantic caption -> semantic image; image steps only
+    when the records have `images`."""
     exact = [k for k in ("url", "caption", "image") if getattr(cfg.exact, k) and (k != "image" or images)]
-    near = [k for k, on in (("caption", cfg.near_caption.enabled), ("image", cfg.near_image.enabled and images)) if on]
+    near = [k for k, on in (("caption", cfg.near_caption.enabled), ("image", cfg.near_image.enabled and images),
+                            ("semantic_caption", cfg.semantic_caption.enabled),
+                            ("semantic_image", cfg.semantic_image.enabled and images)) if on]
     return exact, near
 
 
 # the DupKey field each step reads (the uid step reads the node, which every key keeps)
 _STEP_FIELDS = {("exact", "url"): "url", ("exact", "caption"): "caption", ("exact", "image"): "sha256",
-                ("exact", "uid"): None, ("near", "caption"): "caption", ("near", "image"): "phash"}
+                ("exact", "uid"): None, ("near", "caption"): "caption", ("near", "image"): "phash",
+                ("near", "semantic_caption"): "caption", ("near", "semantic_image"): None}
 
 
 def fields_needed(steps: list[tuple[str, str]]) -> frozenset[str]:

