@@ -330,7 +330,8 @@ def build_ingest(p: beam.Pipeline, cfg: IngestConfig, files: list[str], output: 
     if clip is not None:
         from pipelines.pixel_scores import ClipScores
 
-        downloaded = downloaded | "PixelScores" >> ClipScores(cfg.pixels.clip, bool(clip["enforced"]))
+        downloaded = downloaded | "PixelScores" >> ClipScores(cfg.pixels.clip, bool(clip["enforced"]),
+                                                              bool(clip.get("aesthetic", {}).get("enforced")))
     rejected_todo = rejected | "SkipDoneRejected" >> beam.Filter(todo, num_shards=n, done=done)
     return (
         (downloaded, rejected_todo)

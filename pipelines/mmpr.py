@@ -46,24 +46,26 @@ class ReadTasks(beam.DoFn):
         with FileSystems.open(path) as f:
             for task in read_tasks(f, path, self.cfg.source):
                 inputs.inc()
-                task = load_images(task, root, self.cfg.images, fsio.read_image)
-                yield decontaminate(task, decontam) if decontam.enabled and not task.reason else task
+                held: list[bytes] | None = [] if decontam.enabled and decontam.phash_bits >= 0 else None
+                task = load_images(task, root, self.cfg.images, fsio.read_image, held)
+                yield decontaminate(task, decontam, held) if decontam.enabled and not task.reason else task
 
 
-def decontaminate(task: MmprTask, cfg) -> MmprTask:
+def decontaminate(task: MmprTask, cfg, images: list[bytes] | None = None) -> MmprTask:
     """A question, option or answer sharing a long n-gram with an eval set, or an image near an
     eval image, rejects the question `eval_contaminated` before any model runs. Texts first; the
-    images are read again and hashed only when the texts are clean (one that does not decode is
-    rejected `decode_error`)."""
+    images (`images`: the bytes the read step holds, else read again) are hashed only when the
+    texts are clean (one that does not decode is rejected `decode_error`)."""
     from curation.mmpr.eval_sets import DECODE_ERRORS, eval_index, image_phash, item_texts
     from curation.mmpr.tasks import reread_images
 
     index = eval_index(cfg)  # built once per worker process
     hit = index.hit(item_texts(task.item))
     if hit is None and cfg.phash_bits >= 0 and task.image_paths:
-        images = reread_images(task, fsio.read_image, "read")
-        if images is None:
-            return task
+        if images is None or len(images) != len(task.image_paths):
+            images = reread_images(task, fsio.read_image, "read")
+            if images is None:
+                return task
         try:
             hit = index.hit([], [image_phash(data) for data in images])
         except DECODE_ERRORS as err:

@@ -76,20 +76,21 @@ class ClipHandler(BatchedHandler):
         return [PredictionResult(e, s, name) for e, s in zip(batch, scores)]
 
 
-def _judged(result: PredictionResult, cfg: ClipConfig, enforced: bool):
+def _judged(result: PredictionResult, cfg: ClipConfig, enforced: bool, aesthetic_enforced: bool):
     from filters.quality.clip import judge
 
     shard, sample = result.example
-    return shard, judge(sample, result.inference, result.model_id, cfg, enforced)
+    return shard, judge(sample, result.inference, result.model_id, cfg, enforced, aesthetic_enforced)
 
 
 class ClipScores(beam.PTransform):
     """(shard, Sample | Rejection) -> the same, each Sample scored (or rejected for its scores)."""
 
-    def __init__(self, cfg: ClipConfig, enforced: bool) -> None:
+    def __init__(self, cfg: ClipConfig, enforced: bool, aesthetic_enforced: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.enforced = enforced
+        self.aesthetic_enforced = aesthetic_enforced
 
     def expand(self, records):
         parts = records | "SamplesApart" >> beam.Partition(lambda e, n: 0 if isinstance(e[1], Sample) else 1, 2)
@@ -99,6 +100,6 @@ class ClipScores(beam.PTransform):
         scored = (
             samples
             | "Clip" >> RunInference(ClipHandler(self.cfg))
-            | "Judge" >> beam.Map(_judged, self.cfg, self.enforced)
+            | "Judge" >> beam.Map(_judged, self.cfg, self.enforced, self.aesthetic_enforced)
         )
         return (scored, parts[1]) | "WithRejected" >> beam.Flatten()

@@ -72,6 +72,8 @@ def test_a_bad_element_fails_alone(tiny_clip):
     got = scorer.score([good, "not an image", good], ["a", "b", "c"])
     assert got[0].similarity is not None and got[2].similarity is not None
     assert got[1].similarity is None and got[1].error
+    alone = scorer.score(["not an image"], ["a"])  # a batch of one fails as an element, not the bundle
+    assert alone[0].similarity is None and alone[0].error
 
 
 def test_aesthetic_predictor_loads_tensors_only_and_checks_its_size(tiny_clip, tmp_path):
@@ -95,6 +97,18 @@ def test_aesthetic_predictor_loads_tensors_only_and_checks_its_size(tiny_clip, t
         ClipScorer(ClipConfig(model=tiny_clip, aesthetic=AestheticConfig(weights=str(pickled))))
     with pytest.raises(ConfigError, match="needs pixels.clip.model"):
         ClipConfig(aesthetic=AestheticConfig(weights=str(weights)))
+    from filters.quality.clip import AestheticGateConfig, aesthetic_gate
+
+    probes = tmp_path / "aesthetic"
+    for side, names in (("good", ["astronaut", "coffee", "chelsea"]), ("bad", ["coins", "horse", "rocket"])):
+        (probes / side).mkdir(parents=True)
+        for name in names:
+            photo(name).save(probes / side / f"{name}.png")
+    gated = ClipConfig(model=tiny_clip, aesthetic=AestheticConfig(weights=str(weights), min_score=0.0,
+                                                                  calibration=AestheticGateConfig(probes=str(probes))))
+    gate = aesthetic_gate(gated)
+    assert gate["good"] == 3 and gate["bad"] == 3 and 0.0 <= gate["auc"] <= 1.0 and isinstance(gate["enforced"], bool)
+    assert "no min_score" in aesthetic_gate(ClipConfig(model=tiny_clip, aesthetic=AestheticConfig(weights=str(weights))))["why"]
 
 
 def test_the_gate_measures_the_model_on_probe_pairs(tiny_clip, tmp_path):
@@ -139,7 +153,8 @@ def test_judge_records_and_rejects_only_as_the_gate_allows():
     assert meta["clip_pixel_similarity"] == 0.1 and meta["aesthetic_pixels"] == 6.0
     low = judge(sample("a cat"), PixelScore(0.1, 6.0), "m", cfg, enforced=True)
     assert isinstance(low, Rejection) and low.reason == "low_clip_pixel_similarity" and "0.1000 < 0.25" in low.detail
-    ugly = judge(sample("a cat"), PixelScore(0.3, 4.2), "m", cfg, enforced=True)
+    assert isinstance(judge(sample("a cat"), PixelScore(0.3, 4.2), "m", cfg, enforced=True), Sample)  # no aesthetic gate
+    ugly = judge(sample("a cat"), PixelScore(0.3, 4.2), "m", cfg, enforced=True, aesthetic_enforced=True)
     assert isinstance(ugly, Rejection) and ugly.reason == "low_aesthetic"
     broken = judge(sample("a cat"), PixelScore(error="RuntimeError: boom"), "m", cfg, enforced=True)
     assert broken.reason == "pixel_score_error" and "boom" in broken.detail
@@ -175,6 +190,8 @@ def test_pixel_score_ranks_dedup_representatives():
     rows = sorted([origin_row(((0, 0), high_meta), "clip_similarity"), origin_row(((0, 1), high_pixels), "clip_similarity")])
     assert rows[0].record is high_pixels  # the representative order: the fresher pixel score first
     assert record_score(high_pixels, None) is None  # no score field: uid order, as before
+    high_pixels.pair.aesthetic_score = 5.5
+    assert record_score(high_pixels, "aesthetic_score") == 5.5  # the pixel cosine stands in for CLIP fields only
 
 
 def test_ingest_scores_every_stored_image_and_accounts_for_every_row(tiny_clip, tmp_path):

@@ -144,7 +144,7 @@ def test_annotate_rejects_contaminated_captions_and_images_and_accounts_for_ever
     assert rows["r2"]["status"] == rows["r3"]["status"] == "kept"
 
 
-def test_mmpr_rejects_a_benchmark_question_before_any_model_runs(tmp_path):
+def test_mmpr_rejects_a_benchmark_question_before_any_model_runs(tmp_path, monkeypatch):
     """MMPR reads VQA files: the same questions given as the eval set are rejected at read."""
     from curation.mmpr.config import MmprConfig, MmprImageConfig
     from curation.mmpr.tasks import MmprTask
@@ -161,12 +161,17 @@ def test_mmpr_rejects_a_benchmark_question_before_any_model_runs(tmp_path):
     novel.update(id="fresh", question="How many windows can you count on the front of the building?")
     train.write_text("\n".join([*lines, json.dumps(novel)]) + "\n")
 
-    def judged(decontamination: dict) -> dict[str, MmprTask]:
+    def judged(decontamination: dict, hold: bool = False) -> dict[str, MmprTask]:
+        """The read step's decontamination: on the image bytes it holds (`hold`, as ReadTasks does),
+        or reading them again."""
         cfg: MmprConfig = recipe(decontamination={"eval_sets": [str(vqa["questions"])], **decontamination})
         with open(train, "rb") as f:
-            tasks = [load_images(t, str(train.parent), MmprImageConfig(), lambda p, n: open(p, "rb").read(n))
-                     for t in read_tasks(f, "train.jsonl")]
-        return {t.uid: decontaminate(t, cfg.decontamination) for t in tasks if not t.reason}
+            tasks = []
+            for t in read_tasks(f, "train.jsonl"):
+                held = [] if hold else None
+                tasks.append((load_images(t, str(train.parent), MmprImageConfig(), lambda p, n: open(p, "rb").read(n),
+                                          held), held))
+        return {t.uid: decontaminate(t, cfg.decontamination, held) for t, held in tasks if not t.reason}
 
     # texts alone (the sample's questions have 7 words: matched whole from min_words 5)
     from filters.quality.decontam import words
@@ -180,3 +185,11 @@ def test_mmpr_rejects_a_benchmark_question_before_any_model_runs(tmp_path):
     # images alone: the fresh question's image is q0's, so it is caught by its pHash
     by_image = judged({"min_words": 13, "phash_bits": 0})
     assert by_image["fresh"].reason == "eval_contaminated" and "0 bits from an image" in by_image["fresh"].detail
+    import pipelines.mmpr
+
+    def no_second_read(*_):
+        raise AssertionError("the held bytes were not used: the image was read again")
+
+    monkeypatch.setattr(pipelines.mmpr.fsio, "read_image", no_second_read)
+    held = judged({"min_words": 13, "phash_bits": 0}, hold=True)  # the bytes already read: the same verdicts
+    assert {u: (t.reason, t.detail) for u, t in held.items()} == {u: (t.reason, t.detail) for u, t in by_image.items()}

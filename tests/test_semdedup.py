@@ -149,15 +149,17 @@ def test_image_semdedup_reads_stored_embeddings_and_skips_rows_without_one(tmp_p
             recs.append(Planted(uid=uid, caption=f"caption {g} {j} {uid}", group=g))
             vecs[uid] = unit(base + 0.01 * rng.standard_normal(64)).astype(np.float32)  # cosine about 0.99
     recs.append(Planted(uid="lonely", caption="no embedding stored", group=99))
-    write_pair_folder(tmp_path / "in", recs, samples_per_shard=10,
-                      embeddings={u: v.astype("<f2").tobytes() for u, v in vecs.items()})
+    recs.append(Planted(uid="other-model", caption="a 32-dim embedding", group=98))
+    stored = {u: v.astype("<f2").tobytes() for u, v in vecs.items()}
+    stored["other-model"] = unit(rng.standard_normal(32)).astype("<f2").tobytes()
+    write_pair_folder(tmp_path / "in", recs, samples_per_shard=10, embeddings=stored)
     cfg = _config(exact={"url": False, "image": False, "caption": False},
                   semantic_image={"enabled": True, "threshold": 0.95, "cluster_size": 8})
     index = run_dedup(cfg, [str(tmp_path / "in")], str(tmp_path / "out"))
-    assert index["reasons"] == {"semantic_dup_image": 16} and index["totals"]["kept"] == 9
-    assert index["_metrics"]["semantic_image_unembedded"] == 1
+    assert index["reasons"] == {"semantic_dup_image": 16} and index["totals"]["kept"] == 10
+    assert index["_metrics"]["semantic_image_unembedded"] == 1 and index["_metrics"]["semantic_image_other_size"] == 1
     rep = representatives(tmp_path / "out")
-    assert rep["lonely"] == "lonely"
+    assert rep["lonely"] == "lonely" and rep["other-model"] == "other-model"
     assert all(rep[f"{g}-{j}"] == rep[f"{g}-0"] for g in range(8) for j in range(3))
     assert semantic.record_embedding(object()) is None
 
@@ -201,3 +203,17 @@ def test_ingest_stores_the_clip_embedding_that_dedup_reads(tmp_path):
                   semantic_image={"enabled": True, "threshold": 0.999})
     out = run_dedup(cfg, [str(tmp_path / "ingested")], str(tmp_path / "deduped"))
     assert out["reasons"] == {"semantic_dup_image": 1} and out["totals"]["kept"] == 3
+
+
+def test_empty_captions_take_no_part(tmp_path):
+    """Captions with no words would all embed alike; like the exact step, semantic dedup leaves them."""
+    from pipelines.dedup.stage import run_dedup
+
+    recs = [Planted(uid=f"e{i}", caption=c, group=i) for i, c in enumerate(["", "...", " - ", ""])]
+    recs += [Planted(uid="a", caption="A red car parked on a city street.", group=10),
+             Planted(uid="b", caption="Photo of a red car parked on a city street", group=10)]
+    write_pair_folder(tmp_path / "in", recs, samples_per_shard=10)
+    cfg = _config(exact={"url": False, "image": False, "caption": False},
+                  semantic_caption={"enabled": True, "threshold": 0.85})
+    index = run_dedup(cfg, [str(tmp_path / "in")], str(tmp_path / "out"))
+    assert index["reasons"] == {"semantic_dup_caption": 1} and representatives(tmp_path / "out")["b"] == "a"

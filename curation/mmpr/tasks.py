@@ -290,10 +290,11 @@ def finish(task: MmprTask) -> MmprTask:
 
 
 
-def load_images(task: MmprTask, root: str, cfg, read: Any) -> MmprTask:
+def load_images(task: MmprTask, root: str, cfg, read: Any, held: list[bytes] | None = None) -> MmprTask:
     """Read the row's images (embedded bytes, or relative paths under `root`, never outside it) and
     check their headers: a missing, oversized or undecodable image rejects the row with its reason.
-    Only the paths and formats stay on the task (and the bytes a row embeds)."""
+    Only the paths and formats stay on the task (and the bytes a row embeds); `held`, if given,
+    receives each image's bytes for the caller's next step (decontamination hashes them)."""
     import io
 
     from packing.tokens import EncodeError
@@ -317,6 +318,8 @@ def load_images(task: MmprTask, root: str, cfg, read: Any) -> MmprTask:
             task.image_paths.append(full)
             task.image_exts.append(ext)
             task.image_digests.append(image_digest(data))
+            if held is not None:
+                held.append(data)
     except EncodeError as err:
         task.reject("read", err.reason, err.detail)
     return task

@@ -126,13 +126,20 @@ def origin_tiebreak(*parts: object) -> str:
 HOME = "@"  # in a node's tiebreak: the output shard its row is written to, and its position there
 
 
+PIXEL_SCORE_FIELDS = ("clip_similarity", "clip_pixel_similarity")  # score fields the pixel score stands in for
+
+
 def record_score(rec, field: str | None) -> float | None:
-    """A pair-shard record's representative score: its CLIP score on the stored pixels when it has
-    one (fresher than any metadata column, which goes stale as images change), else `score_of`."""
+    """A pair-shard record's representative score: with a CLIP `field`, its CLIP score on the
+    stored pixels when it has one (fresher than the metadata's, which goes stale as images change),
+    else `score_of`. One dedup job should hold one `clip_model`'s scores: cosines of different
+    models are not comparable."""
     from curation.core.records import record_pair
 
     pixel = getattr(getattr(rec, "image", None), "clip_pixel_similarity", None)
-    return float(pixel) if field and pixel is not None else score_of(record_pair(rec), field)
+    if field in PIXEL_SCORE_FIELDS and pixel is not None:
+        return float(pixel)
+    return score_of(record_pair(rec), field)
 
 
 def pair_node(pair, score_field: str | None, origin: tuple[int, int] | None = None,

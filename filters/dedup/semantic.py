@@ -119,7 +119,7 @@ def group_links(key: tuple[int, int, int], members: Iterable[tuple[str, int, byt
     if len(nodes) < 2:
         return [], 0
     vecs = normalized(np.stack([unpack(seen[n][1]) for n in nodes]))
-    close = vecs @ vecs.T >= threshold
+    close = vecs @ vecs.T >= threshold - 1e-6  # float16 storage: a copy's cosine is 1 - 1e-7, not 1
     if a == b:
         compared = len(nodes) * (len(nodes) - 1) // 2
     else:

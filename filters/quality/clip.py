@@ -11,7 +11,8 @@ the recipe's probe pairs (`calibration.probes`: images with same-named .txt capt
 
 LAION's aesthetic predictor v2 (an MLP on normalised CLIP ViT-L/14 image embeddings, loaded from
 `aesthetic.weights`) rides on the same image embeddings: `aesthetic_pixels`, rejecting
-`low_aesthetic` below `aesthetic.min_score` when one is set."""
+`low_aesthetic` below `aesthetic.min_score` only once it separates a labelled probe folder
+(`aesthetic.calibration.probes`: `good/` and `bad/` images) as the NSFW gate does."""
 
 from __future__ import annotations
 
@@ -35,11 +36,22 @@ class ClipGateConfig:
 
 
 @dataclass(frozen=True)
+class AestheticGateConfig:
+    """The labelled probe folder the predictor is measured on before `min_score` may reject."""
+
+    probes: str | None = None  # a folder with good/ and bad/ images; null: scores recorded, nothing rejected
+    min_auc: float = 0.8  # ROC-AUC (good above bad) the predictor must reach on the probes
+    max_clean_reject: float = 0.1  # most of the good probes it may reject at min_score
+
+
+@dataclass(frozen=True)
 class AestheticConfig:
     """LAION's aesthetic predictor v2 on the CLIP image embedding (it expects ViT-L/14's 768 dims)."""
 
     weights: str | None = None  # its state dict (.pth, read with weights_only, or .safetensors); null: not scored
-    min_score: float | None = None  # reject `low_aesthetic` below it (LAION-Aesthetics used 5, 6 and 6.5); null: record only
+    # reject `low_aesthetic` below it (LAION-Aesthetics used 5, 6 and 6.5) once the gate is earned; null: record only
+    min_score: float | None = None
+    calibration: AestheticGateConfig = field(default_factory=AestheticGateConfig)
 
 
 @dataclass(frozen=True)
@@ -166,9 +178,9 @@ class ClipScorer:
         with self.lock:
             try:
                 return self._score(images, captions)
-            except Exception:  # noqa: BLE001 - narrowed below, element by element
+            except Exception as e:  # noqa: BLE001 - narrowed below, element by element
                 if len(images) == 1:
-                    raise
+                    return [PixelScore(error=f"{type(e).__name__}: {e}"[:300])]
             out = []
             for image, caption in zip(images, captions):
                 try:
@@ -228,13 +240,16 @@ def read_probes(folder: str) -> list[tuple[Path, str]]:
 
 def clip_gate(cfg: ClipConfig) -> dict[str, Any]:
     """Measure the model on the probe pairs and decide whether `min_similarity` may reject; the
-    document goes into `_index.json` as `clip_gate`. Without probes or a threshold: recorded only."""
+    document goes into `_index.json` as `clip_gate` (with the aesthetic predictor's own gate under
+    `aesthetic`). Without probes or a threshold: recorded only."""
     from PIL import Image
 
     from filters.quality.gates import decide_gate
 
     gate: dict[str, Any] = {"model": cfg.model, "min_similarity": cfg.min_similarity,
                             "min_auc": cfg.calibration.min_auc, "max_clean_reject": cfg.calibration.max_clean_reject}
+    if cfg.aesthetic.weights:
+        gate["aesthetic"] = aesthetic_gate(cfg)
     if cfg.min_similarity is None:
         return {**gate, "enforced": False, "why": "no min_similarity: scores recorded, nothing rejected"}
     if not cfg.calibration.probes:
@@ -257,9 +272,49 @@ def clip_gate(cfg: ClipConfig) -> dict[str, Any]:
     return {**gate, "probes": len(probes), **figures}
 
 
-def judge(sample: Any, score: PixelScore, model: str, cfg: ClipConfig, enforced: bool) -> Any:
+def _probe_images(folder: Path) -> list[Any]:
+    from PIL import Image
+
+    images = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        with Image.open(path) as im:
+            images.append(im.convert("RGB"))
+    return images
+
+
+def aesthetic_gate(cfg: ClipConfig) -> dict[str, Any]:
+    """Measure the aesthetic predictor on its labelled probes (`good/`, `bad/`) and decide whether
+    `min_score` may reject; the document goes into `clip_gate.aesthetic`."""
+    from filters.quality.gates import decide_gate
+
+    a = cfg.aesthetic
+    gate: dict[str, Any] = {"weights": a.weights, "min_score": a.min_score, "min_auc": a.calibration.min_auc,
+                            "max_clean_reject": a.calibration.max_clean_reject}
+    if a.min_score is None:
+        return {**gate, "enforced": False, "why": "no min_score: scores recorded, nothing rejected"}
+    if not a.calibration.probes:
+        return {**gate, "enforced": False,
+                "why": "no labelled probes (pixels.clip.aesthetic.calibration.probes): scores recorded, nothing rejected"}
+    root = Path(a.calibration.probes)
+    if not (root / "good").is_dir() or not (root / "bad").is_dir():
+        raise ConfigError(f"pixels.clip.aesthetic.calibration.probes: {root} needs good/ and bad/ folders of images")
+    scorer = clip_scorer(cfg)
+    scores = {}
+    for side in ("good", "bad"):
+        images = _probe_images(root / side)
+        scores[side] = [s.aesthetic for i in range(0, len(images), cfg.batch_size)
+                        for s in scorer.score(images[i:i + cfg.batch_size], [""] * len(images[i:i + cfg.batch_size]))]
+    # badness is the negated score: rejected below min_score
+    return {**gate, **decide_gate([-s for s in scores["good"]], [-s for s in scores["bad"]], -a.min_score,
+                                  a.calibration.min_auc, a.calibration.max_clean_reject, "good", "bad",
+                                  f"below {a.min_score:g}")}
+
+
+def judge(sample: Any, score: PixelScore, model: str, cfg: ClipConfig, enforced: bool,
+          aesthetic_enforced: bool = False) -> Any:
     """The sample with its scores in its json, or the Rejection they earn: `pixel_score_error`,
-    `low_clip_pixel_similarity` (only with the gate `enforced`), `low_aesthetic`."""
+    `low_clip_pixel_similarity` (only with the CLIP gate `enforced`), `low_aesthetic` (only with
+    the aesthetic gate `aesthetic_enforced`)."""
     from curation.core.records import Rejection
 
     if score.error is not None or score.similarity is None:
@@ -274,6 +329,6 @@ def judge(sample: Any, score: PixelScore, model: str, cfg: ClipConfig, enforced:
         return Rejection(sample.pair, "pixel_scores", "low_clip_pixel_similarity",
                          f"{model} cosine {score.similarity:.4f} < {cfg.min_similarity:g}")
     low = cfg.aesthetic.min_score
-    if low is not None and score.aesthetic is not None and score.aesthetic < low:
+    if aesthetic_enforced and low is not None and score.aesthetic is not None and score.aesthetic < low:
         return Rejection(sample.pair, "pixel_scores", "low_aesthetic", f"aesthetic {score.aesthetic:.3f} < {low:g}")
     return sample

@@ -31,7 +31,7 @@ class DedupDecisions(beam.PTransform):
         cfg = self.cfg
         decisions = []
         exact, near = buckets.cascade(cfg, self.images)
-        near = [k for k in near if k != "semantic_image" or self.embeddings is not None]  # none stored: no step
+        near = [k for k in near if k != "semantic_image" or self.embeddings is not None]  # no embeddings given: no step
         if self.unique_uids:  # rows that share a uid and nothing else: their writers are apart
             exact = [*exact, "uid"]
         steps = [("exact", k) for k in exact] + [("near", k) for k in near]

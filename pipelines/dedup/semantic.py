@@ -5,6 +5,7 @@ verified by matrix products, then the shared components step."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable, Sequence
 
 import apache_beam as beam
@@ -20,7 +21,8 @@ from pipelines.progress import group_size
 
 
 class CaptionEmbedHandler(BatchedHandler):
-    """(node, caption) -> PredictionResult((node, caption), packed float16 embedding)."""
+    """(node, caption) -> PredictionResult((node, caption), packed float16 embedding, or None
+    where the model failed on that caption: counted `semantic_caption_errors`, and kept)."""
 
     def __init__(self, cfg: SemanticConfig, namespace: str) -> None:
         super().__init__(cfg.batch_size, None, f"{namespace}.semantic")
@@ -33,9 +35,21 @@ class CaptionEmbedHandler(BatchedHandler):
         return CaptionEmbedder(self.cfg.model)
 
     def run_inference(self, batch: Sequence[tuple[str, str]], model, inference_args=None) -> Iterable[PredictionResult]:
-        vecs = model.embed([caption or "" for _, caption in batch])
-        Metrics.counter(self.namespace, "semantic_caption_embedded").inc(len(batch))
-        return [PredictionResult(e, semantic.pack(v)) for e, v in zip(batch, vecs)]
+        texts = [caption or "" for _, caption in batch]
+        try:
+            vecs = list(model.embed(texts))
+        except Exception:  # noqa: BLE001 - narrowed to the element: one caption's failure is not the batch's
+            vecs = []
+            for text in texts:
+                try:
+                    vecs.append(model.embed([text])[0])
+                except Exception:  # noqa: BLE001 - left out of semantic dedup (kept), counted
+                    vecs.append(None)
+        failed = sum(v is None for v in vecs)
+        Metrics.counter(self.namespace, "semantic_caption_embedded").inc(len(batch) - failed)
+        if failed:
+            Metrics.counter(self.namespace, "semantic_caption_errors").inc(failed)
+        return [PredictionResult(e, None if v is None else semantic.pack(v)) for e, v in zip(batch, vecs)]
 
 
 def _sample_rank(item: tuple[str, bytes]) -> int:
@@ -43,25 +57,38 @@ def _sample_rank(item: tuple[str, bytes]) -> int:
 
 
 def _fit(sample: list[tuple[str, bytes]], count: int, cfg: SemanticConfig) -> np.ndarray:
-    """The centroids, from the sample in node order (the same sample gives the same centroids)."""
+    """The centroids, from the sample in node order (the same sample gives the same centroids), in
+    the sample's commonest embedding size (records of another size, from another model, are left
+    out by `Assign`)."""
     sample = sorted(sample)
     if not sample:
         return np.zeros((0, 1), dtype=np.float32)
-    x = np.stack([semantic.unpack(v) for _, v in sample])
+    sizes = Counter(len(v) for _, v in sample)
+    size = max(sizes, key=lambda n: (sizes[n], n))
+    x = np.stack([semantic.unpack(v) for _, v in sample if len(v) == size])
     return semantic.fit_kmeans(x, cfg.num_clusters(count), cfg.iterations, cfg.seed)
 
 
 class Assign(beam.DoFn):
-    """Batches of (node, packed embedding) -> (cluster, (node, packed embedding)) per nearest centroid."""
+    """Batches of (node, packed embedding) -> (cluster, (node, packed embedding)) per nearest
+    centroid; an embedding of another size than the centroids' is counted
+    `semantic_{kind}_other_size` and takes no part."""
 
-    def __init__(self, cfg: SemanticConfig) -> None:
+    def __init__(self, cfg: SemanticConfig, kind: str, namespace: str) -> None:
         self.cfg = cfg
+        self.kind = kind
+        self.namespace = namespace
 
     def process(self, batch, centroids):
         if len(centroids) == 0:
             return
-        x = np.stack([semantic.unpack(v) for _, v in batch])
-        for (node, vec), clusters in zip(batch, semantic.nearest_centroids(x, centroids, self.cfg.nearest)):
+        fits = [(node, vec) for node, vec in batch if len(vec) == 2 * centroids.shape[1]]  # float16: 2 bytes a dim
+        if len(fits) < len(batch):  # another model's embeddings: not comparable, left out (kept)
+            Metrics.counter(self.namespace, f"semantic_{self.kind}_other_size").inc(len(batch) - len(fits))
+        if not fits:
+            return
+        x = np.stack([semantic.unpack(v) for _, v in fits])
+        for (node, vec), clusters in zip(fits, semantic.nearest_centroids(x, centroids, self.cfg.nearest)):
             for c in clusters.tolist():
                 yield int(c), (node, vec)
 
@@ -121,7 +148,7 @@ class SemanticDuplicates(beam.PTransform):
         assigned = (
             vectors
             | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
-            | "Assign" >> beam.ParDo(Assign(sem), centroids=centroids)
+            | "Assign" >> beam.ParDo(Assign(sem, self.kind, self.namespace), centroids=centroids)
         )
         sizes = beam.pvalue.AsDict(assigned | "ClusterOf" >> beam.Map(lambda kv: (kv[0], 1))
                                    | "ClusterSizes" >> beam.CombinePerKey(sum))
@@ -137,7 +164,18 @@ class SemanticDuplicates(beam.PTransform):
 
 
 def _embedded(result: PredictionResult):
-    return result.example[0], result.inference
+    """(node, embedding); a caption the model failed on takes no part (it is kept)."""
+    if result.inference is not None:
+        yield result.example[0], result.inference
+
+
+def _captioned(key):
+    """(node, caption) of a key whose caption has words: empty captions would all embed alike (the
+    exact step leaves them alone too)."""
+    from filters.dedup.minhash import normalize_caption
+
+    if normalize_caption(key.caption or ""):
+        yield key.node, key.caption
 
 
 class CaptionVectors(beam.PTransform):
@@ -151,9 +189,9 @@ class CaptionVectors(beam.PTransform):
     def expand(self, keys):
         return (
             keys
-            | "NodeCaption" >> beam.Map(lambda k: (k.node, k.caption))
+            | "NodeCaption" >> beam.FlatMap(_captioned)
             | "Embed" >> RunInference(CaptionEmbedHandler(self.cfg, self.namespace))
-            | "Vectors" >> beam.Map(_embedded)
+            | "Vectors" >> beam.FlatMap(_embedded)
         )
 
 
