@@ -145,7 +145,7 @@ class Download(beam.DoFn):
                 nsfw_model(self.cfg.pixels.nsfw.threads)
             if self.cfg.pixels.faces.detect:
                 face_cascade()
-        self.downloader = Downloader(self.cfg.download, self.cfg.image, self.cfg.source, pixel, models)
+        self.downloader = Downloader(self.cfg.download, self.cfg.image, self.cfg.source, pixel, models, self.cfg.video)
         self.inflight = InFlight(self._one, self.cfg.download.threads)
         self.kept = Metrics.counter(NS, "downloaded")
         self.failed = Metrics.counter(NS, "download_failed")

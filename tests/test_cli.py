@@ -67,6 +67,8 @@ def test_demo_command(tmp_path):
         assert index["totals"]["inputs"] == index["totals"]["kept"] + sum(index["reasons"].values())
         assert index["totals"]["kept"] >= 40
     assert Path(tmp_path / "demo" / "input" / "expected.json").exists()
+    video = json.loads((tmp_path / "demo" / "ingest" / "video" / "_index.json").read_text())
+    assert video["totals"] == {"inputs": 2, "kept": 2, "rejected": 0}  # one clip read from disk, one downloaded
     dedup = json.loads((tmp_path / "demo" / "dedup" / "_index.json").read_text())
     assert dedup["totals"]["inputs"] == 2 * index["totals"]["inputs"]  # both sources, every row once
     assert dedup["reasons"]["dup_url"] >= index["totals"]["kept"]  # COYO's rows repeat LAION's URLs

@@ -92,6 +92,36 @@ def plain_tasks(style: Literal["caption", "pretrain"]) -> ConversationConfig:
     return ConversationConfig(mix={style: 1.0}, caption_prompts={"en": [CAPTION_PROMPT]}, ocr_prompts={"en": [CAPTION_PROMPT]})
 
 
+VIDEO_PROMPT = "Describe this video in one sentence."
+VIDEO_TILING = {"max_num": 1, "min_num": 1, "use_thumbnail": False}  # InternVL: one 448 px tile per frame
+
+
+def video_conversation(uid: str, group: dict[str, bytes], meta: dict[str, Any], out: Path,
+                       style: Literal["caption", "pretrain"]) -> dict[str, Any]:
+    """A video sample's frames written under `out/images/` -> an InternVL video conversation:
+    `Frame1: <image>` ... per frame (InternVL's video prompt), one tile per frame (`tiling`), the
+    caption as the answer (or, for `pretrain`, the text after the frames)."""
+    from curation.core.records import frame_member
+    from curation.ingest.video import video_prompt
+
+    n = int(meta["video"]["frames"])
+    images = []
+    for k in range(n):
+        member = frame_member(k)
+        if member not in group:
+            raise ShardFormatError(f"video sample {uid} has no {member} (its json says {n} frames)")
+        path = f"images/{uid}.{member}"
+        (out / path).write_bytes(group[member])
+        images.append(path)
+    caption = group["txt"].decode("utf-8")
+    if style == "pretrain":
+        turns = [{"from": "pretrain", "value": f"{video_prompt(n)}{caption}"}]
+    else:
+        turns = [{"from": "human", "value": f"{video_prompt(n)}{VIDEO_PROMPT}"}, {"from": "gpt", "value": caption}]
+    return {"id": uid, "image": images, "task": f"video_{style}", "tiling": dict(VIDEO_TILING),
+            "timestamps": meta["video"]["timestamps"], "conversations": turns}
+
+
 def pairs_to_conversations(pair_dir: str | Path, out_dir: str | Path,
                            style: Literal["caption", "pretrain"] = "caption") -> tuple[Path, int]:
     """A pair-shard folder (read through its `_index.json`) -> `out_dir/{prefix}.jsonl` with one
@@ -112,11 +142,14 @@ def pairs_to_conversations(pair_dir: str | Path, out_dir: str | Path,
                 ext = next((e for e in ("jpg", "webp", "png") if e in group), None)
                 if ext is None or "txt" not in group:
                     raise ShardFormatError(f"{pair_dir / shard['tar']}: kept sample {uid} has no image or no caption")
-                image = f"images/{uid}.{ext}"
-                (out / image).write_bytes(group[ext])
                 meta = json.loads(group.get("json", b"{}"))
-                row = build_conversation(uid, image, group["txt"].decode("utf-8"), [], cfg, meta.get("width"),
-                                         meta.get("height"))
+                if "video" in meta:
+                    row = video_conversation(uid, group, meta, out, style)
+                else:
+                    image = f"images/{uid}.{ext}"
+                    (out / image).write_bytes(group[ext])
+                    row = build_conversation(uid, image, group["txt"].decode("utf-8"), [], cfg, meta.get("width"),
+                                             meta.get("height"))
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n += 1
     return target, n

@@ -55,6 +55,13 @@ class DemoPack:
 
 
 @dataclass(frozen=True)
+class DemoVideo:
+    recipe: str = "video.yaml"
+    videos: int = 2  # short clips made with PyAV: one read from disk, one downloaded from 127.0.0.1
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DemoPlan:
     recipe: str = "plan.yaml"
     source: str = "laion"  # the ingest source whose metadata is planned (with that ingest's overrides)
@@ -90,6 +97,7 @@ class DemoConfig:
     pack: DemoPack = field(default_factory=DemoPack)
     model: DemoModel = field(default_factory=DemoModel)
     mmpr: DemoMmpr = field(default_factory=DemoMmpr)
+    video: DemoVideo = field(default_factory=DemoVideo)
     seed: int = 0
     images: int = 48
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -127,6 +135,7 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
             index = run_ingest(cfg, [str(paths[source])], target, beam_args)
             print_ingest_report(index, target)
             failures += unexpected(check_outcomes(target, paths["expected"]))
+    failures += _demo_video(demo, out, args, beam_args)
     failures += _demo_plan(demo, out, paths, args, beam_args)
     failures += _demo_dedup(demo, out, args, beam_args)
     failures += _demo_annotate(demo, out, args, beam_args)
@@ -135,6 +144,42 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     failures += _demo_mmpr(demo, out, args, beam_args)
     print(f"\ndemo finished: outputs under {out}/ ({'all outcomes as expected' if not failures else f'{failures} unexpected outcomes'})")
     return 0 if failures == 0 else 1
+
+
+def _demo_video(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args: list[str]) -> int:
+    """Short videos made with PyAV (half on disk, half served from 127.0.0.1) through the video
+    ingest recipe, then into InternVL video conversations the pack step takes; returns the number
+    of unexpected outcomes."""
+    from curation.annotate.tasks import pairs_to_conversations
+    from curation.samples.image_server import serve
+    from curation.samples.videos import make_video
+    from pipelines.ingest import run_ingest
+
+    folder = out / "input" / "videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = ["mp4", "webm", "mkv", "flv", "avi"]
+    clips = {f"clip{k}.{kinds[k % len(kinds)]}": make_video(kinds[k % len(kinds)], frames=30 + 10 * k)
+             for k in range(demo.video.videos)}
+    local = list(clips)[::2]
+    for name in local:
+        (folder / name).write_bytes(clips[name])
+    with serve({n: d for n, d in clips.items() if n not in local}) as base:
+        rows = [{"video": n if n in local else f"{base}/img/{n}",
+                 "caption": f"A colour ramp from red to {'dark' if k % 2 else 'light'} green, {n.split('.')[1]} clip"}
+                for k, n in enumerate(clips)]
+        listing = folder / "videos.jsonl"
+        listing.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        overrides = {**demo.ingest.overrides, **demo.video.overrides, "source": {"image_root": str(folder)}}
+        overrides.pop("pixels", None)  # the image models look at pictures, not at colour ramps
+        recipe_path, cfg = _demo_recipe(demo.video.recipe, IngestConfig, overrides, args)
+        target = out / "ingest" / "video"
+        print(f"\n== ingest {len(rows)} videos ({recipe_path.name}: {cfg.video.sampling} "
+              f"{cfg.video.num_segments} frames) -> {target}")
+        index = run_ingest(cfg, [str(listing)], str(target), beam_args)
+    print_ingest_report(index, str(target))
+    conversations, n = pairs_to_conversations(target, out / "input" / "video_conversations")
+    print(f"   {n} video conversations (Frame1: <image> ..., one tile per frame) -> {conversations}")
+    return (0 if index["totals"]["kept"] == len(rows) == n else 1) + (0 if accounted(index) else 1)
 
 
 def _demo_plan(demo: DemoConfig, out: Path, paths: dict[str, Path], args: argparse.Namespace,
@@ -207,6 +252,7 @@ def _demo_pack(demo: DemoConfig, out: Path, args: argparse.Namespace, beam_args:
     else:
         source = out / "dedup" if demo.pack.caption_source == "dedup" else out / "ingest" / demo.pack.caption_source
         conversations = [pairs_to_conversations(source, out / "input" / "captions")[0]]
+    conversations += sorted((out / "input" / "video_conversations").glob("*.jsonl"))  # the demo's videos
     rows = {path: len(path.read_text().splitlines()) for path in conversations}
     recipe_path, cfg = _demo_recipe(demo.pack.recipe, PackConfig, demo.pack.overrides, args)
     target = out / "pack"

@@ -141,7 +141,8 @@ def _turns(raw: dict[str, Any], key: str) -> tuple[list[Turn], list[str | bytes]
 
 
 def _tiling(value: Any) -> dict[str, Any] | None:
-    """An MPO row's recorded tiling, checked: {max_num >= min_num >= 1, use_thumbnail: bool}."""
+    """A row's own tiling (an MPO row's policy view, a video's one tile per frame), checked:
+    {max_num >= min_num >= 1, use_thumbnail: bool}."""
     if value is None:
         return None
     ok = (isinstance(value, dict) and set(value) <= {"max_num", "min_num", "use_thumbnail"}
@@ -183,7 +184,7 @@ def parse_row(raw: dict[str, Any] | RowError, source_file: str, index: int, uid_
             if images:
                 raise ValueError("images given both in content parts and in `images`")
             images, embedded = split_images(part_images)
-        return Conversation(uid, source_file, index, images, turns, embedded)
+        return Conversation(uid, source_file, index, images, turns, embedded, _tiling(raw.get("tiling")))
     except ValueError as err:
         return Rejection(RowRef(uid, source_file, index), "read", "malformed_row", str(err))
 

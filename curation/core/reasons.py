@@ -79,6 +79,13 @@ REASONS: dict[str, str] = {
     "low_aesthetic": "LAION's aesthetic predictor on the stored image below pixels.clip.aesthetic.min_score",
     "pixel_score_error": "the CLIP step could not score this image (its error in the detail; the rest of its batch went on)",
     "encode_error": "re-encoding the image failed",
+    # video (curation/ingest/video.py)
+    "not_a_video": "no container FFmpeg (PyAV) can read, or no video stream in it",
+    "audio_only": "the container holds audio and no video stream",
+    "video_corrupt": "the video stream breaks before any frame decodes",
+    "video_no_frames": "the video decodes to no usable frame",
+    "video_too_long": "the video's duration is above video.max_duration_s",
+    "video_too_large": "the video's frames are above video.max_pixels",
     "phash_mismatch": "the image's pHash is farther than phash_tolerance bits from the source's (a different image)",
     "internal_error": "an unexpected exception while downloading or decoding this row (its type in the detail); the run went on",
     # annotate (OCR, heuristic rules, LLM quality scoring)

@@ -163,6 +163,35 @@ class ImageInfo:
     clip_embedding: str | None = None  # the unit CLIP image embedding, float16 little-endian, base64 (store_embedding)
 
 
+@dataclass(slots=True)
+class VideoInfo:
+    """A video's sampled frames (JPEG, in time order) and what was read of it; the Sample's image
+    is its poster frame (the middle one), so image filters, pHash and dedup see a frame."""
+
+    frames: list[bytes]
+    timestamps: list[float]  # seconds from the stream's start, one per frame
+    duration_s: float
+    source_fps: float | None
+    codec: str
+    container: str
+    sampling: str  # uniform | fps | keyframes
+    truncated_at_s: float | None = None  # the stream ended here, before its stated duration
+
+    def metadata(self) -> dict[str, Any]:
+        """The json's `video` field: everything but the frame bytes."""
+        doc = {"frames": len(self.frames), "timestamps": self.timestamps, "duration_s": self.duration_s,
+               "source_fps": self.source_fps, "codec": self.codec, "container": self.container,
+               "sampling": self.sampling}
+        if self.truncated_at_s is not None:
+            doc["truncated_at_s"] = self.truncated_at_s
+        return doc
+
+
+def frame_member(k: int) -> str:
+    """A video sample's frame k as a webdataset suffix: `{uid}.frame03.jpg`."""
+    return f"frame{k:02d}.jpg"
+
+
 PIXEL_FINDINGS = ("nsfw_pixels", "faces", "clip_pixel_similarity", "clip_model", "aesthetic_pixels", "clip_embedding")
 
 
@@ -178,6 +207,7 @@ class Sample:
     # Where the image bytes wait while the record crosses a shuffle (ingest's staging); the writer
     # reads them back, so `image.data` is empty meanwhile.
     staged: str | None = None
+    video: VideoInfo | None = None  # a video sample's frames (ingest with a `video:` recipe section)
 
     def metadata(self) -> dict[str, Any]:
         """The `{uid}.json` content: all metadata except the image bytes."""
@@ -188,6 +218,8 @@ class Sample:
             if info[name] is None:
                 del info[name]
         meta.update(info)
+        if self.video is not None:
+            meta["video"] = self.video.metadata()
         meta["status"] = "kept"
         return meta
 

@@ -20,7 +20,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.core.records import ImageInfo, Pair, Rejection, Sample, first_kept_per_uid, record_pair
+from curation.core.records import ImageInfo, Pair, Rejection, Sample, first_kept_per_uid, frame_member, record_pair
 from curation.core.manifests import PAIR_MANIFEST
 
 TAR_MTIME = 1_577_836_800  # 2020-01-01: fixed, so tars are byte-identical across runs
@@ -143,13 +143,16 @@ def iter_tar_groups(tar_path_or_file: str | IO[bytes], strict: bool = False,
 
 
 def sample_members(sample: Sample) -> list[tuple[str, bytes]]:
-    """`{uid}.jpg|webp`, `{uid}.json`, `{uid}.txt`: webdataset groups them by the key before the dot."""
+    """`{uid}.jpg|webp`, a video's `{uid}.frame00.jpg`..., `{uid}.json`, `{uid}.txt`: webdataset
+    groups them by the key before the first dot."""
     uid = sample.pair.uid
     if sample.stored is not None:
         return [(f"{uid}.{suffix}", data) for suffix, data in sample.stored.items()]
     meta = json.dumps(sample.metadata(), ensure_ascii=False, sort_keys=True, allow_nan=False).encode()
+    frames = [(f"{uid}.{frame_member(k)}", data) for k, data in enumerate(sample.video.frames)] if sample.video else []
     return [
         (f"{uid}.{sample.image.ext}", sample.image.data),
+        *frames,
         (f"{uid}.json", meta),
         (f"{uid}.txt", sample.pair.caption.encode("utf-8", "replace")),
     ]

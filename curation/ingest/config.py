@@ -8,6 +8,7 @@ from typing import Any, Literal
 from curation.core.config import ConfigError, ShardConfig
 from curation.core.records import MAPPABLE_FIELDS, UidConfig
 from filters.dedup.config import DedupConfig, ExactDedupConfig, NearCaptionConfig, NearImageConfig
+from curation.ingest.video import VideoConfig
 from filters.quality.pixel_models import PixelModelsConfig
 
 
@@ -126,6 +127,9 @@ class IngestConfig:
     pixel_filters: list[dict[str, Any]] = field(default_factory=list)
     # models on the image to be stored: Open-NSFW's score (nsfw), face detection, blurring, max_faces (faces)
     pixels: PixelModelsConfig = field(default_factory=PixelModelsConfig)
+    # every row is a video (local path or URL in the image_path / url column): frames sampled with PyAV and
+    # stored beside a poster frame (curation/ingest/video.py); null: images
+    video: VideoConfig | None = None
     dedup_urls: bool = True  # shorthand for `dedup: {exact: {url: true, caption: false}, near_caption: {enabled: false}}`
     # URL and caption dedup before any download; image keys only exist after it (`curate dedup`).
     dedup: DedupConfig | None = None

@@ -7,6 +7,7 @@ finish, so a worker keeps many requests in flight without waiting for the slowes
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -17,7 +18,8 @@ from curation.ingest.config import DownloadConfig, ImageConfig, SourceConfig
 from curation.ingest.fetch import Fetcher, FetchResult
 from curation.core.images import hamming
 from curation.ingest.images import process_image
-from curation.core.records import ImageInfo, Pair, Rejection, Sample
+from curation.ingest.video import VideoConfig, sample_frames
+from curation.core.records import ImageInfo, Pair, Rejection, Sample, Verdict, VideoInfo
 from filters.dedup.phash import parse_phash
 
 T = TypeVar("T")
@@ -31,7 +33,10 @@ class Downloader:
     """Pair -> Sample | Rejection. Thread-safe; build one per worker."""
 
     def __init__(self, download: DownloadConfig, image: ImageConfig, source: SourceConfig, pixel_filters=(),
-                 models=None) -> None:
+                 models=None, video=None) -> None:
+        self.video = video  # a VideoConfig: every row is a video, sampled into frames (curation/ingest/video.py)
+        if video is not None:  # videos are bigger than images: their own cap
+            download = dataclasses.replace(download, max_bytes=video.max_bytes)
         self.fetcher = Fetcher(download)
         self.download_cfg = download
         self.image_cfg = image
@@ -54,6 +59,14 @@ class Downloader:
             mismatch = self._sha256_mismatch(pair, fetched.data)
             if mismatch:
                 return Rejection(pair, "download", "hash_mismatch", mismatch)
+            if self.video is not None:
+                stage = "video"
+                got = process_video(fetched.data, self.video, self.image_cfg, self.pixel_filters)
+                if isinstance(got, tuple):
+                    got[0].http_status, got[0].mime = fetched.status, fetched.mime
+                    return Sample(pair, got[0], video=got[1])
+                stage = "image_filter" if got.reason in IMAGE_FILTER_REASONS else "video"
+                return Rejection(pair, stage, got.reason or "video_corrupt", got.detail)
             stage = "image"
             result = process_image(fetched.data, self.image_cfg, self.pixel_filters, self.models, pair.face_bboxes)
             if isinstance(result, ImageInfo):
@@ -137,6 +150,23 @@ class InFlight(Generic[T, R]):
     def close(self) -> None:
         self.drain()
         self.pool.shutdown(wait=True)
+
+
+def process_video(data: bytes, cfg: VideoConfig, image_cfg: ImageConfig,
+                  pixel_filters=()) -> tuple[ImageInfo, VideoInfo] | Verdict:
+    """Video bytes -> (the poster frame as the stored image, through ingest's image step and pixel
+    filters; the sampled frames), or a rejecting Verdict. `source_sha256` is the video file's."""
+    frames = sample_frames(data, cfg)
+    if isinstance(frames, Verdict):
+        return frames
+    info = process_image(frames.jpegs[len(frames.jpegs) // 2], image_cfg, pixel_filters)
+    if not isinstance(info, ImageInfo):
+        return info
+    info.original_width, info.original_height = frames.source_width, frames.source_height
+    info.original_format = frames.container.split(",")[0]
+    info.source_sha256 = hashlib.sha256(data).hexdigest()
+    return info, VideoInfo(frames.jpegs, frames.timestamps, frames.duration_s, frames.source_fps, frames.codec,
+                           frames.container, cfg.sampling, frames.truncated_at_s)
 
 
 def read_local(path: str, image_root: str | None, max_bytes: int) -> FetchResult:

@@ -74,6 +74,26 @@ def _thumbnails(ss: ShardSet, limit: int) -> list[tuple[str, str, str]]:
     return out
 
 
+def _frame_strips(ss: ShardSet, limit: int) -> list[tuple[str, str, list[tuple[str, float]]]]:
+    """(key, caption, [(frame thumbnail uri, timestamp)]) for the first `limit` kept videos."""
+    import json
+
+    out = []
+    for entry in ss.shards:
+        with ss.open_tar(entry) as f:
+            for key, group in iter_tar_groups(f):
+                video = json.loads(group.get("json", b"{}")).get("video")
+                if not isinstance(video, dict):
+                    continue
+                frames = sorted(n for n in group if n.startswith("frame"))
+                stamps = video.get("timestamps") or [0.0] * len(frames)
+                thumbs = [(uri, float(t)) for name, t in zip(frames, stamps) if (uri := _thumb(group[name]))]
+                out.append((key, group.get("txt", b"").decode("utf-8", "replace"), thumbs))
+                if len(out) >= limit:
+                    return out
+    return out
+
+
 def _rejected_examples(ss: ShardSet, per_reason: int) -> dict[str, list[dict[str, Any]]]:
     examples: dict[str, list[dict[str, Any]]] = {}
     for _, table in ss.manifests(["uid", "url", "caption", "status", "stage", "reason", "detail"]):
@@ -112,7 +132,9 @@ def render_report(ss: ShardSet, thumbnails: int = 48, per_reason: int = 4) -> st
         "<style>body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}"
         ".grid{display:flex;flex-wrap:wrap;gap:8px}.card{width:170px;font-size:11px;word-break:break-word}"
-        ".card img{max-width:160px;max-height:160px;display:block}.plots img{margin:4px}</style></head><body>",
+        ".card img{max-width:160px;max-height:160px;display:block}.plots img{margin:4px}"
+        ".strip{margin:6px 0;font-size:11px}.strip figure{display:inline-block;margin:2px;text-align:center}"
+        ".strip img{max-height:80px;display:block}</style></head><body>",
         f"<h1>{e(doc['folder'])}</h1><p>{e(doc['kind'])} shards</p>",
         "<h2>Summary</h2><table id='summary'>",
     ]
@@ -147,6 +169,13 @@ def render_report(ss: ShardSet, thumbnails: int = 48, per_reason: int = 4) -> st
     for name, d in doc["distributions"].items():
         if d.get("count"):
             parts.append(f"<img class='plot' alt='{e(name)}' src='{_plot(name, d)}'>")
+    strips = _frame_strips(ss, thumbnails) if ss.kind == "pair" else []
+    if strips:
+        parts.append("</div><h2>Videos</h2><p>each kept video's sampled frames in time order</p><div id='videos'>")
+        for key, caption, frames in strips:
+            parts.append(f"<div class='strip'><b>{e(key)}</b> {e(caption[:160])}<br>"
+                         + "".join(f"<figure><img alt='{e(key)} {t}s' src='{uri}'><figcaption>{t:g} s</figcaption></figure>"
+                                   for uri, t in frames) + "</div>")
     parts.append("</div><h2>Kept samples</h2><div class='grid' id='kept'>")
     for uri, title, caption in _thumbnails(ss, thumbnails):
         parts.append(f"<div class='card'><img class='thumb' alt='{e(title)}' src='{uri}'><b>{e(title)}</b><br>{e(caption[:160])}</div>")

@@ -109,6 +109,12 @@ def render_pair(found: dict[str, Any], save_images: str | None = None) -> str:
         scores = {k: v for k, v in meta.items() if k.endswith("_score") or k.startswith("clip_similarity")}
         if scores:
             lines.append("scores: " + ", ".join(f"{k}={v}" for k, v in sorted(scores.items())))
+        video = meta.get("video") if isinstance(meta.get("video"), dict) else {}
+        if video:
+            lines.append(f"video: {video.get('frames')} frames ({video.get('sampling')}) at "
+                         f"{', '.join(f'{t:g}' for t in video.get('timestamps', []))} s of {video.get('duration_s')} s, "
+                         f"{video.get('codec')} in {video.get('container')}, {video.get('source_fps')} fps"
+                         + (f", truncated at {video['truncated_at_s']} s" if video.get("truncated_at_s") else ""))
         pixels = {k: meta[k] for k in ("nsfw_pixels", "clip_pixel_similarity", "clip_model", "aesthetic_pixels")
                   if meta.get(k) is not None}
         if meta.get("faces") is not None:
@@ -119,7 +125,7 @@ def render_pair(found: dict[str, Any], save_images: str | None = None) -> str:
             lines.append("pixel models: " + ", ".join(f"{k}={v}" for k, v in pixels.items()))
         if save_images:
             for suffix, data in members.items():
-                if suffix in ("jpg", "webp", "png"):
+                if suffix in ("jpg", "webp", "png") or (suffix.startswith("frame") and suffix.endswith(".jpg")):
                     lines.append(f"saved {_save(save_images, row['uid'] + '.' + suffix, data)}")
     lines.append("manifest: " + json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False,
                                            sort_keys=True))
