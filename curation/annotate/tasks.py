@@ -97,16 +97,17 @@ VIDEO_TILING = {"max_num": 1, "min_num": 1, "use_thumbnail": False}  # InternVL:
 
 
 def video_conversation(uid: str, group: dict[str, bytes], meta: dict[str, Any], out: Path,
-                       style: Literal["caption", "pretrain"]) -> dict[str, Any]:
+                       style: Literal["caption", "pretrain"], frame_label: str = "Frame-") -> dict[str, Any]:
     """A video sample's frames written under `out/images/` -> an InternVL video conversation:
-    `Frame1: <image>` ... per frame (InternVL's video prompt), one tile per frame (`tiling`), the
-    caption as the answer (or, for `pretrain`, the text after the frames)."""
+    `Frame-1: <image>` ... per frame (InternVL 2.5 / 3's fine-tuning prompt; `frame_label` "Frame"
+    for its chat demo's), one tile per frame (`tiling`), the caption as the answer (or, for
+    `pretrain`, the text after the frames)."""
     from curation.core.records import frame_member
     from curation.ingest.video import video_prompt
 
     n = int(meta["video"]["frames"])
     images = []
-    for k in range(n):
+    for k in range(n):  # frame members in their numeric order
         member = frame_member(k)
         if member not in group:
             raise ShardFormatError(f"video sample {uid} has no {member} (its json says {n} frames)")
@@ -115,15 +116,17 @@ def video_conversation(uid: str, group: dict[str, bytes], meta: dict[str, Any], 
         images.append(path)
     caption = group["txt"].decode("utf-8")
     if style == "pretrain":
-        turns = [{"from": "pretrain", "value": f"{video_prompt(n)}{caption}"}]
+        turns = [{"from": "pretrain", "value": f"{video_prompt(n, frame_label)}{caption}"}]
     else:
-        turns = [{"from": "human", "value": f"{video_prompt(n)}{VIDEO_PROMPT}"}, {"from": "gpt", "value": caption}]
+        turns = [{"from": "human", "value": f"{video_prompt(n, frame_label)}{VIDEO_PROMPT}"},
+                 {"from": "gpt", "value": caption}]
     return {"id": uid, "image": images, "task": f"video_{style}", "tiling": dict(VIDEO_TILING),
             "timestamps": meta["video"]["timestamps"], "conversations": turns}
 
 
 def pairs_to_conversations(pair_dir: str | Path, out_dir: str | Path,
-                           style: Literal["caption", "pretrain"] = "caption") -> tuple[Path, int]:
+                           style: Literal["caption", "pretrain"] = "caption",
+                           frame_label: str = "Frame-") -> tuple[Path, int]:
     """A pair-shard folder (read through its `_index.json`) -> `out_dir/{prefix}.jsonl` with one
     conversation per kept pair, images under `out_dir/images/`; returns (jsonl path, conversations).
     A kept sample without its image or caption is a broken shard: ShardFormatError, never a skip."""
@@ -144,7 +147,7 @@ def pairs_to_conversations(pair_dir: str | Path, out_dir: str | Path,
                     raise ShardFormatError(f"{pair_dir / shard['tar']}: kept sample {uid} has no image or no caption")
                 meta = json.loads(group.get("json", b"{}"))
                 if "video" in meta:
-                    row = video_conversation(uid, group, meta, out, style)
+                    row = video_conversation(uid, group, meta, out, style, frame_label)
                 else:
                     image = f"images/{uid}.{ext}"
                     (out / image).write_bytes(group[ext])

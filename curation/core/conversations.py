@@ -140,6 +140,9 @@ def _turns(raw: dict[str, Any], key: str) -> tuple[list[Turn], list[str | bytes]
     return turns, images
 
 
+MAX_ROW_TILES = 64  # a row's own max_num: InternVL's dynamic tiling searches max_num^2 grids, a hostile row stalls no worker
+
+
 def _tiling(value: Any) -> dict[str, Any] | None:
     """A row's own tiling (an MPO row's policy view, a video's one tile per frame), checked:
     {max_num >= min_num >= 1, use_thumbnail: bool}."""
@@ -147,9 +150,11 @@ def _tiling(value: Any) -> dict[str, Any] | None:
         return None
     ok = (isinstance(value, dict) and set(value) <= {"max_num", "min_num", "use_thumbnail"}
           and isinstance(value.get("max_num"), int) and isinstance(value.get("min_num", 1), int)
-          and isinstance(value.get("use_thumbnail", True), bool) and 1 <= value.get("min_num", 1) <= value["max_num"])
+          and isinstance(value.get("use_thumbnail", True), bool)
+          and 1 <= value.get("min_num", 1) <= value["max_num"] <= MAX_ROW_TILES)
     if not ok:
-        raise ValueError("`tiling` must be {max_num: int >= min_num >= 1, min_num: int, use_thumbnail: bool}")
+        raise ValueError(f"`tiling` must be {{max_num: int in min_num..{MAX_ROW_TILES}, min_num: int >= 1, "
+                         "use_thumbnail: bool}")
     return {"max_num": value["max_num"], "min_num": value.get("min_num", 1), "use_thumbnail": value.get("use_thumbnail", True)}
 
 

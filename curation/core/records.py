@@ -192,6 +192,11 @@ def frame_member(k: int) -> str:
     return f"frame{k:02d}.jpg"
 
 
+def is_frame_member(suffix: str) -> bool:
+    """Whether a webdataset suffix is a video frame (`frame03.jpg`)."""
+    return suffix.startswith("frame") and suffix.endswith(".jpg") and suffix[5:-4].isdigit()
+
+
 PIXEL_FINDINGS = ("nsfw_pixels", "faces", "clip_pixel_similarity", "clip_model", "aesthetic_pixels", "clip_embedding")
 
 

@@ -20,7 +20,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.core.records import ImageInfo, Pair, Rejection, Sample, first_kept_per_uid, frame_member, record_pair
+from curation.core.records import (ImageInfo, Pair, Rejection, Sample, first_kept_per_uid, frame_member,
+                                   is_frame_member, record_pair)
 from curation.core.manifests import PAIR_MANIFEST
 
 TAR_MTIME = 1_577_836_800  # 2020-01-01: fixed, so tars are byte-identical across runs
@@ -223,7 +224,7 @@ def read_pair_shard(tar_file: IO[bytes], manifest_file: IO[bytes]) -> Iterator[S
     yield from _shard_records(dict(iter_tar_groups(tar_file, strict=True)), manifest_file)
 
 
-_SMALL_MEMBERS = frozenset({"json", "txt"})  # read at once by a lazy reader; every other member waits
+_SMALL_MEMBERS = frozenset({"json", "txt"})  # read at once by a lazy reader; the image and video frames wait
 
 
 def read_pair_shard_lazy(tar_file: IO[bytes], manifest_file: IO[bytes]
@@ -233,14 +234,14 @@ def read_pair_shard_lazy(tar_file: IO[bytes], manifest_file: IO[bytes]
     member: what a writer that re-reads its input shard streams with (`write_pair_shard(load=)`),
     one image in memory instead of the shard."""
     groups = dict(iter_tar_groups(tar_file, strict=True, lazy=lambda suffix: suffix not in _SMALL_MEMBERS))
-    where: dict[str, tuple[str, int, int]] = {}
+    where: dict[str, list[tuple[str, int, int]]] = {}
     for key, group in groups.items():
         image = _image_suffix(group)
         for suffix, value in group.items():
             if suffix in _SMALL_MEMBERS:
                 continue
-            if suffix == image:  # left for `load`
-                where[key] = (suffix, *value)
+            if suffix == image or is_frame_member(suffix):  # left for `load` (the image first)
+                where.setdefault(key, []).insert(0 if suffix == image else len(where.get(key, [])), (suffix, *value))
                 group[suffix] = b""
             else:  # another member a stage stored beside the image: small, read now
                 tar_file.seek(value[0])
@@ -249,14 +250,15 @@ def read_pair_shard_lazy(tar_file: IO[bytes], manifest_file: IO[bytes]
     def load(sample: Sample) -> None:
         if sample.pair.uid not in where:
             raise ShardFormatError(f"{sample.pair.uid}: no image member in the tar")
-        suffix, offset, size = where[sample.pair.uid]
-        tar_file.seek(offset)
-        data = tar_file.read(size)
-        if len(data) != size:
-            raise ShardFormatError(f"{sample.pair.uid}.{suffix}: {len(data)} of {size} bytes in the tar")
-        sample.image.data = data
-        if sample.stored is not None:
-            sample.stored[suffix] = data
+        for k, (suffix, offset, size) in enumerate(where[sample.pair.uid]):
+            tar_file.seek(offset)
+            data = tar_file.read(size)
+            if len(data) != size:
+                raise ShardFormatError(f"{sample.pair.uid}.{suffix}: {len(data)} of {size} bytes in the tar")
+            if k == 0:
+                sample.image.data = data
+            if sample.stored is not None:
+                sample.stored[suffix] = data
 
     return list(_shard_records(groups, manifest_file)), load
 
@@ -340,10 +342,11 @@ def write_pair_shard(shard: int, name: str, records: Iterable[Sample | Rejection
             if fill:
                 load(s)
             yield from sample_members(s)
-            if fill:  # dropped again: one image in memory at a time
+            if fill:  # dropped again: one image (or one video's frames) in memory at a time
                 s.image.data = b""
-                if s.stored is not None and s.image.ext in s.stored:
-                    s.stored[s.image.ext] = b""
+                for suffix in list(s.stored or ()):
+                    if suffix == s.image.ext or is_frame_member(suffix):
+                        s.stored[suffix] = b""
 
     where = write_tar(tar_out, stream())
     if members is not None:

@@ -153,6 +153,8 @@ class IngestConfig:
         build_filters(self.pixel_filters, "pixel_filters")
         if self.staging_bundle_mb <= 0:
             raise ConfigError("staging_bundle_mb: must be > 0")
+        if self.video is not None and (self.pixels.active or self.pixels.clip.enabled):
+            raise ConfigError("pixels: the pixel models look at images, not at video frames; turn them off in a video recipe")
 
     def metadata_dedup(self) -> DedupConfig | None:
         """The dedup ingest runs before download (URL / caption keys only), or None."""

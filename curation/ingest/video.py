@@ -30,7 +30,7 @@ class VideoConfig:
     """How frames are chosen and stored."""
 
     sampling: Literal["uniform", "fps", "keyframes"] = "uniform"  # how frames are chosen (the module's docstring)
-    num_segments: int = 8  # uniform: frames per video (InternVL trains with 8-32)
+    num_segments: int = 8  # uniform: frames per video (InternVL trains with 8-32; at most 256)
     fps: float = 1.0  # fps: frames per second of video
     max_frames: int = 32  # fps and keyframes: at most this many (evenly thinned)
     max_duration_s: float = 600.0  # longer: video_too_long
@@ -41,8 +41,8 @@ class VideoConfig:
     max_bytes: int = 200_000_000  # a video file above it: body_too_large (replaces download.max_bytes)
 
     def __post_init__(self) -> None:
-        if self.num_segments < 1 or self.max_frames < 1 or self.fps <= 0:
-            raise ConfigError("video: num_segments >= 1, max_frames >= 1, fps > 0")
+        if not 1 <= self.num_segments <= 256 or not 1 <= self.max_frames <= 256 or self.fps <= 0:
+            raise ConfigError("video: num_segments and max_frames in 1..256, fps > 0")
         if self.max_duration_s <= 0 or self.max_pixels < 1 or self.max_decoded_frames < 1 or self.frame_size < 16:
             raise ConfigError("video: max_duration_s > 0, max_pixels >= 1, max_decoded_frames >= 1, frame_size >= 16")
         if not 1 <= self.jpeg_quality <= 100:
@@ -106,9 +106,11 @@ def container_kind(data: bytes) -> str | None:
 
 
 def _duration(container, stream) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
+    """The video stream's duration in seconds, else the container's; None when neither is known
+    (or one is not positive)."""
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
+    if container.duration is not None and container.duration > 0:
         return container.duration / 1_000_000  # av.time_base
     return None
 
@@ -154,26 +156,38 @@ def sample_frames(data: bytes, cfg: VideoConfig, _span: float | None = None) -> 
         if duration is not None and duration > cfg.max_duration_s:
             return Verdict.reject("video_too_long", f"{duration:.1f} s > max_duration_s {cfg.max_duration_s:g}")
         rate = float(stream.average_rate) if stream.average_rate else None
+        step = 1 / (rate or 25.0)
         if cfg.sampling == "keyframes":
             stream.codec_context.skip_frame = "NONKEY"
         span = _span if _span is not None else duration
         want = targets(cfg, span) if cfg.sampling != "keyframes" and span else None
-        kept: list[tuple[float, object]] = []
+        # times from the stream's start (MPEG-TS and many MP4s start at 1.4 s or more)
+        origin = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else None
+        kept: list[Kept] = []
+        stride, seen = 1, 0  # without targets: every stride-th candidate, the stride doubled when too many
         decoded = 0
-        last = None
+        last = None  # (t, frame) of the last decoded frame, undecoded into JPEG until chosen
+        broke = False
         try:
             for frame in container.decode(stream):
                 decoded += 1
-                t = float(frame.time) if frame.time is not None else decoded / (rate or 25.0)
                 if frame.width * frame.height > cfg.max_pixels:
                     return Verdict.reject("video_too_large", f"{frame.width}x{frame.height} frame > max_pixels")
-                if want is None:  # keyframes, or no duration known: every decoded frame is a candidate
-                    kept.append((t, frame))
-                    if len(kept) > 4 * cfg.max_frames:  # thin as we go: bounded memory
-                        kept = thin(kept, 2 * cfg.max_frames)
+                raw = float(frame.time) if frame.time is not None else None
+                if origin is None:
+                    origin = raw if raw is not None else 0.0
+                t = max(0.0, raw - origin) if raw is not None else (decoded - 1) * step
+                if want is None:  # keyframes, or no duration known: evenly spaced candidates, bounded
+                    if seen % stride == 0:
+                        kept.append(_kept(t, frame, cfg, seen))
+                        if len(kept) > 2 * cfg.max_frames:
+                            stride *= 2
+                            kept = [k for k in kept if k.index % stride == 0]
+                    seen += 1
                 else:  # each target takes the last frame at or before it (InternVL's floor of the index)
                     while len(kept) < len(want) and t >= want[len(kept)]:
-                        kept.append(last if t > want[len(kept)] and last is not None else (t, frame))
+                        chosen = last if t > want[len(kept)] and last is not None else (t, frame)
+                        kept.append(_kept(*chosen, cfg, len(kept)))
                     if len(kept) == len(want):
                         break
                 last = (t, frame)
@@ -182,35 +196,56 @@ def sample_frames(data: bytes, cfg: VideoConfig, _span: float | None = None) -> 
         except (av.error.FFmpegError, ValueError, OSError) as err:
             if not kept and last is None:
                 return Verdict.reject("video_corrupt", f"{type(err).__name__}: {err}"[:200])
-            # a truncated file: keep what decoded before the break
+            broke = True  # a truncated or damaged file: what decoded before the break is kept
         if want is not None and len(kept) < len(want) and last is not None and _span is None:
-            end = last[0] + 1 / (rate or 25.0)  # the stream ended before its stated duration
-            if duration and end < duration / 2:
+            end = last[0] + step  # the stream ended before its stated duration: cut, or shorter than its audio
+            # cut: it broke, or the duration it fell short of was the video's own (the stream's, or a
+            # container's without audio); a container's duration beside audio may be the audio's
+            cut = broke or bool(stream.duration and stream.duration > 0) or not container.streams.audio
+            if cut and duration and end < duration / 2:
                 return Verdict.reject("video_corrupt", f"only {end:.2f} s of {duration:.2f} s decode (truncated?)")
             again = sample_frames(data, cfg, end)
-            if isinstance(again, Frames):
+            if isinstance(again, Frames) and cut:
                 again.truncated_at_s = round(end, 3)
             return again
         if want is not None and len(kept) < len(want) and last is not None:
-            kept += [last] * (len(want) - len(kept))  # rounding at the very end of the span
+            kept += [_kept(*last, cfg, len(kept))] * (len(want) - len(kept))  # rounding at the very end of the span
         if want is None:
             kept = thin(kept, cfg.num_segments if cfg.sampling == "uniform" else cfg.max_frames)
         if not kept:
             return Verdict.reject("video_no_frames", f"{decoded} frames decoded, none usable")
         if fmt == "gif" and decoded < 2:
             return Verdict.reject("not_a_video", "a still GIF (one frame)")
-        jpegs, sizes = [], []
-        for _, frame in kept:
-            jpeg, size = _encode(frame, cfg)
-            jpegs.append(jpeg)
-            sizes.append(size)
-        return Frames(jpegs=jpegs, timestamps=[round(t, 3) for t, _ in kept], width=sizes[0][0], height=sizes[0][1],
-                      duration_s=round(duration if duration is not None else kept[-1][0], 3), source_fps=rate,
-                      codec=stream.codec_context.name, container=container.format.name, decoded=decoded, sizes=sizes,
-                      source_width=kept[0][1].width, source_height=kept[0][1].height)
+        known = duration if duration is not None and duration > 0 else kept[-1].t
+        return Frames(jpegs=[k.jpeg for k in kept], timestamps=[round(k.t, 3) for k in kept], width=kept[0].size[0],
+                      height=kept[0].size[1], duration_s=round(known, 3), source_fps=rate,
+                      codec=stream.codec_context.name, container=container.format.name, decoded=decoded,
+                      sizes=[k.size for k in kept], source_width=kept[0].source[0], source_height=kept[0].source[1])
 
 
-def video_prompt(n: int) -> str:
-    """InternVL's video prompt: one `FrameK: <image>` line per frame."""
-    return "".join(f"Frame{i + 1}: <image>\n" for i in range(n))
+@dataclass(frozen=True)
+class Kept:
+    """A chosen frame, already a JPEG (no decoded frame is held past its turn)."""
+
+    t: float
+    jpeg: bytes
+    size: tuple[int, int]
+    source: tuple[int, int]
+    index: int
+
+
+def _kept(t: float, frame, cfg: VideoConfig, index: int) -> Kept:
+    jpeg, size = _encode(frame, cfg)
+    return Kept(t, jpeg, size, (frame.width, frame.height), index)
+
+
+FRAME_LABELS = ("Frame-", "Frame")  # InternVL 2.5 / 3's training loader; InternVL's chat demo
+
+
+def video_prompt(n: int, label: str = "Frame-") -> str:
+    """InternVL's video prompt for n frames: `Frame-1: <image>\nFrame-2: <image>\n` as its
+    fine-tuning loader builds it from `<video>\n` (label "Frame" gives its chat demo's `Frame1:`)."""
+    if label not in FRAME_LABELS:
+        raise ConfigError(f"frame label: one of {FRAME_LABELS}")
+    return "".join(f"{label}{i + 1}: <image>\n" for i in range(n))
 

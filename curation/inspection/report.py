@@ -85,7 +85,7 @@ def _frame_strips(ss: ShardSet, limit: int) -> list[tuple[str, str, list[tuple[s
                 video = json.loads(group.get("json", b"{}")).get("video")
                 if not isinstance(video, dict):
                     continue
-                frames = sorted(n for n in group if n.startswith("frame"))
+                frames = sorted((n for n in group if n.startswith("frame")), key=lambda n: int(n[5:].split(".")[0] or 0))
                 stamps = video.get("timestamps") or [0.0] * len(frames)
                 thumbs = [(uri, float(t)) for name, t in zip(frames, stamps) if (uri := _thumb(group[name]))]
                 out.append((key, group.get("txt", b"").decode("utf-8", "replace"), thumbs))

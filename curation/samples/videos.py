@@ -21,8 +21,10 @@ def frame_index(red: float) -> int:
 
 
 def make_video(container: str = "mp4", frames: int = 40, fps: int = 10, size: tuple[int, int] = (96, 64),
-               audio: bool = False) -> bytes:
-    """A `frames`-frame video at `fps` in `container` (a key of CONTAINERS), as bytes."""
+               audio: bool = False, start_s: float = 0.0, audio_s: float | None = None, gop: int = 10) -> bytes:
+    """A `frames`-frame video at `fps` in `container` (a key of CONTAINERS), as bytes: its first
+    frame at `start_s` (MPEG-TS style offsets), a keyframe every `gop` frames, with `audio` as long
+    as the video (or `audio_s`)."""
     import av
 
     fmt, codec = CONTAINERS[container]
@@ -32,23 +34,23 @@ def make_video(container: str = "mp4", frames: int = 40, fps: int = 10, size: tu
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
-            stream.options = {"g": "10", "crf": "18"}  # a keyframe every second
+            stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": "18"}
         else:
-            stream.codec_context.gop_size = 10
-        sound = out.add_stream("aac", rate=8000) if audio else None
+            stream.codec_context.gop_size = gop
+        sound = out.add_stream("aac", rate=8000) if audio or audio_s else None
         for i in range(frames):
             pixels = np.zeros((size[1], size[0], 3), dtype=np.uint8)
             pixels[..., 0] = min(255, STEP * i)
             pixels[..., 1] = 128
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = i
+            frame.pts = i + round(start_s * fps)
             frame.time_base = Fraction(1, fps)
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
         if sound is not None:
-            _add_tone(out, sound, frames / fps)
+            _add_tone(out, sound, audio_s if audio_s is not None else frames / fps)
     return buf.getvalue()
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, Literal, NamedTuple
 
-from curation.core.records import Sample
+from curation.core.records import Sample, is_frame_member
 from filters.dedup.config import DedupConfig
 from filters.dedup.keys import Decision, DupKey, Row, dup_key, resolve_chain
 
@@ -86,7 +86,10 @@ def sample_dup_keys(row: Row, score_field: str | None):
     no part in dedup)."""
     rec = row.record
     if isinstance(rec, Sample):
-        yield dup_key(rec.pair, score_field, rec.image.sha256, rec.image.phash, node=row.node)
+        video = rec.video is not None or any(is_frame_member(s) for s in rec.stored or ())
+        # a video's exact key is its file's hash: two videos may share a poster frame (a title card)
+        sha = rec.image.source_sha256 if video and rec.image.source_sha256 else rec.image.sha256
+        yield dup_key(rec.pair, score_field, sha, rec.image.phash, node=row.node)
 
 
 def resolve_chains(item):
