@@ -23,8 +23,6 @@ from typing import Any, Literal, Sequence
 
 from curation.core.config import ConfigError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
-
 
 @dataclass(frozen=True)
 class ClipGateConfig:
@@ -227,8 +225,10 @@ def read_probes(folder: str) -> list[tuple[Path, str]]:
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"pixels.clip.calibration.probes: {root} is not a folder")
+    from filters.quality.gates import probe_paths
+
     pairs = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in probe_paths(root):
         txt = path.with_suffix(".txt")
         if txt.is_file() and (caption := txt.read_text(encoding="utf-8", errors="replace").strip()):
             pairs.append((path, caption))
@@ -242,9 +242,7 @@ def clip_gate(cfg: ClipConfig) -> dict[str, Any]:
     """Measure the model on the probe pairs and decide whether `min_similarity` may reject; the
     document goes into `_index.json` as `clip_gate` (with the aesthetic predictor's own gate under
     `aesthetic`). Without probes or a threshold: recorded only."""
-    from PIL import Image
-
-    from filters.quality.gates import decide_gate
+    from filters.quality.gates import decide_gate, load_rgb
 
     gate: dict[str, Any] = {"model": cfg.model, "min_similarity": cfg.min_similarity,
                             "min_auc": cfg.calibration.min_auc, "max_clean_reject": cfg.calibration.max_clean_reject}
@@ -256,10 +254,7 @@ def clip_gate(cfg: ClipConfig) -> dict[str, Any]:
         return {**gate, "enforced": False,
                 "why": "no probe pairs (pixels.clip.calibration.probes): scores recorded, nothing rejected"}
     probes = read_probes(cfg.calibration.probes)
-    images = []
-    for path, _ in probes:
-        with Image.open(path) as im:
-            images.append(im.convert("RGB"))
+    images = [load_rgb(path) for path, _ in probes]
     scorer = clip_scorer(cfg)
     sims: list[list[float]] = []
     for i in range(0, len(images), cfg.batch_size):
@@ -272,20 +267,10 @@ def clip_gate(cfg: ClipConfig) -> dict[str, Any]:
     return {**gate, "probes": len(probes), **figures}
 
 
-def _probe_images(folder: Path) -> list[Any]:
-    from PIL import Image
-
-    images = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        with Image.open(path) as im:
-            images.append(im.convert("RGB"))
-    return images
-
-
 def aesthetic_gate(cfg: ClipConfig) -> dict[str, Any]:
     """Measure the aesthetic predictor on its labelled probes (`good/`, `bad/`) and decide whether
     `min_score` may reject; the document goes into `clip_gate.aesthetic`."""
-    from filters.quality.gates import decide_gate
+    from filters.quality.gates import decide_gate, load_rgb, probe_paths
 
     a = cfg.aesthetic
     gate: dict[str, Any] = {"weights": a.weights, "min_score": a.min_score, "min_auc": a.calibration.min_auc,
@@ -301,7 +286,7 @@ def aesthetic_gate(cfg: ClipConfig) -> dict[str, Any]:
     scorer = clip_scorer(cfg)
     scores = {}
     for side in ("good", "bad"):
-        images = _probe_images(root / side)
+        images = [load_rgb(path) for path in probe_paths(root / side)]
         scores[side] = [s.aesthetic for i in range(0, len(images), cfg.batch_size)
                         for s in scorer.score(images[i:i + cfg.batch_size], [""] * len(images[i:i + cfg.batch_size]))]
     # badness is the negated score: rejected below min_score

@@ -3,7 +3,23 @@ scorer measured on a labelled probe set (annotate's LLM rater, the NSFW classifi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")  # what a probe folder's images are named
+
+
+def probe_paths(folder: str | Path) -> list[Path]:
+    """The image files under a probe folder, in name order."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_rgb(path: str | Path) -> Any:
+    """One probe image, decoded as RGB (PIL)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
 
 
 def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:

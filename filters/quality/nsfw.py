@@ -17,8 +17,6 @@ from typing import Any
 
 from curation.core.config import ConfigError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
-
 
 @dataclass(frozen=True)
 class NsfwGateConfig:
@@ -66,14 +64,9 @@ def nsfw_score(img: Any, threads: int = 1) -> float:
 
 
 def _probe_scores(folder: Path, threads: int) -> list[float]:
-    from PIL import Image
+    from filters.quality.gates import load_rgb, probe_paths
 
-    scores = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        with Image.open(path) as img:
-            img.load()
-            scores.append(nsfw_score(img.convert("RGB"), threads))
-    return scores
+    return [nsfw_score(load_rgb(path), threads) for path in probe_paths(folder)]
 
 
 def nsfw_gate(cfg: NsfwConfig) -> dict[str, Any]:
